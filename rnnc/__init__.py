@@ -1,0 +1,27 @@
+"""rnnc: a compiler for recurrent neural networks.
+
+Write ``h[t] = tanh(U @ x[t] + W @ h[t-1] + b)``; rnnc checks the cyclic graph, schedules it into maps and
+scans, unrolls and draws it, interprets it in numpy, derives its BPTT gradients and compiles it.
+"""
+from rnnc.errors import CycleError, GraphError, RnncError, ShapeError
+from rnnc.ir.node import Axis
+from rnnc.dsl.model import Model, axes, t
+from rnnc.dsl import init
+from rnnc.ops import (add, sub, mul, div, neg, exp, log, tanh, sigmoid, relu, sqrt, square, where, matmul,
+                      concat, split, reshape, one_hot, softmax, log_softmax, softmax_cross_entropy,
+                      binary_cross_entropy, mse, fsum, fmean, fmax)
+from rnnc.ops.reduce import batch_mean
+from rnnc.schedule import schedule
+from rnnc.interpret import interpret, interpret_unrolled
+from rnnc.reductions import last, first, sum, mean
+from rnnc.viz import render
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CycleError", "GraphError", "RnncError", "ShapeError", "Axis", "Model", "axes", "t", "init",
+    "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "square", "where",
+    "matmul", "concat", "split", "reshape", "one_hot", "softmax", "log_softmax", "softmax_cross_entropy",
+    "binary_cross_entropy", "mse", "fsum", "fmean", "fmax", "batch_mean", "schedule", "interpret",
+    "interpret_unrolled", "last", "first", "sum", "mean", "render",
+]

@@ -1,0 +1,20 @@
+"""Errors rnnc raises for bad models and bad input.
+
+Every error names the thing at fault and, for DSL mistakes, the user's own ``file:line``.
+"""
+
+
+class RnncError(Exception):
+    """Base class of rnnc's errors."""
+
+
+class GraphError(RnncError):
+    """A model's structure is wrong: undefined or twice-defined signal, bad axes, bad recurrence."""
+
+
+class CycleError(GraphError):
+    """An algebraic loop: a cycle with no delayed reference on it."""
+
+
+class ShapeError(RnncError, ValueError):
+    """Shapes do not fit an op's shape rule."""

@@ -1,0 +1,108 @@
+"""Checking the arrays handed to a model and deriving axis sizes and the batch size from them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnnc.ir.graph import Graph
+
+
+@dataclass
+class Binding:
+    """Arrays for every leaf, by node, plus the sizes they imply."""
+
+    arrays: dict
+    sizes: dict
+    batch: int | None
+    dtype: np.dtype
+
+
+def _layout(node, sizes_names=None) -> str:
+    lead = [a.name.upper() for a in node.axes] + (["B"] if node.batched else [])
+    return "(" + ", ".join(lead + [str(s) for s in node.shape]) + ")"
+
+
+def resolve_dtype(params: dict, dtype) -> np.dtype:
+    if dtype is not None:
+        dt = np.dtype(dtype)
+    else:
+        kinds = {np.asarray(v).dtype for v in params.values() if np.asarray(v).dtype.kind == "f"}
+        dt = np.dtype("float64") if np.dtype("float64") in kinds else np.dtype("float32")
+    if dt not in (np.dtype("float32"), np.dtype("float64")):
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def bind(graph: Graph, inputs: dict, params: dict, dtype=None, sizes=None, batch=None,
+         optional=()) -> Binding:
+    """Check ``inputs`` and ``params`` against ``graph``; raise ``ValueError`` naming what is wrong.
+
+    Inputs named in ``optional`` (targets only the loss needs) may be left out.
+    """
+    dt = resolve_dtype(params, dtype)
+    inputs = dict(inputs)
+    used = {n.name for n in graph.nodes if n.op in ("input", "lengths")}
+    unknown = sorted(set(inputs) - set(graph.inputs))
+    if unknown:
+        raise ValueError(f"model {graph.name!r} has no input named {', '.join(map(repr, unknown))}; "
+                         f"its inputs are {sorted(graph.inputs)}")
+    missing = sorted(n for n in used if n not in inputs and n not in optional)
+    if missing:
+        raise ValueError(f"model {graph.name!r} needs input {', '.join(map(repr, missing))} "
+                         f"(expected layouts: " + ", ".join(
+                             f"{n} {_layout(graph.inputs[n])}" for n in missing) + ")")
+    axis_sizes = {}
+    for name, size in (sizes or {}).items():
+        axis_sizes[name] = int(size)
+    b = batch
+    arrays = {}
+    for name, node in graph.inputs.items():
+        if name not in inputs:
+            continue
+        arr = np.asarray(inputs[name])
+        expect_ndim = len(node.axes) + 1 + len(node.shape)
+        if arr.ndim != expect_ndim or tuple(arr.shape[len(node.axes) + 1:]) != node.shape:
+            raise ValueError(f"input {name!r}: expected an array of layout {_layout(node)}, got shape "
+                             f"{arr.shape}")
+        if node.dtype == "float":
+            if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
+                raise ValueError(f"input {name!r}: expected real numbers, got dtype {arr.dtype}")
+            arr = arr.astype(dt, copy=False)
+        elif arr.dtype.kind not in "iu":
+            raise ValueError(f"input {name!r}: expected integers (dtype int), got dtype {arr.dtype}")
+        else:
+            arr = arr.astype(np.int64, copy=False)
+        for axis, size in zip(node.axes, arr.shape):
+            prev = axis_sizes.setdefault(axis.name, size)
+            if prev != size:
+                raise ValueError(f"input {name!r}: axis {axis.name!r} has size {size}, but another input "
+                                 f"or sizes= gives {prev}")
+        nb = arr.shape[len(node.axes)]
+        if b is None:
+            b = nb
+        elif nb != b:
+            raise ValueError(f"input {name!r}: batch size {nb} differs from {b} given by the other inputs")
+        arrays[node] = arr
+    sizes_by_axis = {}
+    for axis in graph.axes():
+        if axis.name not in axis_sizes:
+            raise ValueError(f"the size of axis {axis.name!r} is unknown: no input varies along it; "
+                             f"pass sizes={{{axis.name!r}: N}}")
+        sizes_by_axis[axis] = axis_sizes[axis.name]
+    for axis, lnode in graph.lengths.items():
+        if lnode in arrays:
+            lens = arrays[lnode]
+            if lens.min(initial=1) < 1 or lens.max(initial=1) > sizes_by_axis[axis]:
+                raise ValueError(f"input {lnode.name!r}: lengths must lie in [1, {sizes_by_axis[axis]}] "
+                                 f"(the size of axis {axis.name!r}), got {lens.min()}..{lens.max()}")
+    for name, node in graph.params.items():
+        if name not in params:
+            raise ValueError(f"param {name!r} is missing (shape {node.shape}); m.init_params() makes them all")
+        arr = np.asarray(params[name])
+        if arr.shape != node.shape:
+            raise ValueError(f"param {name!r}: expected shape {node.shape}, got {arr.shape}")
+        if arr.dtype.kind != "f":
+            raise ValueError(f"param {name!r}: expected floats, got dtype {arr.dtype}")
+        arrays[node] = arr.astype(dt, copy=False)
+    return Binding(arrays, sizes_by_axis, b if b is not None else 1, dt)
