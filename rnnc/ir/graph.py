@@ -53,7 +53,7 @@ class Graph:
 
     def axes(self) -> list[Axis]:
         seen = {a for n in self.nodes for a in n.axes}
-        seen |= {n.attr("axis") for n in self.nodes if n.attr("axis") is not None}
+        seen |= {n.attr("axis") for n in self.nodes if isinstance(n.attr("axis"), Axis)}
         return sorted(seen, key=lambda a: a.order)
 
     def named(self) -> dict:

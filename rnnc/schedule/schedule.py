@@ -37,13 +37,12 @@ class Stage:
         else:
             axes = sorted({a.name for n in self.nodes for a in n.axes})
             head = "map" + (f" over {', '.join(axes)}" if axes else " (axis-free)")
-        results = [n for n in self.nodes if n in named or n in used_outside]
-        names = {n: named.get(n, f"%{n.id}") for n in results}
+        results = [n for n in self.nodes if (n in named or n in used_outside) and n.op not in ("ref", "const")]
+        names = dict(named)
+        names.update({n: f"%{n.id}" for n in results if n not in named})
         inline = set(self.nodes) - set(results)
         lines = [head]
         for n in results:
-            if n.op == "ref" and n not in named:
-                continue
             lines.append(f"{names[n]} = {expression(n, names, inline)}")
         return lines
 

@@ -7,7 +7,7 @@ _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@"}
 
 
 def _atom(node: Node, names: dict) -> str | None:
-    if node in names:
+    if node in names and node.op != "ref":
         return names[node]
     if node.op == "const":
         v = node.attr("value")
@@ -24,6 +24,7 @@ def _atom(node: Node, names: dict) -> str | None:
 def expression(root: Node, names: dict, inline: set) -> str:
     """``root`` as text; nodes in ``inline`` are expanded, others shown by name (iterative)."""
     text: dict = {}
+    infix: set = set()
     stack = [(root, False)]
     while stack:
         node, ready = stack.pop()
@@ -41,8 +42,9 @@ def expression(root: Node, names: dict, inline: set) -> str:
             continue
         args = [text[i] for i in node.inputs]
         if node.op in _INFIX and len(args) == 2:
-            text[node] = f"({args[0]} {_INFIX[node.op]} {args[1]})" if node is not root else \
-                f"{args[0]} {_INFIX[node.op]} {args[1]}"
+            args = [f"({a})" if i in infix else a for a, i in zip(args, node.inputs)]
+            text[node] = f"{args[0]} {_INFIX[node.op]} {args[1]}"
+            infix.add(node)
         elif node.op == "neg":
             text[node] = f"-{args[0]}"
         else:

@@ -1,0 +1,200 @@
+"""Symbolic BPTT: the gradient of a model is another rnnc graph.
+
+Reverse mode over the *rolled* graph with one extra rule. Every named value ``v`` (signal or sequence input)
+gets an adjoint signal ``d_v`` over the same axes. For a reference ``r = v[t-k]`` read somewhere with adjoint
+``r̄``, the value at index ``t`` receives ``r̄`` from index ``t+k``:
+
+.. math::  \\bar v[t] = \\sum_{\\text{direct uses}} \\bar c[t] + \\sum_{r = v[t-k]} \\bar r[t+k]
+
+so the adjoint of a forward scan reads ``t+1`` and the schedule finds, with no special case, that it is a
+reverse scan. A reference's initial value receives ``sum_t r̄[t]`` over the indices where the read fell out of
+range (``edge_sum``). A param's adjoint is reduced over every loop axis and the batch by the ops' VJPs (a map
+stage; one large product in a backend).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import networkx as nx
+
+from rnnc.errors import GraphError
+from rnnc.ir.graph import Graph
+from rnnc.ir.node import Node
+from rnnc.ops import as_node, opdef, ref
+from rnnc.ops.reduce import expand, spread, sum_to, to_batch
+
+NO_GRAD = ("const", "lengths", "step_mask", "one_hot", "positive", "max_mask")
+
+
+@dataclass
+class Adjoints:
+    """Bookkeeping of one reverse sweep."""
+
+    contrib: dict      # node -> list of adjoint contributions
+    direct: dict       # value name -> contributions to its defining node from direct uses
+    refs: dict         # ref node -> its adjoint
+    leaves: dict       # param / axis-free input leaf -> its adjoint
+
+
+def _relevant(graph: Graph) -> set:
+    """Nodes whose value can change the loss (through inputs, references and initial values)."""
+    dg = nx.DiGraph()
+    for n in graph.nodes:
+        dg.add_node(n)
+        for i in n.inputs:
+            dg.add_edge(i, n)
+        if n.op == "ref":
+            dg.add_edge(graph.value_of(n), n)
+    if graph.loss is None:
+        raise GraphError(f"model {graph.name!r} has no loss (m.loss(...)); there is nothing to differentiate")
+    return nx.ancestors(dg, graph.loss) | {graph.loss}
+
+
+def _conform(node: Node, like: Node) -> Node:
+    """Broadcast an adjoint contribution to ``like``'s axes and batch."""
+    for axis in like.axes:
+        if axis not in node.axes:
+            node = spread(node, axis)
+    if like.batched and not node.batched:
+        node = to_batch(node)
+    if node.shape != like.shape:
+        node = node + expand(as_node(0.0), like.shape)
+    return node
+
+
+def _total(terms):
+    out = terms[0]
+    for term in terms[1:]:
+        out = out + term
+    return out
+
+
+def adjoint_name(graph: Graph, value: str, suffix: str = "") -> str:
+    taken = set(graph.values) | set(graph.inputs) | set(graph.params) | set(graph.outputs)
+    base = f"d_{value}{suffix}"
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+def sweep(graph: Graph, names: dict, relevant: set) -> Adjoints:
+    """Reverse sweep over the rolled graph; a value's defining node takes the adjoint ``d_v[index]``."""
+    defs = {node: name for name, node in graph.values.items() if name in names}
+    adj = Adjoints(defaultdict(list), defaultdict(list), {}, {})
+    adj.contrib[graph.loss].append(as_node(1.0))
+    for node in reversed(graph.nodes):
+        if node not in relevant:
+            continue
+        terms = adj.contrib.get(node, [])
+        if node in defs:
+            name = defs[node]
+            adj.direct[name].extend(terms)
+            g = ref(names[name], node.axes, node.shape, "float", node.batched, None, 0, where=node.where)
+        elif not terms:
+            continue
+        else:
+            g = _total(terms)
+        _propagate(node, g, adj, relevant)
+    return adj
+
+
+def _propagate(node: Node, g: Node, adj: Adjoints, relevant: set) -> None:
+    if node.op == "ref":
+        adj.refs[node] = g
+        if node.inputs and node.inputs[0] in relevant:
+            from rnnc.ops.reduce import edge_sum
+
+            init = node.inputs[0]
+            adj.contrib[init].append(sum_to(edge_sum(g, node.attr("axis"), node.attr("offset")), init))
+        return
+    if node.op in ("param", "input"):
+        adj.leaves[node] = g
+        return
+    if node.op in NO_GRAD:
+        return
+    rule = opdef(node.op).vjp
+    if rule is None:
+        raise GraphError(f"op {node.op!r} ({node.label()} at {node.where}) has no VJP rule; "
+                         f"rnnc cannot differentiate through it")
+    for inp, c in zip(node.inputs, rule(node, g)):
+        if c is not None and inp in relevant and inp.dtype == "float" and inp.op not in NO_GRAD:
+            adj.contrib[inp].append(c)
+
+
+def adjoint_equations(graph: Graph, names: dict, adj: Adjoints, taken: set) -> dict:
+    """``d_v`` for every value, plus one ``d_v_tm1``-style signal per shift (what flows back through
+    ``v[t-1]``), read one step later: ``d_v[t] = direct[t] + d_v_tm1[t+1]``."""
+    out = {}
+    for v, dname in names.items():
+        value = graph.values[v]
+        terms = list(adj.direct.get(v, []))
+        shifted = defaultdict(list)
+        for r, g in adj.refs.items():
+            if r.attr("value") != v:
+                continue
+            if r.attr("offset"):
+                shifted[(r.attr("axis"), r.attr("offset"))].append(g)
+            else:
+                terms.append(g)
+        for (axis, off), gs in sorted(shifted.items(), key=lambda kv: (kv[0][0].order, kv[0][1])):
+            via = _fresh(f"{dname}_{axis.name}{'m' if off < 0 else 'p'}{abs(off)}", taken)
+            out[via] = _conform(_total(gs), value)
+            terms.append(ref(via, value.axes, value.shape, "float", value.batched, axis, -off,
+                             where=value.where))
+        if not terms:
+            terms = [expand(as_node(0.0), value.shape)]
+        out[dname] = _conform(_total([_conform(term, value) for term in terms]), value)
+    return out
+
+
+def _fresh(name: str, taken: set) -> str:
+    base, k = name, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def gradient_graph(graph: Graph, wrt=None) -> Graph:
+    """The gradient model of ``graph``: its forward equations, adjoint signals, and ``grads`` roots."""
+    wrt = list(graph.params) if wrt is None else list(wrt)
+    _check_wrt(graph, wrt)
+    relevant = _relevant(graph)
+    taken = set(graph.values) | set(graph.inputs) | set(graph.params) | set(graph.outputs)
+    names = {}
+    for v, node in graph.values.items():
+        if node in relevant and (v in graph.signals or v in wrt):
+            names[v] = _fresh(f"d_{v}", taken)
+    adj = sweep(graph, names, relevant)
+    new_values = adjoint_equations(graph, names, adj, taken)
+    grads = {}
+    for name in wrt:
+        if name in names:
+            grads[name] = new_values[names[name]]
+            continue
+        leaf = graph.params[name] if name in graph.params else graph.inputs[name]
+        g = adj.leaves.get(leaf)
+        grads[name] = g if g is not None else _zeros_like(leaf)
+    values = {**graph.values, **new_values}
+    return Graph(f"{graph.name}_grad", dict(graph.inputs), dict(graph.params), dict(graph.param_inits), values,
+                 tuple(graph.signals) + tuple(new_values), dict(graph.outputs), graph.loss, grads,
+                 dict(graph.lengths), dict(graph.inits),
+                 {"forward": graph, "adjoints": dict(names), "wrt": tuple(wrt)})
+
+
+def _zeros_like(leaf: Node) -> Node:
+    z = expand(as_node(0.0), leaf.shape)
+    for axis in leaf.axes:
+        z = spread(z, axis)
+    return to_batch(z) if leaf.batched else z
+
+
+def _check_wrt(graph: Graph, wrt) -> None:
+    valid = set(graph.params) | {n for n, v in graph.inputs.items() if v.dtype == "float" and v.op == "input"}
+    valid |= set(graph.signals)
+    bad = [w for w in wrt if w not in valid]
+    if bad:
+        raise ValueError(f"cannot differentiate with respect to {', '.join(map(repr, bad))}: expected params, "
+                         f"float inputs or signals of {graph.name!r}: {sorted(valid)}")
