@@ -15,7 +15,7 @@ def align(arr: np.ndarray, src_axes, src_batched: bool, dst_axes, dst_batched: b
     shape = [sizes.get(a, 1) for a in dst_axes]
     if dst_batched:
         shape.append(arr.shape[len(src_axes)] if src_batched else 1)
-    return arr.reshape(*shape, *feat)
+    return arr.reshape((*shape, *feat))
 
 
 def pad_features(arrays, lead: int):
