@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnc.ir.graph import Graph
+from rnnc.ir.graph import Graph, static_sizes
 
 
 @dataclass
@@ -52,9 +52,10 @@ def bind(graph: Graph, inputs: dict, params: dict, dtype=None, sizes=None, batch
         raise ValueError(f"model {graph.name!r} needs input {', '.join(map(repr, missing))} "
                          f"(expected layouts: " + ", ".join(
                              f"{n} {_layout(graph.inputs[n])}" for n in missing) + ")")
-    axis_sizes = {}
+    axis_sizes = {a.name: s for a, s in static_sizes(graph).items()}
     for name, size in (sizes or {}).items():
-        axis_sizes[name] = int(size)
+        if axis_sizes.setdefault(name, int(size)) != int(size):
+            raise ValueError(f"sizes= gives axis {name!r} size {size}, but the model fixes it at {axis_sizes[name]}")
     b = batch
     arrays = {}
     for name, node in graph.inputs.items():

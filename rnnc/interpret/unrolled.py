@@ -26,6 +26,12 @@ def _gather(arg, values):
 
 def interpret_unrolled(g: nx.DiGraph, inputs: dict, params: dict, dtype=None, batch=None) -> Result:
     """Evaluate an unrolled graph (from ``m.unroll(...)``) on arrays, one (value, index) node at a time."""
+    values, _, dead = evaluate_unrolled(g, inputs, params, dtype, batch)
+    return _collect(g.graph["graph"], g.graph["sizes"], values, dead)
+
+
+def evaluate_unrolled(g: nx.DiGraph, inputs: dict, params: dict, dtype=None, batch=None):
+    """Every unrolled node's array: returns (values by key, the input binding, keys that could not run)."""
     graph, sizes = g.graph["graph"], g.graph["sizes"]
     b = bind(graph, inputs, params, dtype, {a.name: s for a, s in sizes.items()}, batch,
              optional=_loss_only_inputs(graph))
@@ -57,7 +63,7 @@ def interpret_unrolled(g: nx.DiGraph, inputs: dict, params: dict, dtype=None, ba
             arrays = [_gather(a, values) for a in attrs["args"]]
             in_axes = [a[1] if isinstance(a, tuple) and a[0] == "stack" else () for a in attrs["args"]]
             values[key] = evaluate(node, arrays, in_axes, (), b.sizes, b.batch, b.dtype, idx)
-    return _collect(graph, sizes, values, dead)
+    return values, b, dead
 
 
 def _assemble(graph, node, sizes, values, dead):

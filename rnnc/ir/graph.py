@@ -74,6 +74,19 @@ class Graph:
         return out
 
 
+def static_sizes(graph: Graph) -> dict:
+    """Axis sizes fixed by the graph itself: nodes such as ``to_grid`` declare ``static_sizes`` attrs
+    (pairs ``(axis, size)``). Returns ``{Axis: size}``; two different sizes for one axis are an error."""
+    from rnnc.errors import GraphError
+
+    out: dict = {}
+    for n in graph.nodes:
+        for axis, size in n.attrs.get("static_sizes", ()) or ():
+            if out.setdefault(axis, size) != size:
+                raise GraphError(f"axis {axis.name!r} gets static size {out[axis]} and {size} (at {n.where})")
+    return out
+
+
 def topo_order(roots: Iterable[Node], extra: Callable[[Node], tuple] | None = None) -> list[Node]:
     """All nodes reachable from ``roots`` through input edges, inputs before consumers (iterative DFS).
 

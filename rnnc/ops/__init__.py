@@ -8,6 +8,7 @@ from rnnc.ops.structure import (concat, slice_features, split, feature_index, re
                                 log_softmax)
 from rnnc.ops.losses import softmax_cross_entropy, binary_cross_entropy, mse
 from rnnc.ops.leaves import leaf, ref, step_mask
+from rnnc.ops import image  # noqa: F401  (registers conv2d, pooling, channel_mean, to_grid, from_grid)
 
 __all__ = [
     "OPS", "OpDef", "as_node", "make", "opdef", "register",

@@ -10,7 +10,7 @@ import itertools
 import networkx as nx
 import numpy as np
 
-from rnnc.ir.graph import Graph
+from rnnc.ir.graph import Graph, static_sizes
 from rnnc.ir.node import Node
 
 
@@ -42,6 +42,7 @@ def _label(node: Node, named: dict, index) -> str:
 def unroll(graph: Graph, sizes: dict) -> nx.DiGraph:
     """Unroll ``graph`` for ``sizes`` (axis name -> size), e.g. ``unroll(g, {"t": 4})``."""
     by_name = {a.name: a for a in graph.axes()}
+    sizes = {**{a.name: s for a, s in static_sizes(graph).items()}, **sizes}
     unknown = sorted(set(sizes) - set(by_name))
     if unknown:
         raise ValueError(f"model {graph.name!r} has no axis {', '.join(map(repr, unknown))}; "
