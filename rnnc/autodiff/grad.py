@@ -79,11 +79,16 @@ def adjoint_name(graph: Graph, value: str, suffix: str = "") -> str:
     return name
 
 
-def sweep(graph: Graph, names: dict, relevant: set) -> Adjoints:
-    """Reverse sweep over the rolled graph; a value's defining node takes the adjoint ``d_v[index]``."""
+def sweep(graph: Graph, names: dict, relevant: set, seed: bool = True, hooks=None) -> Adjoints:
+    """Reverse sweep over the rolled graph; a value's defining node takes the adjoint ``d_v[index]``.
+
+    ``hooks`` (truncated BPTT) may mask what enters the loop axis from axis-free values (``hooks.seed``) and
+    what reaches initial values (``hooks.init``).
+    """
     defs = {node: name for name, node in graph.values.items() if name in names}
     adj = Adjoints(defaultdict(list), defaultdict(list), {}, {})
-    adj.contrib[graph.loss].append(as_node(1.0))
+    if seed:
+        adj.contrib[graph.loss].append(as_node(1.0))
     for node in reversed(graph.nodes):
         if node not in relevant:
             continue
@@ -96,17 +101,19 @@ def sweep(graph: Graph, names: dict, relevant: set) -> Adjoints:
             continue
         else:
             g = _total(terms)
-        _propagate(node, g, adj, relevant)
+        _propagate(node, g, adj, relevant, hooks)
     return adj
 
 
-def _propagate(node: Node, g: Node, adj: Adjoints, relevant: set) -> None:
+def _propagate(node: Node, g: Node, adj: Adjoints, relevant: set, hooks=None) -> None:
     if node.op == "ref":
         adj.refs[node] = g
         if node.inputs and node.inputs[0] in relevant:
             from rnnc.ops.reduce import edge_sum
 
             init = node.inputs[0]
+            mask = hooks.init(node) if hooks else None
+            g = g * mask if mask is not None else g
             adj.contrib[init].append(sum_to(edge_sum(g, node.attr("axis"), node.attr("offset")), init))
         return
     if node.op in ("param", "input"):
@@ -120,7 +127,8 @@ def _propagate(node: Node, g: Node, adj: Adjoints, relevant: set) -> None:
                          f"rnnc cannot differentiate through it")
     for inp, c in zip(node.inputs, rule(node, g)):
         if c is not None and inp in relevant and inp.dtype == "float" and inp.op not in NO_GRAD:
-            adj.contrib[inp].append(c)
+            mask = hooks.seed(node, inp) if hooks else None
+            adj.contrib[inp].append(c * mask if mask is not None else c)
 
 
 def adjoint_equations(graph: Graph, names: dict, adj: Adjoints, taken: set) -> dict:

@@ -52,17 +52,23 @@ def _numeric_vjp(node, arrays, in_axes, gbar, b):
     return [None if o is None else env[o] for o in outs]
 
 
-def _push(adj, arg, contribution):
+def _push(adj, arg, contribution, keep=None):
     if isinstance(arg, tuple) and arg and arg[0] == "stack":
         keys = arg[2]
         for sub in np.ndindex(keys.shape):
+            if keep is not None and not keep(arg[1], sub):
+                continue
             adj[keys[sub]] = adj[keys[sub]] + contribution[sub] if keys[sub] in adj else contribution[sub]
     else:
         adj[arg] = adj[arg] + contribution if arg in adj else contribution
 
 
-def unrolled_gradients(g: nx.DiGraph, inputs: dict, params: dict, dtype=None) -> dict:
-    """dLoss/dparam for every param, by reverse mode over the unrolled graph ``g`` (from ``m.unroll``)."""
+def unrolled_gradients(g: nx.DiGraph, inputs: dict, params: dict, dtype=None, window=None) -> dict:
+    """dLoss/dparam for every param, by reverse mode over the unrolled graph ``g`` (from ``m.unroll``).
+
+    ``window=(axis, steps, start)`` restricts it the brute-force way truncated BPTT is defined: only losses at
+    ``steps`` are seeded, and nothing propagates from a node whose index along ``axis`` is below ``start``.
+    """
     graph = g.graph["graph"]
     values, b, _ = evaluate_unrolled(g, inputs, params, dtype)
     loss_key, _ = _resolve(graph, graph.loss, {}, g.graph["sizes"])
@@ -72,6 +78,14 @@ def unrolled_gradients(g: nx.DiGraph, inputs: dict, params: dict, dtype=None) ->
             continue
         attrs = g.nodes[key]
         node, gbar = attrs["ir"], adj[key]
+        keep = None
+        if window is not None:
+            axis, steps, start = window
+            if axis in attrs["index"] and attrs["index"][axis] < start:
+                continue
+            if axis not in attrs["index"]:
+                def keep(dropped, sub, axis=axis, steps=steps):
+                    return axis not in dropped or sub[dropped.index(axis)] in steps
         if attrs["op"] == "initial":
             if attrs["args"]:
                 init = attrs["init_ref"].inputs[0]
@@ -91,9 +105,22 @@ def unrolled_gradients(g: nx.DiGraph, inputs: dict, params: dict, dtype=None) ->
         in_axes = [a[1] if isinstance(a, tuple) and a[0] == "stack" else () for a in attrs["args"]]
         for arg, inp, c in zip(attrs["args"], node.inputs, _numeric_vjp(node, arrays, in_axes, gbar, b)):
             if c is not None and inp.dtype == "float":
-                _push(adj, arg, c)
+                _push(adj, arg, c, keep)
     out = {}
     for name, p in graph.params.items():
         key = (p.id, ())
         out[name] = adj.get(key, np.zeros(p.shape, dtype=b.dtype))
     return out
+
+
+def truncated_reference(g: nx.DiGraph, inputs: dict, params: dict, k1: int, k2: int, axis=None, dtype=None):
+    """Brute-force truncated BPTT on the unrolled graph: one windowed reverse pass per chunk, summed."""
+    sizes = g.graph["sizes"]
+    axis = axis or next(a for a in sizes if a.name == "t")
+    size = sizes[axis]
+    total = None
+    for begin in range(0, size, k1):
+        end = min(begin + k1, size) - 1
+        part = unrolled_gradients(g, inputs, params, dtype, (axis, set(range(begin, end + 1)), end - k2 + 1))
+        total = part if total is None else {k: total[k] + part[k] for k in total}
+    return total

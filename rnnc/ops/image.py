@@ -104,6 +104,12 @@ def _conv_vjp(node, g):
 
 
 def _input_grad_shape(inputs, attrs):
+    g, w = inputs
+    c, h, wd = attrs["x_shape"]
+    (sh, sw), (ph, pw), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
+    want = (w.shape[0], out_size(h, w.shape[2], sh, ph, dh), out_size(wd, w.shape[3], sw, pw, dw))
+    if g.shape != want:
+        raise shape_error("conv2d_input_grad", inputs, f"the output adjoint should have shape {want}")
     return attrs["x_shape"], "float"
 
 

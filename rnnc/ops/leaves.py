@@ -56,3 +56,43 @@ def ref(value: str, axes, shape, dtype, batched, axis: Axis | None, offset: int,
     return make("ref", [] if init is None else [init], name=label, where=where or user_line(),
                 value=value, axis=axis, offset=int(offset), shape=tuple(shape), dtype=dtype,
                 axes=tuple(axes), batched=batched)
+
+
+def tbptt_mask_values(size: int, k1: int, k2: int, shift: int, src: int, dst: int, mode: str) -> np.ndarray:
+    """0/1 per step for truncated BPTT (see ``rnnc.autodiff.truncate``).
+
+    Chunks of ``k1`` steps; chunk ``c`` ends at ``e_c`` and its gradient reaches back to ``s_c = e_c - k2 + 1``.
+    ``mode="seed"``: loss adjoint at step u is kept iff ``u >= s_chunk(u)``. ``mode="flow"``: adjoint of stream
+    ``src`` at reading step u (reading u - shift) moves to stream ``dst`` iff it stays in its chunk's window.
+    ``mode="init"``: the same for reads that fall before step 0 (into the initial value).
+    """
+    u = np.arange(size)
+    chunk = u // k1
+    last_chunk = (size - 1) // k1
+
+    def start(c):
+        return np.minimum((c + 1) * k1, size) - 1 - k2 + 1
+
+    if mode == "seed":
+        return (u >= start(chunk)).astype(np.float64)
+    origin = chunk + src
+    dest = u - shift
+    ok = (origin <= last_chunk) & (dest >= start(origin))
+    if mode == "init":
+        return (ok & (dest < 0)).astype(np.float64)
+    return (ok & (dest >= 0) & (origin - np.where(dest >= 0, dest, 0) // k1 == dst)).astype(np.float64)
+
+
+def _tbptt_np(node, ctx):
+    a = node.attrs
+    return tbptt_mask_values(ctx.sizes[a["axis"]], a["k1"], a["k2"], a["shift"], a["src"], a["dst"], a["mode"])
+
+
+register("tbptt_mask", lambda i, a: ((), "float"), _tbptt_np, None,
+         axes=lambda i, a: ((a["axis"],), False), aligned=False)
+
+
+def tbptt_mask(axis: Axis, k1: int, k2: int, shift: int = 0, src: int = 0, dst: int = 0, mode: str = "seed"):
+    """A per-step 0/1 constant of truncated BPTT (:func:`tbptt_mask_values`), varying along ``axis``."""
+    return make("tbptt_mask", [], axis=axis, k1=int(k1), k2=int(k2), shift=int(shift), src=int(src),
+                dst=int(dst), mode=mode)

@@ -13,7 +13,7 @@ from rnnc.ir.graph import Graph
 from rnnc.ir.node import Node
 from rnnc.viz import style
 from rnnc.viz.canvas import Canvas, delay_of, reduction_label
-from rnnc.viz.contract import contract
+from rnnc.viz.contract import Path, contract
 
 
 def folded_dot(graph: Graph, detail: bool = False, params: bool | None = None, rankdir: str = "BT",
@@ -45,6 +45,8 @@ def _named_only(canvas: Canvas, graph: Graph, with_params: bool) -> None:
     for dst, incoming in edges.items():
         if dst not in drawn:
             continue
+        if dst.op == "ref":     # an output that is a bare read, e.g. m.output("h_out", h[t])
+            incoming = {(graph.value_of(dst), delay_of(dst)): Path()}
         for (src, delay), path in incoming.items():
             canvas.edge(src, dst, path.label(delay), delay=delay is not None)
     _initial_edges(canvas, graph, drawn, edges)

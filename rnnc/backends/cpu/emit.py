@@ -1,0 +1,95 @@
+"""The building blocks of generated code: array variables (:class:`Buf`), index environments and an
+:class:`Emitter` that writes indented lines, each tagged with the IR node it comes from.
+
+Every value lives in an array laid out ``(*axis sizes, [B], *feature shape)`` (a *full* buffer) or, inside a
+scan, without the scan axis (a *step* buffer). Generated code indexes arrays element by element with named
+loop variables: axis number ``k`` is ``i{k}``, the batch ``ib``, features ``f0, f1...``; sizes are ``n{k}``
+and ``nb``. Broadcasting is then only a matter of which variables an index uses.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+BATCH = "B"
+
+
+@dataclass(frozen=True)
+class Buf:
+    """An array in generated code: ``var`` indexed by lead ``dims`` (axes / BATCH) then feature ``shape``.
+
+    ``literal`` is set for constants (no array: every element is that expression).
+    """
+
+    var: str
+    dims: tuple
+    shape: tuple
+    kind: str = "f"          # "f" float or "i" int
+    literal: str | None = None
+
+    def at(self, env: dict, feats) -> str:
+        """The element at lead indices ``env`` (dim -> expr) and feature indices ``feats``."""
+        if self.literal is not None:
+            return self.literal
+        idx = [env[d] for d in self.dims] + [str(f) for f in feats]
+        return f"{self.var}[{', '.join(idx) if idx else '0'}]"
+
+
+def align_feats(feats, out_shape, in_shape) -> list:
+    """Feature indices of an input of ``in_shape`` read at output features ``feats`` (numpy broadcasting)."""
+    r, R = len(in_shape), len(out_shape)
+    if r > R:
+        raise ValueError(f"cannot broadcast feature shape {in_shape} to {out_shape}")
+    out = []
+    for m, s in enumerate(in_shape):
+        big = out_shape[R - r + m]
+        out.append("0" if s == 1 and big != 1 else feats[R - r + m])
+    return out
+
+
+class Emitter:
+    """Writes lines of Python with indentation; ``tag`` is appended to each line as a comment."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.depth = 0
+        self.tag = ""
+        self._fresh = 0
+
+    def line(self, text: str) -> None:
+        comment = f"  # {self.tag}" if self.tag and not text.lstrip().startswith("#") else ""
+        self.lines.append("    " * self.depth + text + comment)
+
+    def fresh(self, prefix: str = "s") -> str:
+        self._fresh += 1
+        return f"{prefix}{self._fresh}"
+
+    @contextmanager
+    def block(self, header: str):
+        self.line(header)
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    @contextmanager
+    def loops(self, ranges):
+        """Nested ``for var in range(size)`` loops for ``ranges`` = [(var, size expr), ...]."""
+        opened = 0
+        for var, size in ranges:
+            self.line(f"for {var} in range({size}):")
+            self.depth += 1
+            opened += 1
+        try:
+            yield
+        finally:
+            self.depth -= opened
+
+
+def feat_vars(shape, prefix: str = "f") -> list[str]:
+    return [f"{prefix}{k}" for k in range(len(shape))]
+
+
+def feat_ranges(shape, prefix: str = "f") -> list[tuple]:
+    return [(f"{prefix}{k}", str(s)) for k, s in enumerate(shape)]
