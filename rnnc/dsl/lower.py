@@ -88,7 +88,8 @@ def lower(model) -> Graph:
     values.update({name: node for name, node in model.inputs.items() if node.axes})
     draft = Graph(model.name, dict(model.inputs), dict(model.params), dict(model.param_inits), values,
                   tuple(defs), {k: mapping[v] for k, v in model.outputs.items()}, None,
-                  inits={k: mapping[v] for k, v in model.initials.items()})
+                  inits={k: mapping[v] for k, v in model.initials.items()},
+                  lengths={axis: model.inputs[name] for axis, name in model.lengths.items()})
     if masks:
         values = _hold_past_lengths(draft, masks)
     outputs = {k: _mask(mapping[v], masks, zero_fill=True) for k, v in model.outputs.items()}

@@ -32,8 +32,12 @@ class Result:
 
 
 def _loss_only_inputs(graph: Graph) -> set:
+    def read(n):  # a reference needs the value it reads (e.g. a sequence input)
+        v = graph.values.get(n.attr("value")) if n.op == "ref" else None
+        return (v,) if v is not None else ()
+
     keep = set(topo_order(list(graph.outputs.values()) + [graph.values[s] for s in graph.signals]
-                          + list(graph.inits.values())))
+                          + list(graph.inits.values()), extra=read))
     return {n.name for n in graph.nodes if n.op in ("input", "lengths") and n not in keep}
 
 
@@ -70,7 +74,7 @@ class Interpreter:
             return set()
         dead, missing = set(missing), set(missing)
         for n in self.graph.nodes:
-            if any(i in dead for i in n.inputs):
+            if any(i in dead for i in n.inputs) or (n.op == "ref" and self.graph.values.get(n.attr("value")) in dead):
                 dead.add(n)
         return dead
 
