@@ -30,6 +30,7 @@ import rnnc as rc
 from rnnc.errors import RnncError
 
 EXIT_USER_ERROR = 2
+OUTPUT_FORMATS = (".svg", ".png", ".pdf", ".dot")
 
 
 class UserError(Exception):
@@ -111,7 +112,8 @@ def _graph(obj):
 def _render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL.py", help="Python file defining a Model (MODEL.py[:NAME])")
     p.add_argument("-o", "--output", required=True, metavar="OUT.svg|OUT.png",
-                   help="where to write the drawing; the format follows the extension")
+                   help="where to write the drawing; the format follows the extension "
+                        f"({', '.join(OUTPUT_FORMATS)})")
     p.add_argument("--unroll", action="append", metavar="AXIS=SIZE",
                    help="draw the unrolled graph for these axis sizes, e.g. t=4 or i=3,j=3 (repeatable); "
                         "without it the folded graph is drawn, delays as back arcs")
@@ -122,8 +124,8 @@ def _render_args(p: argparse.ArgumentParser) -> None:
 def cmd_render(args) -> int:
     """Draw the folded model, or its unrolled graph, to SVG or PNG."""
     ext = os.path.splitext(args.output)[1].lower()
-    if ext not in (".svg", ".png"):
-        raise UserError(f"-o {args.output!r}: the output must end in .svg or .png")
+    if ext not in OUTPUT_FORMATS:
+        raise UserError(f"-o {args.output!r}: the output must end in {', '.join(OUTPUT_FORMATS)}")
     obj = _maybe_grad(load_model(args.model), args.grad)
     sizes = parse_sizes(args.unroll)
     if sizes:
@@ -132,8 +134,7 @@ def cmd_render(args) -> int:
         obj = unroll(_graph(obj), sizes)
     out_dir = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(out_dir, exist_ok=True)
-    written = rc.render(obj, args.output, detail=args.detail) if args.detail else rc.render(obj, args.output)
-    print(f"wrote {written if isinstance(written, str) else args.output}")
+    print(f"wrote {rc.render(obj, args.output, detail=args.detail)}")
     return 0
 
 
