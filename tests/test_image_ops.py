@@ -49,14 +49,15 @@ def check_vjp(make_y, leaves, eps=1e-6, tol=1e-6):
         (i2 if name in i2 else p2)[name] = arr
         return float((rc.interpret(_forward_only(make_y, leaves), i2, p2, dtype="float64").outputs["y"] * G).sum())
 
-    for name, (kind, arr) in leaves.items():
+    for name, (_kind, arr) in leaves.items():
         key = "d_" + name
         if key not in res.outputs:
             continue
         num = np.zeros_like(arr)
         for idx in np.ndindex(arr.shape):
-            a = arr.copy(); a[idx] += eps
-            b = arr.copy(); b[idx] -= eps
+            a, b = arr.copy(), arr.copy()
+            a[idx] += eps
+            b[idx] -= eps
             num[idx] = (f(name, a) - f(name, b)) / (2 * eps)
         np.testing.assert_allclose(res.outputs[key], num, rtol=tol, atol=tol, err_msg=name)
 
@@ -147,7 +148,8 @@ def test_pool_forward_and_vjp(op, k, s, p):
     fn = im.maxpool2d if op == "max" else im.avgpool2d
     m = rc.Model("p")
     m.output("y", fn(m.input("x", (2, 6, 5), axes=()), k, s, p))
-    np.testing.assert_allclose(rc.interpret(m, {"x": x}, {}, dtype="float64").outputs["y"], pool_loops(x, k, s, p, op), atol=1e-12)
+    y = rc.interpret(m, {"x": x}, {}, dtype="float64").outputs["y"]
+    np.testing.assert_allclose(y, pool_loops(x, k, s, p, op), atol=1e-12)
     check_vjp(lambda x: fn(x, k, s, p), {"x": ("x", x)})
 
 
@@ -242,3 +244,69 @@ def test_to_grid_refuses_nondivisible():
     m = rc.Model("g")
     with pytest.raises(ShapeError, match="pad=True"):
         im.to_grid(m.input("x", (3, 5, 4), axes=()), (2, 2), (i, j))
+
+
+def test_maxpool_select_is_adjoint_of_grad():
+    """<maxpool2d_grad(x, g), h> == <g, maxpool2d_select(x, h)> for random g, h."""
+    k, s, p = (3, 3), (2, 2), (1, 1)
+    x = RNG.standard_normal((2, 2, 5, 5))
+    g, h = RNG.standard_normal((2, 2, 3, 3)), RNG.standard_normal((2, 2, 5, 5))
+    m = rc.Model("sel")
+    xn, gn, hn = (m.input(n, a.shape[1:], axes=()) for n, a in (("x", x), ("g", g), ("h", h)))
+    m.output("a", rc.ops.make("maxpool2d_grad", [xn, gn], kernel=k, stride=s, padding=p))
+    m.output("b", rc.ops.make("maxpool2d_select", [xn, hn], kernel=k, stride=s, padding=p))
+    out = rc.interpret(m, {"x": x, "g": g, "h": h}, {}, dtype="float64").outputs
+    np.testing.assert_allclose((out["a"] * h).sum(), (g * out["b"]).sum())
+
+
+def _torch():
+    return pytest.importorskip("torch", reason="PyTorch not installed (pip install torch==2.13.0)")
+
+
+def _one(fn, x, params=None):
+    m = rc.Model("t")
+    nodes = {k: m.param(k, v.shape) for k, v in (params or {}).items()}
+    m.output("y", fn(m.input("x", x.shape[1:], axes=()), **nodes))
+    return rc.interpret(m, {"x": x}, params or {}, dtype="float64").outputs["y"]
+
+
+def test_conv_pool_bn_match_torch():
+    torch = _torch()
+    F = torch.nn.functional
+    x = RNG.standard_normal((3, 4, 9, 8))
+    w = RNG.standard_normal((5, 4, 3, 3))
+    tx, tw = torch.tensor(x), torch.tensor(w)
+    y = _one(lambda x, w: im.conv2d(x, w, 1, 2, 2), x, {"w": w})
+    np.testing.assert_allclose(y, F.conv2d(tx, tw, stride=1, padding=2, dilation=2).numpy(), atol=1e-10)
+    y = _one(lambda x, w: im.conv2d(x, w, (2, 1), (1, 0), 1), x, {"w": w})
+    np.testing.assert_allclose(y, F.conv2d(tx, tw, stride=(2, 1), padding=(1, 0)).numpy(), atol=1e-10)
+    y = _one(lambda x: im.maxpool2d(x, 3, 2, 1), x)
+    np.testing.assert_allclose(y, F.max_pool2d(tx, 3, 2, 1).numpy())
+    y = _one(lambda x: im.avgpool2d(x, 3, 2, 1), x)
+    np.testing.assert_allclose(y, F.avg_pool2d(tx, 3, 2, 1).numpy(), atol=1e-12)
+
+    def bn(x):
+        mu = rc.reshape(im.channel_mean(x), (4, 1, 1))
+        var = rc.reshape(im.channel_mean((x - mu) * (x - mu)), (4, 1, 1))
+        return (x - mu) / rc.sqrt(var + 1e-5)
+    ref = F.batch_norm(tx, None, None, training=True, eps=1e-5).numpy()
+    np.testing.assert_allclose(_one(bn, x), ref, atol=1e-10)
+
+
+def test_conv_grads_match_torch():
+    torch = _torch()
+    x = RNG.standard_normal((2, 3, 6, 6))
+    w = RNG.standard_normal((4, 3, 3, 3))
+    g = RNG.standard_normal((2, 4, 3, 3))
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    torch.nn.functional.conv2d(tx, tw, stride=2, padding=1).backward(torch.tensor(g))
+    m = rc.Model("cg")
+    xn, gn = m.input("x", (3, 6, 6), axes=()), m.input("g", (4, 3, 3), axes=())
+    wn = m.param("w", w.shape)
+    attrs = dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1))
+    m.output("dx", rc.ops.make("conv2d_input_grad", [gn, wn], x_shape=(3, 6, 6), **attrs))
+    m.output("dw", rc.ops.make("conv2d_weight_grad", [gn, xn], w_shape=w.shape, **attrs))
+    out = rc.interpret(m, {"x": x, "g": g}, {"w": w}).outputs
+    np.testing.assert_allclose(out["dx"], tx.grad.numpy(), atol=1e-10)
+    np.testing.assert_allclose(out["dw"], tw.grad.numpy(), atol=1e-10)
