@@ -66,3 +66,12 @@ def test_python_blocks_run(page: Path, tmp_path, monkeypatch):
         except Exception as e:
             raise AssertionError(f"{page.relative_to(ROOT)}:{line}: the python block starting here "
                                  f"raised {type(e).__name__}: {e}") from e
+
+
+def test_dsl_reference_names_every_public_name():
+    """docs/dsl.md mentions ``rc.<name>`` for every name rnnc exports, so new public names get documented."""
+    import rnnc
+
+    text = (ROOT / "docs" / "dsl.md").read_text()
+    missing = [n for n in rnnc.__all__ if not re.search(rf"rc\.{re.escape(n)}\b", text)]
+    assert not missing, f"docs/dsl.md does not document rc.{', rc.'.join(missing)}"
