@@ -98,7 +98,9 @@ def build_schedule(graph: Graph) -> Schedule:
             ready.remove(k)
             comp = comps[k]
             if comp.is_scan:
-                if pending_map:
+                # flush pending maps only when this scan reads them: independent scans stay adjacent
+                pending = set(pending_map)
+                if any(u in pending for n in comp.nodes for u in dg.predecessors(n)):
                     stages.append(Stage("map", tuple(pending_map)))
                     pending_map = []
                 stages.append(Stage("scan", comp.nodes, comp.axis, comp.direction))
