@@ -1,0 +1,61 @@
+"""``Classifier``: layers + input shape, built as a model with input ``x``, integer label ``y``, outputs
+``logits`` / ``probs`` and the loss :math:`L = \\frac{1}{B}\\sum_b -\\log \\mathrm{softmax}(z_b)_{y_b}`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnnc.dsl.model import Model
+from rnnc.nn.base import Network, from_spec
+from rnnc.nn.layers import Sequential, Softmax
+from rnnc.ops import reshape, softmax, softmax_cross_entropy
+
+
+@dataclass
+class Classifier:
+    """A classifier of per-sample inputs of ``input_shape`` into ``classes`` classes.
+
+    A final :class:`Softmax` layer is applied for the ``probs`` output; the loss uses the logits before it
+    (cross-entropy of the softmax, computed stably). ``build(train)`` returns the :class:`Network` of the
+    training or the evaluation variant; both share param names.
+    """
+
+    layers: tuple
+    input_shape: tuple
+    name: str = "classifier"
+
+    def build(self, train: bool = True) -> Network:
+        net = Network(Model(self.name), train=train)
+        m = net.model
+        x = m.input("x", tuple(self.input_shape), axes=())
+        y = m.input("y", (), dtype="int", axes=())
+        layers = list(self.layers)
+        if layers and isinstance(layers[-1], Softmax):
+            layers = layers[:-1]
+        logits = Sequential(tuple(layers)).build(net, x)
+        if len(logits.shape) != 1:
+            logits = reshape(logits, (int(np.prod(logits.shape)),))
+        m.output("logits", logits)
+        m.output("probs", softmax(logits))
+        m.loss(softmax_cross_entropy(logits, y))
+        return net
+
+    def spec(self) -> dict:
+        return {"kind": "Classifier", "name": self.name, "input_shape": list(self.input_shape),
+                "layers": [layer.spec() for layer in self.layers]}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> Classifier:
+        if not isinstance(spec, dict) or spec.get("kind") != "Classifier":
+            raise ValueError("model spec is not a Classifier spec")
+        shape = spec.get("input_shape")
+        if not isinstance(shape, list) or not all(isinstance(s, int) and s > 0 for s in shape):
+            raise ValueError(f"model spec has a bad input_shape {shape!r}")
+        name = spec.get("name", "classifier")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"model spec has a bad name {name!r}")
+        layers = spec.get("layers")
+        if not isinstance(layers, list):
+            raise ValueError("model spec has no layer list")
+        return cls(tuple(from_spec(s) for s in layers), tuple(shape), name)
