@@ -372,10 +372,11 @@ def gru(X=3, H=4, K=3) -> Case:
     return Case(m.name, m, _elman_inputs(X, K, False), reference)
 
 
-def bidirectional(X=3, H=3, K=2) -> Case:
-    """f[t] reads f[t-1] (forward), r[t] reads r[t+1] (reverse); o = V [f[t], r[t]] + c."""
+def bidirectional(X=3, H=3, K=2, lengths: bool = False) -> Case:
+    """f[t] reads f[t-1] (forward), r[t] reads r[t+1] (reverse); o = V [f[t], r[t]] + c. (The reference
+    ignores ``lengths``; with lengths, test against truncated sequences instead.)"""
     m = rc.Model("bidirectional")
-    x, y = m.input("x", X), m.input("y", (), dtype="int")
+    x, y = m.input("x", X, lengths=lengths), m.input("y", (), dtype="int")
     Uf, Wf, bf = m.param("Uf", (H, X)), m.param("Wf", (H, H)), m.param("bf", H)
     Ur, Wr, br = m.param("Ur", (H, X)), m.param("Wr", (H, H)), m.param("br", H)
     V, c = m.param("V", (K, 2 * H)), m.param("c", K)
@@ -399,7 +400,7 @@ def bidirectional(X=3, H=3, K=2) -> Case:
         loss = sum(ce(out[k], ys[k]).sum() for k in range(T))
         return {"o": out}, loss / B
 
-    return Case(m.name, m, _elman_inputs(X, K, False), reference)
+    return Case(m.name, m, _elman_inputs(X, K, lengths), reference)
 
 
 def encoder_decoder(X=3, H=4, Y=2, K=3) -> Case:
