@@ -23,12 +23,13 @@ def reduction_label(node: Node) -> str | None:
 class Canvas:
     """A graphviz Digraph under construction with short node ids and a node count."""
 
-    def __init__(self, name: str, rankdir: str, title: str | None):
+    def __init__(self, name: str, rankdir: str, title: str | None, loose_delays: bool = True):
         self.dot = graphviz.Digraph(name, graph_attr={**style.GRAPH_ATTR, "rankdir": rankdir},
                                     node_attr=style.NODE_ATTR, edge_attr=style.EDGE_ATTR)
         if title:
             self.dot.attr(label=title, labelloc="t", fontsize="14")
         self.ids: dict = {}
+        self.loose_delays = loose_delays   # delayed edges do not rank their head above their tail
 
     def node_id(self, key) -> str:
         if key not in self.ids:
@@ -41,7 +42,7 @@ class Canvas:
     def edge(self, src, dst, label: str = "", delay: bool = False, init: bool = False, into=None) -> None:
         attrs = {"label": f" {label} "} if label else {}
         if delay:
-            attrs.update(style.DELAY_EDGE, constraint="false")
+            attrs.update(style.DELAY_EDGE, **({"constraint": "false"} if self.loose_delays else {}))
         elif init:
             attrs.update(style.INIT_EDGE)
         (into or self.dot).edge(self.node_id(src), self.node_id(dst), **attrs)

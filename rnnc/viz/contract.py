@@ -12,8 +12,8 @@ reference (``t-1``). One pass in topological order computes it for every node (n
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable
 
 REDUCTIONS = {"asum": "sum", "amean": "mean", "last": "last", "first": "first", "edge_sum": "sum"}
 

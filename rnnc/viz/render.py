@@ -63,21 +63,38 @@ def render(obj, path, max_nodes: int = 20000, **options) -> Path:
         if count > max_nodes:
             raise ValueError(f"render: the drawing of {dot.name!r} has {count} nodes, more than "
                              f"max_nodes={max_nodes}; pass a larger max_nodes, or render a .dot file")
-        data = _pipe(dot, fmt)
+        data = _pipe_with_fallbacks(obj, dot, fmt, options)
     _write_atomic(path, data)
     return path
+
+
+def _pipe_with_fallbacks(obj, dot: graphviz.Digraph, fmt: str, options: dict) -> bytes:
+    """Graphviz 2.4x sometimes fails on clustered drawings ("trouble in init_rank"); unrolled drawings are
+    retried without layout hints, then with delayed edges ranked like the others."""
+    fallbacks = [{"hints": False}, {"hints": False, "loose_delays": False}]
+    if not isinstance(obj, nx.DiGraph) or any(k in options for k in ("hints", "loose_delays")):
+        fallbacks = []
+    try:
+        return _pipe(dot, fmt)
+    except RuntimeError as first:
+        for change in fallbacks:
+            try:
+                return _pipe(_build(obj, **{**options, **change})[0], fmt)
+            except RuntimeError:
+                continue
+        raise first
 
 
 def _pipe(dot: graphviz.Digraph, fmt: str) -> bytes:
     if shutil.which("dot") is None:
         raise RuntimeError(INSTALL_HINT)
     try:
-        return dot.pipe(format=fmt)
+        return dot.pipe(format=fmt, quiet=True)
     except graphviz.ExecutableNotFound as e:
         raise RuntimeError(INSTALL_HINT) from e
     except subprocess.CalledProcessError as e:
-        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr
-        raise RuntimeError(f"Graphviz `dot` failed to draw {dot.name!r} as {fmt}: {err}") from e
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else str(e.stderr)
+        raise RuntimeError(f"Graphviz `dot` failed to draw {dot.name!r} as {fmt}: {err[:500]}") from e
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -20,7 +20,7 @@ KINDS = {
            "width": "0.3", "margin": "0.04,0.02", "fontcolor": "#444444"},
 }
 
-GRAPH_ATTR = {"fontname": FONT, "newrank": "true", "nodesep": "0.35", "ranksep": "0.45", "bgcolor": "white"}
+GRAPH_ATTR = {"fontname": FONT, "nodesep": "0.35", "ranksep": "0.45", "bgcolor": "white"}
 NODE_ATTR = {"fontname": FONT, "fontsize": "13", "style": "filled", "penwidth": "1.2"}
 EDGE_ATTR = {"fontname": FONT, "fontsize": "10", "arrowsize": "0.7", "color": "#444444"}
 DELAY_EDGE = {"style": "dashed", "color": "#b04a3c", "fontcolor": "#b04a3c"}

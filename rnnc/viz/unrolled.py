@@ -16,8 +16,13 @@ from rnnc.viz.contract import contract
 
 
 def unrolled_dot(g: nx.DiGraph, detail: bool = False, params: bool | None = None, rankdir: str = "BT",
-                 title: bool = True) -> tuple[graphviz.Digraph, int]:
-    """Draw an unrolled graph from ``m.unroll(...)``; returns the Digraph and its number of nodes."""
+                 title: bool = True, hints: bool = True, loose_delays: bool = True
+                 ) -> tuple[graphviz.Digraph, int]:
+    """Draw an unrolled graph from ``m.unroll(...)``; returns the Digraph and its number of nodes.
+
+    ``hints`` adds invisible layout edges (cells in index order, initial values level with what they feed);
+    ``loose_delays`` keeps delayed edges out of the ranking (steps side by side rather than a staircase).
+    """
     graph = g.graph["graph"]
     sizes = g.graph["sizes"]
     with_params = detail if params is None else bool(params)
@@ -38,35 +43,40 @@ def unrolled_dot(g: nx.DiGraph, detail: bool = False, params: bool | None = None
     edges = contract(order, lambda n: ((p, g.edges[p, n].get("delay")) for p in g.predecessors(n)),
                      lambda n: (n, None) if kept(n) else None, param, lambda n: None, kept)
     steps = ", ".join(f"{a.name}={s}" for a, s in sizes.items())
-    canvas = Canvas(graph.name, rankdir, f"{graph.name} unrolled ({steps})" if title else None)
+    canvas = Canvas(graph.name, rankdir, f"{graph.name} unrolled ({steps})" if title else None,
+                    loose_delays)
     clusters = _draw_nodes(canvas, g, graph, [n for n in order if kept(n)], sizes, detail)
     for dst, incoming in edges.items():
         for (src, delay), path in incoming.items():
             canvas.edge(src, dst, path.label(delay), delay=delay is not None)
-    _arrange(canvas, g, edges, clusters, sizes)
+    if hints:
+        _arrange(canvas, g, edges, clusters, sizes)
     return canvas.dot, len(canvas.ids)
 
 
 def _arrange(canvas: Canvas, g: nx.DiGraph, edges: dict, clusters: dict, sizes: dict) -> None:
-    """Rank hints (``newrank``): the cells of a row (one per index of the last axis) side by side in index
-    order with their inputs on one rank, the rows (the other axes) stacked bottom to top, and each initial
-    value placed before (or after, for reverse scans) the cell it feeds."""
-    rows: dict = {}
-    for key in sorted(k for k in clusters if k is not None):
-        rows.setdefault(key[:-1], []).append(clusters[key])
-    last = max(sizes, key=lambda a: a.order) if sizes else None
-    for cells in rows.values():
-        inputs = [[n for n in members if g.nodes[n]["op"] == "input"] for members in cells]
-        _same_rank(canvas, [n for group in inputs for n in group])
-        firsts = [group[0] for group in inputs if group]
-        for a, b in zip(firsts, firsts[1:]):
-            _invisible(canvas, a, b)
-    ordered = sorted(rows)
-    for below, above in zip(ordered, ordered[1:]):
-        tops = [n for m in rows[below] for n in _ends(g, m, top=True)]
-        bottoms = [n for m in rows[above] for n in _ends(g, m, top=False)]
-        for a, b in zip(tops, bottoms):
-            _invisible(canvas, a, b)
+    """Layout hints, all invisible edges: a hidden *spine* node below everything whose ordered out-edges
+    (``ordering=out``) set the cells left to right in index order (grid cells row by row), with each
+    initial value ``h[-1]`` level with the ``h[0]`` it feeds, before the cells (after them for reverse
+    scans)."""
+    cells = [clusters[k] for k in sorted(k for k in clusters if k is not None)]
+    if not cells:
+        return
+    last = max(sizes, key=lambda a: a.order)
+    before, after = _initials(g, edges, last)
+    canvas.dot.node("spine", shape="point", width="0", height="0", style="invis", ordering="out", label="")
+    for init, dst in before:
+        _invisible(canvas, "spine", init, minlen=_level(edges, dst, clusters) + 1)
+    for cell in cells:
+        for n in _ends(edges, cell):
+            _invisible(canvas, "spine", n)
+    for init, dst in after:
+        _invisible(canvas, "spine", init, minlen=_level(edges, dst, clusters) + 1)
+
+
+def _initials(g: nx.DiGraph, edges: dict, last) -> tuple[list, list]:
+    """Initial values read along the last axis, each with the node it feeds (the same value's, if any),
+    split into those read before the first index and after the last one."""
     partner: dict = {}
     for dst, incoming in edges.items():
         for src, _ in incoming:
@@ -74,33 +84,36 @@ def _arrange(canvas: Canvas, g: nx.DiGraph, edges: dict, clusters: dict, sizes: 
                 same = g.nodes[dst]["value"] == g.nodes[src]["value"]
                 if src not in partner or (same and not partner[src][1]):
                     partner[src] = (dst, same)
+    before, after = [], []
     for init, (dst, _) in partner.items():
-        _place_initial(canvas, g, init, dst, last)
+        index = g.nodes[init]["index"]
+        along = [a for a, k in index.items() if k != g.nodes[dst]["index"].get(a)]
+        if along and along[0] is last:
+            (before if index[last] < 0 else after).append((init, dst))
+    return before, after
 
 
-def _place_initial(canvas: Canvas, g: nx.DiGraph, init, dst, last) -> None:
-    before = any(k < 0 for k in g.nodes[init]["index"].values())
-    along = [a for a, k in g.nodes[init]["index"].items() if k != g.nodes[dst]["index"].get(a)]
-    if along and along[0] is last:
-        _same_rank(canvas, [init, dst])
-    _invisible(canvas, *((init, dst) if before else (dst, init)))
+def _level(edges: dict, n, clusters: dict) -> int:
+    """Longest path of drawn, undelayed edges to ``n`` from the bottom of its cell (inputs: level 0)."""
+    cell = next((set(m) for k, m in clusters.items() if k is not None and n in m), {n})
+    level, frontier = 0, {n}
+    while level <= len(cell):
+        frontier = {s for f in frontier for (s, delay) in edges.get(f, {}) if s in cell and not delay}
+        if not frontier:
+            break
+        level += 1
+    return level
 
 
-def _invisible(canvas: Canvas, a, b) -> None:
-    canvas.dot.edge(canvas.node_id(a), canvas.node_id(b), style="invis")
+def _invisible(canvas: Canvas, a, b, minlen: int = 1) -> None:
+    ids = [x if x == "spine" else canvas.node_id(x) for x in (a, b)]
+    canvas.dot.edge(*ids, style="invis", **({"minlen": str(minlen)} if minlen != 1 else {}))
 
 
-def _same_rank(canvas: Canvas, members: list) -> None:
-    if len(members) > 1:
-        body = "; ".join(canvas.node_id(n) for n in members)
-        canvas.dot.body.append(f"\t{{rank=same; {body}}}\n")
-
-
-def _ends(g: nx.DiGraph, members: list, top: bool) -> list:
-    """The nodes of a cell with no successor (``top``) or no predecessor inside the cell."""
+def _ends(edges: dict, members: list) -> list:
+    """The nodes of a cell that no undelayed drawn edge inside the cell enters (its bottom)."""
     inside = set(members)
-    step = g.successors if top else g.predecessors
-    return [n for n in members if not any(m in inside for m in step(n))]
+    return [n for n in members if not any(s in inside and not d for (s, d) in edges.get(n, {}))]
 
 
 def _cluster_key(d: dict, sizes: dict):
