@@ -26,6 +26,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 import rnnc as rc
 from rnnc.errors import RnncError
 
@@ -149,6 +151,97 @@ def cmd_schedule(args) -> int:
     return 0
 
 
+def _class_counts(graph) -> dict[str, int]:
+    """For integer inputs used as class indices, the number of classes (so random targets are valid)."""
+    counts: dict[str, int] = {}
+    for n in graph.nodes:
+        target, classes = None, None
+        if n.op == "softmax_cross_entropy":
+            target, classes = n.inputs[1], n.inputs[0].shape[-1]
+        elif n.op == "one_hot":
+            target, classes = n.inputs[0], n.attr("classes")
+        if target is not None and target.op in ("ref", "input"):
+            name = target.attr("value") if target.op == "ref" else target.name
+            counts[name] = min(classes, counts.get(name, classes))
+    return counts
+
+
+def random_inputs(model, sizes: dict[str, int], batch: int, seed: int) -> dict:
+    """Random arrays for every input of ``model``: normal floats, valid class indices, lengths in [1, size]."""
+    rng = np.random.default_rng(seed)
+    graph = model.graph
+    classes = _class_counts(graph)
+    axis_size = {a.name: sizes.get(a.name, 4) for a in graph.axes()}
+    lengths_axis = {node.name: axis.name for axis, node in graph.lengths.items()}
+    out = {}
+    for name, node in graph.inputs.items():
+        shape = (*(axis_size[a.name] for a in node.axes), batch, *node.shape)
+        if name in lengths_axis:
+            out[name] = rng.integers(1, axis_size[lengths_axis[name]] + 1, size=batch)
+        elif node.dtype == "int":
+            out[name] = rng.integers(0, classes.get(name, 2), size=shape)
+        else:
+            out[name] = rng.normal(size=shape)
+    return out
+
+
+def finite_difference_table(model, sizes, batch, entries, seed) -> list[tuple[str, tuple, float]]:
+    """``(param, shape, max relative error)`` of ``rc.grad`` against central differences, in float64."""
+    inputs = random_inputs(model, sizes, batch, seed)
+    params = model.init_params(seed=seed, dtype="float64")
+    axis_sizes = {a.name: sizes.get(a.name, 4) for a in model.graph.axes()}
+    run = {"sizes": axis_sizes, "batch": batch}
+    symbolic = rc.interpret(rc.grad(model), inputs, params, **run).grads
+    rng = np.random.default_rng(seed + 1)
+    rows = []
+    for name, value in params.items():
+        picks = rng.choice(value.size, size=min(entries, value.size), replace=False)
+        err = 0.0
+        for flat in picks:
+            idx = np.unravel_index(flat, value.shape)
+            eps = 1e-6 * max(1.0, abs(value[idx]))
+            losses = []
+            for sign in (1, -1):
+                shifted = dict(params, **{name: value.copy()})
+                shifted[name][idx] += sign * eps
+                losses.append(rc.interpret(model, inputs, shifted, **run).loss)
+            numeric = (losses[0] - losses[1]) / (2 * eps)
+            exact = float(symbolic[name][idx])
+            err = max(err, abs(numeric - exact) / max(1e-3, abs(numeric) + abs(exact)))
+        rows.append((name, value.shape, err))
+    return rows
+
+
+def _gradcheck_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.py", help="Python file defining a Model with a loss (MODEL.py[:NAME])")
+    p.add_argument("--size", action="append", metavar="AXIS=SIZE",
+                   help="loop axis sizes of the random inputs, e.g. t=5 (default 4 for every axis)")
+    p.add_argument("--batch", type=int, default=2, help="batch size of the random inputs (default 2)")
+    p.add_argument("--entries", type=int, default=6, help="entries checked per param (default 6)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the inputs, params and entries (default 0)")
+    p.add_argument("--tol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
+
+
+def cmd_gradcheck(args) -> int:
+    """Compare rc.grad's symbolic gradients with central finite differences, in float64, on random inputs.
+
+    Prints one row per param (the largest relative error over the checked entries) and exits with 1 when a
+    row fails.
+    """
+    model = load_model(args.model)
+    if not model.loss_terms:
+        raise UserError(f"{args.model}: model {model.name!r} has no loss (m.loss(...)) to differentiate")
+    rows = finite_difference_table(model, parse_sizes(args.size), args.batch, args.entries, args.seed)
+    print(f"{'param':<12} {'shape':<12} {'max rel err':>12}  result")
+    failed = 0
+    for name, shape, err in rows:
+        ok = err <= args.tol
+        failed += not ok
+        print(f"{name:<12} {str(shape):<12} {err:>12.2e}  {'pass' if ok else 'FAIL'}")
+    print(f"{len(rows) - failed}/{len(rows)} params pass (tolerance {args.tol:g})")
+    return 1 if failed else 0
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its name, one-line help, argument declarations and the function that runs it."""
@@ -162,6 +255,7 @@ class Command:
 COMMANDS: list[Command] = [
     Command("render", "draw a model folded or unrolled (SVG/PNG via Graphviz)", _render_args, cmd_render),
     Command("schedule", "print a model's map and scan stages", _schedule_args, cmd_schedule),
+    Command("gradcheck", "check symbolic gradients against finite differences", _gradcheck_args, cmd_gradcheck),
 ]
 
 

@@ -9,6 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export PIP_BREAK_SYSTEM_PACKAGES=1     # a root pip on a Debian system Python (PEP 668) is what CI uses
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_ROOT_USER_ACTION=ignore
 
 _apt_updated=0
 _as_root() {

@@ -170,3 +170,43 @@ def test_model_file_can_import_its_neighbours(tmp_path):
     out = rnnc("schedule", path, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "'neighbour'" in out.stdout
+
+
+def test_gradcheck_passes_on_elman():
+    out = rnnc("gradcheck", ELMAN, "--size", "t=3", "--entries", "3")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [ln.split() for ln in out.stdout.splitlines()[1:-1]]
+    assert sorted(r[0] for r in rows) == ["U", "V", "W", "b", "c"] and all(r[-1] == "pass" for r in rows)
+    assert "5/5 params pass" in out.stdout
+
+
+def test_gradcheck_needs_a_loss(tmp_path):
+    path = write(tmp_path, "noloss.py", """\
+        import rnnc as rc
+        from rnnc import t
+        model = rc.Model("noloss")
+        x = model.input("x", 2)
+        model.output("y", rc.tanh(x[t]))
+        """)
+    out = rnnc("gradcheck", path)
+    assert out.returncode == 2 and "has no loss" in out.stderr
+
+
+def test_random_inputs_are_valid_for_the_model():
+    import numpy as np
+
+    import rnnc as rc
+    from rnnc import t
+    from rnnc.cli import random_inputs
+
+    m = rc.Model("varlen")
+    x = m.input("x", 3, lengths=True)
+    y = m.input("y", (), dtype="int")
+    img = m.input("img", 2, axes=())
+    W = m.param("W", (5, 3))
+    m.loss(rc.softmax_cross_entropy(W @ x[t] + rc.fsum(img), y[t]))
+    arrays = random_inputs(m, {"t": 6}, batch=4, seed=0)
+    assert arrays["x"].shape == (6, 4, 3) and arrays["img"].shape == (4, 2) and arrays["y"].shape == (6, 4)
+    assert arrays["y"].min() >= 0 and arrays["y"].max() < 5 and arrays["y"].max() >= 2
+    assert 1 <= arrays["x_lengths"].min() and arrays["x_lengths"].max() <= 6
+    assert np.isfinite(rc.interpret(m, arrays, m.init_params()).loss)
