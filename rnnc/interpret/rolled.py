@@ -31,6 +31,17 @@ class Result:
     values: dict = field(default_factory=dict)
 
 
+def _readers(graph: Graph) -> dict:
+    """Node -> the nodes that read it (as an input, or through a reference)."""
+    out: dict = {}
+    for n in graph.nodes:
+        for i in n.inputs:
+            out.setdefault(i, set()).add(n)
+        if n.op == "ref":
+            out.setdefault(graph.value_of(n), set()).add(n)
+    return out
+
+
 def _loss_only_inputs(graph: Graph) -> set:
     def read(n):  # a reference needs the value it reads (e.g. a sequence input)
         v = graph.values.get(n.attr("value")) if n.op == "ref" else None
@@ -47,6 +58,7 @@ class Interpreter:
     def __init__(self, graph: Graph, sched: Schedule | None = None):
         self.graph = graph
         self.schedule = sched or build_schedule(graph)
+        self.readers = _readers(graph)
 
     def run(self, inputs, params, dtype=None, sizes=None, batch=None) -> Result:
         g = self.graph
@@ -115,12 +127,36 @@ class Interpreter:
         members = set(stage.nodes)
         steps = {n: [None] * size for n in nodes}
         fills = {}
+        keep = self._kept(nodes, members)
+        depth = max([abs(r.attr("offset")) for r in nodes if r.op == "ref"] or [0])
         order = range(size) if stage.direction > 0 else range(size - 1, -1, -1)
         for k in order:
             for node in nodes:
                 steps[node][k] = self._scan_node(node, k, axis, size, members, steps, env, b, fills)
+            old = k - stage.direction * depth
+            if 0 <= old < size:
+                for node in nodes:
+                    if node not in keep:
+                        steps[node][old] = None
         for node in nodes:
-            env[node] = np.stack(steps[node], axis=node.axes.index(axis))
+            if node in keep:
+                env[node] = np.stack(steps[node], axis=node.axes.index(axis))
+
+    def _kept(self, nodes, members) -> set:
+        """Scan nodes whose whole array is needed after the stage (the rest is dropped step by step)."""
+        g = self.graph
+        shown = g.meta["forward"].signals if "forward" in g.meta else g.signals
+        roots = set(g.outputs.values()) | set(g.grads.values()) | set(g.inits.values()) | {g.loss}
+        roots |= {g.values[s] for s in shown}
+        return {n for n in nodes if n in roots or any(r not in members for r in self.readers.get(n, ()))}
+
+    def _step_input(self, i, k, axis, members, steps, env, b):
+        """Input ``i`` of a scan node at step ``k``."""
+        if i in members:
+            return steps[i][k]
+        if axis in i.axes:
+            return np.take(env[i], k, axis=i.axes.index(axis))
+        return env[i]
 
     def _scan_node(self, node, k, axis, size, members, steps, env, b, fills):
         if node.op == "ref":
@@ -135,12 +171,7 @@ class Interpreter:
             return fills[node]
         arrays, in_axes = [], []
         for i in node.inputs:
-            if i in members:
-                arrays.append(steps[i][k])
-            elif axis in i.axes:
-                arrays.append(np.take(env[i], k, axis=i.axes.index(axis)))
-            else:
-                arrays.append(env[i])
+            arrays.append(self._step_input(i, k, axis, members, steps, env, b))
             in_axes.append(tuple(a for a in i.axes if a != axis))
         out_axes = tuple(a for a in node.axes if a != axis)
         return evaluate(node, arrays, in_axes, out_axes, b.sizes, b.batch, b.dtype, {axis: k})
@@ -159,4 +190,8 @@ def interpret(model, inputs: dict, params: dict, dtype=None, sizes=None, batch=N
     batch : batch size when no input is batched (default 1).
     """
     graph = model if isinstance(model, Graph) else model.graph
+    if graph.meta.get("checkpoint"):
+        from rnnc.interpret.checkpoint import CheckpointInterpreter
+
+        return CheckpointInterpreter(graph, graph.meta["checkpoint"]).run(inputs, params, dtype, sizes, batch)
     return Interpreter(graph).run(inputs, params, dtype, sizes, batch)
