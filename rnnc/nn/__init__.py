@@ -8,10 +8,22 @@
 """
 from rnnc.nn.base import ACTIVATIONS, LAYERS, BufferSpec, Layer, Network, activate, from_spec, network, register_layer
 from rnnc.nn.cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell
-from rnnc.nn.layers import (Activation, AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, MaxPool2d,
-                            Normalizer, Sequential, Softmax, Stack)
-from rnnc.nn.recurrent import GRU, LSTM, Bidirectional, Elman, Jordan, Recurrent, SpatialRNN
 from rnnc.nn.classifier import Classifier
+from rnnc.nn.layers import (
+                            Activation,
+                            AvgPool2d,
+                            BatchNorm,
+                            Conv2d,
+                            Dense,
+                            Dropout,
+                            Flatten,
+                            MaxPool2d,
+                            Normalizer,
+                            Sequential,
+                            Softmax,
+                            Stack,
+)
+from rnnc.nn.recurrent import GRU, LSTM, Bidirectional, Elman, Jordan, Recurrent, SpatialRNN
 
 __all__ = ["ACTIVATIONS", "LAYERS", "BufferSpec", "Layer", "Network", "activate", "from_spec", "network",
            "register_layer", "Cell", "ElmanCell", "GRUCell", "JordanCell", "LSTMCell", "Activation", "AvgPool2d",

@@ -1,0 +1,87 @@
+"""The one place training touches a backend: ``engine.loss_and_grad(batch, params)`` and ``engine.forward``.
+
+:class:`InterpretEngine` runs the numpy reference (``rc.interpret(rc.grad(m), ...)``); :class:`CompiledEngine`
+runs ``rc.compile(m, target=...)`` when that exists. :func:`make_engine` picks one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Step:
+    """What one training step gives: the loss, the gradients by param name and the model's outputs."""
+
+    loss: float
+    grads: dict
+    outputs: dict
+
+
+class InterpretEngine:
+    """Gradients from the interpreter: :math:`\\nabla_w L` = ``rc.interpret(rc.grad(m), batch, params).grads``."""
+
+    name = "interpret"
+
+    def __init__(self, model, dtype: str = "float32"):
+        from rnnc.autodiff import grad
+
+        self.model, self.dtype = model, dtype
+        self.grad_model = grad(model)
+
+    def loss_and_grad(self, batch: dict, params: dict) -> Step:
+        from rnnc.interpret import interpret
+
+        res = interpret(self.grad_model, batch, params, dtype=self.dtype)
+        return Step(res.loss, res.grads, res.outputs)
+
+    def forward(self, batch: dict, params: dict) -> dict:
+        from rnnc.interpret import interpret
+
+        res = interpret(self.model, batch, params, dtype=self.dtype)
+        return {**res.outputs, "loss": res.loss}
+
+
+class CompiledEngine:
+    """Gradients from a compiled model: ``rc.compile(m, target).loss_and_grad(batch, params)``."""
+
+    name = "compiled"
+
+    def __init__(self, model, dtype: str = "float32", target: str = "cpu"):
+        import rnnc
+
+        self.model, self.dtype = model, dtype
+        self.fn = rnnc.compile(model, target=target)
+
+    def loss_and_grad(self, batch, params) -> Step:
+        out = self.fn.loss_and_grad(batch, _cast(params, self.dtype))
+        if isinstance(out, tuple):
+            loss, grads = out[0], out[1]
+            outputs = out[2] if len(out) > 2 else {}
+        else:
+            loss, grads, outputs = out.loss, out.grads, getattr(out, "outputs", {})
+        return Step(float(loss), dict(grads), dict(outputs or {}))
+
+    def forward(self, batch, params) -> dict:
+        out = self.fn.forward(batch, _cast(params, self.dtype))
+        if isinstance(out, dict):
+            return out
+        return {**dict(out.outputs), "loss": getattr(out, "loss", None)}
+
+
+def _cast(params, dtype):
+    return {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
+
+
+def make_engine(model, kind: str = "auto", dtype: str = "float32"):
+    """``"interpret"``, ``"compiled"`` or ``"auto"`` (compiled when ``rc.compile`` exists, else interpreted)."""
+    import rnnc
+
+    if kind == "interpret":
+        return InterpretEngine(model, dtype)
+    if kind == "compiled" or (kind == "auto" and hasattr(rnnc, "compile")):
+        return CompiledEngine(model, dtype)
+    if kind != "auto":
+        raise ValueError(f"engine must be 'auto', 'interpret' or 'compiled', got {kind!r}")
+    return InterpretEngine(model, dtype)
