@@ -16,6 +16,7 @@ from rnnc.interpret import interpret, interpret_unrolled
 from rnnc.reductions import last, first, sum, mean
 from rnnc.viz import render
 from rnnc.autodiff import grad, GradModel
+from rnnc.summary import summary
 
 __version__ = "0.1.0"
 
@@ -24,5 +25,5 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "square", "where",
     "matmul", "concat", "split", "reshape", "one_hot", "softmax", "log_softmax", "softmax_cross_entropy",
     "binary_cross_entropy", "mse", "fsum", "fmean", "fmax", "batch_mean", "schedule", "interpret",
-    "interpret_unrolled", "last", "first", "sum", "mean", "render", "grad", "GradModel",
+    "interpret_unrolled", "last", "first", "sum", "mean", "render", "grad", "GradModel", "summary",
 ]
