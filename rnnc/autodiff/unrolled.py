@@ -81,7 +81,7 @@ def unrolled_gradients(g: nx.DiGraph, inputs: dict, params: dict, dtype=None, wi
         keep = None
         if window is not None:
             axis, steps, start = window
-            if axis in attrs["index"] and attrs["index"][axis] < start:
+            if axis in attrs["index"] and 0 <= attrs["index"][axis] < start:
                 continue
             if axis not in attrs["index"]:
                 def keep(dropped, sub, axis=axis, steps=steps):

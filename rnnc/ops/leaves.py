@@ -64,7 +64,8 @@ def tbptt_mask_values(size: int, k1: int, k2: int, shift: int, src: int, dst: in
     Chunks of ``k1`` steps; chunk ``c`` ends at ``e_c`` and its gradient reaches back to ``s_c = e_c - k2 + 1``.
     ``mode="seed"``: loss adjoint at step u is kept iff ``u >= s_chunk(u)``. ``mode="flow"``: adjoint of stream
     ``src`` at reading step u (reading u - shift) moves to stream ``dst`` iff it stays in its chunk's window.
-    ``mode="init"``: the same for reads that fall before step 0 (into the initial value).
+    ``mode="init"``: reads that fall before step 0 reach the initial value iff the reading step is in the
+    window (the initial value is the state entering step 0, like ``h[s_c - 1]`` for a later window).
     """
     u = np.arange(size)
     chunk = u // k1
@@ -77,9 +78,9 @@ def tbptt_mask_values(size: int, k1: int, k2: int, shift: int, src: int, dst: in
         return (u >= start(chunk)).astype(np.float64)
     origin = chunk + src
     dest = u - shift
-    ok = (origin <= last_chunk) & (dest >= start(origin))
     if mode == "init":
-        return (ok & (dest < 0)).astype(np.float64)
+        return ((origin <= last_chunk) & (u >= start(origin)) & (dest < 0)).astype(np.float64)
+    ok = (origin <= last_chunk) & (dest >= start(origin))
     return (ok & (dest >= 0) & (origin - np.where(dest >= 0, dest, 0) // k1 == dst)).astype(np.float64)
 
 
