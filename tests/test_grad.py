@@ -7,8 +7,8 @@ import pytest
 import rnnc as rc
 from rnnc import t
 from rnnc.autodiff.unrolled import unrolled_gradients
-from tests.gradcheck import check_param_grads, numeric_grad, rel_error
-from tests.zoo import ZOO
+from gradcheck import check_param_grads, numeric_grad, rel_error
+from zoo import ZOO
 
 T, B = 4, 2
 

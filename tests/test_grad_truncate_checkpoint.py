@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import rnnc as rc
 from rnnc import t
 from rnnc.autodiff.unrolled import truncated_reference
-from tests.zoo import ZOO
+from zoo import ZOO
 
 
 def _elman_h0(T=7, B=2, seed=0):
