@@ -3,9 +3,10 @@ lecture, with totals.
 
 Memory (the lecture's formula, generalised): every layer stores its output map, and a layer that applies a
 nonlinearity after a linear map (Conv2d / Dense with an activation) stores both, as the lecture counts the
-convolution and the activation map separately: :math:`2 k_i w_i h_i`. For a batch of ``B``,
+convolution and the activation map separately (:math:`2 k_i w_i h_i`). For a batch of ``B``,
 
-.. math:: M = \\Big(B \\big(|x| + \\sum_i a_i\\big) + \\sum_i |\\theta_i|\\Big) \\cdot \\mathrm{sizeof}(\\mathrm{dtype}),
+.. math:: M = \\Big(B \\big(|x| + \\sum_i a_i\\big) + \\sum_i |\\theta_i|\\Big)
+    \\cdot \\mathrm{sizeof}(\\mathrm{dtype}),
 
 with :math:`|x|` the input size, :math:`a_i` the stored activations of layer i per sample and
 :math:`|\\theta_i|` its parameter count. Recurrent blocks store every state of every sweep.

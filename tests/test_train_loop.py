@@ -12,8 +12,17 @@ import pytest
 
 import rnnc as rc
 import rnnc.nn as nn
-from rnnc.train import (Adam, CheckpointError, CosineLR, GradientDescentMomentum, StepLR, Trainer, clip_global_norm,
-                        load_model, save_model)
+from rnnc.train import (
+    Adam,
+    CheckpointError,
+    CosineLR,
+    GradientDescentMomentum,
+    StepLR,
+    Trainer,
+    clip_global_norm,
+    load_model,
+    save_model,
+)
 
 RNG = np.random.default_rng(2)
 
