@@ -78,11 +78,20 @@ def _conv_shape(inputs, attrs):
 
 
 def _cols(x: np.ndarray, node, kh, kw, ho, wo) -> np.ndarray:
-    """im2col: ``(N, C, H, W) -> (N * Ho * Wo, C * kh * kw)``."""
+    """im2col: ``(N, C, H, W) -> (N * Ho * Wo, kh * kw * C)`` (channel-last rows: contiguous copies)."""
     sh, sw, ph, pw, dh, dw = _conv_geometry(node)
-    win = _windows(_pad(x, ph, pw), kh, kw, sh, sw, dh, dw, ho, wo)
     n, c = x.shape[:2]
-    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
+    xl = np.ascontiguousarray(_pad(x, ph, pw).transpose(0, 2, 3, 1))
+    cols = np.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            cols[:, :, :, a, b, :] = xl[:, a * dh:a * dh + sh * (ho - 1) + 1:sh, b * dw:b * dw + sw * (wo - 1) + 1:sw]
+    return cols.reshape(n * ho * wo, kh * kw * c)
+
+
+def _kernel_rows(w: np.ndarray) -> np.ndarray:
+    """``(O, C, kh, kw) -> (O, kh * kw * C)``, matching the column order of :func:`_cols`."""
+    return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
 
 
 def conv2d_np(node, x, w):
@@ -91,7 +100,7 @@ def conv2d_np(node, x, w):
     w = w.reshape(w.shape[-4:])
     o, _, kh, kw = w.shape
     _, ho, wo = node.shape
-    y = _cols(xf, node, kh, kw, ho, wo) @ w.reshape(o, -1).T
+    y = _cols(xf, node, kh, kw, ho, wo) @ _kernel_rows(w).T
     return np.ascontiguousarray(y.reshape(xf.shape[0], ho, wo, o).transpose(0, 3, 1, 2)).reshape(
         lead + node.shape)
 
@@ -156,7 +165,8 @@ def conv2d_weight_grad_np(node, ctx, g, x):
     o, c, kh, kw = node.shape
     _, ho, wo = gf.shape[1:]
     gm = gf.transpose(0, 2, 3, 1).reshape(-1, o)
-    return (gm.T @ _cols(np.ascontiguousarray(xf), node, kh, kw, ho, wo)).reshape(node.shape)
+    dw = gm.T @ _cols(xf, node, kh, kw, ho, wo)
+    return np.ascontiguousarray(dw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
 
 
 def _weight_grad_vjp(node, gw):
