@@ -1,0 +1,89 @@
+"""The on-disk cache of generated modules.
+
+A module's file name is a hash of its source plus the rnnc, Numba and numpy versions, so Numba's
+``cache=True`` (which keys on the file) lets a second process load compiled code instead of compiling.
+Files are written atomically (a temp file in the same folder, then ``os.replace``), end with a footer
+holding the SHA-256 of the body, and are verified before use: a corrupt or truncated entry is rewritten,
+never trusted. Two processes writing the same entry write identical bytes, so either write wins.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+FOOTER = "# rnnc-sha256: "
+
+
+def cache_dir() -> Path:
+    """``$RNNC_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnc``, else ``~/.cache/rnnc``."""
+    env = os.environ.get("RNNC_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rnnc"
+
+
+def _versions() -> str:
+    import numba
+    import numpy
+
+    import rnnc
+
+    return f"rnnc {rnnc.__version__} numba {numba.__version__} numpy {numpy.__version__}"
+
+
+def entry_text(source: str) -> tuple[str, str]:
+    """(file key, full file text with footer) for a generated module."""
+    body = source if source.endswith("\n") else source + "\n"
+    body += f"# built with {_versions()}\n"
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return digest[:24], body + FOOTER + digest + "\n"
+
+
+def verify(text: str) -> bool:
+    """True if ``text`` ends with a footer matching the SHA-256 of everything before it."""
+    body, sep, tail = text.rpartition(FOOTER)
+    if not sep or not tail.endswith("\n"):
+        return False
+    return hashlib.sha256(body.encode()).hexdigest() == tail.strip()
+
+
+def store(source: str, folder: Path | None = None) -> tuple[Path, bool]:
+    """Write ``source`` to its cache entry unless a valid identical one exists. Returns (path, was_cached)."""
+    folder = Path(folder) if folder is not None else cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    key, text = entry_text(source)
+    path = folder / f"rnnc_{key}.py"
+    try:
+        existing = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        existing = None
+    if existing == text and verify(existing):
+        return path, True
+    fd, tmp = tempfile.mkstemp(prefix=f".rnnc_{key}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path, False
+
+
+def load(path: Path):
+    """Import a cached module file under a private module name."""
+    name = f"rnnc_gen_{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module

@@ -1,0 +1,89 @@
+"""CPU templates of matrix products.
+
+``W @ x`` with an axis-free matrix and ``x`` over every index of the stage is ONE GEMM on the flattened rows
+(all steps × batch in a map stage; the batch, per step, in a scan). ``outer_sum`` reduced to an axis-free
+value (a weight gradient) is ONE GEMM ``g^T x`` over all rows. Other cases run as plain loop nests.
+"""
+from __future__ import annotations
+
+from rnnc.backends.cpu.emit import feat_ranges
+
+
+def _rows_view(r, buf, dims):
+    """A C-contiguous 2-D view expression of ``buf``: ``(rows, features)``, after fixing the scan index.
+
+    Returns (outer loop dims, view expression, rows expression) or None when the layout does not allow it.
+    """
+    fixed = [d for d in buf.dims if d in r.fixed]
+    pos = buf.dims.index(fixed[0]) if fixed else -1
+    outer = list(buf.dims[:pos]) if pos >= 0 else []
+    rest = buf.dims[pos + 1:] if pos >= 0 else buf.dims
+    idx = [r.var(d) if d not in r.fixed else r.fixed[d] for d in buf.dims[:pos + 1]]
+    base = f"{buf.var}[{', '.join(idx)}]" if idx else buf.var
+    rows = " * ".join(r.size(d) for d in rest) or "1"
+    return outer, base, rows
+
+
+def _gemm_ok(r, node, a, b) -> bool:
+    if a.axes or a.batched or len(a.shape) != 2 or len(b.shape) != 1 or a.op == "const":
+        return False
+    bb = r.buf(b)
+    return bb.literal is None and r.dims(b) == r.dims(node) and bb.kind == "f"
+
+
+def t_matmul(r, node) -> None:
+    """:math:`y = A x`: one GEMM ``X (rows, N) @ A^T -> Y (rows, M)`` when A is axis-free, else loops."""
+    a, b = node.inputs
+    out = r.out(node)
+    if _gemm_ok(r, node, a, b):
+        outer_b, vb, rows = _rows_view(r, r.buf(b), r.dims(b))
+        outer_o, vo, _ = _rows_view(r, out, r.dims(node))
+        if outer_b == outer_o:
+            M, N = a.shape
+            with r.em.loops(r.lead_ranges(outer_o)):
+                r.em.line(f"np.dot({vb}.reshape(({rows}, {N})), {r.buf(a).var}.T, {vo}.reshape(({rows}, {M})))")
+            return
+    _matmul_loops(r, node, out)
+
+
+def _matmul_loops(r, node, out) -> None:
+    a, b = node.inputs
+    dims = r.space(node)
+    env = r.env(dims)
+    feats = [v for v, _ in feat_ranges(node.shape)]
+    n = a.shape[1]
+    bf = ["q"] + feats[1:]
+    with r.em.loops(r.lead_ranges(dims) + feat_ranges(node.shape)):
+        r.em.line("acc = F(0.0)")
+        with r.em.loops([("q", str(n))]):
+            r.em.line(f"acc += {r.buf(a).at(env, [feats[0], 'q'])} * {r.buf(b).at(env, bf)}")
+        r.em.line(f"{out.at(env, feats)} = acc")
+
+
+def t_transpose(r, node) -> None:
+    (a,) = node.inputs
+    out = r.out(node)
+    r.fill_loops(node, out, lambda env, f: r.buf(a).at(env, f[::-1]))
+
+
+def t_outer_sum(r, node) -> None:
+    """:math:`G = \\sum g\\, x^T` over the rows ``node`` lacks: one GEMM ``g^T (M, rows) @ x (rows, N)``."""
+    g, b = node.inputs
+    out = r.out(node)
+    gb, xb = r.buf(g), r.buf(b)
+    if (not r.dims(node) and r.dims(g) == r.dims(b) and not (set(gb.dims) & set(r.fixed))
+            and gb.literal is None and xb.literal is None and len(g.shape) == len(b.shape) == 1
+            and set(gb.dims) == set(r.dims(g))):
+        rows = " * ".join(r.size(d) for d in gb.dims) or "1"
+        r.em.line(f"np.dot({gb.var}.reshape(({rows}, {g.shape[0]})).T, "
+                  f"{xb.var}.reshape(({rows}, {b.shape[0]})), {out.var})")
+        return
+    full = g if len(r.dims(g)) >= len(r.dims(b)) else b
+    dims = r.space(full)
+    env = r.env(dims)
+    r.fill_loops(node, out, lambda e, f: "F(0.0)")
+    with r.em.loops(r.lead_ranges(dims) + [("m", str(g.shape[0])), ("q", str(b.shape[0]))]):
+        r.em.line(f"{out.at(env, ['m', 'q'])} += {gb.at(env, ['m'])} * {xb.at(env, ['q'])}")
+
+
+TEMPLATES = {"matmul": t_matmul, "transpose": t_transpose, "outer_sum": t_outer_sum}

@@ -1,0 +1,116 @@
+"""References ``s[t-k]`` in generated code.
+
+* offset 0: the reference *is* the value's buffer (no code);
+* in a map stage: a shifted copy, ``out[t] = s[t-k]`` where ``t-k`` is in range, else the initial value;
+* in a scan along the reference's axis: per step, a view of the stored step ``s[t-k]`` or a buffer holding
+  the initial value, filled once before the loop (no copy per step).
+
+With ``stream=True`` a read before index 0 takes the stored history ``hist[D + t - k]`` once ``started``.
+"""
+from __future__ import annotations
+
+from rnnc.backends.cpu.emit import Buf, feat_ranges
+from rnnc.backends.cpu.render import Renderer, read_init
+
+HIST = "H"
+
+
+def _shifted(r: Renderer, ref, env, feats, j: str) -> str:
+    """Element of ``ref``'s value at shifted index ``j`` along its axis (range check included)."""
+    axis = ref.attr("axis")
+    value = r.graph.value_of(ref)
+    src = dict(env)
+    src[axis] = j
+    inside = r.buf(value).at(src, feats)
+    outside = read_init(r, ref, env, feats)
+    name = ref.attr("value")
+    if r.stream and name in r.hist:
+        hvar, started, depth = r.hist[name]
+        henv = dict(env)
+        henv[HIST] = f"{depth} + {j}"
+        hdims = tuple(HIST if d == axis else d for d in r.buf(value).dims)
+        hist = Buf(hvar, hdims, value.shape).at(henv, feats)
+        outside = f"({hist} if {started} else {outside})"
+    return f"({inside} if ({j} >= 0 and {j} < {r.size(axis)}) else {outside})"
+
+
+def _register_hist(r: Renderer, ref) -> None:
+    name = ref.attr("value")
+    if not r.stream or ref.attr("offset") >= 0:
+        return
+    depth = max(-n.attr("offset") for n in r.graph.refs() if n.attr("value") == name)
+    k = len(r.hist)
+    r.hist.setdefault(name, (f"hist{k}", f"started{k}", depth))
+
+
+def shift_copy(r: Renderer, ref, out: Buf) -> None:
+    """``out = value shifted by the reference's offset`` over the reference's index space."""
+    _register_hist(r, ref)
+    dims = r.space(ref)
+    env = r.env(dims)
+    feats = [v for v, _ in feat_ranges(ref.shape)]
+    j = f"({r.var(ref.attr('axis')) if ref.attr('axis') not in env else env[ref.attr('axis')]} " \
+        f"+ {ref.attr('offset')})"
+    with r.em.loops(r.lead_ranges(dims) + feat_ranges(ref.shape)):
+        r.em.line(f"{out.at(env, feats)} = {_shifted(r, ref, env, feats, j)}")
+
+
+def render_ref(r: Renderer, ref) -> None:
+    value = r.graph.value_of(ref)
+    if not ref.attr("offset"):
+        r.bufs[ref] = r.buf(value)
+        return
+    if ref in r.bufs:          # a scan reference prepared before the loop: choose the view for this step
+        _step_view(r, ref)
+        return
+    shift_copy(r, ref, r.out(ref))
+
+
+def _viewable(r: Renderer, ref) -> bool:
+    axis = ref.attr("axis")
+    if axis not in r.fixed or ref in r.keep:
+        return False
+    vbuf = r.bufs.get(r.graph.value_of(ref))
+    vdims = r.dims(r.graph.value_of(ref))
+    return vdims and vdims[0] == axis and (vbuf is None or vbuf.var.startswith("v"))
+
+
+def prepare_scan_refs(r: Renderer, stage) -> None:
+    """Before a scan's loop: a fill buffer with the initial value for each reference that will be a view."""
+    for ref in stage.nodes:
+        if ref.op != "ref" or not ref.attr("offset") or not _viewable(r, ref):
+            continue
+        _register_hist(r, ref)
+        r.em.tag = r.describe(ref) + " (initial value)"
+        dims = r.space(ref)
+        fill = Buf(r.name(ref, "z"), tuple(dims), tuple(ref.shape))
+        from rnnc.backends.cpu.render import BufSpec
+
+        r.buffers.append(BufSpec(fill.var, fill.dims, fill.shape))
+        env = r.env(dims)
+        feats = [v for v, _ in feat_ranges(ref.shape)]
+        with r.em.loops(r.lead_ranges(dims) + feat_ranges(ref.shape)):
+            r.em.line(f"{fill.at(env, feats)} = {read_init(r, ref, env, feats)}")
+        r.bufs[ref] = Buf(r.name(ref, "r"), tuple(dims), tuple(ref.shape))
+        r.ref_fill[ref] = fill
+
+
+def _step_view(r: Renderer, ref) -> None:
+    axis = ref.attr("axis")
+    value = r.graph.value_of(ref)
+    k, n = r.fixed[axis], r.size(axis)
+    j = f"{k} + {ref.attr('offset')}"
+    view = r.bufs[ref].var
+    r.em.line(f"j_ = {j}")
+    with r.em.block(f"if j_ >= 0 and j_ < {n}:"):
+        r.em.line(f"{view} = {r.buf(value).var}[j_]")
+    with r.em.block("else:"):
+        name = ref.attr("value")
+        if r.stream and name in r.hist:
+            hvar, started, depth = r.hist[name]
+            with r.em.block(f"if {started}:"):
+                r.em.line(f"{view} = {hvar}[{depth} + j_]")
+            with r.em.block("else:"):
+                r.em.line(f"{view} = {r.ref_fill[ref].var}")
+        else:
+            r.em.line(f"{view} = {r.ref_fill[ref].var}")

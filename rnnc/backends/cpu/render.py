@@ -1,0 +1,260 @@
+"""Rendering a scheduled graph into one Python module of ``@numba.njit(cache=True)`` code.
+
+The module has one entry point ``run(sizes..., inputs..., params..., buffers...)`` that computes every stage
+in order and writes results into preallocated buffers::
+
+    map stage:   for each node: one loop nest over (all indices × batch × features), or one GEMM
+    scan stage:  for s in range(n):              # reversed for a reverse scan
+                     k = s  (or n - 1 - s)
+                     for each node: its loop nest / GEMM at index k of the scan axis
+
+Nodes a scan computes that nothing outside the scan reads live in *step* buffers (one step, reused);
+everything else gets a *full* buffer. Op templates are looked up in :data:`rnnc.backends.cpu.ops.TEMPLATES`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rnnc.backends.cpu.emit import BATCH, Buf, Emitter, align_feats, feat_ranges
+from rnnc.errors import RnncError
+from rnnc.ir.graph import Graph
+from rnnc.schedule.schedule import Schedule, build_schedule
+
+
+class MissingTemplate(RnncError):
+    """An op has no CPU template."""
+
+
+@dataclass
+class BufSpec:
+    """A buffer the runtime allocates: ``dims`` (axes / BATCH) then ``shape``."""
+
+    var: str
+    dims: tuple
+    shape: tuple
+    kind: str = "f"
+
+
+@dataclass
+class Rendered:
+    """What rendering gives the runtime."""
+
+    source: str
+    args: list                   # argument names of run(), in order
+    sizes: list                  # (var, Axis or BATCH) size arguments
+    leaves: dict                 # var -> leaf node (inputs, params, lengths)
+    buffers: list                # BufSpec to allocate
+    results: dict = field(default_factory=dict)   # node -> var of its full buffer
+    hist: dict = field(default_factory=dict)      # value name -> (hist var, started var, depth) (stream)
+
+
+class Renderer:
+    """Turns ``graph`` (with its schedule) into a module; ``stream=True`` reads shifted values that fall
+    before index 0 of the (forward, single) scan axis from history arguments instead of initial values."""
+
+    def __init__(self, graph: Graph, dtype: str, sched: Schedule | None = None, stream: bool = False):
+        self.graph, self.dtype, self.stream = graph, dtype, stream
+        self.schedule = sched or build_schedule(graph)
+        self.axes = graph.axes()
+        self.axis_no = {a: k for k, a in enumerate(self.axes)}
+        self.order = {n: k for k, n in enumerate(graph.nodes)}
+        self.bufs: dict = {}
+        self.buffers: list[BufSpec] = []
+        self.leaves: dict = {}
+        self.em = Emitter()
+        self.hist: dict = {}
+        self.fixed: dict = {}            # scan axis -> its loop variable, inside a scan
+        self.step_nodes: set = set()
+        self.keep: set = set()
+        self.ref_fill: dict = {}
+
+    # ------------------------------------------------------------------ naming
+    def var(self, dim) -> str:
+        return "ib" if dim == BATCH else f"i{self.axis_no[dim]}"
+
+    def size(self, dim) -> str:
+        return "nb" if dim == BATCH else f"n{self.axis_no[dim]}"
+
+    def name(self, node, prefix="v") -> str:
+        return f"{prefix}{self.order[node]}"
+
+    def dims(self, node) -> tuple:
+        return tuple(node.axes) + ((BATCH,) if node.batched else ())
+
+    def lit(self, value: float) -> str:
+        return f"F({float(value)!r})"
+
+    def describe(self, node) -> str:
+        args = ", ".join(self.name(i) for i in node.inputs)
+        label = f" '{node.name}'" if node.name and node.name.isidentifier() else ""
+        return f"{self.name(node)} = {node.op}({args}){label} @ {_short(node.where)}"
+
+    # ------------------------------------------------------------------ buffers
+    def buf(self, node) -> Buf:
+        if node in self.bufs:
+            return self.bufs[node]
+        if node.op == "const":
+            return Buf("", (), (), literal=self.lit(node.attr("value")))
+        raise RnncError(f"internal: {node!r} is read before it is computed")
+
+    def new_buf(self, node, step: bool = False, prefix: str = "v") -> Buf:
+        dims = self.dims(node)
+        if step:
+            dims = tuple(d for d in dims if d not in self.fixed)
+            prefix = "w"
+        kind = "i" if node.dtype == "int" else "f"
+        b = Buf(self.name(node, prefix), dims, tuple(node.shape), kind)
+        self.buffers.append(BufSpec(b.var, dims, b.shape, kind))
+        self.bufs[node] = b
+        return b
+
+    def out(self, node) -> Buf:
+        """The buffer a template writes ``node`` into (allocated on first use)."""
+        if node in self.bufs:
+            return self.bufs[node]
+        return self.new_buf(node, step=node in self.step_nodes)
+
+    # ------------------------------------------------------------------ index spaces
+    def space(self, node) -> list:
+        """The lead dims a template loops over for ``node`` (a scan's axis is fixed, not looped)."""
+        return [d for d in self.dims(node) if d not in self.fixed]
+
+    def env(self, dims=()) -> dict:
+        out = {a: v for a, v in self.fixed.items()}
+        out.update({d: self.var(d) for d in dims})
+        return out
+
+    def lead_ranges(self, dims) -> list:
+        return [(self.var(d), self.size(d)) for d in dims]
+
+    def fill_loops(self, node, out: Buf, expr_fn):
+        """``out[idx] = expr_fn(env, feats)`` over the node's whole index space."""
+        dims = self.space(node)
+        env = self.env(dims)
+        feats = [v for v, _ in feat_ranges(node.shape)]
+        with self.em.loops(self.lead_ranges(dims) + feat_ranges(node.shape)):
+            self.em.line(f"{out.at(env, feats)} = {expr_fn(env, feats)}")
+
+    def read(self, node, env, feats, out_shape) -> str:
+        """Element of input ``node`` broadcast to an output of feature shape ``out_shape``."""
+        return self.buf(node).at(env, align_feats(feats, out_shape, node.shape))
+
+    # ------------------------------------------------------------------ the module
+    def render(self) -> Rendered:
+        from rnnc.backends.cpu.ops import TEMPLATES
+        from rnnc.backends.cpu.refs import render_ref
+
+        self._bind_leaves()
+        self._plan_steps()
+        body = self.em
+        body.depth = 1
+        for k, stage in enumerate(self.schedule, 1):
+            body.tag = ""
+            body.line(f"# ---- stage {k}: {stage.kind}" + (f" over {stage.axis.name}, "
+                      f"{'forward' if stage.direction > 0 else 'reverse'}" if stage.kind == "scan" else ""))
+            if stage.kind == "scan":
+                self._scan(stage, TEMPLATES, render_ref)
+            else:
+                for node in stage.nodes:
+                    self._node(node, TEMPLATES, render_ref)
+        return self._finish()
+
+    def _node(self, node, templates, render_ref):
+        if node.op in ("input", "param", "lengths", "const"):
+            return
+        self.em.tag = self.describe(node)
+        if node.op == "ref":
+            render_ref(self, node)
+            return
+        fn = templates.get(node.op)
+        if fn is None:
+            raise MissingTemplate(f"op {node.op!r} has no CPU template (node {node.label()} at {node.where}); "
+                                  f"add one to rnnc/backends/cpu/ops.py")
+        fn(self, node)
+
+    def _scan(self, stage, templates, render_ref):
+        axis = stage.axis
+        k, n = self.var(axis), self.size(axis)
+        self.em.tag = f"scan over {axis.name}"
+        from rnnc.backends.cpu.refs import prepare_scan_refs
+
+        self.fixed = {axis: k}
+        for node in stage.nodes:
+            if node.op not in ("ref", "input", "param", "lengths", "const"):
+                self.out(node)
+        prepare_scan_refs(self, stage)
+        with self.em.block(f"for s_ in range({n}):"):
+            self.em.line(f"{k} = s_" if stage.direction > 0 else f"{k} = {n} - 1 - s_")
+            for node in stage.nodes:
+                self._node(node, templates, render_ref)
+        self.fixed = {}
+
+    def _bind_leaves(self):
+        for _name, node in list(self.graph.inputs.items()) + list(self.graph.params.items()):
+            if node not in self.order:
+                continue
+            prefix = "p" if node.op == "param" else ("l" if node.op == "lengths" else "x")
+            b = Buf(self.name(node, prefix), self.dims(node), tuple(node.shape),
+                    "i" if node.dtype == "int" else "f")
+            self.bufs[node] = b
+            self.leaves[b.var] = node
+
+    def _plan_steps(self):
+        """Nodes of a scan that nothing outside the scan reads get step buffers."""
+        stage_of = {n: k for k, s in enumerate(self.schedule) for n in s.nodes}
+        keep = set(self.graph.roots())
+        for n in self.graph.nodes:
+            if n.op == "ref":
+                keep.add(self.graph.value_of(n))
+                if n.inputs:
+                    keep.add(n.inputs[0])
+            for i in n.inputs:
+                if stage_of.get(i) != stage_of.get(n):
+                    keep.add(i)
+        self.keep = keep
+        for s in self.schedule:
+            if s.kind == "scan":
+                self.step_nodes |= {n for n in s.nodes if n not in keep and n.op != "ref"}
+
+    def _finish(self) -> Rendered:
+        sizes = [(self.size(a), a) for a in self.axes] + [("nb", BATCH)]
+        leaves = list(self.leaves)
+        hist_args = [v for h in self.hist.values() for v in h[:2]]
+        bufs = [b.var for b in self.buffers]
+        args = [s for s, _ in sizes] + leaves + hist_args + bufs
+        ftype = "np.float32" if self.dtype == "float32" else "np.float64"
+        head = [
+            f'"""Generated by rnnc for model {self.graph.name!r} ({self.dtype}). Do not edit."""',
+            "import math",
+            "",
+            "import numba",
+            "import numpy as np",
+            "",
+            f"F = {ftype}",
+            "",
+            "",
+            "@numba.njit(cache=True, nogil=True, error_model='numpy')",
+            f"def run({', '.join(args)}):",
+        ]
+        body = self.em.lines or ["    pass"]
+        results = {n: self.bufs[n].var for n in self.bufs if self.bufs[n].var.startswith("v")}
+        src = "\n".join(head + body + ["    return 0", ""])
+        return Rendered(src, args, sizes, dict(self.leaves), list(self.buffers), results, dict(self.hist))
+
+
+def _short(where: str) -> str:
+    import os
+
+    path, _, line = where.rpartition(":")
+    return f"{os.path.basename(path)}:{line}" if path else where
+
+
+def read_init(r: Renderer, ref, env, feats) -> str:
+    """The element a shifted reference reads out of range: its initial value, or zero."""
+    if not ref.inputs:
+        return r.lit(0.0)
+    init = ref.inputs[0]
+    return r.read(init, env, feats, ref.shape)
+
+
+__all__ = ["Renderer", "Rendered", "BufSpec", "MissingTemplate", "read_init", "align_feats"]

@@ -1,0 +1,27 @@
+"""Graph -> Graph passes, run in the order of :data:`PIPELINE`.
+
+Each pass takes and returns an :class:`rnnc.ir.Graph` with the same meaning (the interpreter gives the same
+results on both); ``run_pipeline(graph, dump=print)`` shows the graph's schedule after each pass.
+"""
+from __future__ import annotations
+
+from rnnc.passes.cse import cse
+from rnnc.passes.dce import dce, prune
+from rnnc.passes.fold import fold
+from rnnc.passes.fuse import fuse
+from rnnc.passes.merge_matmul import merge_matmul
+
+PIPELINE = [("cse", cse), ("fold", fold), ("dce", dce), ("merge_matmul", merge_matmul), ("cse2", cse),
+            ("fuse", fuse)]
+
+
+def run_pipeline(graph, passes=None, dump=None):
+    """Apply ``passes`` (default :data:`PIPELINE`) in order; ``dump(name, graph)`` after each."""
+    for name, fn in passes if passes is not None else PIPELINE:
+        graph = fn(graph)
+        if dump is not None:
+            dump(name, graph)
+    return graph
+
+
+__all__ = ["PIPELINE", "run_pipeline", "cse", "fold", "dce", "prune", "fuse", "merge_matmul"]

@@ -1,0 +1,102 @@
+"""Elementwise fusion: a chain of elementwise nodes, each read only by the next, on the same axes and in
+the same stage, becomes ONE ``fused`` node holding a small program (one loop, no temporaries in a backend).
+
+A program is a tuple of instructions ``(op, shape, attrs, args)``; an arg is ``("in", k)`` (the fused
+node's k-th input) or ``("t", j)`` (the result of instruction j). The last instruction is the result.
+``slice`` and ``expand`` fuse too (they only remap feature indices).
+"""
+from __future__ import annotations
+
+from rnnc.ir.graph import Graph, rebuild
+from rnnc.ir.node import Node
+from rnnc.ops import OPS
+from rnnc.ops.registry import register
+from rnnc.passes.common import remap, uses
+from rnnc.schedule.schedule import build_schedule
+
+FUSABLE = frozenset({"add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt",
+                     "square", "positive", "where", "slice", "expand"})
+
+
+class _View:
+    """What an op's numpy rule reads of a node, for one instruction of a program."""
+
+    def __init__(self, lead, shape, attrs):
+        self.lead, self.shape, self.attrs = lead, shape, attrs
+
+    def attr(self, key, default=None):
+        return self.attrs.get(key, default)
+
+
+def _fused_numpy(node, *arrays):
+    """Run the program instruction by instruction with each op's own numpy rule."""
+    results = []
+    for op, shape, attrs, args in node.attr("prog"):
+        vals = [arrays[k] if kind == "in" else results[k] for kind, k in args]
+        results.append(OPS[op].numpy(_View(node.lead, shape, dict(attrs)), *vals))
+    return results[-1]
+
+
+if "fused" not in OPS:
+    register("fused", lambda inputs, attrs: (attrs["shape"], "float"), _fused_numpy, None, elementwise=True)
+
+
+def _program(node, inputs):
+    if node.op == "fused":
+        return node.attr("prog"), inputs
+    attrs = tuple(sorted(node.attrs.items()))
+    return ((node.op, node.shape, attrs, tuple(("in", k) for k in range(len(inputs)))),), inputs
+
+
+def _splice(prog, leaves, sub_prog, sub_inputs):
+    """Append ``sub_prog`` (over ``sub_inputs``) to ``prog``; returns the arg naming its result."""
+    base = len(prog)
+    for op, shape, attrs, args in sub_prog:
+        new_args = []
+        for kind, k in args:
+            if kind == "t":
+                new_args.append(("t", base + k))
+            else:
+                new_args.append(("in", _leaf(leaves, sub_inputs[k])))
+        prog.append((op, shape, attrs, tuple(new_args)))
+    return ("t", len(prog) - 1)
+
+
+def _leaf(leaves, node) -> int:
+    for k, n in enumerate(leaves):
+        if n is node:
+            return k
+    leaves.append(node)
+    return len(leaves) - 1
+
+
+def fuse(graph: Graph) -> Graph:
+    """Fuse single-consumer elementwise chains (see the module docstring)."""
+    count = uses(graph)
+    stage_of = {n: k for k, s in enumerate(build_schedule(graph)) for n in s.nodes}
+
+    def inlinable(old, consumer) -> bool:
+        return (old.op in FUSABLE or old.op == "fused") and count[old] == 1 and old.dtype == "float" \
+            and stage_of.get(old) == stage_of.get(consumer) and old.axes == consumer.axes \
+            and old.batched == consumer.batched
+
+    def fn(node, inputs, mapping):
+        if node.op not in FUSABLE and node.op != "fused":
+            return None
+        if not any(inlinable(old, node) for old in node.inputs):
+            return None
+        prog, leaves, args = [], [], []
+        for old, new in zip(node.inputs, inputs):
+            if inlinable(old, node):
+                args.append(_splice(prog, leaves, *_program(new, new.inputs)))
+            else:
+                args.append(("in", _leaf(leaves, new)))
+        own, own_inputs = _program(node, inputs)
+        # rewrite the node's own instructions: its ("in", k) args become the args computed above
+        base = len(prog)
+        for op, shape, attrs, a in own:
+            prog.append((op, shape, attrs, tuple(args[k] if kind == "in" else ("t", base + k) for kind, k in a)))
+        return Node("fused", tuple(leaves), {"prog": tuple(prog), "shape": node.shape}, node.shape, "float",
+                    node.axes, node.batched, node.where, node.name)
+
+    return remap(graph, rebuild(graph.roots(), fn))

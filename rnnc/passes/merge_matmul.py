@@ -1,0 +1,70 @@
+"""Merging matrix products that share an operand.
+
+Products ``A_k @ x`` in one stage with the same ``x`` and axis-free matrices ``A_k`` (an LSTM's four gate
+products on ``x[t]`` or ``h[t-1]``) become one product on the stacked matrix, split after:
+
+.. math::  [A_1; A_2; \\dots] x = [A_1 x; A_2 x; \\dots]
+
+The stacked matrix is axis-free, so it is built once per call, outside every loop.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rnnc.ir.graph import Graph, rebuild, topo_order
+from rnnc.ops import make
+from rnnc.passes.common import remap
+from rnnc.schedule.schedule import build_schedule
+
+
+def _axis_free(node) -> bool:
+    return all(not n.axes and not n.batched for n in topo_order([node]))
+
+
+def _candidate(node) -> bool:
+    if node.op != "matmul":
+        return False
+    a, b = node.inputs
+    return len(a.shape) == 2 and len(b.shape) == 1 and b.axes == node.axes and b.batched == node.batched \
+        and a.op != "const" and _axis_free(a)
+
+
+def _groups(graph: Graph) -> dict:
+    stage_of = {n: k for k, s in enumerate(build_schedule(graph)) for n in s.nodes}
+    by_key = defaultdict(list)
+    for n in graph.nodes:
+        if _candidate(n):
+            by_key[(n.inputs[1], stage_of.get(n))].append(n)
+    member = {}
+    for nodes in by_key.values():
+        if len(nodes) > 1:
+            for n in nodes:
+                member[n] = tuple(nodes)
+    return member
+
+
+def merge_matmul(graph: Graph) -> Graph:
+    """Stack the matrices of products sharing their right operand (see the module docstring)."""
+    member = _groups(graph)
+    if not member:
+        return graph
+    built: dict = {}
+
+    def fn(node, inputs, mapping):
+        group = member.get(node)
+        if group is None:
+            return None
+        if group not in built:
+            mats = [mapping.get(n.inputs[0], n.inputs[0]) for n in group]
+            stacked = make("transpose", [make("concat", [make("transpose", [a], where=a.where) for a in mats],
+                                              where=group[0].where)], where=group[0].where)
+            big = make("matmul", [stacked, inputs[1]], where=group[0].where)
+            built[group] = {}
+            start = 0
+            for n in group:
+                m = n.shape[0]
+                built[group][n] = make("slice", [big], where=n.where, start=start, stop=start + m)
+                start += m
+        return built[group][node]
+
+    return remap(graph, rebuild(graph.roots(), fn))

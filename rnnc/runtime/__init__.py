@@ -1,0 +1,4 @@
+"""Compiled models: ``rc.compile(m)`` and the kernels behind it."""
+from rnnc.runtime.compiled import Compiled, compile  # noqa: A004
+
+__all__ = ["Compiled", "compile"]

@@ -1,0 +1,137 @@
+"""``rc.compile``: a model compiled to Numba kernels, with ``forward``, ``loss_and_grad`` and ``step``.
+
+Each entry point is one kernel (see :class:`rnnc.runtime.kernel.Kernel`), built on first use:
+
+* ``forward`` without targets: outputs only; with every input the loss needs: outputs and loss;
+* ``loss_and_grad``: the gradient graph of :func:`rnnc.grad` (forward + adjoint scans + parameter sums);
+* ``step``: the forward graph run one index at a time, with shifted reads before the step served from a
+  history the caller carries in ``state``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rnnc.errors import GraphError
+from rnnc.interpret.rolled import Result, _loss_only_inputs
+from rnnc.ir.graph import Graph
+from rnnc.passes.dce import prune
+from rnnc.runtime.kernel import Kernel
+
+_WHOLE_AXIS = ("last", "first", "asum", "amean", "at_index", "edge_sum", "spread")
+
+
+class Compiled:
+    """A compiled model. ``f.forward(inputs, params)``, ``f.loss_and_grad(inputs, params)``,
+    ``f.step(state, inputs_t, params)``; ``f.source`` is the generated module, ``f.stats`` timings."""
+
+    def __init__(self, model, dtype: str = "float32", passes=None, **grad_options):
+        self.model = model
+        self.graph: Graph = model if isinstance(model, Graph) else model.graph
+        if np.dtype(dtype) not in (np.dtype("float32"), np.dtype("float64")):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.dtype = str(np.dtype(dtype))
+        self.grad_options = grad_options
+        self.passes = passes
+        self._kernels: dict = {}
+        self._optional = _loss_only_inputs(self.graph)
+
+    # ------------------------------------------------------------------ kernels
+    def kernel(self, variant: str) -> Kernel:
+        """The kernel of ``variant`` ("outputs", "loss", "grad" or "step"), built on first use."""
+        if variant not in self._kernels:
+            self._kernels[variant] = Kernel(self._graph_of(variant), self.dtype, stream=variant == "step",
+                                            passes=self.passes)
+        return self._kernels[variant]
+
+    def _graph_of(self, variant: str) -> Graph:
+        g = self.graph
+        if variant == "outputs":
+            return prune(g, loss=False, grads=False)
+        if variant == "loss":
+            return prune(g, grads=False)
+        if variant == "grad":
+            from rnnc.autodiff.api import grad
+
+            gg = grad(self.model, **self.grad_options).graph
+            return prune(gg, outputs=False)
+        if variant == "step":
+            return _streamable(prune(g, loss=False, grads=False))
+        raise ValueError(f"unknown kernel variant {variant!r}")
+
+    @property
+    def source(self) -> str:
+        """The generated module of the forward kernel (``f.kernel('grad').source`` for the gradient)."""
+        return self.kernel("loss" if self.graph.loss is not None else "outputs").source
+
+    @property
+    def stats(self) -> dict:
+        return {name: dict(k.stats) for name, k in self._kernels.items()}
+
+    # ------------------------------------------------------------------ entry points
+    def forward(self, inputs: dict, params: dict) -> Result:
+        """Outputs by name, and the loss when every input the loss needs is given."""
+        has_targets = self.graph.loss is not None and all(n in inputs for n in self._optional)
+        k = self.kernel("loss" if has_targets else "outputs")
+        b = k.bind(inputs, params, optional=self._optional)
+        bufs = k.call(b)
+        outs = {name: k.result(bufs, node) for name, node in k.graph.outputs.items()}
+        loss = float(k.result(bufs, k.graph.loss)) if has_targets else None
+        return Result(outs, loss)
+
+    def loss_and_grad(self, inputs: dict, params: dict) -> tuple[float, dict]:
+        """:math:`L` and :math:`\\partial L / \\partial w` for every param (or the ``wrt`` names)."""
+        k = self.kernel("grad")
+        b = k.bind(inputs, params)
+        bufs = k.call(b)
+        grads = {name: k.result(bufs, node) for name, node in k.graph.grads.items()}
+        return float(k.result(bufs, k.graph.loss)), grads
+
+    def step(self, state, inputs_t: dict, params: dict):
+        """One step of every forward recurrence: ``(state, outputs at this step)``.
+
+        ``inputs_t`` holds each sequence input at one index, laid out ``(B, *shape)``; ``state`` is None
+        at the start, then what the previous call returned.
+        """
+        k = self.kernel("step")
+        seq = {name: np.asarray(v)[None] if name in k.source_graph.inputs and k.source_graph.inputs[name].axes
+               else v for name, v in inputs_t.items()}
+        b = k.bind(seq, params)
+        extra = {}
+        for name, (hvar, svar, depth) in k.rendered.hist.items():
+            value = k.graph.values[name]
+            shape = (depth,) + ((b.batch,) if value.batched else ()) + value.shape
+            hist = None if state is None else state.get(name)
+            extra[hvar] = np.ascontiguousarray(hist, dtype=k.dtype) if hist is not None else np.zeros(shape, k.dtype)
+            extra[svar] = 1 if hist is not None else 0
+        bufs = k.call(b, extra)
+        new_state = {}
+        for name, (hvar, _svar, depth) in k.rendered.hist.items():
+            node = k.graph.values[name]
+            now = k.result(bufs, node) if node.op not in ("input",) else b.arrays[node]
+            new_state[name] = np.concatenate([extra[hvar], now], axis=0)[-depth:]
+        outs = {name: k.result(bufs, node)[0] for name, node in k.graph.outputs.items()}
+        return new_state, outs
+
+
+def _streamable(graph: Graph) -> Graph:
+    axes = graph.axes()
+    if len(axes) != 1 or graph.lengths:
+        raise GraphError(f"step() runs models with one loop axis and no lengths; {graph.name!r} has axes "
+                         f"{[a.name for a in axes]}" + (" and lengths" if graph.lengths else ""))
+    for n in graph.nodes:
+        if n.op in _WHOLE_AXIS:
+            raise GraphError(f"step() cannot run {n.label()} ({n.op} at {n.where}): it needs the whole axis")
+        if n.op == "ref" and n.attr("offset") > 0:
+            raise GraphError(f"step() cannot run {n.label()} at {n.where}: it reads a later step")
+    return graph
+
+
+def compile(model, target: str = "cpu", dtype: str = "float32", **grad_options) -> Compiled:  # noqa: A001
+    """Compile ``model`` for ``target`` ("cpu"): ``f = rc.compile(m)``; see :class:`Compiled`.
+
+    ``grad_options`` (``wrt``, ``truncate``, ``checkpoint``) are passed to :func:`rnnc.grad` for
+    ``loss_and_grad``.
+    """
+    if target != "cpu":
+        raise ValueError(f"target must be 'cpu' (CUDA is not available in this build), got {target!r}")
+    return Compiled(model, dtype, **grad_options)
