@@ -15,6 +15,7 @@ from rnnc.schedule import schedule
 from rnnc.interpret import interpret, interpret_unrolled
 from rnnc.reductions import last, first, sum, mean
 from rnnc.viz import render
+from rnnc.runtime import compile  # noqa: A004
 from rnnc.autodiff import grad, GradModel
 from rnnc.summary import summary
 
@@ -25,5 +26,5 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "square", "where",
     "matmul", "concat", "split", "reshape", "one_hot", "softmax", "log_softmax", "softmax_cross_entropy",
     "binary_cross_entropy", "mse", "fsum", "fmean", "fmax", "batch_mean", "schedule", "interpret",
-    "interpret_unrolled", "last", "first", "sum", "mean", "render", "grad", "GradModel", "summary",
+    "interpret_unrolled", "last", "first", "sum", "mean", "render", "compile", "grad", "GradModel", "summary",
 ]
