@@ -1,7 +1,8 @@
 """The one place training touches a backend: ``engine.loss_and_grad(batch, params)`` and ``engine.forward``.
 
 :class:`InterpretEngine` runs the numpy reference (``rc.interpret(rc.grad(m), ...)``); :class:`CompiledEngine`
-runs ``rc.compile(m, target=...)`` when that exists. :func:`make_engine` picks one.
+runs ``rc.compile(m, target=...)``; :class:`AutoEngine` uses the compiled one and falls back to the
+interpreter, with a warning, where the backend lacks an op. :func:`make_engine` picks one.
 """
 from __future__ import annotations
 
@@ -58,9 +59,11 @@ class CompiledEngine:
         out = self.fn.loss_and_grad(batch, _cast(params, self.dtype))
         if isinstance(out, tuple):
             loss, grads = out[0], out[1]
-            outputs = out[2] if len(out) > 2 else {}
+            outputs = out[2] if len(out) > 2 else None
         else:
-            loss, grads, outputs = out.loss, out.grads, getattr(out, "outputs", {})
+            loss, grads, outputs = out.loss, out.grads, getattr(out, "outputs", None)
+        if outputs is None and self.model.outputs:   # batch statistics, probabilities: one more forward
+            outputs = self.forward(batch, params)
         return Step(float(loss), dict(grads), dict(outputs or {}))
 
     def forward(self, batch, params) -> dict:
@@ -68,6 +71,42 @@ class CompiledEngine:
         if isinstance(out, dict):
             return out
         return {**dict(out.outputs), "loss": getattr(out, "loss", None)}
+
+
+class AutoEngine:
+    """The compiled engine, or, when the backend lacks a rule for one of the model's ops, the interpreter —
+    with a warning naming the op, never silently."""
+
+    def __init__(self, model, dtype: str = "float32"):
+        self.model, self.dtype = model, dtype
+        try:
+            self.impl = CompiledEngine(model, dtype)
+        except Exception as e:  # noqa: BLE001 - reported below, then the reference runs
+            self._fallback(e)
+        self.name = self.impl.name
+
+    def _fallback(self, err):
+        import warnings
+
+        warnings.warn(f"rnnc.train: compiled engine unavailable for model {getattr(self.model, 'name', '?')!r} "
+                      f"({type(err).__name__}: {err}); training with the numpy interpreter", stacklevel=3)
+        self.impl = InterpretEngine(self.model, self.dtype)
+
+    def _call(self, method, batch, params):
+        try:
+            return getattr(self.impl, method)(batch, params)
+        except Exception as e:
+            if self.impl.name != "compiled" or type(e).__name__ != "MissingTemplate":
+                raise
+            self._fallback(e)
+            self.name = self.impl.name
+            return getattr(self.impl, method)(batch, params)
+
+    def loss_and_grad(self, batch, params) -> Step:
+        return self._call("loss_and_grad", batch, params)
+
+    def forward(self, batch, params) -> dict:
+        return self._call("forward", batch, params)
 
 
 def _cast(params, dtype):
@@ -80,8 +119,10 @@ def make_engine(model, kind: str = "auto", dtype: str = "float32"):
 
     if kind == "interpret":
         return InterpretEngine(model, dtype)
-    if kind == "compiled" or (kind == "auto" and hasattr(rnnc, "compile")):
+    if kind == "compiled":
         return CompiledEngine(model, dtype)
+    if kind == "auto" and hasattr(rnnc, "compile"):
+        return AutoEngine(model, dtype)
     if kind != "auto":
         raise ValueError(f"engine must be 'auto', 'interpret' or 'compiled', got {kind!r}")
     return InterpretEngine(model, dtype)
