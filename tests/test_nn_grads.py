@@ -99,8 +99,8 @@ def test_lstm_gru_match_torch(kind):
 def test_batchnorm_running_stats_match_torch():
     """Trainer's running-statistic update equals torch.nn.BatchNorm2d's (momentum 0.1, unbiased variance)."""
     torch = _torch()
-    from rnnc.train.trainer import Trainer
     from rnnc.train.optim import GradientDescentMomentum
+    from rnnc.train.trainer import Trainer
 
     clf = nn.Classifier((nn.BatchNorm(), nn.Flatten(), nn.Dense(2)), (2, 3, 3))
     X = RNG.standard_normal((8, 2, 3, 3))
