@@ -218,7 +218,18 @@ def _pool_windows(node, x, fill):
 def maxpool2d_np(node, x):
     """:math:`y[c, u, v] = \\max_{a, b} x_p[c, s u + a, s v + b]`, padding with :math:`-\\infty`."""
     xf, lead = _flat(x, 3)
-    return _pool_windows(node, xf, -np.inf).max(axis=(4, 5)).reshape(lead + node.shape)
+    out = None
+    for view in _pool_offsets(node, xf, -np.inf):   # running max over the kh*kw strided views: no window copy
+        out = view.copy() if out is None else np.maximum(out, view, out=out)
+    return out.reshape(lead + node.shape)
+
+
+def _pool_offsets(node, xf, fill):
+    """The ``kh * kw`` strided views ``x_p[:, :, a::s, b::s][:, :, :Ho, :Wo]`` in window order (a, b)."""
+    (kh, kw), (sh, sw), (ph, pw) = node.attr("kernel"), node.attr("stride"), node.attr("padding")
+    _, ho, wo = node.shape if node.op in ("maxpool2d", "avgpool2d") else node.inputs[1].shape
+    xp = _pad(xf, ph, pw, fill)
+    return [xp[:, :, a:a + sh * (ho - 1) + 1:sh, b:b + sw * (wo - 1) + 1:sw] for a in range(kh) for b in range(kw)]
 
 
 def avgpool2d_np(node, x):
@@ -245,13 +256,21 @@ def maxpool2d_grad_np(node, x, g):
     lead = np.broadcast_shapes(lead_x, g.shape[:-3])
     xf, _ = _flat(np.broadcast_to(x, lead + x.shape[-3:]), 3)
     gf, _ = _flat(np.broadcast_to(g, lead + g.shape[-3:]), 3)
-    win = _pool_windows(node, xf, -np.inf)
-    n, c, ho, wo, kh, kw = win.shape
-    arg = win.reshape(n, c, ho, wo, kh * kw).argmax(-1)
-    hit = arg[..., None] == np.arange(kh * kw)
-    contrib = (hit * gf[..., None]).reshape(n, c, ho, wo, kh, kw)
-    dx = _scatter_windows(node, contrib, n, c, *xf.shape[2:], np.result_type(x, g))
-    return dx.reshape(lead + node.shape)
+    (_, kw), (sh, sw), (ph, pw) = node.attr("kernel"), node.attr("stride"), node.attr("padding")
+    views = _pool_offsets(node, xf, -np.inf)
+    best = views[0].copy()
+    for view in views[1:]:
+        np.maximum(best, view, out=best)
+    n, c, h, w = xf.shape
+    ho, wo = best.shape[2:]
+    dx = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=np.result_type(x, g))
+    free = np.ones(best.shape, dtype=bool)   # the first maximum of each window (argmax order) takes g
+    for k, view in enumerate(views):
+        hit = (view == best) & free
+        free &= ~hit
+        a, b = divmod(k, kw)
+        dx[:, :, a:a + sh * (ho - 1) + 1:sh, b:b + sw * (wo - 1) + 1:sw] += np.where(hit, gf, 0)
+    return dx[:, :, ph:ph + h, pw:pw + w].reshape(lead + node.shape)
 
 
 def avgpool2d_grad_np(node, g):
