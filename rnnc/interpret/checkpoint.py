@@ -116,6 +116,7 @@ class CheckpointInterpreter(Interpreter):
         steps = {n: [None] * size for n in nodes}
         ckpt = {}
         depth = max([-r.attr("offset") for r in nodes if r.op == "ref" and r.attr("offset")] or [1])
+        carried = {self.graph.value_of(r) for r in nodes if r.op == "ref" and r.attr("offset")}
         for k in range(size):
             for node in nodes:
                 steps[node][k] = self._scan_node(node, k, axis, size, members, steps, env, b, fills)
@@ -123,7 +124,7 @@ class CheckpointInterpreter(Interpreter):
                 if node in self.lazy and k - depth >= 0:
                     steps[node][k - depth] = None
             if (k + 1) % self.every == 0:
-                ckpt[k + 1] = {n: steps[n][max(0, k + 1 - depth):k + 1] for n in nodes}
+                ckpt[k + 1] = {n: steps[n][max(0, k + 1 - depth):k + 1] for n in carried}
         for node in nodes:
             if node not in self.lazy:
                 env[node] = np.stack(steps[node], axis=node.axes.index(axis))

@@ -51,7 +51,18 @@ def unrolled_dot(g: nx.DiGraph, detail: bool = False, params: bool | None = None
             canvas.edge(src, dst, path.label(delay), delay=delay is not None)
     if hints:
         _arrange(canvas, g, edges, clusters, sizes)
+    _sinks_on_top(canvas, g, clusters.get(None, []))
     return canvas.dot, len(canvas.ids)
+
+
+def _sinks_on_top(canvas: Canvas, g: nx.DiGraph, loose: list) -> None:
+    """Axis-free results (the loss, gradients) drawn in one row above every step."""
+    sinks = [n for n in loose if g.nodes[n]["op"] not in ("initial", "param", "input") and not g.out_degree(n)]
+    if len(sinks) > 1:
+        with canvas.dot.subgraph() as row:
+            row.attr(rank="max" if canvas.dot.graph_attr.get("rankdir", "BT") == "BT" else "min")
+            for n in sinks:
+                row.node(canvas.node_id(n))
 
 
 def _arrange(canvas: Canvas, g: nx.DiGraph, edges: dict, clusters: dict, sizes: dict) -> None:
