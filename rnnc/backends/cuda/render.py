@@ -1,0 +1,158 @@
+"""Rendering a scheduled graph into one module of ``@cuda.jit`` kernels and a host function that launches them.
+
+:class:`CudaRenderer` is the CPU :class:`~rnnc.backends.cpu.render.Renderer` with a different emitter
+(:class:`~rnnc.backends.cuda.emit.CudaEmitter`: outermost loop nests become kernels), a different template
+table (:mod:`rnnc.backends.cuda.ops`) and a different module head. Stages, buffers, references and the op
+templates' index arithmetic are the CPU backend's. The host function ``run(sizes..., leaves..., buffers...,
+scan_mode_)`` is plain Python::
+
+    map stage:   one kernel launch per node (one thread per element; products: one tiled GEMM over all rows)
+    scan stage:  if persistent:  ONE launch; the kernel loops over the steps itself, its threads stride over
+                                 each node's elements, a barrier between nodes; axis-free matrices the step
+                                 reads are copied to shared memory once, before the loop
+                 else:           for s in range(n): one launch per node (GEMM per step for products)
+
+``scan_mode_`` is 0 (auto: persistent when the per-step product work ``nb × Σ M·N`` is at most
+:data:`PERSISTENT_MACS`), 1 (always the host loop) or 2 (always persistent). ``run`` returns the list of
+strategies it used, one per scan, which the runtime reports in ``stats``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import config
+
+from rnnc.backends.cpu.emit import BATCH, Buf
+from rnnc.backends.cpu.render import MissingTemplate, Rendered, Renderer
+from rnnc.backends.cuda.emit import CudaEmitter
+
+PERSISTENT_MACS = 1 << 20          # per-step multiply-adds one block handles faster than a launch sequence
+PERSISTENT_THREADS = 16 if config.ENABLE_CUDASIM else 256   # 256 × 255 registers fit any SM
+SHARED_BYTES = 48 * 1024           # static shared memory per block
+
+
+class CudaRenderer(Renderer):
+    """A :class:`Renderer` whose output is CUDA kernels plus a launching host function."""
+
+    def __init__(self, graph, dtype: str, sched=None, stream: bool = False):
+        super().__init__(graph, dtype, sched, stream)
+        self.em = CudaEmitter()
+        self.shared: dict = {}           # node -> Buf of its shared-memory copy (inside a persistent kernel)
+        self._kern = None
+        self._shared_bytes = 0
+        self._stage_nodes: set = set()
+
+    # ------------------------------------------------------------------ templates
+    def _node(self, node, templates, render_ref):
+        from rnnc.backends.cuda.ops import TEMPLATES
+
+        if node.op in ("input", "param", "lengths", "const"):
+            return
+        self.em.tag = self.describe(node)
+        if node.op == "ref":
+            self._ref(node)
+            return
+        fn = TEMPLATES.get(node.op)
+        if fn is None:
+            raise MissingTemplate(f"op {node.op!r} has no CUDA template (node {node.label()} at {node.where}); "
+                                  f"add one to rnnc/backends/cuda/ops.py or compile with target='cpu'")
+        fn(self, node)
+
+    def _ref(self, ref) -> None:
+        """As :func:`rnnc.backends.cpu.refs.render_ref`, but safe to render a scan's body twice (both
+        strategies): a step view is recognised by its prepared fill buffer, not by having a buffer."""
+        from rnnc.backends.cpu import refs
+
+        if not ref.attr("offset"):
+            self.bufs[ref] = self.buf(self.graph.value_of(ref))
+        elif ref in self.ref_fill:
+            refs._step_view(self, ref)
+        else:
+            refs.shift_copy(self, ref, self.out(ref))
+
+    def shared_copy(self, node) -> Buf:
+        """Inside a persistent kernel: a shared-memory copy of the axis-free array ``node`` when it fits
+        the block's budget (loaded once, before the step loop), else its global buffer."""
+        buf = self.buf(node)
+        if self._kern is None or buf.literal is not None or buf.dims or node in self._stage_nodes:
+            return buf
+        if node in self.shared:
+            return self.shared[node]
+        nbytes = int(np.prod(node.shape)) * np.dtype(self.dtype).itemsize
+        if self._shared_bytes + nbytes > SHARED_BYTES:
+            return buf
+        self._shared_bytes += nbytes
+        sb = Buf(f"sh{len(self.shared)}", (), tuple(node.shape))
+        size = int(np.prod(node.shape))
+        strides = np.cumprod((1,) + tuple(node.shape[::-1]))[:-1][::-1]
+        idx = ", ".join(f"(t_ // {int(s)}) % {int(n)}" for s, n in zip(strides, node.shape))
+        self._kern.shared += [
+            f"    {sb.var} = cuda.shared.array({tuple(node.shape)}, F)",
+            f"    for t_ in range(cuda.threadIdx.x, {size}, cuda.blockDim.x):",
+            f"        {sb.var}[{idx}] = {buf.var}[{idx}]",
+            "    cuda.syncthreads()",
+        ]
+        self.shared[node] = sb
+        return sb
+
+    # ------------------------------------------------------------------ scans
+    def _scan(self, stage, templates, render_ref):
+        from rnnc.backends.cpu.refs import prepare_scan_refs
+
+        axis = stage.axis
+        k, n = self.var(axis), self.size(axis)
+        self.em.tag = f"scan over {axis.name}"
+        self.fixed = {axis: k}
+        for node in stage.nodes:
+            if node.op not in ("ref", "input", "param", "lengths", "const"):
+                self.out(node)
+        prepare_scan_refs(self, stage)
+        self._stage_nodes = set(stage.nodes)
+        macs = sum(int(np.prod(nd.inputs[0].shape)) for nd in stage.nodes if nd.op == "matmul") or 1
+        self.em.tag = f"scan over {axis.name}"
+        with self.em.block(f"if scan_mode_ == 2 or (scan_mode_ == 0 and nb * {macs} <= {PERSISTENT_MACS}):"):
+            self.em.line("picked_.append('persistent')")
+            self.shared, self._shared_bytes = {}, 0
+            with self.em.persistent(PERSISTENT_THREADS) as kern:
+                self._kern = kern
+                with self.em.block(f"for s_ in range({n}):"):
+                    self._step_body(stage, k, n, templates, render_ref)
+                self._kern = None
+        self.em.tag = f"scan over {axis.name}"
+        with self.em.block("else:"):
+            self.em.line("picked_.append('loop')")
+            with self.em.block(f"for s_ in range({n}):"):
+                self._step_body(stage, k, n, templates, render_ref)
+        self.fixed = {}
+
+    def _step_body(self, stage, k, n, templates, render_ref) -> None:
+        self.em.line(f"{k} = s_" if stage.direction > 0 else f"{k} = {n} - 1 - s_")
+        for node in stage.nodes:
+            self._node(node, templates, render_ref)
+
+    # ------------------------------------------------------------------ the module
+    def _finish(self) -> Rendered:
+        sizes = [(self.size(a), a) for a in self.axes] + [("nb", BATCH)]
+        hist_args = [v for h in self.hist.values() for v in h[:2]]
+        args = [s for s, _ in sizes] + list(self.leaves) + hist_args + [b.var for b in self.buffers] + ["scan_mode_"]
+        ftype = "np.float32" if self.dtype == "float32" else "np.float64"
+        head = [
+            f'"""Generated by rnnc for model {self.graph.name!r} ({self.dtype}, CUDA). Do not edit."""',
+            "import math",
+            "",
+            "import numpy as np",
+            "from numba import cuda",
+            "",
+            "import rnnc.backends.cuda.kernels as lib",
+            "",
+            f"F = {ftype}",
+        ]
+        kernels = []
+        for text in self.em.kernels:
+            kernels += ["", "", text]
+        run = ["", "", f"def run({', '.join(args)}):", "    picked_ = []"] + self.em.lines + ["    return picked_", ""]
+        results = {nd: self.bufs[nd].var for nd in self.bufs if self.bufs[nd].var.startswith("v")}
+        src = "\n".join(head + kernels + run)
+        return Rendered(src, args, sizes, dict(self.leaves), list(self.buffers), results, dict(self.hist))
+
+
+__all__ = ["CudaRenderer", "PERSISTENT_MACS"]
