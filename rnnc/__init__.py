@@ -3,21 +3,46 @@
 Write ``h[t] = tanh(U @ x[t] + W @ h[t-1] + b)``; rnnc checks the cyclic graph, schedules it into maps and
 scans, unrolls and draws it, interprets it in numpy, derives its BPTT gradients and compiles it.
 """
-from rnnc.errors import CycleError, GraphError, RnncError, ShapeError
-from rnnc.ir.node import Axis
-from rnnc.dsl.model import Model, axes, t
+from rnnc.autodiff import GradModel, grad
 from rnnc.dsl import init
-from rnnc.ops import (add, sub, mul, div, neg, exp, log, tanh, sigmoid, relu, sqrt, square, where, matmul,
-                      concat, split, reshape, one_hot, softmax, log_softmax, softmax_cross_entropy,
-                      binary_cross_entropy, mse, fsum, fmean, fmax)
-from rnnc.ops.reduce import batch_mean
-from rnnc.schedule import schedule
+from rnnc.dsl.model import Model, axes, t
+from rnnc.errors import CycleError, GraphError, RnncError, ShapeError
 from rnnc.interpret import interpret, interpret_unrolled
-from rnnc.reductions import last, first, sum, mean
-from rnnc.viz import render
+from rnnc.ir.node import Axis
+from rnnc.ops import (
+                      add,
+                      binary_cross_entropy,
+                      concat,
+                      div,
+                      exp,
+                      fmax,
+                      fmean,
+                      fsum,
+                      log,
+                      log_softmax,
+                      matmul,
+                      mse,
+                      mul,
+                      neg,
+                      one_hot,
+                      relu,
+                      reshape,
+                      sigmoid,
+                      softmax,
+                      softmax_cross_entropy,
+                      split,
+                      sqrt,
+                      square,
+                      sub,
+                      tanh,
+                      where,
+)
+from rnnc.ops.reduce import batch_mean
+from rnnc.reductions import first, last, mean, sum
 from rnnc.runtime import compile  # noqa: A004
-from rnnc.autodiff import grad, GradModel
+from rnnc.schedule import schedule
 from rnnc.summary import summary
+from rnnc.viz import render
 
 __version__ = "0.1.0"
 

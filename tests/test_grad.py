@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradcheck import check_param_grads, numeric_grad, rel_error
+from zoo import ZOO
 
 import rnnc as rc
 from rnnc import t
 from rnnc.autodiff.unrolled import unrolled_gradients
-from gradcheck import check_param_grads, numeric_grad, rel_error
-from zoo import ZOO
 
 T, B = 4, 2
 

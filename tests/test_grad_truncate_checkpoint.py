@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from zoo import ZOO
 
 import rnnc as rc
 from rnnc import t
 from rnnc.autodiff.unrolled import truncated_reference
-from zoo import ZOO
 
 
 def _elman_h0(T=7, B=2, seed=0):

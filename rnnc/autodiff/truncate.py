@@ -8,8 +8,9 @@ and ends at ``e_c``): the returned gradient is
 
 i.e. each chunk's losses are back-propagated through at most ``k2`` steps ending at the chunk's last step: the
 state entering step ``s_c`` receives gradient but is treated as a constant (so an initial value, the state
-entering step 0, is trained when ``s_c <= 0``). The forward pass is unchanged: state carries across chunks. ``k1 = k2 = T`` is full BPTT; losses of
-a chunk that lie before ``s_c`` (possible when ``k2 < k1``) contribute nothing. Summing the chunk gradients is
+entering step 0, is trained when ``s_c <= 0``). The forward pass is unchanged: state carries across chunks.
+``k1 = k2 = T`` is full BPTT; losses of a chunk that lie before ``s_c`` (possible when ``k2 < k1``) contribute
+nothing. Summing the chunk gradients is
 what a trainer applying one update per sequence sees; the lecture's update-per-chunk is ``k1`` updates.
 
 Because gradients from different chunks stop at different steps, the adjoint is carried in ``M`` streams:

@@ -6,8 +6,6 @@ Agreement of the two (to 1e-10 in float64) checks the rolled derivation.
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 import networkx as nx
 import numpy as np
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from rnnc.ir.node import Axis, Node
 
@@ -48,7 +48,7 @@ class Graph:
     def value_of(self, ref: Node) -> Node:
         return self.values[ref.attr("value")]
 
-    def replace(self, **changes) -> "Graph":
+    def replace(self, **changes) -> Graph:
         return dataclasses.replace(self, **changes)
 
     def axes(self) -> list[Axis]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _axis_order = itertools.count()
@@ -36,10 +37,10 @@ class Axis:
     name: str
     order: int = field(default_factory=lambda: next(_axis_order))
 
-    def __sub__(self, k: int) -> "AxisShift":
+    def __sub__(self, k: int) -> AxisShift:
         return AxisShift(self, -_int_offset(k))
 
-    def __add__(self, k: int) -> "AxisShift":
+    def __add__(self, k: int) -> AxisShift:
         return AxisShift(self, _int_offset(k))
 
     def __repr__(self) -> str:

@@ -6,15 +6,16 @@ from an op name and checks it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from rnnc.errors import GraphError, ShapeError
 from rnnc.ir.node import Node, sort_axes, user_line
 
-OPS: dict[str, "OpDef"] = {}
+OPS: dict[str, OpDef] = {}
 
 
 @dataclass

@@ -13,7 +13,7 @@ import networkx as nx
 
 from rnnc.errors import CycleError, GraphError
 from rnnc.ir.graph import Graph
-from rnnc.ir.node import Axis, Node
+from rnnc.ir.node import Axis
 
 LEAVES = ("input", "param", "const", "lengths")
 
@@ -68,7 +68,7 @@ def _check_component(dg: nx.DiGraph, nodes: set, named: dict) -> Component:
                              shifts, key=lambda s: (s[0].order, s[1]))) + "); split it into separate signals:\n"
                          + _describe(sorted(nodes, key=lambda n: n.id), named))
     (axis, positive), = shifts
-    for u, v, d in sub.edges(data=True):
+    for _, v, d in sub.edges(data=True):
         if axis in d["all"]:
             raise GraphError(f"{named.get(v, v.label())} at {v.where} reduces over {axis.name} inside the "
                              f"recurrence along {axis.name}, which needs every step before it can start")
