@@ -1,0 +1,135 @@
+"""``rc.compile(m, target="cuda")`` against the reference interpreter: forward and gradients of the zoo's
+recurrent models, both scan strategies, device-array inputs, results on the device, ``step``, the tiled GEMM.
+
+Small shapes on purpose: the simulator runs one Python thread per CUDA thread.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import cuda
+
+import rnnc as rc
+from rnnc.backends.cuda.emit import free_names
+from rnnc.backends.cuda.kernels import gemm
+from rnnc.runtime.compiled import compile as rc_compile
+from zoo import ZOO
+
+T, B = 3, 2
+
+
+def _host(x):
+    return x.copy_to_host() if hasattr(x, "copy_to_host") else np.asarray(x)
+
+
+def _check(name: str, scan: str, dtype: str = "float64", tol: float = 1e-10) -> dict:
+    case = ZOO[name]()
+    inputs = case.make_inputs(np.random.default_rng(1), T, B, np.float64)
+    params = case.params(seed=2)
+    f = rc_compile(case.model, target="cuda", dtype=dtype, scan=scan)
+    ref = rc.interpret(case.model, inputs, params, sizes=case.sizes(T), batch=B)
+    out = f.forward(inputs, params)
+    for k, v in ref.outputs.items():
+        np.testing.assert_allclose(_host(out.outputs[k]), v, rtol=tol, atol=tol, err_msg=f"{name} output {k}")
+    assert out.loss == pytest.approx(ref.loss, rel=tol, abs=tol)
+    gref = rc.interpret(rc.grad(case.model), inputs, params, sizes=case.sizes(T), batch=B)
+    loss, grads = f.loss_and_grad(inputs, params, to_host=True)
+    assert loss == pytest.approx(gref.loss, rel=tol, abs=tol)
+    assert set(grads) == set(gref.grads)
+    for k, v in gref.grads.items():
+        np.testing.assert_allclose(grads[k], v, rtol=tol, atol=tol, err_msg=f"{name} d/d{k}")
+    return f.stats
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru", "bidirectional", "renet"])
+@pytest.mark.parametrize("scan", ["loop", "persistent"])
+def test_zoo_matches_interpreter(name, scan):
+    stats = _check(name, scan)
+    assert stats["grad"]["scan_strategy"] and set(stats["grad"]["scan_strategy"]) == {scan}
+
+
+@pytest.mark.parametrize("name", ["ops_mix", "variable_length", "stack2", "encoder_decoder"])
+def test_more_models_auto_strategy(name):
+    stats = _check(name, "auto")
+    assert set(stats["grad"]["scan_strategy"]) == {"persistent"}      # tiny steps: one block per scan
+
+
+def test_float32_within_1e4():
+    _check("lstm", "auto", dtype="float32", tol=1e-4)
+
+
+def test_device_inputs_and_results():
+    case = ZOO["elman"]()
+    inputs = case.make_inputs(np.random.default_rng(0), T, B, np.float32)
+    params = case.params()
+    f = rc_compile(case.model, target="cuda")
+    dev_params = f.to_device(params)
+    dev_inputs = {k: cuda.to_device(v) for k, v in inputs.items()}
+    out = f.forward(dev_inputs, dev_params)
+    assert not isinstance(out.outputs["o"], np.ndarray) and hasattr(out.outputs["o"], "copy_to_host")
+    host = rc_compile(case.model, target="cuda", results="host").forward(inputs, params)
+    assert isinstance(host.outputs["o"], np.ndarray)
+    np.testing.assert_allclose(out.outputs["o"].copy_to_host(), host.outputs["o"], rtol=1e-6, atol=1e-6)
+    ref = rc.interpret(case.model, inputs, params, dtype="float32")
+    np.testing.assert_allclose(host.outputs["o"], ref.outputs["o"], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="input 'x'"):
+        f.forward({**dev_inputs, "x": cuda.to_device(np.zeros((T, B, 7), np.float32))}, dev_params)
+
+
+def test_results_are_not_overwritten_by_the_next_call():
+    case = ZOO["elman"]()
+    rng = np.random.default_rng(0)
+    params = case.params()
+    f = rc_compile(case.model, target="cuda", dtype="float64")
+    first = f.forward(case.make_inputs(rng, T, B, np.float64), params).outputs["o"]
+    kept = first.copy_to_host()
+    f.forward(case.make_inputs(rng, T, B, np.float64), params)
+    np.testing.assert_array_equal(first.copy_to_host(), kept)
+
+
+def test_step_matches_forward():
+    case = ZOO["lstm"]()
+    inputs = case.make_inputs(np.random.default_rng(3), T, B, np.float64)
+    params = case.params()
+    f = rc_compile(case.model, target="cuda", dtype="float64", results="host")
+    full = f.forward({"x": inputs["x"]}, params).outputs
+    state = None
+    for k in range(T):
+        state, outs = f.step(state, {"x": inputs["x"][k]}, params)
+        for name, v in outs.items():
+            np.testing.assert_allclose(v, full[name][k], rtol=1e-10, atol=1e-12)
+
+
+def test_source_is_cuda_and_traceable():
+    f = rc_compile(ZOO["lstm"]().model, target="cuda")
+    src = f.kernel("grad").source
+    assert "@cuda.jit" in src and "lib.gemm(" in src and "cuda.shared.array" in src
+    assert "picked_.append('persistent')" in src and "picked_.append('loop')" in src
+    assert "zoo.py:" in src                      # lines name the user's line of the IR node
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 9), st.booleans(), st.booleans())
+def test_tiled_gemm(m, n, k, ta, tb):
+    rng = np.random.default_rng(m * 100 + n * 10 + k)
+    a = rng.normal(size=(k, m) if ta else (m, k))
+    b = rng.normal(size=(n, k) if tb else (k, n))
+    c = cuda.to_device(np.zeros((m, n)))
+    gemm(cuda.to_device(a), cuda.to_device(b), c, int(ta), int(tb))
+    np.testing.assert_allclose(c.copy_to_host(), (a.T if ta else a) @ (b.T if tb else b), rtol=1e-12, atol=1e-12)
+
+
+def test_free_names_are_kernel_arguments():
+    body = ["    tid_ = cuda.grid(1)", "    acc = F(0.0)", "    for q in range(n0):", "        acc += v3[i0, q]",
+            "    v4[tid_] = math.tanh(acc)"]
+    assert free_names(body) == ["i0", "n0", "v3", "v4"]
+
+
+def test_bad_target_and_options():
+    m = ZOO["elman"]().model
+    with pytest.raises(ValueError, match="scan must be"):
+        rc_compile(m, target="cuda", scan="fast")
+    with pytest.raises(ValueError, match="results must be"):
+        rc_compile(m, target="cuda", results="gpu")
