@@ -4,7 +4,7 @@
 # is imported.   Usage: bash scripts/test.sh [PYTEST ARGS...]
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 ensure_system
-ensure_rnnc test
+ensure_rnnc "test,cuda"     # numba-cuda: the CUDA target and its simulator (tests/cuda_sim)
 
 "$PYTHON" -m pytest -q --ignore=tests/cuda_sim "$@"
 if compgen -G "tests/cuda_sim/test_*.py" >/dev/null; then
