@@ -320,6 +320,17 @@ def save_sample(index: int, path: str) -> int:
     return int(y[index])
 
 
+def render_block(folder: Path, fmt: str = "svg") -> list[Path]:
+    """Draw one SpatialRNN block (2x2 patches of a 4-channel 4x4 map, 3 units: a 2x2 grid) folded and unrolled."""
+    m = rc.Model("spatial_rnn_block")
+    net = nn.Network(m, train=False)
+    x = m.input("x", (4, 4, 4), axes=())
+    m.output("y", nn.SpatialRNN(block=(2, 2), hidden=3)(net, x))
+    folder.mkdir(parents=True, exist_ok=True)
+    return [rc.render(m, folder / f"flagship_srnn_folded.{fmt}"),
+            rc.render(m.unroll(), folder / f"flagship_srnn_unrolled.{fmt}")]
+
+
 # ----------------------------------------------------------------------------- command line
 
 
@@ -345,6 +356,9 @@ def main(argv=None) -> int:
     e = sub.add_parser("sample", help="write a test image to a .png / .npy file")
     e.add_argument("index", type=int)
     e.add_argument("path")
+    d = sub.add_parser("render", help="draw the SpatialRNN block folded and unrolled on a 2x2 grid")
+    d.add_argument("folder", nargs="?", default="docs/img")
+    d.add_argument("--format", default="svg", choices=("svg", "png", "pdf", "dot"))
     args = p.parse_args(argv)
     if args.cmd == "summary":
         clf = fashion_reseg() if args.fashion else build_model((3, 128, 128), 2)
@@ -354,6 +368,9 @@ def main(argv=None) -> int:
     elif args.cmd == "predict":
         name, prob, _ = predict(args.model, args.image)
         print(f"{name} ({prob:.1%})")
+    elif args.cmd == "render":
+        for path in render_block(Path(args.folder), args.format):
+            print(f"wrote {path}")
     else:
         label = save_sample(args.index, args.path)
         print(f"wrote test image {args.index} ({fashion_mnist.CLASSES[label]}) to {args.path}")
