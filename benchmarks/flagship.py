@@ -56,6 +56,38 @@ def torch_model(widths=R.FASHION_WIDTHS, hidden=R.FASHION_HIDDEN, classes=10):
     return torch.nn.Sequential(*layers)
 
 
+def copy_rnnc_params(model, params: dict) -> None:
+    """Load rnnc's params (names ``bnK_gamma``, ``convK_W``, ``rnnK_W/U/b`` in build order) into the PyTorch
+    model; each RNN's second bias ``b_hh`` is set to zero (rnnc's Elman cell has one bias)."""
+    import torch
+
+    count = {"bn": 0, "conv": 0, "rnn": 0}
+
+    def take(kind):
+        count[kind] += 1
+        return f"{kind}{count[kind]}"
+
+    def put(t, a):
+        t.data.copy_(torch.from_numpy(np.asarray(a)).reshape(t.shape).to(t.dtype))
+
+    with torch.no_grad():
+        for mod in model:
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                k = take("bn")
+                put(mod.weight, params[f"{k}_gamma"]), put(mod.bias, params[f"{k}_beta"])
+            elif isinstance(mod, torch.nn.Conv2d):
+                k = take("conv")
+                put(mod.weight, params[f"{k}_W"]), put(mod.bias, params[f"{k}_b"])
+            elif hasattr(mod, "v"):
+                for rnn in (mod.v, mod.h):
+                    for suffix in ("", "_reverse"):
+                        k = take("rnn")
+                        put(getattr(rnn, f"weight_ih_l0{suffix}"), params[f"{k}_W"])
+                        put(getattr(rnn, f"weight_hh_l0{suffix}"), params[f"{k}_U"])
+                        put(getattr(rnn, f"bias_ih_l0{suffix}"), params[f"{k}_b"])
+                        getattr(rnn, f"bias_hh_l0{suffix}").zero_()
+
+
 def bench_torch(x, y, steps, warmup, threads) -> float:
     import torch
 

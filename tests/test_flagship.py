@@ -85,3 +85,22 @@ def test_quick_training_learns_and_predicts(tmp_path, capsys):
     _, _, probs_npy = R.predict(str(out / "reseg"), npy)
     np.testing.assert_allclose(probs, probs_npy, atol=1e-4)  # PNG round trip keeps the 8-bit pixels
     assert 0 <= label < 10
+
+
+def test_pytorch_twin_computes_the_same_network():
+    """The benchmark's PyTorch network is the same function as rnnc's (training-mode batch norm, same params)."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import flagship
+
+    net = R.fashion_reseg().build(train=True)
+    params = net.model.init_params(3, "float64")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(3, 1, 28, 28)).astype(np.float64)
+    y = rng.integers(0, 10, size=3)
+    ours = rc.interpret(net.model, {"x": x, "y": y}, params).outputs["logits"]
+    model = flagship.torch_model().double().train()
+    flagship.copy_rnnc_params(model, params)
+    with torch.no_grad():
+        theirs = model(torch.from_numpy(x / 255.0)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-8)
