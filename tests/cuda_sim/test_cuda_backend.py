@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import cuda
+from zoo import ZOO
 
 import rnnc as rc
 from rnnc.backends.cuda.emit import free_names
 from rnnc.backends.cuda.kernels import gemm
 from rnnc.runtime.compiled import compile as rc_compile
-from zoo import ZOO
 
 T, B = 3, 2
 
