@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import cuda
+from test_random_graphs import _params, build, inputs_for, specs
 from zoo import ZOO
 
 import rnnc as rc
@@ -133,3 +134,17 @@ def test_bad_target_and_options():
         rc_compile(m, target="cuda", scan="fast")
     with pytest.raises(ValueError, match="results must be"):
         rc_compile(m, target="cuda", results="gpu")
+
+
+@settings(max_examples=4, deadline=None)
+@given(specs(), st.sampled_from(["loop", "persistent"]))
+def test_random_models_match_interpreter(s, scan):
+    m = build(s)
+    rng = np.random.default_rng(s["seed"])
+    inputs, params = inputs_for(m, s, rng), _params(m, rng)
+    ref = rc.interpret(rc.grad(m), inputs, params)
+    loss, grads = rc_compile(m, target="cuda", dtype="float64", scan=scan).loss_and_grad(inputs, params,
+                                                                                         to_host=True)
+    assert loss == pytest.approx(ref.loss, rel=1e-10, abs=1e-12)
+    for k, v in ref.grads.items():
+        np.testing.assert_allclose(grads[k], v, rtol=1e-9, atol=1e-11, err_msg=k)
