@@ -242,6 +242,190 @@ def cmd_gradcheck(args) -> int:
     return 1 if failed else 0
 
 
+def load_namespace(path: str) -> dict:
+    """Run ``path`` like a MODEL.py (``__name__ == "__rnnc_model__"``) and return its top-level names."""
+    if not os.path.isfile(path) or not path.endswith(".py"):
+        raise UserError(f"{path!r} is not an existing Python file")
+    here = os.path.dirname(os.path.abspath(path))
+    sys.path.insert(0, here)
+    try:
+        return runpy.run_path(path, run_name="__rnnc_model__")
+    finally:
+        if sys.path and sys.path[0] == here:
+            sys.path.pop(0)
+
+
+def _compile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.py", help="Python file defining a Model (MODEL.py[:NAME])")
+    p.add_argument("--target", default="cpu", choices=("cpu", "cuda"), help="backend (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--emit-source", action="store_true", help="print the generated module")
+    p.add_argument("--grad", action="store_true", help="compile (and print) the loss-and-gradient kernel instead")
+
+
+def cmd_compile(args) -> int:
+    """Compile the model with ``rc.compile`` and report the kernel's build time; ``--emit-source`` prints it."""
+    model = load_model(args.model)
+    f = rc.compile(model, target=args.target, dtype=args.dtype)
+    inputs = random_inputs(model, {}, 2, 0)
+    params = model.init_params(seed=0, dtype=args.dtype)
+    if args.grad:
+        f.loss_and_grad(inputs, params)              # builds and compiles the kernel on first use
+    else:
+        f.forward(inputs, params)
+    kernel = f.kernel("grad" if args.grad else ("loss" if model.graph.loss is not None else "outputs"))
+    variant = "loss-and-gradient" if args.grad else "forward"
+    if args.emit_source:
+        print(kernel.source)
+    stats = ", ".join(f"{k} {v:.3g}s" if isinstance(v, float) else f"{k} {v}" for k, v in kernel.stats.items())
+    print(f"# compiled {model.name!r} ({variant} kernel, {args.target}, {args.dtype}){': ' + stats if stats else ''}",
+          file=sys.stderr if args.emit_source else sys.stdout)
+    return 0
+
+
+def _summary_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.py", help="a Model (MODEL.py[:NAME]), or a file defining 'classifier'")
+    p.add_argument("--input-shape", metavar="C,H,W", help="per-sample input shape, for a list of layers")
+    p.add_argument("--size", action="append", metavar="AXIS=SIZE", help="loop axis sizes (default 4 each)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the memory estimate (default 1)")
+
+
+def cmd_summary(args) -> int:
+    """Shapes, parameter counts and memory: ``rc.summary`` for a Classifier, a value table for a Model."""
+    path, _, name = args.model.partition(":")
+    ns = load_namespace(path)
+    target = ns.get(name or "classifier", ns.get("layers"))
+    if target is not None and not isinstance(target, rc.Model) and (hasattr(target, "layers") or args.input_shape):
+        shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
+        print(rc.summary(target, shape, batch=args.batch))
+        return 0
+    model = _pick_model(ns, path, name)
+    print(model_table(model, parse_sizes(args.size), args.batch))
+    return 0
+
+
+def model_table(model, sizes: dict, batch: int) -> str:
+    """Params, inputs and signals of ``model`` with shapes and sizes, and the float32 memory they take."""
+    graph = model.graph
+    axis_size = {a.name: sizes.get(a.name, 4) for a in graph.axes()}
+    lines = [f"model {model.name!r}, axes {axis_size or '{}'}, batch {batch}",
+             f"{'kind':<8} {'name':<16} {'shape':<14} {'axes':<8} {'elements':>12}"]
+    total = {"param": 0, "input": 0, "signal": 0}
+    groups = (("param", graph.params), ("input", graph.inputs),
+              ("signal", {name: graph.values[name] for name in graph.signals}))
+    for kind, table in groups:
+        for name, node in table.items():
+            count = int(np.prod(node.shape, dtype=np.int64))
+            if kind != "param":
+                count *= batch * int(np.prod([axis_size[a.name] for a in node.axes], dtype=np.int64))
+            total[kind] += count
+            axes = ",".join(a.name for a in node.axes) or "-"
+            lines.append(f"{kind:<8} {name:<16} {str(node.shape):<14} {axes:<8} {count:>12,}")
+    lines.append(f"parameters {total['param']:,} ({4 * total['param'] / 2**20:.2f} MiB float32); inputs "
+                 f"{4 * total['input'] / 2**20:.2f} MiB; signals kept for BPTT {4 * total['signal'] / 2**20:.2f} MiB")
+    return "\n".join(lines)
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.py", help="Python file defining a Model (MODEL.py[:NAME])")
+    p.add_argument("--size", action="append", metavar="AXIS=SIZE", help="loop axis sizes (default t=32)")
+    p.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
+    p.add_argument("--repeat", type=int, default=5, help="timed calls per entry (default 5; the best is shown)")
+    p.add_argument("--no-interpret", action="store_true", help="skip the numpy interpreter's row")
+
+
+def _best_time(fn, repeat: int) -> float:
+    import time
+
+    best = float("inf")
+    for _ in range(max(repeat, 1)):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def cmd_bench(args) -> int:
+    """Time forward and loss-and-gradient: numpy interpreter vs the compiled CPU kernels (best of --repeat).
+
+    The first compiled call (Numba compilation, or loading its cache) is reported separately.
+    """
+    import time
+
+    model = load_model(args.model)
+    sizes = {"t": 32, **parse_sizes(args.size)}
+    inputs = random_inputs(model, sizes, args.batch, 0)
+    params = model.init_params(seed=0, dtype="float32")
+    run = {"sizes": {a.name: sizes.get(a.name, 4) for a in model.graph.axes()}, "batch": args.batch}
+    has_loss = model.graph.loss is not None
+    rows = []
+    if not args.no_interpret:
+        rows.append(("interpret forward", _best_time(lambda: rc.interpret(model, inputs, params, **run), args.repeat)))
+        if has_loss:
+            gm = rc.grad(model)
+            rows.append(("interpret loss+grad", _best_time(lambda: rc.interpret(gm, inputs, params, **run),
+                                                           args.repeat)))
+    f = rc.compile(model, dtype="float32")
+    entries = [("forward", lambda: f.forward(inputs, params))]
+    if has_loss:
+        entries.append(("loss+grad", lambda: f.loss_and_grad(inputs, params)))
+    for label, fn in entries:
+        t0 = time.perf_counter()
+        fn()
+        rows.append((f"compiled {label} (first call)", time.perf_counter() - t0))
+        rows.append((f"compiled {label}", _best_time(fn, args.repeat)))
+    print(f"{model.name}: sizes {run['sizes']}, batch {args.batch}, float32")
+    for label, sec in rows:
+        print(f"  {label:<34} {sec * 1e3:>10.3f} ms")
+    return 0
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("example", metavar="EXAMPLE.py", help="a file defining train(steps=, seed=, save=), e.g. "
+                                                         "examples/hello.py")
+    p.add_argument("--steps", type=int, help="training steps (the example's default otherwise)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", metavar="PARAMS.npz", help="write the trained params here")
+
+
+def cmd_train(args) -> int:
+    """Train an example that defines ``train(steps=None, seed=0, save=None, ...)`` (see examples/)."""
+    ns = load_namespace(args.example)
+    if not callable(ns.get("train")):
+        raise UserError(f"{args.example} defines no train() function; the training examples are hello.py, "
+                        f"char_lstm.py, seq2seq.py and many_to_one.py")
+    kwargs = {"seed": args.seed, "save": args.save}
+    if args.steps is not None:
+        kwargs["steps"] = args.steps
+    out = ns["train"](**kwargs)
+    summary = {k: v for k, v in out.items() if isinstance(v, (int, float, str))}
+    if out.get("losses"):
+        summary["final loss"] = float(np.mean(out["losses"][-10:]))
+    print("result: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v!r}" for k, v in summary.items()))
+    if args.save:
+        print(f"wrote {args.save}")
+    return 0
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("example", metavar="EXAMPLE.py", help="a file defining predict(params, prompt)")
+    p.add_argument("--params", required=True, metavar="PARAMS.npz", help="params written by rnnc train --save")
+    p.add_argument("--prompt", help="the example's input (letters, digits, numbers...); its default otherwise")
+
+
+def cmd_predict(args) -> int:
+    """Run a trained example on ``--prompt`` with params saved by ``rnnc train --save``."""
+    ns = load_namespace(args.example)
+    if not callable(ns.get("predict")):
+        raise UserError(f"{args.example} defines no predict(params, prompt) function")
+    if not os.path.isfile(args.params):
+        raise UserError(f"--params {args.params!r} does not exist")
+    with np.load(args.params, allow_pickle=False) as data:
+        params = {k: data[k] for k in data.files}
+    print(ns["predict"](params, args.prompt) if args.prompt is not None else ns["predict"](params))
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its name, one-line help, argument declarations and the function that runs it."""
@@ -256,6 +440,11 @@ COMMANDS: list[Command] = [
     Command("render", "draw a model folded or unrolled (SVG/PNG via Graphviz)", _render_args, cmd_render),
     Command("schedule", "print a model's map and scan stages", _schedule_args, cmd_schedule),
     Command("gradcheck", "check symbolic gradients against finite differences", _gradcheck_args, cmd_gradcheck),
+    Command("compile", "compile a model to CPU kernels; --emit-source prints them", _compile_args, cmd_compile),
+    Command("summary", "shapes, parameter counts and memory of a model", _summary_args, cmd_summary),
+    Command("bench", "time the interpreter and the compiled kernels", _bench_args, cmd_bench),
+    Command("train", "train an example (a file with train())", _train_args, cmd_train),
+    Command("predict", "run a trained example on an input", _predict_args, cmd_predict),
 ]
 
 

@@ -142,3 +142,46 @@ def test_adjoint_of_h_matches_finite_differences():
     # one step back: dL/dh[T-2] = W^T (diag(1 - h[T-1]^2) dL/dh[T-1])
     W = p["elman_U"]
     np.testing.assert_allclose(adjoint[-2, 0], W.T @ ((1 - h[-1, 0] ** 2) * adjoint[-1, 0]), rtol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def test_cli_train_then_predict_hello(tmp_path, capsys):
+    from rnnc.cli import main
+
+    params = tmp_path / "hello.npz"
+    assert main(["train", str(EXAMPLES / "hello.py"), "--steps", "300", "--save", str(params)]) == 0
+    assert "sample 'hello'" in capsys.readouterr().out
+    assert main(["predict", str(EXAMPLES / "hello.py"), "--params", str(params), "--prompt", "h"]) == 0
+    assert capsys.readouterr().out.strip() == "hello"
+
+
+def test_cli_train_and_predict_refuse_files_without_them(tmp_path, capsys):
+    from rnnc.cli import main
+
+    assert main(["train", str(EXAMPLES / "elman.py")]) == 2
+    assert "defines no train()" in capsys.readouterr().err
+    assert main(["predict", str(EXAMPLES / "hello.py"), "--params", str(tmp_path / "none.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_summary_of_a_model_and_of_a_classifier(tmp_path, capsys):
+    from rnnc.cli import main
+
+    assert main(["summary", str(EXAMPLES / "hello.py"), "--size", "t=5", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "param    W                (3, 3)" in out and "signal   h                (3,)           t" in out
+    assert "30" in out.split("signal   h")[1].splitlines()[0]              # 5 steps x 2 samples x 3 units
+    clf = tmp_path / "clf.py"
+    clf.write_text("import rnnc.nn as nn\nclassifier = nn.Classifier((nn.Dense(5), nn.Dense(2)), (3,))\n")
+    assert main(["summary", str(clf)]) == 0
+    out = capsys.readouterr().out
+    assert "Dense" in out and "20" in out                                   # 3*5+5 params in the first layer
+
+
+def test_cli_compile_emits_source(capsys):
+    from rnnc.cli import main
+
+    assert main(["compile", str(EXAMPLES / "hello.py"), "--emit-source"]) == 0
+    captured = capsys.readouterr()
+    assert "@numba.njit" in captured.out and "hello.py" in captured.out    # lines name the user's source
+    assert "compiled 'hello'" in captured.err
