@@ -24,7 +24,8 @@ class Compiled:
     """A compiled model. ``f.forward(inputs, params)``, ``f.loss_and_grad(inputs, params)``,
     ``f.step(state, inputs_t, params)``; ``f.source`` is the generated module, ``f.stats`` timings."""
 
-    def __init__(self, model, dtype: str = "float32", passes=None, **grad_options):
+    def __init__(self, model, dtype: str = "float32", passes=None, threads: int | None = None, **grad_options):
+        self.threads = threads
         self.model = model
         self.graph: Graph = model if isinstance(model, Graph) else model.graph
         if np.dtype(dtype) not in (np.dtype("float32"), np.dtype("float64")):
@@ -40,7 +41,7 @@ class Compiled:
         """The kernel of ``variant`` ("outputs", "loss", "grad" or "step"), built on first use."""
         if variant not in self._kernels:
             self._kernels[variant] = Kernel(self._graph_of(variant), self.dtype, stream=variant == "step",
-                                            passes=self.passes)
+                                            passes=self.passes, threads=self.threads)
         return self._kernels[variant]
 
     def _graph_of(self, variant: str) -> Graph:
@@ -126,12 +127,19 @@ def _streamable(graph: Graph) -> Graph:
     return graph
 
 
-def compile(model, target: str = "cpu", dtype: str = "float32", **grad_options) -> Compiled:  # noqa: A001
+def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | None = None,
+            **grad_options) -> Compiled:  # noqa: A001
     """Compile ``model`` for ``target`` ("cpu"): ``f = rc.compile(m)``; see :class:`Compiled`.
 
+    ``threads``: BLAS threads during a call (default: 1 for batches up to 32, where per-step products are
+    too small to share, else 2).
     ``grad_options`` (``wrt``, ``truncate``, ``checkpoint``) are passed to :func:`rnnc.grad` for
     ``loss_and_grad``.
     """
+    if target == "cuda":            # options scan= and results=: see rnnc.runtime.cuda.CudaCompiled
+        from rnnc.runtime.cuda import CudaCompiled
+
+        return CudaCompiled(model, dtype, **grad_options)
     if target != "cpu":
-        raise ValueError(f"target must be 'cpu' (CUDA is not available in this build), got {target!r}")
-    return Compiled(model, dtype, **grad_options)
+        raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
+    return Compiled(model, dtype, threads=threads, **grad_options)

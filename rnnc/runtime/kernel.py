@@ -20,7 +20,8 @@ class Kernel:
     existed) and ``buffer_bytes`` (preallocated buffers for the last shapes seen).
     """
 
-    def __init__(self, graph: Graph, dtype: str, stream: bool = False, passes=None):
+    def __init__(self, graph: Graph, dtype: str, stream: bool = False, passes=None, threads: int | None = None):
+        self.threads = threads
         t0 = time.perf_counter()
         self.source_graph = graph
         self.graph = run_pipeline(graph, passes)
@@ -69,13 +70,17 @@ class Kernel:
         by_var.update(bufs)
         args = [sizes[d] for _, d in self.rendered.sizes] + [by_var[a] for a in self.rendered.args[
             len(self.rendered.sizes):]]
+        with _blas_limit(self.threads if self.threads else (1 if binding.batch <= 32 else 2)):
+            self._run(args)
+        return bufs
+
+    def _run(self, args) -> None:
         if not self._compiled:
             self.module.run(*args)
             self._compiled = True
             self.stats["compile_s"] = time.perf_counter() - self._t0
         else:
             self.module.run(*args)
-        return bufs
 
     def result(self, bufs: dict, node, copy: bool = True):
         """The array of ``node`` (an output / gradient / loss root) from the last call."""
@@ -86,3 +91,16 @@ class Kernel:
         if not node.axes and not node.batched and not node.shape:
             return arr.reshape(-1)[0].copy()
         return arr.copy() if copy else arr
+
+
+_CONTROLLER = None
+
+
+def _blas_limit(n: int):
+    """Limit BLAS threads for one call: per-step products are too small for a second thread to pay."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=n, user_api="blas")
