@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
 
+from zoo import ZOO  # noqa: E402
+
 import rnnc as rc  # noqa: E402
 from rnnc import t  # noqa: E402
 from rnnc.backends.cpu.ops import missing_templates  # noqa: E402
 from rnnc.backends.cpu.render import MissingTemplate, Renderer  # noqa: E402
-from zoo import ZOO  # noqa: E402
 
 T, B = 4, 3
 _COMPILED: dict = {}
@@ -210,5 +211,18 @@ def test_random_models_agree(model, seed):
     gref = rc.interpret(rc.grad(m), inputs, params)
     loss, grads = f.loss_and_grad(inputs, params)
     assert close(loss, gref.loss, 1e-10)
+    for k, v in gref.grads.items():
+        assert close(grads[k], v, 1e-10), k
+
+
+@pytest.mark.parametrize("opts", [dict(truncate=(2, 3)), dict(checkpoint=2), dict(wrt=["W"])])
+def test_grad_options(opts):
+    case = ZOO["elman"]()
+    inputs = case.make_inputs(np.random.default_rng(0), 7, 2, np.float64)
+    params = case.params()
+    gref = rc.interpret(rc.grad(case.model, **opts), inputs, params)
+    loss, grads = rc.compile(case.model, dtype="float64", **opts).loss_and_grad(inputs, params)
+    assert close(loss, gref.loss, 1e-10)
+    assert set(grads) == set(gref.grads)
     for k, v in gref.grads.items():
         assert close(grads[k], v, 1e-10), k

@@ -197,7 +197,30 @@ def t_step_mask(r, node) -> None:
     r.fill_loops(node, r.out(node), lambda e, f: f"(F(1.0) if {e[axis]} < {lens.at(e, [])} else F(0.0))")
 
 
+def t_tbptt_mask(r, node) -> None:
+    """Truncated-BPTT 0/1 step constant; the same formulas as :func:`rnnc.ops.leaves.tbptt_mask_values`."""
+    a = node.attrs
+    axis = a["axis"]
+    u, n, k1, k2 = r.env([axis])[axis], r.size(axis), a["k1"], a["k2"]
+
+    def start(c):
+        return f"(min(({c} + 1) * {k1}, {n}) - {k2})"
+    chunk = f"({u} // {k1})"
+    last = f"(({n} - 1) // {k1})"
+    if a["mode"] == "seed":
+        cond = f"{u} >= {start(chunk)}"
+    else:
+        origin, dest = f"({chunk} + {a['src']})", f"({u} - {a['shift']})"
+        if a["mode"] == "init":
+            cond = f"{origin} <= {last} and {u} >= {start(origin)} and {dest} < 0"
+        else:
+            cond = (f"{origin} <= {last} and {dest} >= {start(origin)} and {dest} >= 0 and "
+                    f"{origin} - max({dest}, 0) // {k1} == {a['dst']}")
+    r.fill_loops(node, r.out(node), lambda e, f: f"(F(1.0) if {cond} else F(0.0))")
+
+
 TEMPLATES = {
+    "tbptt_mask": t_tbptt_mask,
     "fsum": _feature_reduce("sum"), "fmean": _feature_reduce("mean"), "fmax": _feature_reduce("max"),
     "max_mask": t_max_mask, "sum_to": t_sum_to, "last": _pick("last"), "first": _pick("first"),
     "asum": _axis_sum(False), "amean": _axis_sum(True), "spread": t_spread, "at_index": t_at_index,
