@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from zoo import ZOO
 
 import rnnc as rc
 from rnnc import t
 from rnnc.passes import PIPELINE, cse, dce, fold, fuse, merge_matmul, prune, run_pipeline
-from zoo import ZOO
 
 T, B = 4, 3
 
