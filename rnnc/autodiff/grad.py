@@ -131,30 +131,58 @@ def _propagate(node: Node, g: Node, adj: Adjoints, relevant: set, hooks=None) ->
             adj.contrib[inp].append(c * mask if mask is not None else c)
 
 
-def adjoint_equations(graph: Graph, names: dict, adj: Adjoints, taken: set) -> dict:
-    """``d_v`` for every value, plus one ``d_v_tm1``-style signal per shift (what flows back through
-    ``v[t-1]``), read one step later: ``d_v[t] = direct[t] + d_v_tm1[t+1]``."""
+def adjoint_equations(graph: Graph, names: list, sweeps: list, dst: int, taken: set, cut=None) -> dict:
+    """Equations of stream ``dst``: ``d_v`` for every value, plus one ``d_v_tm1``-style signal per shift
+    (what flows back through ``v[t-1]``), read one step later: ``d_v[t] = direct[t] + d_v_tm1[t+1]``.
+
+    Full BPTT has one stream. With ``cut = (axis, k1, k2)`` (truncated BPTT) what flows back along ``axis``
+    may come from any stream and is masked per step (see :mod:`rnnc.autodiff.truncate`).
+    """
+    from rnnc.ops.leaves import tbptt_mask
+
     out = {}
-    for v, dname in names.items():
+    for v, dname in names[dst].items():
         value = graph.values[v]
-        terms = list(adj.direct.get(v, []))
-        shifted = defaultdict(list)
-        for r, g in adj.refs.items():
-            if r.attr("value") != v:
-                continue
-            if r.attr("offset"):
-                shifted[(r.attr("axis"), r.attr("offset"))].append(g)
-            else:
-                terms.append(g)
-        for (axis, off), gs in sorted(shifted.items(), key=lambda kv: (kv[0][0].order, kv[0][1])):
-            via = _fresh(f"{dname}_{axis.name}{'m' if off < 0 else 'p'}{abs(off)}", taken)
-            out[via] = _conform(_total(gs), value)
-            terms.append(ref(via, value.axes, value.shape, "float", value.batched, axis, -off,
-                             where=value.where))
+        terms = list(sweeps[dst].direct.get(v, []))
+        for src, adj in enumerate(sweeps):
+            shifted = defaultdict(list)
+            for r, g in adj.refs.items():
+                if r.attr("value") != v:
+                    continue
+                along_cut = cut is not None and r.attr("offset") and r.attr("axis") == cut[0]
+                if src != dst and not along_cut:
+                    continue
+                if r.attr("offset"):
+                    shifted[(r.attr("axis"), r.attr("offset"))].append(g)
+                else:
+                    terms.append(g)
+            for (axis, off), gs in sorted(shifted.items(), key=lambda kv: (kv[0][0].order, kv[0][1])):
+                flow = _conform(_total(gs), value)
+                label = f"{dname}_{axis.name}{'m' if off < 0 else 'p'}{abs(off)}"
+                if cut is not None and axis == cut[0]:
+                    flow = flow * tbptt_mask(axis, cut[1], cut[2], -off, src, dst, "flow")
+                    label += f"_from{src}" if src != dst else ""
+                via = _fresh(label, taken)
+                out[via] = _conform(flow, value)
+                terms.append(ref(via, value.axes, value.shape, "float", value.batched, axis, -off,
+                                 where=value.where))
         if not terms:
             terms = [expand(as_node(0.0), value.shape)]
         out[dname] = _conform(_total([_conform(term, value) for term in terms]), value)
     return out
+
+
+def collect_grads(graph: Graph, wrt, names: list, sweeps: list, values: dict) -> dict:
+    """The ``grads`` roots: summed over streams; adjoint signals for signals and sequence inputs."""
+    grads = {}
+    for name in wrt:
+        if name in names[0]:
+            grads[name] = _total([values[n[name]] for n in names])
+            continue
+        leaf = graph.params[name] if name in graph.params else graph.inputs[name]
+        parts = [adj.leaves[leaf] for adj in sweeps if leaf in adj.leaves]
+        grads[name] = _total(parts) if parts else _zeros_like(leaf)
+    return grads
 
 
 def _fresh(name: str, taken: set) -> str:
@@ -171,24 +199,14 @@ def gradient_graph(graph: Graph, wrt=None) -> Graph:
     _check_wrt(graph, wrt)
     relevant = _relevant(graph)
     taken = set(graph.values) | set(graph.inputs) | set(graph.params) | set(graph.outputs)
-    names = {}
-    for v, node in graph.values.items():
-        if node in relevant and (v in graph.signals or v in wrt):
-            names[v] = _fresh(f"d_{v}", taken)
-    adj = sweep(graph, names, relevant)
-    new_values = adjoint_equations(graph, names, adj, taken)
-    grads = {}
-    for name in wrt:
-        if name in names:
-            grads[name] = new_values[names[name]]
-            continue
-        leaf = graph.params[name] if name in graph.params else graph.inputs[name]
-        g = adj.leaves.get(leaf)
-        grads[name] = g if g is not None else _zeros_like(leaf)
-    values = {**graph.values, **new_values}
-    return Graph(f"{graph.name}_grad", dict(graph.inputs), dict(graph.params), dict(graph.param_inits), values,
-                 tuple(graph.signals) + tuple(new_values), dict(graph.outputs), graph.loss, grads,
-                 dict(graph.lengths), dict(graph.inits),
+    names = {v: _fresh(f"d_{v}", taken) for v, node in graph.values.items()
+             if node in relevant and (v in graph.signals or v in wrt)}
+    sweeps = [sweep(graph, names, relevant)]
+    new_values = adjoint_equations(graph, [names], sweeps, 0, taken)
+    grads = collect_grads(graph, wrt, [names], sweeps, new_values)
+    return Graph(f"{graph.name}_grad", dict(graph.inputs), dict(graph.params), dict(graph.param_inits),
+                 {**graph.values, **new_values}, tuple(graph.signals) + tuple(new_values), dict(graph.outputs),
+                 graph.loss, grads, dict(graph.lengths), dict(graph.inits),
                  {"forward": graph, "adjoints": dict(names), "wrt": tuple(wrt)})
 
 

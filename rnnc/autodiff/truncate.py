@@ -20,15 +20,11 @@ streams are ordinary adjoint signals and the schedule finds reverse scans as usu
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
-from rnnc.autodiff.grad import _check_wrt, _conform, _fresh, _relevant, _total, _zeros_like, sweep
+from rnnc.autodiff.grad import _check_wrt, _fresh, _relevant, adjoint_equations, collect_grads, sweep
 from rnnc.errors import GraphError
 from rnnc.ir.graph import Graph
 from rnnc.ir.node import Axis
-from rnnc.ops import as_node, ref
 from rnnc.ops.leaves import tbptt_mask
-from rnnc.ops.reduce import expand
 
 
 class _Hooks:
@@ -77,55 +73,10 @@ def truncated_gradient_graph(graph: Graph, wrt, truncate) -> Graph:
               for s in range(streams)]
     values = {}
     for dst in range(streams):
-        values.update(_stream_equations(graph, names, sweeps, dst, axis, k1, k2, taken))
-    grads = _collect_grads(graph, wrt, names, sweeps, values)
+        values.update(adjoint_equations(graph, names, sweeps, dst, taken, cut=(axis, k1, k2)))
+    grads = collect_grads(graph, wrt, names, sweeps, values)
     return Graph(f"{graph.name}_grad", dict(graph.inputs), dict(graph.params), dict(graph.param_inits),
                  {**graph.values, **values}, tuple(graph.signals) + tuple(values), dict(graph.outputs),
                  graph.loss, grads, dict(graph.lengths), dict(graph.inits),
                  {"forward": graph, "adjoints": dict(names[0]), "wrt": tuple(wrt), "truncate": (k1, k2),
                   "streams": streams})
-
-
-def _stream_equations(graph, names, sweeps, dst, axis, k1, k2, taken) -> dict:
-    out = {}
-    for v, dname in names[dst].items():
-        value = graph.values[v]
-        terms = list(sweeps[dst].direct.get(v, []))
-        for src, adj in enumerate(sweeps):
-            shifted = defaultdict(list)
-            for r, g in adj.refs.items():
-                if r.attr("value") != v:
-                    continue
-                if not r.attr("offset"):
-                    if src == dst:
-                        terms.append(g)
-                elif r.attr("axis") != axis:
-                    if src == dst:
-                        shifted[(r.attr("axis"), r.attr("offset"))].append(g)
-                else:
-                    shifted[(axis, r.attr("offset"))].append(g)
-            for (ax, off), gs in sorted(shifted.items(), key=lambda kv: (kv[0][0].order, kv[0][1])):
-                flow = _conform(_total(gs), value)
-                label = f"{dname}_{ax.name}m{abs(off)}" + (f"_from{src}" if ax == axis and src != dst else "")
-                if ax == axis:
-                    flow = flow * tbptt_mask(axis, k1, k2, -off, src, dst, "flow")
-                via = _fresh(label, taken)
-                out[via] = _conform(flow, value)
-                terms.append(ref(via, value.axes, value.shape, "float", value.batched, ax, -off,
-                                 where=value.where))
-        if not terms:
-            terms = [expand(as_node(0.0), value.shape)]
-        out[dname] = _conform(_total([_conform(term, value) for term in terms]), value)
-    return out
-
-
-def _collect_grads(graph, wrt, names, sweeps, values) -> dict:
-    grads = {}
-    for name in wrt:
-        if name in names[0]:
-            grads[name] = _total([values[n[name]] for n in names])
-            continue
-        leaf = graph.params[name] if name in graph.params else graph.inputs[name]
-        parts = [adj.leaves[leaf] for adj in sweeps if leaf in adj.leaves]
-        grads[name] = _total(parts) if parts else _zeros_like(leaf)
-    return grads
