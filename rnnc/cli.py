@@ -85,11 +85,13 @@ def _as_model(obj, what: str):
 
 
 def parse_sizes(items: list[str] | None) -> dict[str, int]:
-    """``["t=4"]`` or ``["i=3,j=2"]`` -> ``{"t": 4}`` / ``{"i": 3, "j": 2}``."""
+    """``["t=4"]`` or ``["i=3,j=2"]`` -> ``{"t": 4}`` / ``{"i": 3, "j": 2}``; a bare ``4`` means ``t=4``."""
     sizes: dict[str, int] = {}
     for item in items or []:
         for part in filter(None, item.split(",")):
             axis, eq, size = part.partition("=")
+            if not eq and axis.strip().isdigit():
+                axis, eq, size = "t", "=", axis
             if not eq or not axis.strip().isidentifier() or not size.strip().isdigit() or int(size) < 1:
                 raise UserError(f"--unroll expects AXIS=SIZE with a positive size (e.g. t=4), got {part!r}")
             sizes[axis.strip()] = int(size)

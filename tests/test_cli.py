@@ -153,6 +153,12 @@ def test_bad_unroll_and_output_arguments(tmp_path):
     assert out.returncode == 2 and ".svg, .png" in out.stderr
 
 
+def test_bare_unroll_size_means_t(tmp_path):
+    out = rnnc("render", ELMAN, "--unroll", "4", "-o", tmp_path / "u.svg")
+    assert out.returncode == 0, out.stderr
+    assert b"h[3]" in (tmp_path / "u.svg").read_bytes()
+
+
 def test_main_block_of_model_file_does_not_run(tmp_path):
     path = write(tmp_path, "guarded.py", """\
         import rnnc as rc
