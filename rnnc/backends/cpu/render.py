@@ -152,6 +152,7 @@ class Renderer:
             body.tag = ""
             body.line(f"# ---- stage {k}: {stage.kind}" + (f" over {stage.axis.name}, "
                       f"{'forward' if stage.direction > 0 else 'reverse'}" if stage.kind == "scan" else ""))
+            stage = _stable(self, stage)
             if stage.kind == "scan":
                 self._scan(stage, TEMPLATES, render_ref)
             else:
@@ -240,6 +241,37 @@ class Renderer:
         results = {n: self.bufs[n].var for n in self.bufs if self.bufs[n].var.startswith("v")}
         src = "\n".join(head + body + ["    return 0", ""])
         return Rendered(src, args, sizes, dict(self.leaves), list(self.buffers), results, dict(self.hist))
+
+
+def _stable(r: Renderer, stage):
+    """The stage's nodes in a deterministic dependency order (ties by position in ``graph.nodes``), so the
+    generated source, and with it the cache key, is the same in every process."""
+    import dataclasses
+    import heapq
+
+    members = set(stage.nodes)
+    deps = {n: {i for i in n.inputs if i in members} for n in stage.nodes}
+    for n in stage.nodes:
+        if n.op == "ref" and not n.attr("offset") and r.graph.value_of(n) in members:
+            deps[n].add(r.graph.value_of(n))
+    users: dict = {n: [] for n in stage.nodes}
+    for n, ds in deps.items():
+        for d in ds:
+            users[d].append(n)
+    left = {n: len(ds) for n, ds in deps.items()}
+    ready = [(r.order[n], n.id, n) for n, k in left.items() if k == 0]
+    heapq.heapify(ready)
+    out = []
+    while ready:
+        _, _, n = heapq.heappop(ready)
+        out.append(n)
+        for u in users[n]:
+            left[u] -= 1
+            if left[u] == 0:
+                heapq.heappush(ready, (r.order[u], u.id, u))
+    if len(out) != len(stage.nodes):
+        return stage
+    return dataclasses.replace(stage, nodes=tuple(out))
 
 
 def _short(where: str) -> str:
