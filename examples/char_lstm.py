@@ -154,6 +154,90 @@ def predict(params: dict, prompt: str = "def ", length: int = 300, temperature: 
     return sample(build(layers, hidden), params, prompt, length, temperature)
 
 
+def bench_peers(inputs: dict, params: dict) -> dict:
+    """The same loss and gradient in PyTorch (``nn.LSTM``) and JAX (``lax.scan``, jitted), where installed.
+
+    ``rnnc bench`` times these next to rnnc's kernels. Each callable returns the loss (a float) so callers can
+    check that all systems compute the same thing. rnnc's one bias per layer is PyTorch's ``b_ih`` (``b_hh`` = 0).
+    """
+    layers = sum(1 for k in params if k.startswith("lstm") and k.endswith("_U"))
+    peers = {}
+    try:
+        peers["pytorch"] = _torch_peer(inputs, params, layers)
+    except ImportError:
+        pass
+    try:
+        peers["jax"] = _jax_peer(inputs, params, layers)
+    except ImportError:
+        pass
+    return peers
+
+
+def _torch_peer(inputs, params, layers):
+    import torch
+
+    dtype = torch.float64 if params["Wo"].dtype == np.float64 else torch.float32
+    hidden = params["Wo"].shape[1]
+    lstm = torch.nn.LSTM(len(CHARS), hidden, num_layers=layers).to(dtype)
+    with torch.no_grad():
+        for k in range(layers):
+            getattr(lstm, f"weight_ih_l{k}").copy_(torch.as_tensor(params[f"lstm{k + 1}_W"]))
+            getattr(lstm, f"weight_hh_l{k}").copy_(torch.as_tensor(params[f"lstm{k + 1}_U"]))
+            getattr(lstm, f"bias_ih_l{k}").copy_(torch.as_tensor(params[f"lstm{k + 1}_b"]))
+            getattr(lstm, f"bias_hh_l{k}").zero_()
+    wo = torch.tensor(params["Wo"], requires_grad=True)
+    bo = torch.tensor(params["bo"], requires_grad=True)
+    x = torch.nn.functional.one_hot(torch.as_tensor(inputs["x"]), len(CHARS)).to(dtype)
+    y = torch.as_tensor(inputs["y"])
+    h0 = torch.stack([torch.as_tensor(inputs[f"h{k + 1}_0"], dtype=dtype) for k in range(layers)])
+    c0 = torch.stack([torch.as_tensor(inputs[f"c{k + 1}_0"], dtype=dtype) for k in range(layers)])
+
+    def run() -> float:
+        lstm.zero_grad()
+        wo.grad = bo.grad = None
+        hs, _ = lstm(x, (h0, c0))
+        logits = hs @ wo.T + bo
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(CHARS)), y.reshape(-1),
+                                                 reduction="sum") / x.shape[1]
+        loss.backward()
+        return float(loss.detach())
+
+    return run
+
+
+def _jax_peer(inputs, params, layers):
+    import jax
+    import jax.numpy as jnp
+
+    def loss_fn(p, x, y, h0, c0):
+        seq = jax.nn.one_hot(x, len(CHARS), dtype=p["Wo"].dtype)
+        for k in range(layers):
+            W, U, b = p[f"lstm{k + 1}_W"], p[f"lstm{k + 1}_U"], p[f"lstm{k + 1}_b"]
+
+            def step(carry, x_t, W=W, U=U, b=b):
+                h, c = carry
+                i, f, g, o = jnp.split(x_t @ W.T + h @ U.T + b, 4, axis=-1)
+                c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+                h = jax.nn.sigmoid(o) * jnp.tanh(c)
+                return (h, c), h
+
+            _, seq = jax.lax.scan(step, (h0[k], c0[k]), seq)
+        logp = jax.nn.log_softmax(seq @ p["Wo"].T + p["bo"])
+        return -jnp.take_along_axis(logp, y[..., None], axis=-1).sum() / x.shape[1]
+
+    fn = jax.jit(jax.value_and_grad(loss_fn))
+    args = (params, inputs["x"], inputs["y"],
+            np.stack([inputs[f"h{k + 1}_0"] for k in range(layers)]).astype(params["Wo"].dtype),
+            np.stack([inputs[f"c{k + 1}_0"] for k in range(layers)]).astype(params["Wo"].dtype))
+
+    def run() -> float:
+        loss, grads = fn(*args)
+        jax.block_until_ready(grads)
+        return float(loss)
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, help="training steps (default 400, or 40 with --quick)")

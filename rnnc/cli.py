@@ -333,7 +333,9 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", action="append", metavar="AXIS=SIZE", help="loop axis sizes (default t=32)")
     p.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     p.add_argument("--repeat", type=int, default=5, help="timed calls per entry (default 5; the best is shown)")
-    p.add_argument("--no-interpret", action="store_true", help="skip the numpy interpreter's row")
+    p.add_argument("--no-interpret", action="store_true", help="skip the numpy interpreter's rows")
+    p.add_argument("--no-compiled", action="store_true", help="skip the compiled rows")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
 
 
 def _best_time(fn, repeat: int) -> float:
@@ -350,14 +352,18 @@ def _best_time(fn, repeat: int) -> float:
 def cmd_bench(args) -> int:
     """Time forward and loss-and-gradient: numpy interpreter vs the compiled CPU kernels (best of --repeat).
 
-    The first compiled call (Numba compilation, or loading its cache) is reported separately.
+    The first compiled call (Numba compilation, or loading its cache) is reported separately. A MODEL.py
+    that defines ``bench_peers(inputs, params) -> {name: fn}`` (the same loss and gradient in PyTorch, JAX,
+    ...; see examples/char_lstm.py) gets a row per peer, with its loss checked against the interpreter's.
     """
     import time
 
-    model = load_model(args.model)
+    path, _, name = args.model.partition(":")
+    namespace = load_namespace(path)
+    model = _pick_model(namespace, path, name)
     sizes = {"t": 32, **parse_sizes(args.size)}
     inputs = random_inputs(model, sizes, args.batch, 0)
-    params = model.init_params(seed=0, dtype="float32")
+    params = model.init_params(seed=0, dtype=args.dtype)
     run = {"sizes": {a.name: sizes.get(a.name, 4) for a in model.graph.axes()}, "batch": args.batch}
     has_loss = model.graph.loss is not None
     rows = []
@@ -367,19 +373,34 @@ def cmd_bench(args) -> int:
             gm = rc.grad(model)
             rows.append(("interpret loss+grad", _best_time(lambda: rc.interpret(gm, inputs, params, **run),
                                                            args.repeat)))
-    f = rc.compile(model, dtype="float32")
-    entries = [("forward", lambda: f.forward(inputs, params))]
-    if has_loss:
-        entries.append(("loss+grad", lambda: f.loss_and_grad(inputs, params)))
+    entries = []
+    if not args.no_compiled:
+        f = rc.compile(model, dtype=args.dtype)
+        entries.append(("compiled forward", lambda: f.forward(inputs, params)))
+        if has_loss:
+            entries.append(("compiled loss+grad", lambda: f.loss_and_grad(inputs, params)))
+    peers = namespace["bench_peers"](inputs, params) if callable(namespace.get("bench_peers")) else {}
+    entries += [(f"{peer} loss+grad", fn) for peer, fn in peers.items()]
+    if peers:
+        _check_peers(model, inputs, params, run, peers)
     for label, fn in entries:
         t0 = time.perf_counter()
         fn()
-        rows.append((f"compiled {label} (first call)", time.perf_counter() - t0))
-        rows.append((f"compiled {label}", _best_time(fn, args.repeat)))
-    print(f"{model.name}: sizes {run['sizes']}, batch {args.batch}, float32")
+        rows.append((f"{label} (first call)", time.perf_counter() - t0))
+        rows.append((label, _best_time(fn, args.repeat)))
+    print(f"{model.name}: sizes {run['sizes']}, batch {args.batch}, {args.dtype}")
     for label, sec in rows:
         print(f"  {label:<34} {sec * 1e3:>10.3f} ms")
     return 0
+
+
+def _check_peers(model, inputs, params, run, peers) -> None:
+    """Refuse to time a peer whose loss differs from the interpreter's (it would be another model)."""
+    want = rc.interpret(model, inputs, params, **run).loss
+    for peer, fn in peers.items():
+        got = fn()
+        if not np.isclose(got, want, rtol=1e-3):
+            raise UserError(f"bench_peers: {peer} computes loss {got:.6g}, rnnc's interpreter {want:.6g}")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:

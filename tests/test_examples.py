@@ -185,3 +185,29 @@ def test_cli_compile_emits_source(capsys):
     captured = capsys.readouterr()
     assert "@numba.njit" in captured.out and "hello.py" in captured.out    # lines name the user's source
     assert "compiled 'hello'" in captured.err
+
+
+def test_cli_bench_interpreter_rows(capsys):
+    from rnnc.cli import main
+
+    assert main(["bench", str(EXAMPLES / "hello.py"), "--no-compiled", "--size", "t=5", "--batch", "2",
+                 "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "interpret forward" in out and "interpret loss+grad" in out and "compiled" not in out
+
+
+def test_char_lstm_peers_compute_the_same_loss():
+    """bench_peers' PyTorch / JAX versions are the same model as rnnc's (needs at least one installed)."""
+    lm = example("char_lstm")
+    m = lm.build(2, 8)
+    p = m.init_params(seed=0, dtype="float64")
+    rng = np.random.default_rng(0)
+    codes = lm.corpus(max_chars=200)
+    batch = {"x": codes[:24].reshape(3, 8).T, "y": codes[1:25].reshape(3, 8).T,
+             **{k: rng.normal(size=v.shape) for k, v in lm.zero_state(m, 3).items()}}
+    peers = lm.bench_peers(batch, p)
+    if not peers:
+        pytest.skip("neither PyTorch nor JAX is installed")
+    want = rc.interpret(m, batch, p).loss
+    for name, fn in peers.items():
+        assert np.isclose(fn(), want, rtol=1e-5), name
