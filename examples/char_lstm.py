@@ -15,9 +15,9 @@ characters at a time; the state at the end of a window is the initial state of t
 gradient is ``rc.grad(m, truncate=(k1, k2))``. Sampling feeds one character at a time (``T = 1``) carrying the
 state, with temperature :math:`p \\propto \\exp(\\log p / \\tau)`.
 
-    python examples/char_lstm.py --steps 400            # a few minutes; prints samples as it goes
+    python examples/char_lstm.py                        # 600 steps, about 5-10 min on 2 cores; samples at the end
     python examples/char_lstm.py --quick                # the CI-sized run (seconds)
-    rnnc train examples/char_lstm.py --steps 400 --save lm.npz
+    rnnc train examples/char_lstm.py --steps 600 --save lm.npz
     rnnc predict examples/char_lstm.py --params lm.npz --prompt "def "
 """
 from __future__ import annotations
@@ -35,11 +35,11 @@ from rnnc.train import Adam, clip_global_norm
 
 CHARS = "\n" + "".join(chr(k) for k in range(32, 127))    # 96 symbols; anything else reads as "?"
 INDEX = {ch: k for k, ch in enumerate(CHARS)}
-FULL = {"layers": 3, "hidden": 96, "seq": 32, "batch": 32, "truncate": (16, 16), "steps": 400, "lr": 3e-3}
+FULL = {"layers": 3, "hidden": 64, "seq": 32, "batch": 16, "truncate": (16, 16), "steps": 600, "lr": 3e-3}
 QUICK = {"layers": 2, "hidden": 32, "seq": 16, "batch": 8, "truncate": (8, 8), "steps": 40, "lr": 1e-2}
 
 
-def build(layers: int = 3, hidden: int = 96) -> rc.Model:
+def build(layers: int = 3, hidden: int = 64) -> rc.Model:
     """The stacked LSTM language model, with each layer's initial state as an input and final state as output."""
     m = rc.Model("char_lstm")
     net = network(m)
@@ -240,7 +240,7 @@ def _jax_peer(inputs, params, layers):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, help="training steps (default 400, or 40 with --quick)")
+    ap.add_argument("--steps", type=int, help="training steps (default 600, or 40 with --quick)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="the small CI configuration")
     ap.add_argument("--save", help="write the trained params to this .npz")

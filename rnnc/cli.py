@@ -407,19 +407,22 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("example", metavar="EXAMPLE.py", help="a file defining train(steps=, seed=, save=), e.g. "
                                                          "examples/hello.py")
     p.add_argument("--steps", type=int, help="training steps (the example's default otherwise)")
+    p.add_argument("--epochs", type=int, help="training epochs, for the examples that count epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", metavar="PARAMS.npz", help="write the trained params here")
 
 
 def cmd_train(args) -> int:
-    """Train an example that defines ``train(steps=None, seed=0, save=None, ...)`` (see examples/)."""
+    """Train an example that defines ``train(steps=..., seed=0, save=None, ...)`` (``epochs=`` for those that
+    count epochs; see examples/)."""
     ns = load_namespace(args.example)
     if not callable(ns.get("train")):
         raise UserError(f"{args.example} defines no train() function; the training examples are hello.py, "
                         f"char_lstm.py, seq2seq.py and many_to_one.py")
     kwargs = {"seed": args.seed, "save": args.save}
-    if args.steps is not None:
-        kwargs["steps"] = args.steps
+    for key in ("steps", "epochs"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
     out = ns["train"](**kwargs)
     summary = {k: v for k, v in out.items() if isinstance(v, (int, float, str))}
     if out.get("losses"):
