@@ -1,0 +1,360 @@
+"""CPU templates of the image ops (:mod:`rnnc.ops.image`): convolution, pooling, per-channel statistics and
+the feature map <-> patch grid moves.
+
+Convolution is im2col plus ONE GEMM over every row (loop indices × batch) of the stage. With ``N`` rows,
+``K = C k_h k_w`` and ``P = H_{out} W_{out}``, three scratch buffers per node (preallocated, reused)::
+
+    cols  (K, N P):  cols[(c, a, b), (n, u, v)] = x_n[c, s u + d a - p, s v + d b - p]
+    conv2d:              Y (O, N P) = W (O, K) @ cols,         y_n[o, u, v] = Y[o, (n, u, v)]
+    conv2d_input_grad:   D (K, N P) = W^T (K, O) @ G (O, N P), x̄ = col2im(D)
+    conv2d_weight_grad:  W̄ (O, K)   = G (O, N P) @ cols^T
+
+Zero padding is never written: the scratch buffers start zeroed and the padded positions of ``cols`` are
+the same on every call, so the fill loops only visit the in-range window positions. Pooling, the channel
+statistics and the grid moves are plain loop nests over the node's index space.
+"""
+from __future__ import annotations
+
+from rnnc.backends.cpu.emit import feat_ranges
+from rnnc.backends.cpu.render import BufSpec
+from rnnc.errors import RnncError
+
+
+# ----------------------------------------------------------------------------- helpers
+def _scratch(r, node, prefix: str, dims, size: int) -> str:
+    """A zeroed buffer ``(*dims, size)`` private to ``node`` (allocated once by the runtime, reused)."""
+    var = r.name(node, prefix)
+    r.buffers.append(BufSpec(var, tuple(dims), (int(size),)))
+    return var
+
+
+def _rows(r, dims) -> str:
+    """Number of rows (product of the looped lead sizes) as an expression."""
+    return " * ".join(r.size(d) for d in dims) or "1"
+
+
+def _whole(r, node) -> None:
+    """Ops that reduce over every loop index cannot run one scan step at a time."""
+    if r.fixed:
+        raise RnncError(f"{node.op} ({node.label()} at {node.where}) reduces over every loop index; it cannot "
+                        f"run inside a scan over {[a.name for a in r.fixed]}")
+
+
+def _range(lo_off: str, stride: int, size: int, out: int) -> tuple[str, str]:
+    """Output indices ``u`` with ``0 <= s u + off < size`` (``off`` = d a - p): ``range(lo, hi)``."""
+    lo = f"max(0, ({-1} * ({lo_off}) + {stride - 1}) // {stride})"
+    hi = f"min({out}, ({size - 1} - ({lo_off})) // {stride} + 1)"
+    return lo, hi
+
+
+def _windows(r, geo, body) -> None:
+    """Loops over kernel offsets (a_, b_) and the in-range outputs (u_, v_) with input position (y_, x_)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (h, w), (ho, wo) = geo
+    with r.em.loops([("a_", str(kh))]):
+        u0, u1 = _range(f"{dh} * a_ - {ph}", sh, h, ho)
+        r.em.line(f"u0_ = {u0}")
+        r.em.line(f"u1_ = {u1}")
+        with r.em.loops([("b_", str(kw))]):
+            v0, v1 = _range(f"{dw} * b_ - {pw}", sw, w, wo)
+            r.em.line(f"v0_ = {v0}")
+            r.em.line(f"v1_ = {v1}")
+            with r.em.block("for u_ in range(u0_, u1_):"):
+                r.em.line(f"y_ = {sh} * u_ + {dh} * a_ - {ph}")
+                with r.em.block("for v_ in range(v0_, v1_):"):
+                    r.em.line(f"x_ = {sw} * v_ + {dw} * b_ - {pw}")
+                    body()
+
+
+def _conv_geo(node, x_shape, out_shape, k_shape) -> tuple:
+    return (k_shape, node.attr("stride"), node.attr("padding"), node.attr("dilation"), tuple(x_shape[1:]),
+            tuple(out_shape[1:]))
+
+
+def _row_loops(r, dims, body) -> None:
+    """``nr_`` counts the rows: ``for lead...: body(); nr_ += 1``."""
+    r.em.line("nr_ = 0")
+    with r.em.loops(r.lead_ranges(dims)):
+        body()
+        r.em.line("nr_ += 1")
+
+
+def _im2col(r, node, x, dims, env, cols, geo, nrows) -> None:
+    """``cols (C, kh, kw, N, Ho, Wo)`` from ``x``'s in-range window positions."""
+    (kh, kw), _, _, _, _, (ho, wo) = geo
+    c = x.shape[0]
+    xb = r.buf(x)
+    r.em.line(f"c6_ = {cols}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))")
+
+    def body():
+        with r.em.loops([("c_", str(c))]):
+            _windows(r, geo, lambda: r.em.line(
+                f"c6_[c_, a_, b_, nr_, u_, v_] = {xb.at(env, ['c_', 'y_', 'x_'])}"))
+    _row_loops(r, dims, body)
+
+
+def _gather_maps(r, g, dims, env, var, nrows) -> None:
+    """``G (O, N, Ho, Wo)`` with ``G[o, n] = g_n[o]``: the adjoint maps as one matrix ``(O, N P)``."""
+    o, ho, wo = g.shape
+    gb = r.buf(g)
+    r.em.line(f"g4_ = {var}.reshape(({o}, {nrows}, {ho}, {wo}))")
+    _row_loops(r, dims, lambda: _copy(r, [("o_", str(o)), ("u_", str(ho)), ("v_", str(wo))],
+                                      "g4_[o_, nr_, u_, v_]", gb.at(env, ["o_", "u_", "v_"])))
+
+
+def _copy(r, ranges, dst: str, src: str) -> None:
+    with r.em.loops(ranges):
+        r.em.line(f"{dst} = {src}")
+
+
+def _kernel_view(r, w) -> str:
+    wb = r.buf(w)
+    if wb.literal is not None or wb.dims:
+        raise RnncError(f"conv2d: the kernel {w.label()} must be an axis-free array (got {wb.dims or 'a constant'})")
+    o, c, kh, kw = w.shape
+    return f"{wb.var}.reshape(({o}, {c * kh * kw}))"
+
+
+# ----------------------------------------------------------------------------- convolution
+def t_conv2d(r, node) -> None:
+    """:math:`Y = W\\,\\mathrm{im2col}(x)`: im2col into a scratch buffer, one GEMM, one copy to ``(O, Ho, Wo)``."""
+    x, w = node.inputs
+    out = r.out(node)
+    dims = r.space(node)
+    env = r.env(dims)
+    o, c, kh, kw = w.shape
+    _, ho, wo = node.shape
+    nrows, k, p = _rows(r, dims), c * kh * kw, ho * wo
+    cols = _scratch(r, node, "im", dims, k * p)
+    yv = _scratch(r, node, "gy", dims, o * p)
+    _im2col(r, node, x, dims, env, cols, _conv_geo(node, x.shape, node.shape, (kh, kw)), nrows)
+    r.em.line(f"np.dot({_kernel_view(r, w)}, {cols}.reshape(({k}, {nrows} * {p})), "
+              f"{yv}.reshape(({o}, {nrows} * {p})))")
+    r.em.line(f"y4_ = {yv}.reshape(({o}, {nrows}, {ho}, {wo}))")
+    _row_loops(r, dims, lambda: _copy(r, [("o_", str(o)), ("u_", str(ho)), ("v_", str(wo))],
+                                      out.at(env, ["o_", "u_", "v_"]), "y4_[o_, nr_, u_, v_]"))
+
+
+def t_conv2d_input_grad(r, node) -> None:
+    """:math:`\\bar x = \\mathrm{col2im}(W^T G)`: gather ``G``, one GEMM, scatter-add the columns."""
+    g, w = node.inputs
+    out = r.out(node)
+    dims = r.space(node)
+    env = r.env(dims)
+    o, c, kh, kw = w.shape
+    _, ho, wo = g.shape
+    nrows, k, p = _rows(r, dims), c * kh * kw, ho * wo
+    gv = _scratch(r, node, "gm", dims, o * p)
+    dv = _scratch(r, node, "im", dims, k * p)
+    _gather_maps(r, g, dims, env, gv, nrows)
+    r.em.line(f"np.dot({_kernel_view(r, w)}.T, {gv}.reshape(({o}, {nrows} * {p})), "
+              f"{dv}.reshape(({k}, {nrows} * {p})))")
+    r.fill_loops(node, out, lambda e, f: "F(0.0)")
+    r.em.line(f"c6_ = {dv}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))")
+    geo = _conv_geo(node, node.shape, g.shape, (kh, kw))
+
+    def body():
+        with r.em.loops([("c_", str(c))]):
+            _windows(r, geo, lambda: r.em.line(f"{out.at(env, ['c_', 'y_', 'x_'])} += c6_[c_, a_, b_, nr_, u_, v_]"))
+    _row_loops(r, dims, body)
+
+
+def t_conv2d_weight_grad(r, node) -> None:
+    """:math:`\\bar W = G\\,\\mathrm{im2col}(x)^T`: one GEMM over every row (sample × loop index)."""
+    g, x = node.inputs
+    _whole(r, node)
+    out = r.out(node)
+    full = g if len(r.dims(g)) >= len(r.dims(x)) else x
+    dims = r.space(full)
+    env = r.env(dims)
+    o, c, kh, kw = node.shape
+    _, ho, wo = g.shape
+    nrows, k, p = _rows(r, dims), c * kh * kw, ho * wo
+    gv = _scratch(r, node, "gm", dims, o * p)
+    cols = _scratch(r, node, "im", dims, k * p)
+    _gather_maps(r, g, dims, env, gv, nrows)
+    _im2col(r, node, x, dims, env, cols, _conv_geo(node, x.shape, g.shape, (kh, kw)), nrows)
+    r.em.line(f"np.dot({gv}.reshape(({o}, {nrows} * {p})), {cols}.reshape(({k}, {nrows} * {p})).T, "
+              f"{out.var}.reshape(({o}, {k})))")
+
+
+# ----------------------------------------------------------------------------- pooling
+def _pool_geo(node, x_shape, out_shape) -> tuple:
+    return (node.attr("kernel"), node.attr("stride"), node.attr("padding"), (1, 1), tuple(x_shape[1:]),
+            tuple(out_shape[1:]))
+
+
+def _window_scan(r, geo, body, at_u_v) -> None:
+    """For each output ``(u_, v_)``: loop over its in-range window positions ``(y_, x_)`` (a-major order)."""
+    (kh, kw), (sh, sw), (ph, pw), _, (h, w), (ho, wo) = geo
+    with r.em.loops([("u_", str(ho)), ("v_", str(wo))]):
+        r.em.line(f"ya_ = max(0, {sh} * u_ - {ph})")
+        r.em.line(f"yb_ = min({h}, {sh} * u_ - {ph} + {kh})")
+        r.em.line(f"xa_ = max(0, {sw} * v_ - {pw})")
+        r.em.line(f"xb_ = min({w}, {sw} * v_ - {pw} + {kw})")
+        at_u_v("start")
+        with r.em.block("for y_ in range(ya_, yb_):"):
+            with r.em.block("for x_ in range(xa_, xb_):"):
+                body()
+        at_u_v("end")
+
+
+def _argmax_scan(r, xb, env, geo, done) -> None:
+    """``by_, bx_``: the first maximum of each window (row-major, as ``np.argmax``); then ``done()``."""
+    def edge(when):
+        if when == "start":
+            r.em.line("best = -math.inf")
+            r.em.line("by_ = -1")
+            r.em.line("bx_ = -1")
+        else:
+            with r.em.block("if by_ >= 0:"):
+                done()
+
+    def body():
+        with r.em.block(f"if by_ < 0 or {xb.at(env, ['c_', 'y_', 'x_'])} > best:"):
+            r.em.line(f"best = {xb.at(env, ['c_', 'y_', 'x_'])}")
+            r.em.line("by_ = y_")
+            r.em.line("bx_ = x_")
+    _window_scan(r, geo, body, edge)
+
+
+def _map_loops(r, node, c):
+    dims = r.space(node)
+    return dims, r.env(dims), r.lead_ranges(dims) + [("c_", str(c))]
+
+
+def t_maxpool2d(r, node) -> None:
+    """:math:`y[c, u, v] = \\max` over the in-range window (padding counts as :math:`-\\infty`)."""
+    (x,) = node.inputs
+    out, xb = r.out(node), r.buf(x)
+    dims, env, ranges = _map_loops(r, node, x.shape[0])
+    with r.em.loops(ranges):
+        def edge(when):
+            if when == "start":
+                r.em.line("best = -math.inf")
+            else:
+                r.em.line(f"{out.at(env, ['c_', 'u_', 'v_'])} = best")
+        _window_scan(r, _pool_geo(node, x.shape, node.shape),
+                     lambda: r.em.line(f"best = max(best, {xb.at(env, ['c_', 'y_', 'x_'])})"), edge)
+
+
+def t_maxpool2d_grad(r, node) -> None:
+    """Each output's adjoint goes to the first maximum of its window."""
+    x, g = node.inputs
+    out, xb, gb = r.out(node), r.buf(x), r.buf(g)
+    r.fill_loops(node, out, lambda e, f: "F(0.0)")
+    dims, env, ranges = _map_loops(r, node, x.shape[0])
+    with r.em.loops(ranges):
+        _argmax_scan(r, xb, env, _pool_geo(node, x.shape, g.shape), lambda: r.em.line(
+            f"{out.at(env, ['c_', 'by_', 'bx_'])} += {gb.at(env, ['c_', 'u_', 'v_'])}"))
+
+
+def t_maxpool2d_select(r, node) -> None:
+    """:math:`y[c, u, v] = g[c, \\arg\\max_{window} x]`."""
+    x, g = node.inputs
+    out, xb, gb = r.out(node), r.buf(x), r.buf(g)
+    r.fill_loops(node, out, lambda e, f: "F(0.0)")
+    dims, env, ranges = _map_loops(r, node, x.shape[0])
+    with r.em.loops(ranges):
+        _argmax_scan(r, xb, env, _pool_geo(node, x.shape, node.shape), lambda: r.em.line(
+            f"{out.at(env, ['c_', 'u_', 'v_'])} = {gb.at(env, ['c_', 'by_', 'bx_'])}"))
+
+
+def t_avgpool2d(r, node) -> None:
+    """:math:`y = \\frac{1}{k_h k_w}\\sum` over the in-range window (zero padding counts)."""
+    (x,) = node.inputs
+    out, xb = r.out(node), r.buf(x)
+    kh, kw = node.attr("kernel")
+    dims, env, ranges = _map_loops(r, node, x.shape[0])
+    with r.em.loops(ranges):
+        def edge(when):
+            if when == "start":
+                r.em.line("acc = F(0.0)")
+            else:
+                r.em.line(f"{out.at(env, ['c_', 'u_', 'v_'])} = acc / F({float(kh * kw)!r})")
+        _window_scan(r, _pool_geo(node, x.shape, node.shape),
+                     lambda: r.em.line(f"acc += {xb.at(env, ['c_', 'y_', 'x_'])}"), edge)
+
+
+def t_avgpool2d_grad(r, node) -> None:
+    """Each output's adjoint, divided by :math:`k_h k_w`, added to every in-range position of its window."""
+    (g,) = node.inputs
+    out, gb = r.out(node), r.buf(g)
+    kh, kw = node.attr("kernel")
+    r.fill_loops(node, out, lambda e, f: "F(0.0)")
+    dims, env, ranges = _map_loops(r, node, g.shape[0])
+    with r.em.loops(ranges):
+        def edge(when):
+            if when == "start":
+                r.em.line(f"acc = {gb.at(env, ['c_', 'u_', 'v_'])} / F({float(kh * kw)!r})")
+        _window_scan(r, _pool_geo(node, node.shape, g.shape),
+                     lambda: r.em.line(f"{out.at(env, ['c_', 'y_', 'x_'])} += acc"), edge)
+
+
+# ----------------------------------------------------------------------------- per-channel statistics
+def t_channel_mean(r, node) -> None:
+    """:math:`\\mu_c = \\frac{1}{N}\\sum x[\\dots, c, \\dots]`, accumulated in float64 per channel."""
+    (x,) = node.inputs
+    _whole(r, node)
+    out, xb = r.out(node), r.buf(x)
+    dims = r.space(x)
+    env = r.env(dims)
+    rest = feat_ranges(x.shape[1:], "q")
+    count = " * ".join([str(int(s)) for s in x.shape[1:]] + [r.size(d) for d in dims]) or "1"
+    with r.em.loops([("c_", str(x.shape[0]))]):
+        r.em.line("acc64 = 0.0")
+        with r.em.loops(r.lead_ranges(dims) + rest):
+            r.em.line(f"acc64 += {xb.at(env, ['c_'] + [v for v, _ in rest])}")
+        r.em.line(f"{out.at({}, ['c_'])} = acc64 / ({count})")
+
+
+def t_channel_spread(r, node) -> None:
+    """:math:`\\bar x[\\dots, c, \\dots] = \\bar\\mu_c / N` over the like-value's whole index space."""
+    (g,) = node.inputs
+    gb = r.buf(g)
+    count = " * ".join([str(int(s)) for s in node.shape[1:]] + [r.size(d) for d in r.dims(node)]) or "1"
+    r.fill_loops(node, r.out(node), lambda e, f: f"{gb.at(e, f[:1])} / F({count})")
+
+
+# ----------------------------------------------------------------------------- feature map <-> grid
+def t_to_grid(r, node) -> None:
+    """:math:`g[i, j, (c, y, x)] = x[c, i p_h + y, j p_w + x]` (zero past the map: ``pad=True``)."""
+    (x,) = node.inputs
+    out, xb = r.out(node), r.buf(x)
+    (ph, pw), (gi, gj) = node.attr("block"), node.attr("grid")
+    c, h, w = x.shape
+    dims = r.space(node)
+    env = r.env(dims)
+    ranges = r.lead_ranges(dims) + [("c_", str(c)), ("y_", str(ph)), ("x_", str(pw))]
+    with r.em.loops(ranges):
+        r.em.line(f"yy_ = {env[gi]} * {ph} + y_")
+        r.em.line(f"xx_ = {env[gj]} * {pw} + x_")
+        dst = out.at(env, [f"(c_ * {ph} + y_) * {pw} + x_"])
+        src = xb.at(env, ["c_", "yy_", "xx_"])
+        if node.attr("padded") != (h, w):
+            src = f"({src} if yy_ < {h} and xx_ < {w} else F(0.0))"
+        r.em.line(f"{dst} = {src}")
+
+
+def t_from_grid(r, node) -> None:
+    """:math:`y[c, r, s] = g[r // p_h, s // p_w, (c, r \\bmod p_h, s \\bmod p_w)]` (cropped)."""
+    (g,) = node.inputs
+    gi, gj = node.attr("grid")
+    if gi in r.fixed or gj in r.fixed:
+        _whole(r, node)
+    (ph, pw) = node.attr("block")
+    gb = r.buf(g)
+
+    def expr(env, f):
+        src = dict(env)
+        src[gi], src[gj] = f"({f[1]} // {ph})", f"({f[2]} // {pw})"
+        return gb.at(src, [f"({f[0]} * {ph} + {f[1]} % {ph}) * {pw} + {f[2]} % {pw}"])
+    r.fill_loops(node, r.out(node), expr)
+
+
+TEMPLATES = {
+    "conv2d": t_conv2d, "conv2d_input_grad": t_conv2d_input_grad, "conv2d_weight_grad": t_conv2d_weight_grad,
+    "maxpool2d": t_maxpool2d, "maxpool2d_grad": t_maxpool2d_grad, "maxpool2d_select": t_maxpool2d_select,
+    "avgpool2d": t_avgpool2d, "avgpool2d_grad": t_avgpool2d_grad,
+    "channel_mean": t_channel_mean, "channel_spread": t_channel_spread,
+    "to_grid": t_to_grid, "from_grid": t_from_grid,
+}
