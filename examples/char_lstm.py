@@ -9,13 +9,17 @@ a CPU and the numpy interpreter. For layers :math:`l = 1..L` (:math:`x^0_t = \\m
     (h^l_t, c^l_t) = \\mathrm{LSTM}_l(x^{l-1}_t, h^l_{t-1}, c^l_{t-1}), \\qquad x^l_t = h^l_t, \\qquad
     p_t = \\mathrm{softmax}(W_o h^L_t + b_o), \\qquad L = -\\sum_t \\log p_t[c_{t+1}]
 
+With the defaults (3 x 64 units, 600 steps of 16 x 32 characters) the loss falls from 4.0 to about 1.8 nats per
+character, and samples at temperature 0.8 read like ``if gade neulators ...`` / ``self.__semtiter(...)``:
+indentation, ``self.``, ``return``, brackets — Python-shaped, if not Python.
+
 Training is truncated BPTT done the lecture's way: the text is cut into ``B`` parallel streams, read ``T``
 characters at a time; the state at the end of a window is the initial state of the next (model inputs
 ``h1_0, c1_0, ...`` via ``m.initial``, outputs ``h1_T, c1_T, ...`` via ``h.last(t)``), and within a window the
 gradient is ``rc.grad(m, truncate=(k1, k2))``. Sampling feeds one character at a time (``T = 1``) carrying the
 state, with temperature :math:`p \\propto \\exp(\\log p / \\tau)`.
 
-    python examples/char_lstm.py                        # 600 steps, about 5-10 min on 2 cores; samples at the end
+    python examples/char_lstm.py                        # 600 steps, about 10 min on 2 cores; samples at the end
     python examples/char_lstm.py --quick                # the CI-sized run (seconds)
     rnnc train examples/char_lstm.py --steps 600 --save lm.npz
     rnnc predict examples/char_lstm.py --params lm.npz --prompt "def "
@@ -35,7 +39,7 @@ from rnnc.train import Adam, clip_global_norm
 
 CHARS = "\n" + "".join(chr(k) for k in range(32, 127))    # 96 symbols; anything else reads as "?"
 INDEX = {ch: k for k, ch in enumerate(CHARS)}
-FULL = {"layers": 3, "hidden": 64, "seq": 32, "batch": 16, "truncate": (16, 16), "steps": 600, "lr": 3e-3}
+FULL = {"layers": 3, "hidden": 64, "seq": 32, "batch": 16, "truncate": (16, 16), "steps": 600, "lr": 1e-2}
 QUICK = {"layers": 2, "hidden": 32, "seq": 16, "batch": 8, "truncate": (8, 8), "steps": 40, "lr": 1e-2}
 
 
