@@ -64,7 +64,11 @@ def ops_model():
     h = m.signal("h", (2, 5, 5))
     h[t] = rc.tanh(im.conv2d(xs[t], k1, padding=1) + im.conv2d(h[t - 1], k2, stride=1, padding=2, dilation=2))
     hg = OPS["conv2d"].vjp(as_node(im.conv2d(h[t], k2, padding=1)), _adjoint(m, "gh", as_node(h[t]), (t,)))
-    outs = {"conv2d": y, "conv2d_input_grad": dx, "conv2d_weight_grad": dw, "maxpool2d": mp, "maxpool2d_grad": mg,
+    gt = _adjoint(m, "gyt", y, (t,))                                 # adjoints over t, maps without t:
+    bcast = {"bcast_weight_grad": OPS["conv2d"].vjp(y, gt)[1],      # broadcast reads (inline loop nests)
+             "bcast_maxpool_grad": OPS["maxpool2d"].vjp(mp, _adjoint(m, "gmpt", mp, (t,)))[0]}
+    outs = {**bcast, "conv2d": y, "conv2d_input_grad": dx,
+             "conv2d_weight_grad": dw, "maxpool2d": mp, "maxpool2d_grad": mg,
             "maxpool2d_select": sel, "avgpool2d": ap, "avgpool2d_grad": ag, "channel_mean": cm,
             "channel_spread": cs, "to_grid": cells, "from_grid": back, "scan_conv": h[t], "scan_input_grad": hg[0],
             "scan_weight_grad": hg[1]}
@@ -98,7 +102,8 @@ def test_every_image_op_has_a_template():
     assert not set(IMAGE_OPS) & set(missing_templates())
 
 
-@pytest.mark.parametrize("name", IMAGE_OPS + ["scan_conv", "scan_input_grad", "scan_weight_grad"])
+@pytest.mark.parametrize("name", IMAGE_OPS + ["scan_conv", "scan_input_grad", "scan_weight_grad",
+                                  "bcast_weight_grad", "bcast_maxpool_grad"])
 def test_image_op_compiled_equals_interpreter(name):
     out, ref = compiled_ops()
     assert close(out[name], ref[name], 1e-10), name

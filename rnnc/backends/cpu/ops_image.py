@@ -15,6 +15,7 @@ statistics and the grid moves are plain loop nests over the node's index space.
 """
 from __future__ import annotations
 
+from rnnc.backends.cpu import kernels_image
 from rnnc.backends.cpu.emit import feat_ranges
 from rnnc.backends.cpu.render import BufSpec
 from rnnc.errors import RnncError
@@ -26,6 +27,25 @@ def _scratch(r, node, prefix: str, dims, size: int) -> str:
     var = r.name(node, prefix)
     r.buffers.append(BufSpec(var, tuple(dims), (int(size),)))
     return var
+
+
+def _view(r, node, dims, nrows: str) -> str | None:
+    """``(N, C, H, W)`` view expression of ``node``'s buffer when its lead dims are exactly ``dims`` (after the
+    fixed scan indices, which must come first): the fast path through :mod:`kernels_image`; else None."""
+    b = r.bufs.get(node)
+    if b is None or b.literal is not None or getattr(b, "offset", 0) or len(node.shape) != 3:
+        return None
+    k = sum(d in r.fixed for d in b.dims)
+    if any(d not in r.fixed for d in b.dims[:k]) or list(b.dims[k:]) != list(dims):
+        return None
+    base = f"{b.var}[{', '.join(r.fixed[d] for d in b.dims[:k])}]" if k else b.var
+    return f"{base}.reshape(({nrows}, {', '.join(str(int(s)) for s in node.shape)}))"
+
+
+def _call(r, name: str, *args) -> None:
+    """``imk.name(args)``; the kernels' version goes in the source (so a stale cached module is never used)."""
+    r.em.line(f"# kernels_image {kernels_image.VERSION}")
+    r.em.line(f"imk.{name}({', '.join(str(a) for a in args)})")
 
 
 def _rows(r, dims) -> str:
@@ -106,6 +126,10 @@ def _copy(r, ranges, dst: str, src: str) -> None:
         r.em.line(f"{dst} = {src}")
 
 
+def _geo_args(node) -> tuple:
+    return node.attr("stride") + node.attr("padding") + node.attr("dilation")
+
+
 def _kernel_view(r, w) -> str:
     wb = r.buf(w)
     if wb.literal is not None or wb.dims:
@@ -126,9 +150,16 @@ def t_conv2d(r, node) -> None:
     nrows, k, p = _rows(r, dims), c * kh * kw, ho * wo
     cols = _scratch(r, node, "im", dims, k * p)
     yv = _scratch(r, node, "gy", dims, o * p)
-    _im2col(r, node, x, dims, env, cols, _conv_geo(node, x.shape, node.shape, (kh, kw)), nrows)
+    xv, ov = _view(r, x, dims, nrows), _view(r, node, dims, nrows)
+    if xv and ov:
+        _call(r, "im2col", xv, f"{cols}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))", *_geo_args(node))
+    else:
+        _im2col(r, node, x, dims, env, cols, _conv_geo(node, x.shape, node.shape, (kh, kw)), nrows)
     r.em.line(f"np.dot({_kernel_view(r, w)}, {cols}.reshape(({k}, {nrows} * {p})), "
               f"{yv}.reshape(({o}, {nrows} * {p})))")
+    if xv and ov:
+        _call(r, "swap01", f"{yv}.reshape(({o}, {nrows}, {ho}, {wo}))", ov)
+        return
     r.em.line(f"y4_ = {yv}.reshape(({o}, {nrows}, {ho}, {wo}))")
     _row_loops(r, dims, lambda: _copy(r, [("o_", str(o)), ("u_", str(ho)), ("v_", str(wo))],
                                       out.at(env, ["o_", "u_", "v_"]), "y4_[o_, nr_, u_, v_]"))
@@ -145,9 +176,16 @@ def t_conv2d_input_grad(r, node) -> None:
     nrows, k, p = _rows(r, dims), c * kh * kw, ho * wo
     gv = _scratch(r, node, "gm", dims, o * p)
     dv = _scratch(r, node, "im", dims, k * p)
-    _gather_maps(r, g, dims, env, gv, nrows)
+    g4, ov = _view(r, g, dims, nrows), _view(r, node, dims, nrows)
+    if g4 and ov:
+        _call(r, "swap01", g4, f"{gv}.reshape(({o}, {nrows}, {ho}, {wo}))")
+    else:
+        _gather_maps(r, g, dims, env, gv, nrows)
     r.em.line(f"np.dot({_kernel_view(r, w)}.T, {gv}.reshape(({o}, {nrows} * {p})), "
               f"{dv}.reshape(({k}, {nrows} * {p})))")
+    if g4 and ov:
+        _call(r, "col2im", f"{dv}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))", ov, *_geo_args(node))
+        return
     r.fill_loops(node, out, lambda e, f: "F(0.0)")
     r.em.line(f"c6_ = {dv}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))")
     geo = _conv_geo(node, node.shape, g.shape, (kh, kw))
@@ -171,8 +209,13 @@ def t_conv2d_weight_grad(r, node) -> None:
     nrows, k, p = _rows(r, dims), c * kh * kw, ho * wo
     gv = _scratch(r, node, "gm", dims, o * p)
     cols = _scratch(r, node, "im", dims, k * p)
-    _gather_maps(r, g, dims, env, gv, nrows)
-    _im2col(r, node, x, dims, env, cols, _conv_geo(node, x.shape, g.shape, (kh, kw)), nrows)
+    g4, xv = _view(r, g, dims, nrows), _view(r, x, dims, nrows)
+    if g4 and xv:
+        _call(r, "swap01", g4, f"{gv}.reshape(({o}, {nrows}, {ho}, {wo}))")
+        _call(r, "im2col", xv, f"{cols}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))", *_geo_args(node))
+    else:
+        _gather_maps(r, g, dims, env, gv, nrows)
+        _im2col(r, node, x, dims, env, cols, _conv_geo(node, x.shape, g.shape, (kh, kw)), nrows)
     r.em.line(f"np.dot({gv}.reshape(({o}, {nrows} * {p})), {cols}.reshape(({k}, {nrows} * {p})).T, "
               f"{out.var}.reshape(({o}, {k})))")
 
@@ -217,6 +260,17 @@ def _argmax_scan(r, xb, env, geo, done) -> None:
     _window_scan(r, geo, body, edge)
 
 
+def _pool_fast(r, node, kernel: str, maps, out, extra=()) -> bool:
+    """``imk.<kernel>(*maps, out, kh, kw, sh, sw, ph, pw, *extra)`` when every buffer has a 4-D view."""
+    dims = r.space(node)
+    nrows = _rows(r, dims)
+    views = [_view(r, m, dims, nrows) for m in maps + [out]]
+    if not all(views):
+        return False
+    _call(r, kernel, *views, *(node.attr("kernel") + node.attr("stride") + node.attr("padding")), *extra)
+    return True
+
+
 def _map_loops(r, node, c):
     dims = r.space(node)
     return dims, r.env(dims), r.lead_ranges(dims) + [("c_", str(c))]
@@ -226,6 +280,8 @@ def t_maxpool2d(r, node) -> None:
     """:math:`y[c, u, v] = \\max` over the in-range window (padding counts as :math:`-\\infty`)."""
     (x,) = node.inputs
     out, xb = r.out(node), r.buf(x)
+    if _pool_fast(r, node, "maxpool", [x], node):
+        return
     dims, env, ranges = _map_loops(r, node, x.shape[0])
     with r.em.loops(ranges):
         def edge(when):
@@ -241,6 +297,8 @@ def t_maxpool2d_grad(r, node) -> None:
     """Each output's adjoint goes to the first maximum of its window."""
     x, g = node.inputs
     out, xb, gb = r.out(node), r.buf(x), r.buf(g)
+    if _pool_fast(r, node, "maxpool_route", [x, g], node, (False,)):
+        return
     r.fill_loops(node, out, lambda e, f: "F(0.0)")
     dims, env, ranges = _map_loops(r, node, x.shape[0])
     with r.em.loops(ranges):
@@ -252,6 +310,8 @@ def t_maxpool2d_select(r, node) -> None:
     """:math:`y[c, u, v] = g[c, \\arg\\max_{window} x]`."""
     x, g = node.inputs
     out, xb, gb = r.out(node), r.buf(x), r.buf(g)
+    if _pool_fast(r, node, "maxpool_route", [x, g], node, (True,)):
+        return
     r.fill_loops(node, out, lambda e, f: "F(0.0)")
     dims, env, ranges = _map_loops(r, node, x.shape[0])
     with r.em.loops(ranges):
@@ -264,6 +324,8 @@ def t_avgpool2d(r, node) -> None:
     (x,) = node.inputs
     out, xb = r.out(node), r.buf(x)
     kh, kw = node.attr("kernel")
+    if _pool_fast(r, node, "avgpool", [x], node):
+        return
     dims, env, ranges = _map_loops(r, node, x.shape[0])
     with r.em.loops(ranges):
         def edge(when):
@@ -280,6 +342,8 @@ def t_avgpool2d_grad(r, node) -> None:
     (g,) = node.inputs
     out, gb = r.out(node), r.buf(g)
     kh, kw = node.attr("kernel")
+    if _pool_fast(r, node, "avgpool_grad", [g], node):
+        return
     r.fill_loops(node, out, lambda e, f: "F(0.0)")
     dims, env, ranges = _map_loops(r, node, g.shape[0])
     with r.em.loops(ranges):

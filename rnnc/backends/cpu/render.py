@@ -230,6 +230,7 @@ class Renderer:
             "",
             "import numba",
             "import numpy as np",
+            "from rnnc.backends.cpu import kernels_image as imk  # noqa: F401",
             "",
             f"F = {ftype}",
             "",

@@ -1,0 +1,153 @@
+"""Precompiled Numba kernels the generated modules call for image ops (``imk.<name>`` in generated code).
+
+Calling shared kernels instead of inlining a loop nest per node keeps the generated modules small, so Numba
+compiles them in a fraction of the time; each kernel is compiled once per dtype and cached on disk.
+Maps are ``(N, C, H, W)`` (every lead dim folded into ``N``); ``cols`` are ``(C, kh, kw, N, Ho, Wo)``.
+Window offsets: output ``u`` reads row ``s u + d a - p``; only in-range positions are visited.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numba
+import numpy as np
+
+#: Changes whenever this file does: templates put it in the generated source, so the module cache (keyed by
+#: the source text) never reuses a module compiled against an older version of these kernels.
+VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def _span(off, s, size, n):
+    """Outputs ``u`` in ``range(lo, hi)`` with ``0 <= s u + off < size``."""
+    lo = max(0, (-off + s - 1) // s)
+    hi = min(n, (size - 1 - off) // s + 1)
+    return lo, hi
+
+
+@_jit
+def im2col(x, cols, sh, sw, ph, pw, dh, dw):
+    """``cols[c, a, b, n, u, v] = x[n, c, s u + d a - p, s v + d b - p]`` (in-range positions only)."""
+    n_, c_, h, w = x.shape
+    _, kh, kw, _, ho, wo = cols.shape
+    for n in range(n_):
+        for c in range(c_):
+            for a in range(kh):
+                u0, u1 = _span(dh * a - ph, sh, h, ho)
+                for b in range(kw):
+                    v0, v1 = _span(dw * b - pw, sw, w, wo)
+                    for u in range(u0, u1):
+                        y = sh * u + dh * a - ph
+                        for v in range(v0, v1):
+                            cols[c, a, b, n, u, v] = x[n, c, y, sw * v + dw * b - pw]
+
+
+@_jit
+def col2im(cols, dx, sh, sw, ph, pw, dh, dw):
+    """``dx = 0``, then ``dx[n, c, s u + d a - p, s v + d b - p] += cols[c, a, b, n, u, v]``."""
+    n_, c_, h, w = dx.shape
+    _, kh, kw, _, ho, wo = cols.shape
+    dx[...] = 0.0
+    for n in range(n_):
+        for c in range(c_):
+            for a in range(kh):
+                u0, u1 = _span(dh * a - ph, sh, h, ho)
+                for b in range(kw):
+                    v0, v1 = _span(dw * b - pw, sw, w, wo)
+                    for u in range(u0, u1):
+                        y = sh * u + dh * a - ph
+                        for v in range(v0, v1):
+                            dx[n, c, y, sw * v + dw * b - pw] += cols[c, a, b, n, u, v]
+
+
+@_jit
+def swap01(src, dst):
+    """``dst[j, i] = src[i, j]`` over the first two dims of 4-D arrays."""
+    n0, n1, h, w = src.shape
+    for i in range(n0):
+        for j in range(n1):
+            for u in range(h):
+                for v in range(w):
+                    dst[j, i, u, v] = src[i, j, u, v]
+
+
+@_jit
+def maxpool(x, out, kh, kw, sh, sw, ph, pw):
+    """``out[n, c, u, v] = max`` of the in-range window."""
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = out.shape
+    for n in range(n_):
+        for c in range(c_):
+            for u in range(ho):
+                y0, y1 = max(0, sh * u - ph), min(h, sh * u - ph + kh)
+                for v in range(wo):
+                    x0, x1 = max(0, sw * v - pw), min(w, sw * v - pw + kw)
+                    best = -np.inf
+                    for y in range(y0, y1):
+                        for xx in range(x0, x1):
+                            best = max(best, x[n, c, y, xx])
+                    out[n, c, u, v] = best
+
+
+@_jit
+def maxpool_route(x, g, dst, kh, kw, sh, sw, ph, pw, select):
+    """For each window's first maximum (row-major): ``select``: ``dst[u, v] = g[argmax]``; else
+    ``dst[argmax] += g[u, v]`` (``dst`` zeroed first)."""
+    n_, c_, h, w = x.shape
+    ho, wo = (dst.shape[2], dst.shape[3]) if select else (g.shape[2], g.shape[3])
+    dst[...] = 0.0
+    for n in range(n_):
+        for c in range(c_):
+            for u in range(ho):
+                y0, y1 = max(0, sh * u - ph), min(h, sh * u - ph + kh)
+                for v in range(wo):
+                    x0, x1 = max(0, sw * v - pw), min(w, sw * v - pw + kw)
+                    by, bx, best = -1, -1, -np.inf
+                    for y in range(y0, y1):
+                        for xx in range(x0, x1):
+                            if by < 0 or x[n, c, y, xx] > best:
+                                by, bx, best = y, xx, x[n, c, y, xx]
+                    if by >= 0:
+                        if select:
+                            dst[n, c, u, v] = g[n, c, by, bx]
+                        else:
+                            dst[n, c, by, bx] += g[n, c, u, v]
+
+
+@_jit
+def avgpool(x, out, kh, kw, sh, sw, ph, pw):
+    """``out = sum`` of the in-range window ``/ (kh kw)`` (zero padding counts)."""
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = out.shape
+    for n in range(n_):
+        for c in range(c_):
+            for u in range(ho):
+                y0, y1 = max(0, sh * u - ph), min(h, sh * u - ph + kh)
+                for v in range(wo):
+                    x0, x1 = max(0, sw * v - pw), min(w, sw * v - pw + kw)
+                    acc = 0.0
+                    for y in range(y0, y1):
+                        for xx in range(x0, x1):
+                            acc += x[n, c, y, xx]
+                    out[n, c, u, v] = acc / (kh * kw)
+
+
+@_jit
+def avgpool_grad(g, dx, kh, kw, sh, sw, ph, pw):
+    """``dx = 0``, then each ``g[u, v] / (kh kw)`` added to the in-range positions of its window."""
+    n_, c_, h, w = dx.shape
+    _, _, ho, wo = g.shape
+    dx[...] = 0.0
+    for n in range(n_):
+        for c in range(c_):
+            for u in range(ho):
+                y0, y1 = max(0, sh * u - ph), min(h, sh * u - ph + kh)
+                for v in range(wo):
+                    x0, x1 = max(0, sw * v - pw), min(w, sw * v - pw + kw)
+                    share = g[n, c, u, v] / (kh * kw)
+                    for y in range(y0, y1):
+                        for xx in range(x0, x1):
+                            dx[n, c, y, xx] += share
