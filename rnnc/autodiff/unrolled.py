@@ -28,7 +28,7 @@ def _unbroadcast(g: np.ndarray, batched_to: bool, shape: tuple, batched_from: bo
     return out.reshape(out.shape[:lead] + shape)
 
 
-def _numeric_vjp(node, arrays, in_axes, gbar, b):
+def _numeric_vjp(node, arrays, in_axes, gbar, b, sizes):
     """Evaluate ``node``'s symbolic VJP on concrete arrays (a throw-away graph of leaves)."""
     leaves = [leaf("param", f"a{k}", i.shape, i.dtype, axes, i.batched)
               for k, (i, axes) in enumerate(zip(node.inputs, in_axes))]
@@ -46,7 +46,7 @@ def _numeric_vjp(node, arrays, in_axes, gbar, b):
             env[n] = np.asarray(n.attr("value"), dtype=b.dtype)
             continue
         env[n] = evaluate(n, [env[i] for i in n.inputs], [i.axes for i in n.inputs], n.axes,
-                          b.sizes, b.batch, b.dtype)
+                          sizes, b.batch, b.dtype)
     return [None if o is None else env[o] for o in outs]
 
 
@@ -101,7 +101,11 @@ def unrolled_gradients(g: nx.DiGraph, inputs: dict, params: dict, dtype=None, wi
                   np.stack([values[k] for k in a[2].reshape(-1)]).reshape(a[2].shape + values[a[2].flat[0]].shape)
                   for a in attrs["args"]]
         in_axes = [a[1] if isinstance(a, tuple) and a[0] == "stack" else () for a in attrs["args"]]
-        for arg, inp, c in zip(attrs["args"], node.inputs, _numeric_vjp(node, arrays, in_axes, gbar, b)):
+        sizes = dict(b.sizes)     # a stack may hold fewer steps than the axis (last / first read one)
+        for a in attrs["args"]:
+            if isinstance(a, tuple) and a[0] == "stack":
+                sizes.update(zip(a[1], a[2].shape))
+        for arg, inp, c in zip(attrs["args"], node.inputs, _numeric_vjp(node, arrays, in_axes, gbar, b, sizes)):
             if c is not None and inp.dtype == "float":
                 _push(adj, arg, c, keep)
     out = {}

@@ -74,11 +74,15 @@ def _arg(graph, g, node, inp, idx, axis_sizes, key, named):
         src, delay = _resolve(graph, inp, idx, axis_sizes)
         _link(graph, g, src, key, delay, named, axis_sizes)
         return src
-    keys = np.empty(tuple(axis_sizes[a] for a in dropped), dtype=object)
-    for sub in itertools.product(*(range(axis_sizes[a]) for a in dropped)):
+    ranges = [range(axis_sizes[a]) for a in dropped]
+    if node.op in ("last", "first") and len(node.inputs) == 1 and dropped == (node.attr("axis"),):
+        size = axis_sizes[dropped[0]]               # without lengths only one step is read
+        ranges = [range(size - 1, size) if node.op == "last" else range(0, 1)]
+    keys = np.empty(tuple(len(r) for r in ranges), dtype=object)
+    for pos, sub in zip(itertools.product(*(range(len(r)) for r in ranges)), itertools.product(*ranges)):
         src, delay = _resolve(graph, inp, {**idx, **dict(zip(dropped, sub))}, axis_sizes)
         _link(graph, g, src, key, delay, named, axis_sizes)
-        keys[sub] = src
+        keys[pos] = src
     return ("stack", dropped, keys)
 
 
