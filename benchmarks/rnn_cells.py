@@ -107,7 +107,7 @@ x = np.zeros((T, 2, 64), np.float32); y = np.zeros((T, 2, 128), np.float32)
 t1 = time.perf_counter()
 f.loss_and_grad({{"x": x, "y": y}}, m.init_params(0, "float32"))
 t2 = time.perf_counter()
-print(f"{{t2 - t1:.3f}} {{t2 - t0:.3f}} {{f.stats['grad']['cache_hit']}}")
+print(f"{{t2 - t1:.3f}} {{t2 - t0:.3f}} {{f.stats['grad']['cache_hit']}} {{f.stats['grad']['render_s']:.3f}}")
 """
 
 
@@ -121,7 +121,7 @@ def compile_times():
             out = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET.format(root=root, T=T)], env=env,
                                  capture_output=True, text=True).stdout.split()
             print(f"LSTM training kernel {label}: build+first call {out[0]} s (process incl. imports {out[1]} s, "
-                  f"module cache hit {out[2]})")
+                  f"module cache hit {out[2]}, to imported module {out[3]} s)")
     with tempfile.TemporaryDirectory() as d:
         env = dict(os.environ, RNNC_CACHE_DIR=d)
         out = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET.format(root=root, T=10000)], env=env,

@@ -66,7 +66,9 @@ def test_zoo_forward_and_grad_float64(name):
         assert close(grads[k], v, 1e-10), k
 
 
-@pytest.mark.parametrize("name", ["elman", "lstm", "gru", "variable_length"])
+# float32 on the two models that exercise every float32 code path of the others (gates with sigmoid/tanh,
+# merged products, length masks); the float64 tests above cover every model's structure
+@pytest.mark.parametrize("name", ["lstm", "variable_length"])
 def test_zoo_float32(name):
     case, f = compiled(name, "float32")
     inputs, params = _data(case, seed=1)
@@ -137,10 +139,15 @@ def test_step_refuses_whole_axis_models():
 def test_source_is_readable_and_traceable():
     _, f = compiled("lstm", "float64")
     src = f.source
-    assert "@numba.njit(cache=True" in src and "def run(" in src
+    assert "@numba.njit(cache=True" in src and "def run(" in src and "def stage_" in src
     body = [ln for ln in src.splitlines() if ln.startswith("        ")]
     assert body and all("  # " in ln for ln in body)        # every line in the body names its IR node
+    run_lines = src.split("def run(")[1].split("\nMETA = ")[0].splitlines()[1:]
+    assert all("  # " in ln for ln in run_lines if ln.strip() and not ln.strip().startswith(("stage_", "return")))
+    assert "np.copyto(" in src       # the stacked gate matrices are built by numpy in run(), not compiled loops
     assert "for s_ in range(n0):" in src                    # a loop over time, not an unrolled body
+    case, _ = compiled("lstm", "float64")
+    f.forward(*_data(case))
     assert f.stats["loss"]["compile_s"] > 0
 
 

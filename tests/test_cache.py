@@ -41,15 +41,21 @@ def test_no_temp_files_left(tmp_path):
 
 
 def test_two_processes_compile_the_same_model(tmp_path):
-    script = textwrap.dedent(f"""
-        import os, sys, numpy as np
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
+    # the smallest recurrent model with a loss (the point is concurrency, not the model: keep compiles cheap)
+    script = textwrap.dedent("""
+        import numpy as np
         import rnnc as rc
-        from zoo import ZOO
-        case = ZOO["elman"]()
-        f = rc.compile(case.model, dtype="float64")
-        inp = case.make_inputs(np.random.default_rng(0), 3, 2, np.float64)
-        print(repr(f.forward(inp, case.params()).loss), f.stats["loss"]["cache_hit"])
+        from rnnc import t
+        m = rc.Model("tiny")
+        x, y = m.input("x", 2), m.input("y", 2)
+        h = m.signal("h", 2)
+        h[t] = rc.tanh(x[t] + h[t - 1] * 0.5)
+        m.output("o", h[t])
+        m.loss(rc.mse(h[t], y[t]))
+        f = rc.compile(m, dtype="float64")
+        rng = np.random.default_rng(0)
+        inp = {"x": rng.normal(size=(3, 2, 2)), "y": rng.normal(size=(3, 2, 2))}
+        print(repr(f.forward(inp, {}).loss), f.stats["loss"]["cache_hit"])
     """)
     env = dict(os.environ, RNNC_CACHE_DIR=str(tmp_path))
     procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
@@ -60,3 +66,35 @@ def test_two_processes_compile_the_same_model(tmp_path):
     assert len(losses) == 1
     third = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0 and third.stdout.split()[1] == "True"     # a later process hits the cache
+
+
+def _tiny(decay: float):
+    import rnnc as rc
+    from rnnc import t
+
+    m = rc.Model("tiny")
+    x = m.input("x", 2)
+    h = m.signal("h", 2)
+    h[t] = rc.tanh(x[t] + h[t - 1] * decay)
+    m.output("o", h[t])
+    return m
+
+
+def test_structural_key_finds_module_before_passes(tmp_path, monkeypatch):
+    from rnnc.runtime.graph_key import graph_key
+    from rnnc.runtime.kernel import Kernel
+
+    monkeypatch.setenv("RNNC_CACHE_DIR", str(tmp_path))
+    g = _tiny(0.5).graph
+    assert graph_key(g, "float64") == graph_key(_tiny(0.5).graph, "float64")     # stable for equal graphs
+    assert graph_key(g, "float64") != graph_key(_tiny(0.25).graph, "float64")    # a constant changes it
+    assert graph_key(g, "float64") != graph_key(g, "float32")
+    first = Kernel(g, "float64")
+    assert not first.stats["cache_hit"] and first._graph is not None
+    second = Kernel(_tiny(0.5).graph, "float64")
+    assert second.stats["cache_hit"] and second._graph is None                   # passes + rendering skipped
+    assert second.path == first.path and second.source == first.source
+    first.path.write_text(first.path.read_text().replace("np.tanh", "np.exp").replace("math.tanh", "math.exp"))
+    third = Kernel(_tiny(0.5).graph, "float64")                                  # tampered: rebuilt, not trusted
+    assert not third.stats["cache_hit"] and verify(third.path.read_text())
+    assert "math.tanh" in third.source

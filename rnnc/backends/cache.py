@@ -64,7 +64,36 @@ def store(source: str, folder: Path | None = None) -> tuple[Path, bool]:
         existing = None
     if existing == text and verify(existing):
         return path, True
-    fd, tmp = tempfile.mkstemp(prefix=f".rnnc_{key}.", suffix=".tmp", dir=folder)
+    _write_atomic(path, text, key)
+    return path, False
+
+
+def lookup(key: str, folder: Path | None = None) -> tuple[Path, str | None]:
+    """The entry stored under ``key``: (path, its verified text) or (path, None) if missing or corrupt."""
+    folder = Path(folder) if folder is not None else cache_dir()
+    path = folder / f"rnnc_{key}.py"
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return path, None
+    return path, (text if verify(text) else None)
+
+
+def store_keyed(key: str, source: str, folder: Path | None = None) -> Path:
+    """Write ``source`` (plus the SHA-256 footer) atomically under ``key``, a structural key of what it
+    was generated from (see :mod:`rnnc.runtime.graph_key`). Returns the path."""
+    folder = Path(folder) if folder is not None else cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    body = source if source.endswith("\n") else source + "\n"
+    body += f"# built with {_versions()}\n"
+    text = body + FOOTER + hashlib.sha256(body.encode()).hexdigest() + "\n"
+    path = folder / f"rnnc_{key}.py"
+    _write_atomic(path, text, key)
+    return path
+
+
+def _write_atomic(path: Path, text: str, key: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".rnnc_{key}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
@@ -74,7 +103,6 @@ def store(source: str, folder: Path | None = None) -> tuple[Path, bool]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path, False
 
 
 def load(path: Path):

@@ -75,8 +75,8 @@ class Compiled:
         k = self.kernel("loss" if has_targets else "outputs")
         b = k.bind(inputs, params, optional=self._optional)
         bufs = k.call(b)
-        outs = {name: k.result(bufs, node) for name, node in k.graph.outputs.items()}
-        loss = float(k.result(bufs, k.graph.loss)) if has_targets else None
+        outs = {name: k.result(bufs, "outputs", name) for name in k.source_graph.outputs}
+        loss = float(k.result(bufs, "loss")) if has_targets else None
         return Result(outs, loss)
 
     def loss_and_grad(self, inputs: dict, params: dict) -> tuple[float, dict]:
@@ -84,8 +84,8 @@ class Compiled:
         k = self.kernel("grad")
         b = k.bind(inputs, params)
         bufs = k.call(b)
-        grads = {name: k.result(bufs, node) for name, node in k.graph.grads.items()}
-        return float(k.result(bufs, k.graph.loss)), grads
+        grads = {name: k.result(bufs, "grads", name) for name in k.source_graph.grads}
+        return float(k.result(bufs, "loss")), grads
 
     def step(self, state, inputs_t: dict, params: dict):
         """One step of every forward recurrence: ``(state, outputs at this step)``.
@@ -98,19 +98,19 @@ class Compiled:
                else v for name, v in inputs_t.items()}
         b = k.bind(seq, params)
         extra = {}
-        for name, (hvar, svar, depth) in k.rendered.hist.items():
-            value = k.graph.values[name]
+        for name, (hvar, svar, depth) in k.layout.hist.items():
+            value = k.source_graph.values[name]
             shape = (depth,) + ((b.batch,) if value.batched else ()) + value.shape
             hist = None if state is None else state.get(name)
             extra[hvar] = np.ascontiguousarray(hist, dtype=k.dtype) if hist is not None else np.zeros(shape, k.dtype)
             extra[svar] = 1 if hist is not None else 0
         bufs = k.call(b, extra)
         new_state = {}
-        for name, (hvar, _svar, depth) in k.rendered.hist.items():
-            node = k.graph.values[name]
-            now = k.result(bufs, node) if node.op not in ("input",) else b.arrays[node]
+        for name, (hvar, _svar, depth) in k.layout.hist.items():
+            node = k.source_graph.values[name]
+            now = k.result(bufs, "values", name) if node.op not in ("input",) else b.arrays[node]
             new_state[name] = np.concatenate([extra[hvar], now], axis=0)[-depth:]
-        outs = {name: k.result(bufs, node)[0] for name, node in k.graph.outputs.items()}
+        outs = {name: k.result(bufs, "outputs", name)[0] for name in k.source_graph.outputs}
         return new_state, outs
 
 

@@ -1,42 +1,134 @@
-"""One compiled variant of a graph: passes, rendering, the cached module, and buffers reused across calls."""
+"""One compiled variant of a graph: the cached module (or passes + rendering on a miss), and buffers reused
+across calls.
+
+The cache is looked up first, under a structural key of the *input* graph (:mod:`rnnc.runtime.graph_key`),
+so a warm process skips the pass pipeline and rendering: it reads the module file, checks its SHA-256,
+imports it, and Numba loads each stage's machine code from its own cache. The module carries a ``META``
+literal with everything the runtime needs (argument order, buffers, which buffer holds which result), named
+by leaf / output / gradient names and axis names, so nothing of the post-pass graph is needed at run time.
+"""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from rnnc.backends.cache import load, store
+from rnnc.backends.cache import FOOTER, load, lookup, store, store_keyed
 from rnnc.backends.cpu.emit import BATCH
-from rnnc.backends.cpu.render import Renderer
+from rnnc.backends.cpu.render import BufSpec, Renderer
 from rnnc.interpret.bind import bind
 from rnnc.ir.graph import Graph
 from rnnc.passes import run_pipeline
+from rnnc.runtime.graph_key import Unkeyable, graph_key
+
+
+@dataclass
+class Layout:
+    """The calling convention of a generated module, resolved against the kernel's source graph."""
+
+    args: list          # argument names of run(), in order
+    sizes: list         # (var, Axis or BATCH)
+    leaves: dict        # var -> leaf node of the source graph
+    buffers: list       # BufSpec
+    results: dict       # ("outputs" | "grads" | "values", name) or ("loss", None) -> buffer var
+    hist: dict          # value name -> (hist var, started var, depth)
+    scalar: set         # result vars that hold one number
+
+
+def to_meta(rendered, graph: Graph) -> dict:
+    """The JSON-like description of ``rendered`` (see :class:`Layout`), by names only."""
+    def dim(d):
+        return None if d == BATCH else d.name
+
+    leaf_name = {n: ("inputs", k) for k, n in graph.inputs.items()}
+    leaf_name.update({n: ("params", k) for k, n in graph.params.items()})
+    results = {}
+    for role in ("outputs", "grads", "values"):
+        for name, node in getattr(graph, role).items():
+            if node in rendered.results:
+                results[f"{role}:{name}"] = rendered.results[node]
+    if graph.loss is not None and graph.loss in rendered.results:
+        results["loss:"] = rendered.results[graph.loss]
+    return {
+        "args": list(rendered.args),
+        "sizes": [(v, dim(d)) for v, d in rendered.sizes],
+        "leaves": {v: leaf_name[n] for v, n in rendered.leaves.items()},
+        "buffers": [(b.var, [dim(d) for d in b.dims], list(b.shape), b.kind) for b in rendered.buffers],
+        "results": results,
+        "hist": {k: list(v) for k, v in rendered.hist.items()},
+    }
+
+
+def from_meta(meta: dict, graph: Graph) -> Layout:
+    axes = {a.name: a for a in graph.axes()}
+
+    def dim(d):
+        return BATCH if d is None else axes[d]
+
+    buffers = [BufSpec(v, tuple(dim(d) for d in dims), tuple(shape), kind) for v, dims, shape, kind in meta["buffers"]]
+    results = {}
+    for key, var in meta["results"].items():
+        role, _, name = key.partition(":")
+        results[(role, name or None)] = var
+    leaves = {v: getattr(graph, kind)[name] for v, (kind, name) in meta["leaves"].items()}
+    scalar = {b.var for b in buffers if not b.dims and not b.shape}
+    return Layout(list(meta["args"]), [(v, dim(d)) for v, d in meta["sizes"]], leaves, buffers, results,
+                  {k: tuple(v) for k, v in meta["hist"].items()}, scalar)
+
+
+def _pass_names(passes) -> tuple | None:
+    if passes is None:
+        return None
+    return tuple((name, f"{fn.__module__}.{fn.__qualname__}") for name, fn in passes)
 
 
 class Kernel:
-    """``graph`` after the pass pipeline, rendered to a module and compiled on first call.
+    """``graph`` compiled through the pass pipeline to a cached module; Numba compiles on first call.
 
-    ``stats`` holds ``compile_s`` (render + import + Numba compile/load), ``cache_hit`` (the module file
-    existed) and ``buffer_bytes`` (preallocated buffers for the last shapes seen).
+    ``stats`` holds ``compile_s`` (lookup or passes + render, import, Numba compile/load, first call),
+    ``cache_hit`` (the module was found under the graph's key, so passes and rendering were skipped),
+    ``render_s`` (time to the imported module) and ``buffer_bytes`` (buffers for the last shapes seen).
     """
 
     def __init__(self, graph: Graph, dtype: str, stream: bool = False, passes=None, threads: int | None = None):
         self.threads = threads
         t0 = time.perf_counter()
         self.source_graph = graph
-        self.graph = run_pipeline(graph, passes)
         self.dtype = np.dtype(dtype)
-        self.rendered = Renderer(self.graph, dtype, stream=stream).render()
-        self.path, hit = store(self.rendered.source)
-        self.module = load(self.path)
+        self._stream, self._passes, self._graph = stream, passes, None
+        try:
+            key = graph_key(graph, str(self.dtype), stream, _pass_names(passes), "cpu")
+        except Unkeyable:
+            key = None
+        path, text = lookup(key) if key else (None, None)
+        hit = text is not None
+        if not hit:
+            renderer = Renderer(self.graph, str(self.dtype), stream=stream)
+            renderer.alias_slices = renderer.numpy_prologue = True
+            rendered = renderer.render()
+            source = rendered.source + f"\n\nMETA = {to_meta(rendered, self.graph)!r}\n"
+            path = store_keyed(key, source) if key else store(source)[0]
+        self.path = path
+        self.module = load(path)
+        self.layout = from_meta(self.module.META, graph)
         self.stats = {"compile_s": 0.0, "cache_hit": hit, "buffer_bytes": 0, "render_s": time.perf_counter() - t0}
         self._t0 = t0
         self._compiled = False
         self._buffers: dict = {}
 
     @property
+    def graph(self) -> Graph:
+        """The graph after the pass pipeline (computed on demand: a cache hit does not need it)."""
+        if self._graph is None:
+            self._graph = run_pipeline(self.source_graph, self._passes)
+        return self._graph
+
+    @property
     def source(self) -> str:
-        return self.rendered.source
+        """The generated module (without the cache footer)."""
+        body = self.path.read_text().rpartition(FOOTER)[0]
+        return body.rpartition("# built with ")[0].rstrip("\n") + "\n"
 
     def bind(self, inputs, params, optional=()):
         return bind(self.source_graph, inputs, params, self.dtype, optional=optional)
@@ -46,7 +138,7 @@ class Kernel:
         key = tuple(sorted((str(k), v) for k, v in sizes.items()))
         if key not in self._buffers:
             out = {}
-            for spec in self.rendered.buffers:
+            for spec in self.layout.buffers:
                 shape = tuple(sizes[d] for d in spec.dims) + tuple(spec.shape)
                 out[spec.var] = np.zeros(shape or (1,), dtype=np.int64 if spec.kind == "i" else self.dtype)
             self._buffers = {key: out}        # keep only the latest shapes
@@ -59,7 +151,7 @@ class Kernel:
         sizes[BATCH] = binding.batch
         bufs = self.buffers(sizes)
         by_var = {}
-        for var, node in self.rendered.leaves.items():
+        for var, node in self.layout.leaves.items():
             if node not in binding.arrays:
                 arr = np.zeros((1,) * (len(node.axes) + 1) + node.shape, dtype=np.int64 if node.dtype == "int"
                                else self.dtype)
@@ -68,29 +160,34 @@ class Kernel:
             by_var[var] = np.ascontiguousarray(arr)
         by_var.update(extra or {})
         by_var.update(bufs)
-        args = [sizes[d] for _, d in self.rendered.sizes] + [by_var[a] for a in self.rendered.args[
-            len(self.rendered.sizes):]]
+        n = len(self.layout.sizes)
+        args = [sizes[d] for _, d in self.layout.sizes] + [by_var[a] for a in self.layout.args[n:]]
         with _blas_limit(self.threads if self.threads else (1 if binding.batch <= 32 else 2)):
             self._run(args)
         return bufs
 
     def _run(self, args) -> None:
+        self.module.run(*args)
         if not self._compiled:
-            self.module.run(*args)
             self._compiled = True
             self.stats["compile_s"] = time.perf_counter() - self._t0
-        else:
-            self.module.run(*args)
 
-    def result(self, bufs: dict, node, copy: bool = True):
-        """The array of ``node`` (an output / gradient / loss root) from the last call."""
-        var = self.rendered.results.get(node)
+    def has(self, role: str, name: str | None = None) -> bool:
+        return (role, name) in self.layout.results
+
+    def result(self, bufs: dict, role: str, name: str | None = None, copy: bool = True):
+        """The array of a result from the last call: ``role`` "outputs", "grads", "values" (by ``name``)
+        or "loss"."""
+        var = self.layout.results.get((role, name))
         if var is None:
-            raise KeyError(f"{node!r} has no buffer in the generated module")
+            raise KeyError(f"{role} {name!r} has no buffer in the generated module")
         arr = bufs[var]
-        if not node.axes and not node.batched and not node.shape:
+        if var in self.layout.scalar:
             return arr.reshape(-1)[0].copy()
         return arr.copy() if copy else arr
+
+    def names(self, role: str) -> list:
+        return [n for r, n in self.layout.results if r == role]
 
 
 _CONTROLLER = None

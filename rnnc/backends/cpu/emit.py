@@ -26,12 +26,16 @@ class Buf:
     shape: tuple
     kind: str = "f"          # "f" float or "i" int
     literal: str | None = None
+    offset: int = 0          # an alias of features [offset, offset + shape[-1]) of a wider buffer ``var``
 
     def at(self, env: dict, feats) -> str:
         """The element at lead indices ``env`` (dim -> expr) and feature indices ``feats``."""
         if self.literal is not None:
             return self.literal
-        idx = [env[d] for d in self.dims] + [str(f) for f in feats]
+        feats = [str(f) for f in feats]
+        if self.offset:
+            feats[-1] = f"{feats[-1]} + {self.offset}"
+        idx = [env[d] for d in self.dims] + feats
         return f"{self.var}[{', '.join(idx) if idx else '0'}]"
 
 

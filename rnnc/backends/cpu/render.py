@@ -13,6 +13,7 @@ everything else gets a *full* buffer. Op templates are looked up in :data:`rnnc.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from rnnc.backends.cpu.emit import BATCH, Buf, Emitter, align_feats, feat_ranges
@@ -48,9 +49,17 @@ class Rendered:
     hist: dict = field(default_factory=dict)      # value name -> (hist var, started var, depth) (stream)
 
 
+# ops whose CPU templates read every input through Buf.at (so an offset alias is safe)
+ALIAS_READERS = frozenset({"fused", "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu",
+                           "sqrt", "square", "positive", "where", "slice", "expand"})
+
+
 class Renderer:
     """Turns ``graph`` (with its schedule) into a module; ``stream=True`` reads shifted values that fall
     before index 0 of the (forward, single) scan axis from history arguments instead of initial values."""
+
+    alias_slices = False     # the CPU kernel turns these on (see _alias, _prologue); other renderers reuse
+    numpy_prologue = False   # the class and its templates
 
     def __init__(self, graph: Graph, dtype: str, sched: Schedule | None = None, stream: bool = False):
         self.graph, self.dtype, self.stream = graph, dtype, stream
@@ -67,6 +76,8 @@ class Renderer:
         self.step_nodes: set = set()
         self.keep: set = set()
         self.ref_fill: dict = {}
+        self.aliases: set = set()
+        self.prologue: list = []
 
     # ------------------------------------------------------------------ naming
     def var(self, dim) -> str:
@@ -146,9 +157,16 @@ class Renderer:
 
         self._bind_leaves()
         self._plan_steps()
+        self.users: dict = {}
+        for n in self.graph.nodes:
+            for i in n.inputs:
+                self.users.setdefault(i, []).append(n)
+        self.keep_roots = set(self.graph.roots()) | {r.inputs[0] for r in self.graph.refs() if r.inputs}
         body = self.em
         body.depth = 1
+        self.spans: list = []
         for k, stage in enumerate(self.schedule, 1):
+            start = len(body.lines)
             body.tag = ""
             body.line(f"# ---- stage {k}: {stage.kind}" + (f" over {stage.axis.name}, "
                       f"{'forward' if stage.direction > 0 else 'reverse'}" if stage.kind == "scan" else ""))
@@ -157,7 +175,9 @@ class Renderer:
                 self._scan(stage, TEMPLATES, render_ref)
             else:
                 for node in stage.nodes:
-                    self._node(node, TEMPLATES, render_ref)
+                    if not (self.numpy_prologue and self._prologue(node)):
+                        self._node(node, TEMPLATES, render_ref)
+            self.spans.append((k, start, len(body.lines)))
         return self._finish()
 
     def _node(self, node, templates, render_ref):
@@ -167,11 +187,43 @@ class Renderer:
         if node.op == "ref":
             render_ref(self, node)
             return
+        if self.alias_slices and self._alias(node):
+            return
         fn = templates.get(node.op)
         if fn is None:
             raise MissingTemplate(f"op {node.op!r} has no CPU template (node {node.label()} at {node.where}); "
                                   f"add one to rnnc/backends/cpu/ops.py")
         fn(self, node)
+
+    def _prologue(self, node) -> bool:
+        """Axis-free reshuffles of parameters (the transposes and concats that stack an LSTM's gate matrices)
+        run once per call as numpy statements in ``run`` itself: no loop nest for Numba to compile."""
+        if node.op not in ("transpose", "concat") or self.dims(node) or node in self.keep_roots:
+            return False
+        ins = [self.bufs.get(i) for i in node.inputs]
+        if any(b is None or b.literal is not None or b.offset or b.dims for b in ins):
+            return False
+        out = self.out(node)
+        tag = f"  # {self.describe(node)}"
+        if node.op == "transpose":
+            self.prologue.append(f"    np.copyto({out.var}, {ins[0].var}.T){tag}")
+        else:
+            self.prologue.append(f"    np.concatenate(({', '.join(b.var for b in ins)},), axis=-1, out={out.var}){tag}")
+        return True
+
+    def _alias(self, node) -> bool:
+        """A ``slice`` read only by elementwise code (which indexes through :meth:`Buf.at`) is no copy but
+        an offset view of its input's buffer (an LSTM's gate blocks of one merged GEMM result)."""
+        if node.op != "slice" or node in self.keep_roots or not self.users.get(node):
+            return False
+        src = self.bufs.get(node.inputs[0])
+        if src is None or src.literal is not None or self.dims(node) != self.dims(node.inputs[0]):
+            return False
+        if not all(u.op in ALIAS_READERS for u in self.users[node]):
+            return False
+        self.bufs[node] = Buf(src.var, src.dims, tuple(node.shape), src.kind, offset=src.offset + node.attr("start"))
+        self.aliases.add(node)
+        return True
 
     def _scan(self, stage, templates, render_ref):
         axis = stage.axis
@@ -218,6 +270,8 @@ class Renderer:
                 self.step_nodes |= {n for n in s.nodes if n not in keep and n.op != "ref"}
 
     def _finish(self) -> Rendered:
+        """One ``@njit(cache=True)`` function per stage (LLVM compiles small functions much faster than one
+        big one) and a plain-Python entry ``run`` that calls them in order (a few calls per run, not per step)."""
         sizes = [(self.size(a), a) for a in self.axes] + [("nb", BATCH)]
         leaves = list(self.leaves)
         hist_args = [v for h in self.hist.values() for v in h[:2]]
@@ -233,15 +287,32 @@ class Renderer:
             "from rnnc.backends.cpu import kernels_image as imk  # noqa: F401",
             "",
             f"F = {ftype}",
-            "",
-            "",
-            "@numba.njit(cache=True, nogil=True, error_model='numpy')",
-            f"def run({', '.join(args)}):",
         ]
-        body = self.em.lines or ["    pass"]
-        results = {n: self.bufs[n].var for n in self.bufs if self.bufs[n].var.startswith("v")}
-        src = "\n".join(head + body + ["    return 0", ""])
+        funcs, calls = _stage_functions(self.em.lines, self.spans, args)
+        entry = ["", "", f"def run({', '.join(args)}):"] + self.prologue + calls + ["    return 0", ""]
+        results = {n: b.var for n, b in self.bufs.items() if b.var.startswith("v") and n not in self.aliases}
+        src = "\n".join(head + funcs + entry)
         return Rendered(src, args, sizes, dict(self.leaves), list(self.buffers), results, dict(self.hist))
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+JIT = "@numba.njit(cache=True, nogil=True, error_model='numpy')"
+
+
+def _stage_functions(lines, spans, args) -> tuple[list, list]:
+    """``def stage_k(<the args its lines use>)`` for each stage with code, and the calls to them."""
+    known = set(args)
+    funcs, calls = [], []
+    for k, start, stop in spans:
+        body = lines[start:stop]
+        code = [ln.split("  # ", 1)[0] for ln in body if not ln.lstrip().startswith("#")]
+        if not any(c.strip() for c in code):
+            continue
+        used = {w for c in code for w in _WORD.findall(c)} & known
+        params = [a for a in args if a in used]
+        funcs += ["", "", JIT, f"def stage_{k}({', '.join(params)}):"] + body + ["    return 0"]
+        calls.append(f"    stage_{k}({', '.join(params)})")
+    return funcs, calls
 
 
 def _stable(r: Renderer, stage):
