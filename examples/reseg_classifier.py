@@ -185,7 +185,7 @@ def run_training(args) -> dict:
     _blas_threads(args.threads)
     if args.quick:
         args.epochs = args.epochs or 3
-    epochs = args.epochs or 4
+    epochs = args.epochs or 6
     train, val, test = load_splits(args.quick, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -340,7 +340,7 @@ def main(argv=None) -> int:
     s = sub.add_parser("summary", help="layer table of the seed's model (input 3x128x128, 2 classes)")
     s.add_argument("--fashion", action="store_true", help="the Fashion-MNIST version instead")
     t = sub.add_parser("train", help="train ReSeg and the CNN-1 baseline on Fashion-MNIST")
-    t.add_argument("--epochs", type=int, default=None, help="default 4 (quick: 3)")
+    t.add_argument("--epochs", type=int, default=None, help="default 6 (quick: 3)")
     t.add_argument("--lr", type=float, default=0.05)
     t.add_argument("--batch", type=int, default=128)
     t.add_argument("--seed", type=int, default=0)
