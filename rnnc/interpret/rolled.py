@@ -9,6 +9,7 @@ For each stage in schedule order::
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,8 +191,21 @@ def interpret(model, inputs: dict, params: dict, dtype=None, sizes=None, batch=N
     batch : batch size when no input is batched (default 1).
     """
     graph = model if isinstance(model, Graph) else model.graph
-    if graph.meta.get("checkpoint"):
-        from rnnc.interpret.checkpoint import CheckpointInterpreter
+    return interpreter_for(graph).run(inputs, params, dtype, sizes, batch)
 
-        return CheckpointInterpreter(graph, graph.meta["checkpoint"]).run(inputs, params, dtype, sizes, batch)
-    return Interpreter(graph).run(inputs, params, dtype, sizes, batch)
+
+_INTERPRETERS: "weakref.WeakKeyDictionary[Graph, Interpreter]" = weakref.WeakKeyDictionary()
+
+
+def interpreter_for(graph: Graph) -> Interpreter:
+    """The (cached) interpreter of ``graph``: its schedule is built once per graph, not once per call."""
+    interp = _INTERPRETERS.get(graph)
+    if interp is None:
+        if graph.meta.get("checkpoint"):
+            from rnnc.interpret.checkpoint import CheckpointInterpreter
+
+            interp = CheckpointInterpreter(graph, graph.meta["checkpoint"])
+        else:
+            interp = Interpreter(graph)
+        _INTERPRETERS[graph] = interp
+    return interp
