@@ -151,3 +151,26 @@ def avgpool_grad(g, dx, kh, kw, sh, sw, ph, pw):
                     for y in range(y0, y1):
                         for xx in range(x0, x1):
                             dx[n, c, y, xx] += share
+
+
+@_jit
+def channel_mean(x, out):
+    """``out[c] = mean of x[:, c, :]`` over ``x (N, C, R)``, accumulated in float64."""
+    n_, c_, r_ = x.shape
+    for c in range(c_):
+        acc = 0.0
+        for n in range(n_):
+            for q in range(r_):
+                acc += x[n, c, q]
+        out[c] = acc / (n_ * r_)
+
+
+@_jit
+def channel_spread(g, out, count):
+    """``out[n, c, q] = g[c] / count`` over ``out (N, C, R)``."""
+    n_, c_, r_ = out.shape
+    for n in range(n_):
+        for c in range(c_):
+            share = g[c] / count
+            for q in range(r_):
+                out[n, c, q] = share

@@ -29,23 +29,34 @@ def _scratch(r, node, prefix: str, dims, size: int) -> str:
     return var
 
 
-def _view(r, node, dims, nrows: str) -> str | None:
+def _view(r, node, dims, nrows: str, shape=None) -> str | None:
     """``(N, C, H, W)`` view expression of ``node``'s buffer when its lead dims are exactly ``dims`` (after the
     fixed scan indices, which must come first): the fast path through :mod:`kernels_image`; else None."""
     b = r.bufs.get(node)
-    if b is None or b.literal is not None or getattr(b, "offset", 0) or len(node.shape) != 3:
+    if shape is None and len(node.shape) != 3:
+        return None
+    shape = tuple(node.shape) if shape is None else shape
+    if b is None or b.literal is not None or getattr(b, "offset", 0):
         return None
     k = sum(d in r.fixed for d in b.dims)
     if any(d not in r.fixed for d in b.dims[:k]) or list(b.dims[k:]) != list(dims):
         return None
     base = f"{b.var}[{', '.join(r.fixed[d] for d in b.dims[:k])}]" if k else b.var
-    return f"{base}.reshape(({nrows}, {', '.join(str(int(s)) for s in node.shape)}))"
+    return f"{base}.reshape(({nrows}, {', '.join(str(int(s)) for s in shape)}))"
 
 
 def _call(r, name: str, *args) -> None:
     """``imk.name(args)``; the kernels' version goes in the source (so a stale cached module is never used)."""
     r.em.line(f"# kernels_image {kernels_image.VERSION}")
     r.em.line(f"imk.{name}({', '.join(str(a) for a in args)})")
+
+
+def _by_channel(shape) -> tuple:
+    """``(C, R)`` of a feature shape ``(C, ...)``, as the trailing dims of an ``(N, C, R)`` view."""
+    rest = 1
+    for s in shape[1:]:
+        rest *= int(s)
+    return (int(shape[0]), rest)
 
 
 def _rows(r, dims) -> str:
@@ -364,6 +375,10 @@ def t_channel_mean(r, node) -> None:
     env = r.env(dims)
     rest = feat_ranges(x.shape[1:], "q")
     count = " * ".join([str(int(s)) for s in x.shape[1:]] + [r.size(d) for d in dims]) or "1"
+    xv = _view(r, x, dims, _rows(r, dims), _by_channel(x.shape))
+    if xv and out.literal is None:
+        _call(r, "channel_mean", xv, out.var)
+        return
     with r.em.loops([("c_", str(x.shape[0]))]):
         r.em.line("acc64 = 0.0")
         with r.em.loops(r.lead_ranges(dims) + rest):
@@ -376,6 +391,11 @@ def t_channel_spread(r, node) -> None:
     (g,) = node.inputs
     gb = r.buf(g)
     count = " * ".join([str(int(s)) for s in node.shape[1:]] + [r.size(d) for d in r.dims(node)]) or "1"
+    dims = r.space(node)
+    ov = _view(r, node, dims, _rows(r, dims), _by_channel(node.shape)) if r.out(node) else None
+    if ov and gb.literal is None and not gb.dims:
+        _call(r, "channel_spread", gb.var, ov, f"F({count})")
+        return
     r.fill_loops(node, r.out(node), lambda e, f: f"{gb.at(e, f[:1])} / F({count})")
 
 
