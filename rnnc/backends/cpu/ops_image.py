@@ -59,6 +59,11 @@ def _by_channel(shape) -> tuple:
     return (int(shape[0]), rest)
 
 
+def _cols_seen(r) -> dict:
+    """im2col buffers filled earlier in this run (outside scans), by (x, geometry, kernel size, rows)."""
+    return r.__dict__.setdefault("_image_cols", {})
+
+
 def _rows(r, dims) -> str:
     """Number of rows (product of the looped lead sizes) as an expression."""
     return " * ".join(r.size(d) for d in dims) or "1"
@@ -164,6 +169,8 @@ def t_conv2d(r, node) -> None:
     xv, ov = _view(r, x, dims, nrows), _view(r, node, dims, nrows)
     if xv and ov:
         _call(r, "im2col", xv, f"{cols}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))", *_geo_args(node))
+        if not r.fixed:     # the weight gradient of the same x and geometry reuses these columns
+            _cols_seen(r)[(x, _geo_args(node), (kh, kw), tuple(dims))] = cols
     else:
         _im2col(r, node, x, dims, env, cols, _conv_geo(node, x.shape, node.shape, (kh, kw)), nrows)
     r.em.line(f"np.dot({_kernel_view(r, w)}, {cols}.reshape(({k}, {nrows} * {p})), "
@@ -219,12 +226,15 @@ def t_conv2d_weight_grad(r, node) -> None:
     _, ho, wo = g.shape
     nrows, k, p = _rows(r, dims), c * kh * kw, ho * wo
     gv = _scratch(r, node, "gm", dims, o * p)
-    cols = _scratch(r, node, "im", dims, k * p)
     g4, xv = _view(r, g, dims, nrows), _view(r, x, dims, nrows)
     if g4 and xv:
         _call(r, "swap01", g4, f"{gv}.reshape(({o}, {nrows}, {ho}, {wo}))")
-        _call(r, "im2col", xv, f"{cols}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))", *_geo_args(node))
+        cols = _cols_seen(r).get((x, _geo_args(node), (kh, kw), tuple(dims)))
+        if cols is None:
+            cols = _scratch(r, node, "im", dims, k * p)
+            _call(r, "im2col", xv, f"{cols}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))", *_geo_args(node))
     else:
+        cols = _scratch(r, node, "im", dims, k * p)
         _gather_maps(r, g, dims, env, gv, nrows)
         _im2col(r, node, x, dims, env, cols, _conv_geo(node, x.shape, g.shape, (kh, kw)), nrows)
     r.em.line(f"np.dot({gv}.reshape(({o}, {nrows} * {p})), {cols}.reshape(({k}, {nrows} * {p})).T, "
