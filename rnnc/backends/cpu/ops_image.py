@@ -2,7 +2,7 @@
 the feature map <-> patch grid moves.
 
 Convolution is im2col plus ONE GEMM over every row (loop indices × batch) of the stage. With ``N`` rows,
-``K = C k_h k_w`` and ``P = H_{out} W_{out}``, three scratch buffers per node (preallocated, reused)::
+``K = C k_h k_w`` and ``P = H_{out} W_{out}``, two scratch buffers per node (preallocated, reused)::
 
     cols  (K, N P):  cols[(c, a, b), (n, u, v)] = x_n[c, s u + d a - p, s v + d b - p]
     conv2d:              Y (O, N P) = W (O, K) @ cols,         y_n[o, u, v] = Y[o, (n, u, v)]
@@ -10,8 +10,11 @@ Convolution is im2col plus ONE GEMM over every row (loop indices × batch) of th
     conv2d_weight_grad:  W̄ (O, K)   = G (O, N P) @ cols^T
 
 Zero padding is never written: the scratch buffers start zeroed and the padded positions of ``cols`` are
-the same on every call, so the fill loops only visit the in-range window positions. Pooling, the channel
-statistics and the grid moves are plain loop nests over the node's index space.
+the same on every call, so the fill loops only visit the in-range window positions. A weight gradient
+reuses the columns its forward convolution filled earlier in the same run. Pooling, the channel statistics
+and the grid moves are loop nests. Where every buffer has an ``(N, C, H, W)`` view (lead dims equal, scan
+indices first) the generated code calls the shared precompiled kernels of :mod:`kernels_image` (small
+modules, fast Numba compiles); other layouts (broadcast reads) get inline loop nests over :meth:`Buf.at`.
 """
 from __future__ import annotations
 
