@@ -105,7 +105,7 @@ class Kernel:
         hit = text is not None
         if not hit:
             renderer = Renderer(self.graph, str(self.dtype), stream=stream)
-            renderer.alias_slices = renderer.numpy_prologue = True
+            renderer.alias_slices = renderer.numpy_prologue = renderer.vector_math = True
             rendered = renderer.render()
             source = rendered.source + f"\n\nMETA = {to_meta(rendered, self.graph)!r}\n"
             path = store_keyed(key, source) if key else store(source)[0]

@@ -28,6 +28,46 @@ SCALAR = {
     "expand": lambda a: a,
 }
 FUSABLE = frozenset(SCALAR)
+# with ``r.vector_math`` (the CPU kernel): helpers defined in the module head (see :data:`MATH_HELPERS`)
+VECTOR = {"tanh": lambda a: f"tanh_({a})", "sigmoid": lambda a: f"sigmoid_({a})"}
+
+_TANH32 = """
+@numba.njit(inline="always")
+def tanh_(x):
+    # float32 tanh without libm, so loops vectorise: Eigen's ptanh_float, a 13/6 odd rational approximation
+    # on [-7.9053, 7.9053] (absolute error < 3e-7; outside, tanh rounds to +-1 in float32)
+    x = min(max(x, F(-7.90531110763549805)), F(7.90531110763549805))
+    x2 = x * x
+    p = x2 * F(-2.76076847742355e-16) + F(2.00018790482477e-13)
+    p = x2 * p + F(-8.60467152213735e-11)
+    p = x2 * p + F(5.12229709037114e-08)
+    p = x2 * p + F(1.48572235717979e-05)
+    p = x2 * p + F(6.37261928875436e-04)
+    p = x2 * p + F(4.89352455891786e-03)
+    q = x2 * F(1.19825839466702e-06) + F(1.18534705686654e-04)
+    q = x2 * q + F(2.26843463243900e-03)
+    q = x2 * q + F(4.89352518554385e-03)
+    return x * p / q
+
+
+@numba.njit(inline="always")
+def sigmoid_(x):
+    # sigma(x) = (1 + tanh(x / 2)) / 2: vectorisable; absolute error < 2e-7
+    return F(0.5) + F(0.5) * tanh_(F(0.5) * x)
+"""
+
+_TANH64 = """
+@numba.njit(inline="always")
+def tanh_(x):
+    return math.tanh(x)
+
+
+@numba.njit(inline="always")
+def sigmoid_(x):
+    return F(1.0) / (F(1.0) + math.exp(-x))
+"""
+
+MATH_HELPERS = {"float32": _TANH32, "float64": _TANH64}
 
 
 def program_of(node) -> list:
@@ -66,7 +106,8 @@ def render_ewise(r, node) -> None:
     with r.em.loops(r.lead_ranges(dims) + feat_ranges(node.shape)):
         for j, (op, _shape, _attrs, args) in enumerate(prog):
             operands = [f"e{a[1]}" if a[0] == "t" else reads[(j, a)] for a in args]
-            r.em.line(f"e{j} = {SCALAR[op](*operands)}")
+            rule = VECTOR[op] if getattr(r, "vector_math", False) and op in VECTOR else SCALAR[op]
+            r.em.line(f"e{j} = {rule(*operands)}")
         r.em.line(f"{out.at(env, root_feats)} = e{len(prog) - 1}")
 
 

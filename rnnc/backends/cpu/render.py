@@ -60,6 +60,7 @@ class Renderer:
 
     alias_slices = False     # the CPU kernel turns these on (see _alias, _prologue); other renderers reuse
     numpy_prologue = False   # the class and its templates
+    vector_math = False      # tanh / sigmoid through vectorisable helpers (float32: no libm call)
 
     def __init__(self, graph: Graph, dtype: str, sched: Schedule | None = None, stream: bool = False):
         self.graph, self.dtype, self.stream = graph, dtype, stream
@@ -288,6 +289,10 @@ class Renderer:
             "",
             f"F = {ftype}",
         ]
+        if self.vector_math:
+            from rnnc.backends.cpu.ops_ewise import MATH_HELPERS
+
+            head += MATH_HELPERS[self.dtype].split("\n")
         funcs, calls = _stage_functions(self.em.lines, self.spans, args)
         entry = ["", "", f"def run({', '.join(args)}):"] + self.prologue + calls + ["    return 0", ""]
         results = {n: b.var for n, b in self.bufs.items() if b.var.startswith("v") and n not in self.aliases}
