@@ -253,3 +253,21 @@ def test_float32_tanh_sigmoid_accuracy_over_the_whole_range():
     assert np.all(th[x64 >= 10] == 1.0) and np.all(th[x64 <= -10] == -1.0)
     order = np.argsort(x64)
     assert np.all(np.diff(th[order]) >= -5e-7)            # monotone up to its error bound
+
+
+def test_merged_product_slice_read_after_its_scan():
+    """Two products of h[t-1] are merged into one per-step GEMM whose result is a one-step buffer; a gate slice
+    that a later map stage reads must get its own full buffer, not a view of that step buffer."""
+    m = rc.Model("slice_after_scan")
+    x = m.input("x", 3)
+    A, C = m.param("A", (3, 3)), m.param("C", (3, 3))
+    h = m.signal("h", 3)
+    hp = h[t - 1]
+    gate = C @ hp
+    h[t] = rc.tanh(A @ hp + gate * 0.5 + x[t])
+    m.output("o", rc.sigmoid(gate) * 2.0)
+    inputs = {"x": np.random.default_rng(0).normal(size=(T, B, 3))}
+    params = m.init_params(0, "float64")
+    ref = rc.interpret(m, inputs, params)
+    out = rc.compile(m, dtype="float64").forward(inputs, params)
+    assert close(out.outputs["o"], ref.outputs["o"], 1e-10)

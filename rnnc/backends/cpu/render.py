@@ -220,6 +220,8 @@ class Renderer:
         src = self.bufs.get(node.inputs[0])
         if src is None or src.literal is not None or self.dims(node) != self.dims(node.inputs[0]):
             return False
+        if node in self.keep and tuple(src.dims) != tuple(self.dims(node)):
+            return False        # read after its scan, but its source is a one-step buffer
         if not all(u.op in ALIAS_READERS for u in self.users[node]):
             return False
         self.bufs[node] = Buf(src.var, src.dims, tuple(node.shape), src.kind, offset=src.offset + node.attr("start"))
