@@ -22,7 +22,7 @@ from rnnc.interpret.bind import bind
 from rnnc.interpret.rolled import Result
 from rnnc.passes import run_pipeline
 from rnnc.runtime.compiled import Compiled
-from rnnc.runtime.kernel import Kernel
+from rnnc.runtime.kernel import Kernel, from_meta, to_meta
 
 SCAN_MODES = {"auto": 0, "loop": 1, "persistent": 2}
 
@@ -51,9 +51,10 @@ class CudaKernel(Kernel):
         if scan not in SCAN_MODES:
             raise ValueError(f"scan must be one of {sorted(SCAN_MODES)}, got {scan!r}")
         self.source_graph = graph
-        self.graph = run_pipeline(graph, passes)
+        self._graph = run_pipeline(graph, passes)
         self.dtype = np.dtype(dtype)
-        self.rendered = CudaRenderer(self.graph, dtype, stream=stream).render()
+        self.rendered = CudaRenderer(self._graph, dtype, stream=stream).render()
+        self.layout = from_meta(to_meta(self.rendered, self._graph), graph)
         self.path, hit = store(self.rendered.source)
         self.module = load(self.path)
         self.stats = {"compile_s": 0.0, "cache_hit": hit, "buffer_bytes": 0, "render_s": time.perf_counter() - t0,
@@ -93,7 +94,7 @@ class CudaKernel(Kernel):
             from rnnc.backends.cuda.kernels import empty
 
             out = {}
-            for spec in self.rendered.buffers:
+            for spec in self.layout.buffers:
                 shape = tuple(sizes[d] for d in spec.dims) + tuple(spec.shape)
                 out[spec.var] = empty(shape or (1,), np.int64 if spec.kind == "i" else self.dtype)
             self._buffers = {key: out}
@@ -118,7 +119,7 @@ class CudaKernel(Kernel):
         sizes[BATCH] = binding.batch
         bufs = self.buffers(sizes)
         by_var = {}
-        for var, node in self.rendered.leaves.items():
+        for var, node in self.layout.leaves.items():
             arr = binding.arrays.get(node)
             if arr is None:
                 arr = np.zeros((1,) * (len(node.axes) + 1) + node.shape,
@@ -128,8 +129,8 @@ class CudaKernel(Kernel):
             by_var[var] = self._device_leaf(var, v) if isinstance(v, np.ndarray) else v
         by_var.update(bufs)
         by_var["scan_mode_"] = self.scan_mode
-        n_sizes = len(self.rendered.sizes)
-        args = [sizes[d] for _, d in self.rendered.sizes] + [by_var[a] for a in self.rendered.args[n_sizes:]]
+        n_sizes = len(self.layout.sizes)
+        args = [sizes[d] for _, d in self.layout.sizes] + [by_var[a] for a in self.layout.args[n_sizes:]]
         self.stats["scan_strategy"] = self.module.run(*args)
         if not self._compiled:
             cuda.synchronize()
@@ -137,13 +138,14 @@ class CudaKernel(Kernel):
             self.stats["compile_s"] = time.perf_counter() - self._t0
         return bufs
 
-    def result(self, bufs: dict, node, copy: bool = True):
-        """``node``'s array from the last call: a fresh device array, or a host array when ``to_host``."""
-        var = self.rendered.results.get(node)
+    def result(self, bufs: dict, role: str, name: str | None = None, copy: bool = True):
+        """A result of the last call (``role`` "outputs", "grads", "values" by ``name``, or "loss"): a fresh
+        device array, or a host array when ``to_host``."""
+        var = self.layout.results.get((role, name))
         if var is None:
-            raise KeyError(f"{node!r} has no buffer in the generated module")
+            raise KeyError(f"{role} {name!r} has no buffer in the generated module")
         arr = bufs[var]
-        if not node.axes and not node.batched and not node.shape:
+        if var in self.layout.scalar:
             return arr.copy_to_host().reshape(-1)[0]
         if self.to_host:
             return arr.copy_to_host()
