@@ -167,10 +167,12 @@ class Kernel:
         return bufs
 
     def _run(self, args) -> None:
+        global _CONTROLLER
         self.module.run(*args)
         if not self._compiled:
             self._compiled = True
             self.stats["compile_s"] = time.perf_counter() - self._t0
+            _CONTROLLER = None   # the first call may have loaded another BLAS (scipy's, for np.dot): rescan
 
     def has(self, role: str, name: str | None = None) -> bool:
         return (role, name) in self.layout.results
