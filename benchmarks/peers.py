@@ -60,6 +60,30 @@ def make_torch(cell, T, B, I, H):
     return train, infer
 
 
+def make_torch_builtin(cell, T, B, I, H):
+    """PyTorch's own fused layers (``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``: oneDNN kernels on CPU)."""
+    import torch
+
+    torch.set_num_threads(2)
+    net = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](I, H)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(T, B, I)).astype(np.float32), requires_grad=True)
+    y = torch.tensor(rng.normal(size=(T, B, H)).astype(np.float32))
+
+    def train():
+        out, _ = net(x)
+        loss = ((out - y) ** 2).mean(-1).sum() / B
+        loss.backward()
+        net.zero_grad(set_to_none=True)
+        x.grad = None
+        return float(loss.detach())
+
+    def infer():
+        with torch.no_grad():
+            return net(x)[0]
+    return train, infer
+
+
 def make_jax(cell, T, B, I, H):
     import jax
     import jax.numpy as jnp

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import rnnc as rc  # noqa: E402
 from benchmarks.cells import CELLS  # noqa: E402
-from benchmarks.peers import make_jax, make_torch  # noqa: E402
+from benchmarks.peers import make_jax, make_torch, make_torch_builtin  # noqa: E402
 
 SHAPES = [(50, 32, 64, 128), (100, 64, 128, 256), (200, 16, 32, 64), (50, 128, 256, 512)]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -84,7 +84,7 @@ def fmt(row, cell, shape, peak):
     T, B, I, H = shape
     out = []
     for k, mode in enumerate(("train", "infer")):
-        best_peer = min((v[k] for n, v in row.items() if n in ("torch", "jax") and v), default=None)
+        best_peer = min((v[k] for n, v in row.items() if n in ("torch", "torch_nn", "jax") and v), default=None)
         ours = row["rnnc"][k]
         gf = flops(cell, T, B, I, H, mode == "train") / ours / 1e6
         parts = [f"{n} {v[k]:.2f}" for n, v in row.items() if v]
@@ -140,9 +140,9 @@ def main(argv=None):
     peak = gemm_peak()
     print(f"float32 GEMM peak (numpy 1024^3 matmul, 2 threads): {peak:.1f} GFLOP/s")
     peers = {}
-    for name, make in (("torch", make_torch), ("jax", make_jax)):
+    for name, make in (("torch", make_torch), ("torch_nn", make_torch_builtin), ("jax", make_jax)):
         try:
-            __import__(name)
+            __import__(name.split("_")[0])
             peers[name] = make
         except ImportError:
             print(f"{name} not installed: skipped")
