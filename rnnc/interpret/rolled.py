@@ -194,7 +194,7 @@ def interpret(model, inputs: dict, params: dict, dtype=None, sizes=None, batch=N
     return interpreter_for(graph).run(inputs, params, dtype, sizes, batch)
 
 
-_INTERPRETERS: "weakref.WeakKeyDictionary[Graph, Interpreter]" = weakref.WeakKeyDictionary()
+_INTERPRETERS: weakref.WeakKeyDictionary[Graph, Interpreter] = weakref.WeakKeyDictionary()
 
 
 def interpreter_for(graph: Graph) -> Interpreter:
