@@ -112,10 +112,16 @@ def bench_torch(x, y, steps, warmup, threads) -> float:
     return len(y) * steps / (time.perf_counter() - t0)
 
 
-def bench_rnnc(x, y, steps, warmup) -> tuple[float, str]:
+def bench_rnnc(x, y, steps, warmup, engine_kind: str = "interpret") -> tuple[float, str]:
     clf = R.fashion_reseg()
     net = clf.build(train=True)
-    engine = R.CachedEngine(net.model)
+    if engine_kind == "compiled":
+        from rnnc.train.engine import make_engine
+
+        engine = make_engine(net.model, "compiled", "float32")
+        engine.name = "compiled"
+    else:
+        engine = R.CachedEngine(net.model)
     params = net.model.init_params(0, "float32")
     opt = GradientDescentMomentum(0.05, 0.9, 5e-4)
     batch = {"x": x.astype(np.float32), "y": y}
@@ -137,6 +143,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--engine", choices=("interpret", "compiled"), default="interpret",
+                   help="rnnc's engine: the numpy interpreter or the Numba CPU kernels (compiled once, cached)")
     a = p.parse_args(argv)
     try:
         from threadpoolctl import threadpool_limits
@@ -147,7 +155,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(a.batch, 1, 28, 28)).astype(np.float64)
     y = rng.integers(0, 10, size=a.batch)
-    ours, how = bench_rnnc(x, y, a.steps, a.warmup)
+    ours, how = bench_rnnc(x, y, a.steps, a.warmup, a.engine)
     print(f"rnnc ({how}, float32): {ours:8.1f} images/s  (batch {a.batch}, {a.steps} steps)")
     try:
         import torch
