@@ -6,8 +6,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 ensure_system
 ensure_rnnc "test,cuda"     # numba-cuda: the CUDA target and its simulator (tests/cuda_sim)
 
-"$PYTHON" -m pytest -q --ignore=tests/cuda_sim "$@"
+"$PYTHON" -m pytest --ignore=tests/cuda_sim "$@"
 if compgen -G "tests/cuda_sim/test_*.py" >/dev/null; then
     echo "== CUDA simulator tests (NUMBA_ENABLE_CUDASIM=1)"
-    NUMBA_ENABLE_CUDASIM=1 "$PYTHON" -m pytest -q tests/cuda_sim
+    NUMBA_ENABLE_CUDASIM=1 "$PYTHON" -m pytest tests/cuda_sim
 fi
