@@ -1,8 +1,6 @@
 """Reductions over a loop axis, as public functions: ``rc.sum(h, t)``, ``rc.mean(h, t)``, ``rc.last(h, t)``."""
 from __future__ import annotations
 
-import builtins
-
 from rnnc.ir.node import Axis, Node
 from rnnc.ops import as_node, make
 
@@ -31,5 +29,3 @@ def mean(x, axis: Axis | None = None) -> Node:
         return make("fmean", [as_node(x)], axis=None)
     return make("amean", [as_node(x)], axis=axis)
 
-
-_ = builtins
