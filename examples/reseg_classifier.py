@@ -95,8 +95,7 @@ def fashion_cnn1() -> nn.Classifier:
 
 
 class CachedEngine:
-    """The interpreter engine with the schedule built once (``rc.interpret`` rebuilds it on every call, about
-    0.1 s per step here) and a per-step log of loss and batch accuracy for the training curves."""
+    """The interpreter engine with a per-step log of loss and batch accuracy, for the training curves."""
 
     name = "interpret-cached"
 

@@ -70,15 +70,6 @@ def _total(terms):
     return out
 
 
-def adjoint_name(graph: Graph, value: str, suffix: str = "") -> str:
-    taken = set(graph.values) | set(graph.inputs) | set(graph.params) | set(graph.outputs)
-    base = f"d_{value}{suffix}"
-    name, k = base, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    return name
-
-
 def sweep(graph: Graph, names: dict, relevant: set, seed: bool = True, hooks=None) -> Adjoints:
     """Reverse sweep over the rolled graph; a value's defining node takes the adjoint ``d_v[index]``.
 

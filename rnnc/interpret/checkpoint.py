@@ -144,7 +144,7 @@ class CheckpointInterpreter(Interpreter):
         stage, nodes, ckpt, fills = self.saved[k_stage]
         axis, size = stage.axis, b.sizes[stage.axis]
         members = set(stage.nodes)
-        steps = {n: _Window(size) for n in nodes}
+        steps = {n: {} for n in nodes}       # step index -> value, this segment and its checkpoint
         for n, vals in ckpt.get(start, {}).items():
             for d, v in enumerate(vals):
                 steps[n][start - len(vals) + d] = v
@@ -153,14 +153,6 @@ class CheckpointInterpreter(Interpreter):
                 steps[node][j] = self._scan_node(node, j, axis, size, members, steps, env, b, fills)
         self.segment[k_stage] = (start, steps)
         return steps
-
-
-class _Window(dict):
-    """Step-indexed storage for one recomputed segment (plus the checkpointed steps before it)."""
-
-    def __init__(self, size):
-        super().__init__()
-        self.size = size
 
 
 def _topo_within(nodes, dg):

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnc.errors import RnncError
 from rnnc.ir.node import Axis, Node, sort_axes
 from rnnc.ops import opdef
 from rnnc.ops.layout import align
@@ -85,9 +84,6 @@ def initial_fill(ref: Node, init, value: Node, axes_left, sizes: dict, batch, dt
     arr = arr.reshape(arr.shape[:len(lead)] + (1,) * (len(value.shape) - len(feat)) + feat)
     return np.broadcast_to(arr, lead + value.shape)
 
-
-class MissingRule(RnncError):
-    """An op lacks a rule that a transformation needs."""
 
 
 __all__ = ["Axis", "Ctx", "evaluate", "shift", "initial_fill"]

@@ -177,6 +177,3 @@ def _ops():
 
     return ops
 
-
-def frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
-    return MappingProxyType(dict(mapping or {}))

@@ -27,11 +27,3 @@ def pad_features(arrays, lead: int):
         out.append(a.reshape(a.shape[:lead] + (1,) * missing + a.shape[lead:]) if missing else a)
     return out
 
-
-def lead_sizes(arr: np.ndarray, lead: int) -> tuple:
-    return arr.shape[:lead]
-
-
-def full_lead(arr: np.ndarray, node_lead: int, sizes: tuple) -> np.ndarray:
-    """Broadcast the lead dims of ``arr`` to ``sizes`` (features unchanged)."""
-    return np.broadcast_to(arr, tuple(sizes) + arr.shape[node_lead:])
