@@ -115,23 +115,15 @@ class CudaKernel(Kernel):
 
     def call(self, binding, extra: dict | None = None) -> dict:
         """Launch ``run``; returns the device buffer dict (read results before the next call)."""
-        sizes = dict(binding.sizes)
-        sizes[BATCH] = binding.batch
+        sizes = {**binding.sizes, BATCH: binding.batch}
         bufs = self.buffers(sizes)
-        by_var = {}
-        for var, node in self.layout.leaves.items():
-            arr = binding.arrays.get(node)
-            if arr is None:
-                arr = np.zeros((1,) * (len(node.axes) + 1) + node.shape,
-                               dtype=np.int64 if node.dtype == "int" else self.dtype)
-            by_var[var] = self._device_leaf(var, arr)
+        by_var = {var: self._device_leaf(var, self.leaf_array(binding, node))
+                  for var, node in self.layout.leaves.items()}
         for var, v in (extra or {}).items():
             by_var[var] = self._device_leaf(var, v) if isinstance(v, np.ndarray) else v
         by_var.update(bufs)
         by_var["scan_mode_"] = self.scan_mode
-        n_sizes = len(self.layout.sizes)
-        args = [sizes[d] for _, d in self.layout.sizes] + [by_var[a] for a in self.layout.args[n_sizes:]]
-        self.stats["scan_strategy"] = self.module.run(*args)
+        self.stats["scan_strategy"] = self.module.run(*self.arguments(sizes, by_var))
         if not self._compiled:
             cuda.synchronize()
             self._compiled = True

@@ -145,25 +145,28 @@ class Kernel:
             self.stats["buffer_bytes"] = int(sum(a.nbytes for a in out.values()))
         return self._buffers[key]
 
+    def leaf_array(self, binding, node):
+        """The array bound to a leaf, or a size-1 placeholder for an input this call does not need."""
+        if node in binding.arrays:
+            return binding.arrays[node]
+        return np.zeros((1,) * (len(node.axes) + 1) + node.shape,
+                        dtype=np.int64 if node.dtype == "int" else self.dtype)
+
+    def arguments(self, sizes: dict, by_var: dict) -> list:
+        """``run()``'s positional arguments: axis / batch sizes, then arrays by variable name."""
+        n = len(self.layout.sizes)
+        return [sizes[d] for _, d in self.layout.sizes] + [by_var[a] for a in self.layout.args[n:]]
+
     def call(self, binding, extra: dict | None = None) -> dict:
         """Run the entry point; returns the buffer dict (read results before the next call)."""
-        sizes = dict(binding.sizes)
-        sizes[BATCH] = binding.batch
+        sizes = {**binding.sizes, BATCH: binding.batch}
         bufs = self.buffers(sizes)
-        by_var = {}
-        for var, node in self.layout.leaves.items():
-            if node not in binding.arrays:
-                arr = np.zeros((1,) * (len(node.axes) + 1) + node.shape, dtype=np.int64 if node.dtype == "int"
-                               else self.dtype)
-            else:
-                arr = binding.arrays[node]
-            by_var[var] = np.ascontiguousarray(arr)
+        by_var = {var: np.ascontiguousarray(self.leaf_array(binding, node))
+                  for var, node in self.layout.leaves.items()}
         by_var.update(extra or {})
         by_var.update(bufs)
-        n = len(self.layout.sizes)
-        args = [sizes[d] for _, d in self.layout.sizes] + [by_var[a] for a in self.layout.args[n:]]
         with _blas_limit(self.threads if self.threads else (1 if binding.batch <= 32 else 2)):
-            self._run(args)
+            self._run(self.arguments(sizes, by_var))
         return bufs
 
     def _run(self, args) -> None:
