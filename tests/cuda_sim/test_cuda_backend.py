@@ -148,3 +148,20 @@ def test_random_models_match_interpreter(s, scan):
     assert loss == pytest.approx(ref.loss, rel=1e-10, abs=1e-12)
     for k, v in ref.grads.items():
         np.testing.assert_allclose(grads[k], v, rtol=1e-9, atol=1e-11, err_msg=k)
+
+
+@pytest.mark.parametrize("opts", [dict(truncate=(2, 3)), dict(checkpoint=2), dict(wrt=["W"])])
+def test_grad_options(opts):
+    """Truncated BPTT (``tbptt_mask`` step constants), checkpointing and a subset of params, as on the CPU."""
+    case = ZOO["elman"]()
+    inputs = case.make_inputs(np.random.default_rng(0), 5, B, np.float64)
+    params = case.params()
+    gref = rc.interpret(rc.grad(case.model, **opts), inputs, params)
+    f = rc_compile(case.model, target="cuda", dtype="float64", **opts)
+    loss, grads = f.loss_and_grad(inputs, params, to_host=True)
+    assert loss == pytest.approx(gref.loss, rel=1e-10, abs=1e-12)
+    assert set(grads) == set(gref.grads)
+    for k, v in gref.grads.items():
+        np.testing.assert_allclose(grads[k], v, rtol=1e-10, atol=1e-12, err_msg=k)
+    if "truncate" in opts:
+        assert "tbptt_mask" in {n.op for n in f.kernel("grad")._graph.nodes}

@@ -21,7 +21,10 @@ import ast
 import builtins
 from contextlib import contextmanager
 
+from numba import config
+
 THREADS = 128                                     # threads per block of a map kernel
+SIM_THREADS = 4                                   # threads of a map kernel in the simulator (one block)
 MODULE_GLOBALS = frozenset({"math", "F", "cuda", "np", "lib"}) | frozenset(dir(builtins))
 
 
@@ -165,17 +168,23 @@ class CudaEmitter:
 
     # ------------------------------------------------------------------ kernels
     def _finish_map(self, kern: _Kernel) -> None:
+        """A grid-stride loop over the flat index (each thread takes ``tid, tid + gridsize, ...``): on a GPU
+        the launch covers every element, so each thread runs once; the simulator launches at most
+        :data:`SIM_THREADS` threads (it starts a Python thread per CUDA thread, which dominates its time)."""
         total = total_of(kern.ranges)
-        pre = ["    tid_ = cuda.grid(1)", f"    if tid_ >= {total}:", "        return"]
-        pre += ["    " + text for text in decompose(kern.ranges, "tid_")]
-        body = pre + kern.lines
+        pre = [f"    for tid_ in range(cuda.grid(1), {total}, cuda.gridsize(1)):"]
+        pre += ["        " + text for text in decompose(kern.ranges, "tid_")]
+        body = pre + ["    " + text for text in kern.lines]
         args = free_names(body)
         self._add_kernel(kern.name, args, body)
         tag, self.tag = self.tag, ""
         self.line(f"n_ = {total}")
         self.tag = tag
-        self.line(f"{kern.name}[(n_ + {self.threads - 1}) // {self.threads}, min(n_, {self.threads})]"
-                  f"({', '.join(args)})")
+        if config.ENABLE_CUDASIM:
+            launch = f"[1, max(1, min(n_, {SIM_THREADS}))]"
+        else:
+            launch = f"[(n_ + {self.threads - 1}) // {self.threads}, max(1, min(n_, {self.threads}))]"
+        self.line(f"{kern.name}{launch}({', '.join(args)})")
 
     def _add_kernel(self, name: str, args: list, body: list[str], shared: list[str] = ()) -> None:
         self.names.append(name)

@@ -1,4 +1,5 @@
-"""The CUDA op -> template table: the CPU templates, with the ones that would race or call BLAS replaced.
+"""The CUDA op -> template table: the vetted CPU templates (:data:`REUSED`), plus CUDA forms of the ones that
+would race or call BLAS (here, and the image ops in :mod:`rnnc.backends.cuda.ops_image`).
 
 Every CPU template that writes each output element once runs unchanged on the GPU: the
 :class:`~rnnc.backends.cuda.emit.CudaEmitter` makes its outermost loop nest a kernel with one thread per
@@ -17,6 +18,7 @@ from rnnc.backends.cpu import ops_linalg
 from rnnc.backends.cpu.emit import BATCH, feat_ranges
 from rnnc.backends.cpu.ops import HANDLED_BY_RENDERER
 from rnnc.backends.cpu.ops import TEMPLATES as CPU_TEMPLATES
+from rnnc.backends.cuda import ops_image
 
 
 def _reduce(r, node, out_dims, inner, elem_fn, cond=None, post=None) -> None:
@@ -144,11 +146,26 @@ def t_matmul(r, node) -> None:
         r.em.line(f"{out.at(env, feats)} = acc")
 
 
-TEMPLATES: dict = dict(CPU_TEMPLATES)
+#: CPU templates that write each output element exactly once from a plain loop nest (no ``+=`` across the
+#: parallel loops, no host-side numpy or BLAS calls): they run unchanged as one-thread-per-element kernels.
+#: Any other CPU template is NOT inherited, so an op that gains a CPU form without a vetted CUDA one is
+#: reported by :func:`missing_templates` (and by the renderer, naming the node) instead of racing silently.
+REUSED = frozenset({
+    "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "square", "positive",
+    "where", "slice", "expand", "fused", "transpose",
+    "fsum", "fmean", "fmax", "max_mask", "last", "first", "spread", "at_index", "batch_spread", "to_batch",
+    "step_mask", "tbptt_mask",
+    "concat", "take_rows", "pad", "reshape", "one_hot", "softmax", "log_softmax", "softmax_cross_entropy",
+    "binary_cross_entropy", "mse",
+    "to_grid", "from_grid",
+})
+
+TEMPLATES: dict = {op: fn for op, fn in CPU_TEMPLATES.items() if op in REUSED}
 TEMPLATES.update({
     "matmul": t_matmul, "outer_sum": t_outer_sum, "sum_to": t_sum_to, "asum": _axis_sum(False),
     "amean": _axis_sum(True), "edge_sum": t_edge_sum, "batch_mean": t_batch_mean,
 })
+TEMPLATES.update(ops_image.TEMPLATES)
 
 
 def missing_templates() -> list[str]:
