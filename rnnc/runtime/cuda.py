@@ -6,7 +6,9 @@
 * work buffers are device arrays allocated once per shape and reused;
 * results are device arrays (``.copy_to_host()``) unless the model was compiled with ``results="host"``
   or a call passes ``to_host=True``; the loss is a Python float;
-* ``stats`` adds ``scan_strategy`` (per scan of the last call: ``"persistent"`` or ``"loop"``).
+* ``stats`` adds ``scan_strategy`` (per scan of the last call: ``"persistent"`` (one block), ``"grid"`` (a
+  cooperative multi-block launch) or ``"loop"`` (one launch per node per step); see
+  :mod:`rnnc.backends.cuda.render`).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from rnnc.passes import run_pipeline
 from rnnc.runtime.compiled import Compiled
 from rnnc.runtime.kernel import Kernel, from_meta, to_meta
 
-SCAN_MODES = {"auto": 0, "loop": 1, "persistent": 2}
+SCAN_MODES = {"auto": 0, "loop": 1, "persistent": 2, "grid": 3}
 
 
 def is_device_array(x) -> bool:
@@ -151,7 +153,7 @@ class CudaKernel(Kernel):
 class CudaCompiled(Compiled):
     """:class:`Compiled` on the GPU: ``rc.compile(m, target="cuda", scan="auto", results="device")``.
 
-    ``scan`` picks the scan strategy ("auto", "loop" or "persistent"; see :mod:`rnnc.backends.cuda.render`);
+    ``scan`` picks the scan strategy ("auto", "loop", "persistent" or "grid"; see :mod:`rnnc.backends.cuda.render`);
     ``results`` is "device" (default) or "host".
     """
 

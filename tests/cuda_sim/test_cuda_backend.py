@@ -51,6 +51,32 @@ def test_zoo_matches_interpreter(name, scan):
     assert stats["grad"]["scan_strategy"] and set(stats["grad"]["scan_strategy"]) == {scan}
 
 
+@pytest.mark.parametrize("name", ["lstm", "bidirectional", "renet"])
+def test_grid_strategy_matches_interpreter(name):
+    """The cooperative multi-block scan (the simulator runs cooperative grids of one block only, so this
+    checks the generated grid-stride loops and ``grid.sync()`` barriers, not cross-block timing)."""
+    stats = _check(name, "grid")
+    assert set(stats["grad"]["scan_strategy"]) == {"grid"}
+
+
+def test_auto_strategy_thresholds(monkeypatch):
+    """auto: one block while the step's product work is small; past it, the grid for small batches, the
+    per-step loop for large ones (thresholds patched so that tiny models cross them)."""
+    import rnnc.backends.cuda.render as render
+
+    m = ZOO["elman"]().model
+    inputs = ZOO["elman"]().make_inputs(np.random.default_rng(0), T, B, np.float64)
+    params = ZOO["elman"]().params()
+    picked = {}
+    for macs, batch in [(1 << 20, 64), (0, 64), (0, 0)]:
+        monkeypatch.setattr(render, "PERSISTENT_MACS", macs)
+        monkeypatch.setattr(render, "GRID_MAX_BATCH", batch)
+        f = rc_compile(m, target="cuda", dtype="float64")
+        f.forward(inputs, params)
+        picked[(macs, batch)] = set(f.stats["loss"]["scan_strategy"])
+    assert picked == {(1 << 20, 64): {"persistent"}, (0, 64): {"grid"}, (0, 0): {"loop"}}
+
+
 @pytest.mark.parametrize("name", ["ops_mix", "variable_length", "stack2", "encoder_decoder"])
 def test_more_models_auto_strategy(name):
     stats = _check(name, "auto")

@@ -58,7 +58,7 @@ def _ops(scan: str):
     return _CACHE[scan]
 
 
-@pytest.mark.parametrize("scan", ["loop", "persistent"])
+@pytest.mark.parametrize("scan", ["loop", "persistent", "grid"])
 @pytest.mark.parametrize("name", IMAGE_OPS + ["scan_conv", "scan_input_grad", "scan_weight_grad",
                                               "bcast_weight_grad", "bcast_maxpool_grad"])
 def test_image_op_cuda_equals_interpreter(name, scan):

@@ -192,9 +192,11 @@ class CudaEmitter:
         self.kernels.append("\n".join(head + list(shared) + body))
 
     @contextmanager
-    def persistent(self, threads: int, grid: bool = False, blocks: str = "1"):
+    def persistent(self, threads: int, grid: bool = False, want: str = "1"):
         """Everything emitted inside runs in ONE kernel (a whole scan); outermost loops become block-stride
-        loops (grid-stride with a grid-wide barrier when ``grid``). Yields the kernel to add shared arrays."""
+        loops, or with ``grid`` grid-stride loops with a grid-wide barrier (a cooperative launch of ``want``
+        blocks, capped by :func:`rnnc.backends.cuda.kernels.grid_blocks` at what the device keeps resident).
+        Yields the kernel to add shared arrays."""
         name = f"k{len(self.names)}"
         kern = _Kernel(name, [], persistent=True)
         self._cur = kern
@@ -209,4 +211,5 @@ class CudaEmitter:
             self.sync, self.stride = "cuda.syncthreads()", ("cuda.threadIdx.x", "cuda.blockDim.x")
             args = free_names(kern.shared + kern.lines)
             self._add_kernel(name, args, kern.lines, kern.shared)
+            blocks = f"lib.grid_blocks({name}, ({', '.join(args)},), {threads}, {want})" if grid else "1"
             self.line(f"{name}[{blocks}, {threads}]({', '.join(args)})")

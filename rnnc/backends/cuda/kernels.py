@@ -67,6 +67,23 @@ def gemm(A, B, C, ta: int, tb: int) -> None:
     kern[grid, (TILE, TILE)](A, B, C, ta, tb, K)
 
 
+_COOP_CAP: dict = {}
+
+
+def grid_blocks(kernel, args: tuple, threads: int, want: int) -> int:
+    """Blocks for a cooperative (grid-synchronised) launch of ``kernel(*args)``: ``want``, capped at the
+    number of blocks of ``threads`` threads the device can keep resident at once (more would make
+    ``grid.sync()`` wait forever, so CUDA refuses the launch). The simulator supports cooperative grids of
+    one block only, so there it is always 1."""
+    if config.ENABLE_CUDASIM:
+        return 1
+    key = (kernel, threads)
+    if key not in _COOP_CAP:
+        compiled = kernel.compile(tuple(kernel.typeof_pyval(a) for a in args))
+        _COOP_CAP[key] = compiled.max_cooperative_grid_blocks(threads)
+    return max(1, min(int(want), _COOP_CAP[key]))
+
+
 def empty(shape, dtype):
     """A zero-filled device array (buffers are allocated once per shape and reused)."""
     return cuda.to_device(np.zeros(shape, dtype=dtype))

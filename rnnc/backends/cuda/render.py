@@ -7,13 +7,20 @@ templates' index arithmetic are the CPU backend's. The host function ``run(sizes
 scan_mode_)`` is plain Python::
 
     map stage:   one kernel launch per node (one thread per element; products: one tiled GEMM over all rows)
-    scan stage:  if persistent:  ONE launch; the kernel loops over the steps itself, its threads stride over
-                                 each node's elements, a barrier between nodes; axis-free matrices the step
-                                 reads are copied to shared memory once, before the loop
+    scan stage:  if persistent:  ONE launch of ONE block; the kernel loops over the steps itself, its threads
+                                 stride over each node's elements, a barrier between nodes; axis-free matrices
+                                 the step reads are copied to shared memory once, before the loop (when they
+                                 fit :data:`SHARED_BYTES`)
+                 elif grid:      ONE cooperative launch of many blocks (as many as the widest node of a step
+                                 needs, capped at what stays resident); grid-stride loops, ``grid.sync()``
+                                 between nodes; matrices too big for shared memory are read from global / L2
                  else:           for s in range(n): one launch per node (GEMM per step for products)
 
-``scan_mode_`` is 0 (auto: persistent when the per-step product work ``nb × Σ M·N`` is at most
-:data:`PERSISTENT_MACS`), 1 (always the host loop) or 2 (always persistent). ``run`` returns the list of
+``scan_mode_`` is 0 (auto), 1 (always the host loop), 2 (always one-block persistent) or 3 (always grid).
+Auto picks persistent when the per-step product work ``nb × Σ M·N`` is at most :data:`PERSISTENT_MACS`, else
+grid when the batch is at most :data:`GRID_MAX_BATCH` (small batches: per-step launches would dominate; the
+batch 4, H = 1024 case), else the loop (large batches: the per-step tiled GEMM keeps the GPU busy). These
+thresholds are first guesses, not yet measured on a GPU. ``run`` returns the list of
 strategies it used, one per scan, which the runtime reports in ``stats``.
 """
 from __future__ import annotations
@@ -28,6 +35,8 @@ from rnnc.backends.cuda.emit import CudaEmitter
 PERSISTENT_MACS = 1 << 20          # per-step multiply-adds one block handles faster than a launch sequence
 PERSISTENT_THREADS = 16 if config.ENABLE_CUDASIM else 256   # 256 × 255 registers fit any SM
 SHARED_BYTES = 48 * 1024           # static shared memory per block
+GRID_THREADS = 16 if config.ENABLE_CUDASIM else 256          # threads per block of a cooperative-grid scan
+GRID_MAX_BATCH = 64                # auto: past one block's work, a grid-synchronised scan up to this batch
 
 
 class CudaRenderer(Renderer):
@@ -110,19 +119,40 @@ class CudaRenderer(Renderer):
         macs = sum(int(np.prod(nd.inputs[0].shape)) for nd in stage.nodes if nd.op == "matmul") or 1
         self.em.tag = f"scan over {axis.name}"
         with self.em.block(f"if scan_mode_ == 2 or (scan_mode_ == 0 and nb * {macs} <= {PERSISTENT_MACS}):"):
-            self.em.line("picked_.append('persistent')")
-            self.shared, self._shared_bytes = {}, 0
-            with self.em.persistent(PERSISTENT_THREADS) as kern:
-                self._kern = kern
-                with self.em.block(f"for s_ in range({n}):"):
-                    self._step_body(stage, k, n, templates, render_ref)
-                self._kern = None
+            self._persistent_scan(stage, k, n, templates, render_ref, grid=False)
+        self.em.tag = f"scan over {axis.name}"
+        with self.em.block(f"elif scan_mode_ == 3 or (scan_mode_ == 0 and nb <= {GRID_MAX_BATCH}):"):
+            self._persistent_scan(stage, k, n, templates, render_ref, grid=True)
         self.em.tag = f"scan over {axis.name}"
         with self.em.block("else:"):
             self.em.line("picked_.append('loop')")
             with self.em.block(f"for s_ in range({n}):"):
                 self._step_body(stage, k, n, templates, render_ref)
         self.fixed = {}
+
+    def _persistent_scan(self, stage, k, n, templates, render_ref, grid: bool) -> None:
+        """The whole scan as ONE launch: one block (``persistent``) or a cooperative grid (``grid``) whose
+        blocks stride over each node's elements and meet at ``grid.sync()`` between nodes."""
+        self.em.line(f"picked_.append('{'grid' if grid else 'persistent'}')")
+        self.shared, self._shared_bytes = {}, 0
+        threads = GRID_THREADS if grid else PERSISTENT_THREADS
+        with self.em.persistent(threads, grid=grid, want=self._grid_want(stage, threads)) as kern:
+            self._kern = kern
+            with self.em.block(f"for s_ in range({n}):"):
+                self._step_body(stage, k, n, templates, render_ref)
+            self._kern = None
+
+    def _grid_want(self, stage, threads: int) -> str:
+        """Blocks that give every element of the widest node of one step its own thread (an expression)."""
+        widths = []
+        for node in stage.nodes:
+            if node.op in ("ref", "input", "param", "lengths", "const"):
+                continue
+            sizes = [self.size(d) for d in self.space(node)] + [str(int(np.prod(node.shape)))]
+            widths.append(" * ".join(sizes))
+        widths = list(dict.fromkeys(widths))
+        most = f"max({', '.join(widths)})" if len(widths) > 1 else (widths[0] if widths else "1")
+        return f"({most} + {threads - 1}) // {threads}"
 
     def _step_body(self, stage, k, n, templates, render_ref) -> None:
         self.em.line(f"{k} = s_" if stage.direction > 0 else f"{k} = {n} - 1 - s_")
