@@ -8,10 +8,14 @@ stride, ``p`` padding, ``d`` dilation (output ``u`` reads input row :math:`y = s
 
     conv2d              y[o, u, v]   = sum_{c, a, b} W[o, c, a, b] x[c, s u + d a - p, s v + d b - p]
     conv2d_input_grad   x̄[c, y, x]   = sum_{o, a, b} W[o, c, a, b] g[o, u, v]   where y = s u + d a - p ...
-    conv2d_weight_grad  W̄[o, c, a, b] = sum_{rows, u, v} g[o, u, v] x[c, s u + d a - p, s v + d b - p]
+    conv2d_weight_grad  W̄[o, c, a, b] = sum_{rows} (sum_{u, v} g[o, u, v] x[c, s u + d a - p, s v + d b - p])
     maxpool2d_grad      x̄[c, y, x]   = sum of g[c, u, v] over the windows (u, v) whose first maximum is (y, x)
     avgpool2d_grad      x̄[c, y, x]   = sum of g[c, u, v] / (kh kw) over the windows (u, v) holding (y, x)
-    channel_mean        mu[c]        = (1 / N) sum over every row and pixel, one thread per channel
+    channel_mean        mu[c]        = (1 / N) sum over rows (sum over the row's pixels)
+
+The two reductions over every row (sample × loop index) run in two parallel stages: one thread per (row,
+output element) writes a partial sum into a scratch buffer ``(rows..., *shape)``, then one thread per output
+element adds the rows up.
 
 Out-of-range input positions (zero padding) are skipped by bounds checks. Every read goes through
 :meth:`~rnnc.backends.cpu.emit.Buf.at`, so broadcast inputs and scan-fixed indices need no special case.
@@ -20,8 +24,9 @@ reused from the CPU table (see :data:`rnnc.backends.cuda.ops.REUSED`).
 """
 from __future__ import annotations
 
-from rnnc.backends.cpu.emit import feat_ranges
+from rnnc.backends.cpu.emit import Buf, feat_ranges
 from rnnc.backends.cpu.ops_image import _whole
+from rnnc.backends.cpu.render import BufSpec
 
 
 def _in(var: str, size: int) -> str:
@@ -84,28 +89,51 @@ def t_conv2d_input_grad(r, node) -> None:
         r.em.line(f"{out.at(env, ['f0', 'f1', 'f2'])} = acc")
 
 
+def _partials(r, node, dims, shape) -> Buf:
+    """A scratch buffer ``(*dims, *shape)`` private to ``node``: one partial result per row (allocated once by
+    the runtime, reused), for reductions over every row done in two parallel stages."""
+    b = Buf(r.name(node, "pr"), tuple(dims), tuple(int(s) for s in shape))
+    r.buffers.append(BufSpec(b.var, b.dims, b.shape))
+    return b
+
+
+def _sum_rows(r, node, part: Buf, dims, post=None) -> None:
+    """Second stage: ``out[f] = post(sum over the rows of part[rows, f])``, one thread per output element."""
+    out = r.out(node)
+    feats = [v for v, _ in feat_ranges(node.shape, "f")]
+    env = r.env(dims)
+    with r.em.loops(feat_ranges(node.shape, "f")):
+        r.em.line("acc64 = 0.0")
+        with r.em.loops(r.lead_ranges(dims)):
+            r.em.line(f"acc64 += {part.at(env, feats)}")
+        r.em.line(f"{out.at({}, feats)} = " + (post("acc64") if post else "acc64"))
+
+
 def t_conv2d_weight_grad(r, node) -> None:
-    """:math:`\\bar W[o, c, a, b] = \\sum_{rows, u, v} g[o, u, v]\\, x[c, s u + d a - p, s v + d b - p]`:
-    one thread per kernel weight, every row (sample × loop index) and output pixel summed inside."""
+    """:math:`\\bar W[o, c, a, b] = \\sum_{rows, u, v} g[o, u, v]\\, x[c, s u + d a - p, s v + d b - p]` in two
+    parallel stages: one thread per (row, weight) sums its row's output pixels into a partial buffer, then
+    one thread per weight sums the rows (``O C k_h k_w`` threads alone would leave most of a GPU idle)."""
     g, x = node.inputs
     _whole(r, node)
-    out, gb, xb = r.out(node), r.buf(g), r.buf(x)
+    gb, xb = r.buf(g), r.buf(x)
     (sh, sw), (ph, pw), (dh, dw) = _conv_attrs(node)
     _, ho, wo = g.shape
     _, h, wd = x.shape
     full = g if len(r.dims(g)) >= len(r.dims(x)) else x
     dims = r.space(full)
     env = r.env(dims)
-    with r.em.loops(feat_ranges(node.shape, "f")):
+    part = _partials(r, node, dims, node.shape)
+    with r.em.loops(r.lead_ranges(dims) + feat_ranges(node.shape, "f")):
         r.em.line("acc = F(0.0)")
-        with r.em.loops(r.lead_ranges(dims) + [("u_", str(ho))]):
+        with r.em.loops([("u_", str(ho))]):
             r.em.line(f"y_ = {sh} * u_ + {dh} * f2 - {ph}")
             with r.em.block(f"if {_in('y_', h)}:"):
                 with r.em.loops([("v_", str(wo))]):
                     r.em.line(f"x_ = {sw} * v_ + {dw} * f3 - {pw}")
                     with r.em.block(f"if {_in('x_', wd)}:"):
                         r.em.line(f"acc += {gb.at(env, ['f0', 'u_', 'v_'])} * {xb.at(env, ['f1', 'y_', 'x_'])}")
-        r.em.line(f"{out.at({}, ['f0', 'f1', 'f2', 'f3'])} = acc")
+        r.em.line(f"{part.at(env, ['f0', 'f1', 'f2', 'f3'])} = acc")
+    _sum_rows(r, node, part, dims)
 
 
 # ----------------------------------------------------------------------------- pooling
@@ -228,18 +256,21 @@ def _count(r, shape, dims) -> str:
 
 
 def t_channel_mean(r, node) -> None:
-    """:math:`\\mu_c = \\frac{1}{N}\\sum x[\\dots, c, \\dots]`: one thread per channel, summed in float64."""
+    """:math:`\\mu_c = \\frac{1}{N}\\sum x[\\dots, c, \\dots]` in two parallel stages: one thread per (row,
+    channel) sums the row's pixels, then one thread per channel sums the rows (in float64)."""
     (x,) = node.inputs
     _whole(r, node)
-    out, xb = r.out(node), r.buf(x)
+    xb = r.buf(x)
     dims = r.space(x)
     env = r.env(dims)
     rest = feat_ranges(x.shape[1:], "q")
-    with r.em.loops([("f0", str(x.shape[0]))]):
+    part = _partials(r, node, dims, node.shape)
+    with r.em.loops(r.lead_ranges(dims) + [("f0", str(x.shape[0]))]):
         r.em.line("acc64 = 0.0")
-        with r.em.loops(r.lead_ranges(dims) + rest):
+        with r.em.loops(rest):
             r.em.line(f"acc64 += {xb.at(env, ['f0'] + [v for v, _ in rest])}")
-        r.em.line(f"{out.at({}, ['f0'])} = acc64 / ({_count(r, x.shape, dims)})")
+        r.em.line(f"{part.at(env, ['f0'])} = acc64")
+    _sum_rows(r, node, part, dims, post=lambda a: f"{a} / ({_count(r, x.shape, dims)})")
 
 
 def t_channel_spread(r, node) -> None:
