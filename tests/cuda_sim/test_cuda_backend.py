@@ -163,7 +163,7 @@ def test_bad_target_and_options():
 
 
 @settings(max_examples=4, deadline=None)
-@given(specs(), st.sampled_from(["loop", "persistent"]))
+@given(specs(), st.sampled_from(["loop", "persistent", "grid"]))
 def test_random_models_match_interpreter(s, scan):
     m = build(s)
     rng = np.random.default_rng(s["seed"])

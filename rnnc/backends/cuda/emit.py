@@ -183,7 +183,7 @@ class CudaEmitter:
         if config.ENABLE_CUDASIM:
             launch = f"[1, max(1, min(n_, {SIM_THREADS}))]"
         else:
-            launch = f"[(n_ + {self.threads - 1}) // {self.threads}, max(1, min(n_, {self.threads}))]"
+            launch = f"[max(1, (n_ + {self.threads - 1}) // {self.threads}), max(1, min(n_, {self.threads}))]"
         self.line(f"{kern.name}{launch}({', '.join(args)})")
 
     def _add_kernel(self, name: str, args: list, body: list[str], shared: list[str] = ()) -> None:

@@ -15,9 +15,10 @@ once over all rows (host strategy) or run as per-element dot products reading th
 from __future__ import annotations
 
 from rnnc.backends.cpu import ops_linalg
-from rnnc.backends.cpu.emit import BATCH, feat_ranges
+from rnnc.backends.cpu.emit import BATCH, Buf, feat_ranges
 from rnnc.backends.cpu.ops import HANDLED_BY_RENDERER
 from rnnc.backends.cpu.ops import TEMPLATES as CPU_TEMPLATES
+from rnnc.backends.cpu.render import BufSpec
 from rnnc.backends.cuda import ops_image
 
 
@@ -25,9 +26,27 @@ def _reduce(r, node, out_dims, inner, elem_fn, cond=None, post=None) -> None:
     """``out[o] = post(sum over inner ranges of elem_fn(env, out feats))``, one thread per output element.
 
     ``inner`` are (var, size) ranges (loop axes / batch / features) summed in sequence; ``cond`` (a string
-    over those vars) skips terms; the env maps every lead dim to its variable.
+    over those vars) skips terms; the env maps every lead dim to its variable. On the host strategy, a sum
+    over both rows (loop axes / batch) and features (a conv bias gradient: samples × pixels) runs in two
+    parallel stages: one thread per (row, output element) sums the features into a partial buffer, then one
+    thread per output element sums the rows.
     """
-    out = r.out(node)
+    lead = {r.var(d): d for d in list(r.axes) + [BATCH] if d not in r.fixed}
+    rows = [(v, s) for v, s in inner if v in lead]
+    rest = [(v, s) for v, s in inner if v not in lead]
+    if r.em.in_kernel or not rows or not rest:
+        _reduce_once(r, node, r.out(node), out_dims, inner, elem_fn, cond, post)
+        return
+    row_dims = [lead[v] for v, _ in rows]
+    part = Buf(r.name(node, "pr"), tuple(row_dims) + tuple(out_dims), tuple(node.shape))
+    r.buffers.append(BufSpec(part.var, part.dims, part.shape))
+    _reduce_once(r, node, part, row_dims + list(out_dims), rest, elem_fn, cond)
+    _reduce_once(r, node, r.out(node), out_dims, rows,
+                 lambda env, f: part.at(r.env(row_dims + list(out_dims)), f), post=post)
+
+
+def _reduce_once(r, node, out, out_dims, inner, elem_fn, cond=None, post=None) -> None:
+    """One stage of :func:`_reduce`: ``out`` over ``out_dims`` × the node's features, ``inner`` summed."""
     env = r.env(out_dims)
     feats = [v for v, _ in feat_ranges(node.shape)]
     with r.em.loops(r.lead_ranges(out_dims) + feat_ranges(node.shape)):
