@@ -59,6 +59,21 @@ def test_grid_strategy_matches_interpreter(name):
     assert set(stats["grad"]["scan_strategy"]) == {"grid"}
 
 
+@pytest.mark.parametrize("budget", [0, 1 << 20])
+def test_persistent_matrices_transposed_in_global_or_shared_memory(monkeypatch, budget):
+    """Products inside a persistent kernel read ``A^T``: a global copy when the shared budget is spent
+    (patched to 0: the H = 1024 case), a shared-memory copy when it fits."""
+    import rnnc.backends.cuda.render as render
+
+    monkeypatch.setattr(render, "SHARED_BYTES", budget)
+    stats = _check("lstm", "persistent")
+    assert set(stats["grad"]["scan_strategy"]) == {"persistent"}
+    src = rc_compile(ZOO["lstm"]().model, target="cuda", scan="persistent").kernel("grad").source
+    kernel = src.split("def run")[0]
+    assert ("cuda.shared.array" in kernel) == bool(budget)
+    assert any(f"tr{k}" in kernel for k in range(200)) != bool(budget)
+
+
 def test_auto_strategy_thresholds(monkeypatch):
     """auto: one block while the step's product work is small; past it, the grid for small batches, the
     per-step loop for large ones (thresholds patched so that tiny models cross them)."""

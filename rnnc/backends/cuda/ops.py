@@ -143,7 +143,8 @@ def t_outer_sum(r, node) -> None:
 
 def t_matmul(r, node) -> None:
     """:math:`y = A x`: one tiled GEMM ``X (rows, N) · A^T`` on the host strategy when A is axis-free;
-    per-element dot products otherwise (reading A from shared memory inside a persistent scan)."""
+    per-element dot products otherwise (inside a persistent scan reading a transposed copy ``A^T``, in
+    shared memory when it fits: see :meth:`~rnnc.backends.cuda.render.CudaRenderer.matrix_t`)."""
     a, b = node.inputs
     out = r.out(node)
     if not r.em.in_kernel and ops_linalg._gemm_ok(r, node, a, b):
@@ -153,15 +154,16 @@ def t_matmul(r, node) -> None:
             M, N = a.shape
             r.em.line(f"lib.gemm({vb}.reshape(({rows}, {N})), {r.buf(a).var}, {vo}.reshape(({rows}, {M})), 0, 1)")
             return
-    abuf = r.shared_copy(a) if r.em.in_kernel else r.buf(a)
+    at = r.matrix_t(a) if r.em.in_kernel else None
     dims = r.space(node)
     env = r.env(dims)
     feats = [v for v, _ in feat_ranges(node.shape)]
     bf = ["q"] + feats[1:]
+    elem = at.at(env, ["q", feats[0]]) if at is not None else r.buf(a).at(env, [feats[0], "q"])
     with r.em.loops(r.lead_ranges(dims) + feat_ranges(node.shape)):
         r.em.line("acc = F(0.0)")
         with r.em.loops([("q", str(a.shape[1]))]):
-            r.em.line(f"acc += {abuf.at(env, [feats[0], 'q'])} * {r.buf(b).at(env, bf)}")
+            r.em.line(f"acc += {elem} * {r.buf(b).at(env, bf)}")
         r.em.line(f"{out.at(env, feats)} = acc")
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from numba import config
 
 from rnnc.backends.cpu.emit import BATCH, Buf
-from rnnc.backends.cpu.render import MissingTemplate, Rendered, Renderer
+from rnnc.backends.cpu.render import BufSpec, MissingTemplate, Rendered, Renderer
 from rnnc.backends.cuda.emit import CudaEmitter
 
 PERSISTENT_MACS = 1 << 20          # per-step multiply-adds one block handles faster than a launch sequence
@@ -47,7 +47,8 @@ class CudaRenderer(Renderer):
         self.em = CudaEmitter()
         self.shared: dict = {}           # node -> Buf of its shared-memory copy (inside a persistent kernel)
         self._kern = None
-        self._shared_bytes = 0
+        self._mats: dict = {}            # matrix -> None (transposed shared copy) or Buf (transposed global copy)
+        self._gt: dict = {}              # matrix -> Buf of its global transposed copy
         self._stage_nodes: set = set()
 
     # ------------------------------------------------------------------ templates
@@ -78,30 +79,58 @@ class CudaRenderer(Renderer):
         else:
             refs.shift_copy(self, ref, self.out(ref))
 
-    def shared_copy(self, node) -> Buf:
-        """Inside a persistent kernel: a shared-memory copy of the axis-free array ``node`` when it fits
-        the block's budget (loaded once, before the step loop), else its global buffer."""
-        buf = self.buf(node)
-        if self._kern is None or buf.literal is not None or buf.dims or node in self._stage_nodes:
-            return buf
-        if node in self.shared:
-            return self.shared[node]
-        nbytes = int(np.prod(node.shape)) * np.dtype(self.dtype).itemsize
-        if self._shared_bytes + nbytes > SHARED_BYTES:
-            return buf
-        self._shared_bytes += nbytes
-        sb = Buf(f"sh{len(self.shared)}", (), tuple(node.shape))
-        size = int(np.prod(node.shape))
-        strides = np.cumprod((1,) + tuple(node.shape[::-1]))[:-1][::-1]
-        idx = ", ".join(f"(t_ // {int(s)}) % {int(n)}" for s, n in zip(strides, node.shape))
-        self._kern.shared += [
-            f"    {sb.var} = cuda.shared.array({tuple(node.shape)}, F)",
-            f"    for t_ in range(cuda.threadIdx.x, {size}, cuda.blockDim.x):",
-            f"        {sb.var}[{idx}] = {buf.var}[{idx}]",
-            "    cuda.syncthreads()",
-        ]
-        self.shared[node] = sb
-        return sb
+    def _plan_matrices(self, stage) -> None:
+        """Before a persistent kernel: each axis-free matrix ``A (M, K)`` that a product of the step reads gets
+        a transposed copy ``A^T (K, M)``, so neighbouring threads (neighbouring output rows ``m``) read
+        neighbouring addresses (coalesced global loads, no shared-memory bank conflicts). In stage order,
+        while the block's :data:`SHARED_BYTES` last, the copy is in shared memory (loaded by the kernel, see
+        :meth:`matrix_t`); past that, in global memory (one map kernel, emitted here)."""
+        self._mats, used = {}, 0
+        for nd in stage.nodes:
+            a = nd.inputs[0] if nd.op == "matmul" else None
+            if a is None or a in self._mats or not self._constant_matrix(a):
+                continue
+            nbytes = int(np.prod(a.shape)) * np.dtype(self.dtype).itemsize
+            if used + nbytes <= SHARED_BYTES:
+                used += nbytes
+                self._mats[a] = None
+            else:
+                self._mats[a] = self._global_t(a)
+
+    def _constant_matrix(self, a) -> bool:
+        b = self.bufs.get(a)
+        return (b is not None and b.literal is None and not b.dims and not b.offset and len(a.shape) == 2
+                and a not in self._stage_nodes)
+
+    def _global_t(self, a) -> Buf:
+        """``A^T`` in a global scratch buffer (allocated once, filled before each persistent launch)."""
+        m, k = a.shape
+        tb = self._gt.get(a)
+        if tb is None:
+            tb = self._gt[a] = Buf(self.name(a, "tr"), (), (k, m))
+            self.buffers.append(BufSpec(tb.var, (), (k, m)))
+        src = self.buf(a)
+        with self.em.loops([("f0", str(m)), ("f1", str(k))]):
+            self.em.line(f"{tb.at({}, ['f1', 'f0'])} = {src.at({}, ['f0', 'f1'])}")
+        return tb
+
+    def matrix_t(self, node) -> Buf | None:
+        """Inside a persistent kernel: the transposed copy ``A^T`` planned by :meth:`_plan_matrices` (a
+        shared-memory one is declared and loaded at the kernel's start, once), or None (read ``A`` itself)."""
+        if self._kern is None or node not in self._mats:
+            return None
+        if self._mats[node] is not None:
+            return self._mats[node]
+        if node not in self.shared:
+            m, k = node.shape
+            sb = self.shared[node] = Buf(f"sh{len(self.shared)}", (), (k, m))
+            self._kern.shared += [
+                f"    {sb.var} = cuda.shared.array(({k}, {m}), F)",
+                f"    for t_ in range(cuda.threadIdx.x, {m * k}, cuda.blockDim.x):",
+                f"        {sb.var}[t_ % {k}, t_ // {k}] = {self.buf(node).var}[t_ // {k}, t_ % {k}]",
+                "    cuda.syncthreads()",
+            ]
+        return self.shared[node]
 
     # ------------------------------------------------------------------ scans
     def _scan(self, stage, templates, render_ref):
@@ -134,7 +163,8 @@ class CudaRenderer(Renderer):
         """The whole scan as ONE launch: one block (``persistent``) or a cooperative grid (``grid``) whose
         blocks stride over each node's elements and meet at ``grid.sync()`` between nodes."""
         self.em.line(f"picked_.append('{'grid' if grid else 'persistent'}')")
-        self.shared, self._shared_bytes = {}, 0
+        self.shared = {}
+        self._plan_matrices(stage)
         threads = GRID_THREADS if grid else PERSISTENT_THREADS
         with self.em.persistent(threads, grid=grid, want=self._grid_want(stage, threads)) as kern:
             self._kern = kern
