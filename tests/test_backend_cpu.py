@@ -15,12 +15,15 @@ from hypothesis import strategies as st
 
 os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
 
+from test_passes import MERGE_ALL  # noqa: E402
 from zoo import ZOO  # noqa: E402
 
 import rnnc as rc  # noqa: E402
 from rnnc import t  # noqa: E402
 from rnnc.backends.cpu.ops import missing_templates  # noqa: E402
 from rnnc.backends.cpu.render import MissingTemplate, Renderer  # noqa: E402
+from rnnc.passes import run_pipeline  # noqa: E402
+from rnnc.runtime.compiled import Compiled  # noqa: E402
 
 T, B = 4, 3
 _COMPILED: dict = {}
@@ -144,7 +147,9 @@ def test_source_is_readable_and_traceable():
     assert body and all("  # " in ln for ln in body)        # every line in the body names its IR node
     run_lines = src.split("def run(")[1].split("\nMETA = ")[0].splitlines()[1:]
     assert all("  # " in ln for ln in run_lines if ln.strip() and not ln.strip().startswith(("stage_", "return")))
-    assert "np.copyto(" in src       # the stacked gate matrices are built by numpy in run(), not compiled loops
+    grad_src = f.kernel("grad").source
+    # stacked weight gradients are split by numpy in run(), not by compiled loops
+    assert "take_rows(" in grad_src and "np.copyto(" in grad_src.split("def run(")[1]
     assert "for s_ in range(n0):" in src                    # a loop over time, not an unrolled body
     case, _ = compiled("lstm", "float64")
     f.forward(*_data(case))
@@ -269,5 +274,26 @@ def test_merged_product_slice_read_after_its_scan():
     inputs = {"x": np.random.default_rng(0).normal(size=(T, B, 3))}
     params = m.init_params(0, "float64")
     ref = rc.interpret(m, inputs, params)
-    out = rc.compile(m, dtype="float64").forward(inputs, params)
+    out = Compiled(m, dtype="float64", passes=MERGE_ALL).forward(inputs, params)   # merge the 3-row products
     assert close(out.outputs["o"], ref.outputs["o"], 1e-10)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "renet"])
+def test_every_merge_compiled(name):
+    """With the scan-size threshold off, the zoo's small recurrent products are merged per step, sums of
+    products become one product on stacked adjoints that the LSTM's gates write in place (no concat copy), and
+    weight gradients are one product per shared operand: still equal to the interpreter."""
+    case = ZOO[name]()
+    inputs, params = _data(case)
+    ref = rc.interpret(rc.grad(case.model), inputs, params)
+    f = Compiled(case.model, dtype="float64", passes=MERGE_ALL)
+    loss, grads = f.loss_and_grad(inputs, params)
+    assert abs(loss - ref.loss) <= 1e-10 * max(1.0, abs(ref.loss))
+    for k, v in ref.grads.items():
+        assert close(grads[k], v, 1e-10), k
+    r = Renderer(run_pipeline(rc.grad(case.model).graph, MERGE_ALL), "float64")
+    r.alias_slices = r.numpy_prologue = r.vector_math = True
+    r.render()
+    if name == "lstm":
+        assert r.placed, "the stacked gate adjoints should be written in place"
+

@@ -7,7 +7,21 @@ from zoo import ZOO
 
 import rnnc as rc
 from rnnc import t
-from rnnc.passes import PIPELINE, cse, dce, fold, fuse, merge_matmul, prune, run_pipeline
+from rnnc.passes import (
+    CPU_PIPELINE,
+    PIPELINE,
+    cse,
+    dce,
+    fold,
+    fuse,
+    merge_matmul,
+    merge_outer,
+    merge_sums,
+    prune,
+    run_pipeline,
+)
+from rnnc.passes.merge_matmul import merge_matmul_cpu
+from rnnc.passes.merge_sums import merge_sums_cpu
 
 T, B = 4, 3
 
@@ -23,20 +37,27 @@ def _agree(graph_a, graph_b, inputs, params):
         np.testing.assert_allclose(rb.grads[k], ra.grads[k], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["elman", "lstm", "gru", "bidirectional", "renet", "variable_length", "ops_mix"])
+# the CPU pipeline with the scan-size threshold off, so small zoo models exercise every merge
+MERGE_ALL = [(n, {"merge_matmul": merge_matmul, "merge_sums": merge_sums}.get(n, fn)) for n, fn in CPU_PIPELINE]
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru", "bidirectional", "renet", "variable_length", "ops_mix",
+                                  "stack2"])
 @pytest.mark.parametrize("gradient", [False, True])
-def test_pipeline_keeps_meaning(name, gradient):
+@pytest.mark.parametrize("pipeline", ["generic", "cpu", "merge_all"])
+def test_pipeline_keeps_meaning(name, gradient, pipeline):
+    passes = {"generic": PIPELINE, "cpu": CPU_PIPELINE, "merge_all": MERGE_ALL}[pipeline]
     case = ZOO[name]()
     inputs = case.make_inputs(np.random.default_rng(0), T, B, np.float64)
     params = case.params()
     graph = rc.grad(case.model).graph if gradient else case.model.graph
     seen = []
-    out = run_pipeline(graph, dump=lambda n, g: seen.append(n))
-    assert seen == [n for n, _ in PIPELINE]
+    out = run_pipeline(graph, passes, dump=lambda n, g: seen.append(n))
+    assert seen == [n for n, _ in passes]
     _agree(graph, out, inputs, params)
 
 
-def _lstm_like():
+def _lstm_like(loss: bool = False):
     m = rc.Model("gates")
     x = m.input("x", 3)
     h = m.signal("h", 4)
@@ -46,7 +67,14 @@ def _lstm_like():
     b = rc.tanh(W["b"] @ x[t] + R["b"] @ h[t - 1])
     h[t] = a * b
     m.output("o", h[t])
+    if loss:
+        m.loss(rc.mse(h[t], m.input("y", 4)[t]))
     return m
+
+
+def _gates_data(seed):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.normal(size=(T, B, 3)), "y": rng.normal(size=(T, B, 4))}
 
 
 def test_merge_matmul_stacks_shared_operand_products():
@@ -54,9 +82,39 @@ def test_merge_matmul_stacks_shared_operand_products():
     before = sum(n.op == "matmul" for n in g.nodes)
     after = merge_matmul(cse(g))   # cse first: the two reads of h[t-1] (and of x[t]) become one
     assert before == 4 and sum(n.op == "matmul" for n in after.nodes) == 2
+    # on the CPU the small per-step products (4 rows) stay apart; the hoisted ones on x[t] are merged
+    assert sum(n.op == "matmul" for n in merge_matmul_cpu(cse(g)).nodes) == 3
     rng = np.random.default_rng(0)
     params = _lstm_like().init_params(0, "float64")
     _agree(g, after, {"x": rng.normal(size=(T, B, 3))}, params)
+
+
+def _count(graph, op):
+    return sum(n.op == op for n in graph.nodes)
+
+
+def test_merge_outer_stacks_weight_and_bias_gradients():
+    m = _lstm_like(loss=True)
+    g = cse(rc.grad(m).graph)
+    after = merge_outer(g)
+    # dW_a, dW_b share x; dR_a, dR_b share h[t-1]: four products over all steps become two
+    assert _count(g, "outer_sum") == 4 and _count(after, "outer_sum") == 2 and _count(after, "take_rows") == 4
+    _agree(g, after, _gates_data(1), m.init_params(0, "float64"))
+
+
+def test_merge_sums_makes_one_backward_product_per_step():
+    m = _lstm_like(loss=True)
+    g = cse(rc.grad(m).graph)
+    assert merge_sums_cpu(g) is g        # 4x4 recurrent matrices: below the CPU's scan threshold, left apart
+    after = merge_sums(g)
+    # the adjoint of h[t-1] reads R_a^T g_a + R_b^T g_b: one product on the stacked adjoints
+    assert _count(after, "matmul") == _count(g, "matmul") - 1
+    stacked = [n for n in after.nodes if n.op == "concat" and n.batched]
+    assert len(stacked) == 1 and len(stacked[0].inputs) == 2
+    _agree(g, after, _gates_data(2), m.init_params(0, "float64"))
+    # merge_outer then reuses that stack (same order) for the weight gradients
+    both = merge_outer(after)
+    assert _count(both, "concat") == _count(after, "concat")
 
 
 def test_fuse_makes_one_node_per_chain():

@@ -9,10 +9,16 @@ from rnnc.passes.cse import cse
 from rnnc.passes.dce import dce, prune
 from rnnc.passes.fold import fold
 from rnnc.passes.fuse import fuse
-from rnnc.passes.merge_matmul import merge_matmul
+from rnnc.passes.merge_matmul import merge_matmul, merge_matmul_cpu
+from rnnc.passes.merge_outer import merge_outer
+from rnnc.passes.merge_sums import merge_sums, merge_sums_cpu
 
 PIPELINE = [("cse", cse), ("fold", fold), ("dce", dce), ("merge_matmul", merge_matmul), ("cse2", cse),
             ("fuse", fuse)]
+# the CPU backend also stacks adjoints for sums of products and weight gradients (its renderer writes them
+# straight into the stacked buffer), and keeps small per-step products apart (see merge_matmul)
+CPU_PIPELINE = PIPELINE[:3] + [("merge_matmul", merge_matmul_cpu), ("merge_sums", merge_sums_cpu),
+                               ("merge_outer", merge_outer)] + PIPELINE[4:]
 
 
 def run_pipeline(graph, passes=None, dump=None):
@@ -24,4 +30,5 @@ def run_pipeline(graph, passes=None, dump=None):
     return graph
 
 
-__all__ = ["PIPELINE", "run_pipeline", "cse", "fold", "dce", "prune", "fuse", "merge_matmul"]
+__all__ = ["PIPELINE", "CPU_PIPELINE", "run_pipeline", "cse", "fold", "dce", "prune", "fuse", "merge_matmul",
+           "merge_outer", "merge_sums"]

@@ -19,7 +19,7 @@ from rnnc.backends.cpu.emit import BATCH
 from rnnc.backends.cpu.render import BufSpec, Renderer
 from rnnc.interpret.bind import bind
 from rnnc.ir.graph import Graph
-from rnnc.passes import run_pipeline
+from rnnc.passes import CPU_PIPELINE, run_pipeline
 from rnnc.runtime.graph_key import Unkeyable, graph_key
 
 
@@ -121,7 +121,7 @@ class Kernel:
     def graph(self) -> Graph:
         """The graph after the pass pipeline (computed on demand: a cache hit does not need it)."""
         if self._graph is None:
-            self._graph = run_pipeline(self.source_graph, self._passes)
+            self._graph = run_pipeline(self.source_graph, self._passes if self._passes is not None else CPU_PIPELINE)
         return self._graph
 
     @property
@@ -165,17 +165,19 @@ class Kernel:
                   for var, node in self.layout.leaves.items()}
         by_var.update(extra or {})
         by_var.update(bufs)
-        with _blas_limit(self.threads if self.threads else (1 if binding.batch <= 32 else 2)):
+        scan = self.threads or (1 if binding.batch <= 32 else 2)
+        with _StageThreads(scan=scan, whole=self.threads or 2) as threads:
+            self.module._threads = threads
             self._run(self.arguments(sizes, by_var))
         return bufs
 
     def _run(self, args) -> None:
-        global _CONTROLLER
+        global _BLAS
         self.module.run(*args)
         if not self._compiled:
             self._compiled = True
             self.stats["compile_s"] = time.perf_counter() - self._t0
-            _CONTROLLER = None   # the first call may have loaded another BLAS (scipy's, for np.dot): rescan
+            _BLAS = None         # the first call may have loaded another BLAS (scipy's, for np.dot): rescan
 
     def has(self, role: str, name: str | None = None) -> bool:
         return (role, name) in self.layout.results
@@ -195,14 +197,38 @@ class Kernel:
         return [n for r, n in self.layout.results if r == role]
 
 
-_CONTROLLER = None
+_BLAS = None
 
 
-def _blas_limit(n: int):
-    """Limit BLAS threads for one call: per-step products are too small for a second thread to pay."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
+def _blas_libs() -> list:
+    global _BLAS
+    if _BLAS is None:
         from threadpoolctl import ThreadpoolController
 
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=n, user_api="blas")
+        _BLAS = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _BLAS
+
+
+class _StageThreads:
+    """BLAS threads per stage, set by the generated ``run`` before each stage (``_threads("scan")``): a
+    scan's per-step products on a small batch are too small for a second thread to pay, the map stages'
+    products over all steps (hoisted inputs, weight gradients) are not. Restores the counts on exit."""
+
+    def __init__(self, scan: int, whole: int):
+        self.want = {"scan": scan, "map": whole}
+        self.now = None
+
+    def __enter__(self):
+        self.saved = [(lib, lib.num_threads) for lib in _blas_libs()]
+        return self
+
+    def __call__(self, kind: str) -> None:
+        n = self.want[kind]
+        if n != self.now:
+            for lib, _ in self.saved:
+                lib.set_num_threads(n)
+            self.now = n
+
+    def __exit__(self, *exc):
+        for lib, n in self.saved:
+            lib.set_num_threads(n)

@@ -9,16 +9,21 @@ from __future__ import annotations
 from rnnc.backends.cpu.emit import feat_ranges
 
 
-def _rows_view(r, buf, dims):
-    """A C-contiguous 2-D view expression of ``buf``: ``(rows, features)``, after fixing the scan index.
+def _rows_view(r, buf, node_dims):
+    """A C-contiguous 2-D view expression of ``buf`` (laid out like a node of lead ``node_dims``, or, for a
+    one-step buffer, without the scan axis): ``(rows, features)`` after fixing the scan index.
 
-    Returns (outer loop dims, view expression, rows expression) or None when the layout does not allow it.
+    Dims before the scan axis are looped (a ReNet column sweep: one GEMM per row ``i``), the dims after it are
+    the rows. Returns (outer loop dims, view expression, rows expression) or None when the layout differs.
     """
-    fixed = [d for d in buf.dims if d in r.fixed]
-    pos = buf.dims.index(fixed[0]) if fixed else -1
-    outer = list(buf.dims[:pos]) if pos >= 0 else []
-    rest = buf.dims[pos + 1:] if pos >= 0 else buf.dims
-    idx = [r.var(d) if d not in r.fixed else r.fixed[d] for d in buf.dims[:pos + 1]]
+    fixed = [d for d in node_dims if d in r.fixed]
+    pos = node_dims.index(fixed[0]) if fixed else 0
+    outer = list(node_dims[:pos])
+    rest = list(node_dims[pos + 1:]) if fixed else list(node_dims)
+    has_axis = bool(fixed) and fixed[0] in buf.dims
+    if tuple(buf.dims) != tuple(outer + (fixed[:1] if has_axis else []) + rest) or buf.offset:
+        return None
+    idx = [r.var(d) for d in outer] + ([r.fixed[fixed[0]]] if has_axis else [])
     base = f"{buf.var}[{', '.join(idx)}]" if idx else buf.var
     rows = " * ".join(r.size(d) for d in rest) or "1"
     return outer, base, rows
@@ -36,14 +41,26 @@ def t_matmul(r, node) -> None:
     a, b = node.inputs
     out = r.out(node)
     if _gemm_ok(r, node, a, b):
-        outer_b, vb, rows = _rows_view(r, r.buf(b), r.dims(b))
-        outer_o, vo, _ = _rows_view(r, out, r.dims(node))
-        if outer_b == outer_o:
+        vb, vo = _rows_view(r, r.buf(b), r.dims(node)), _rows_view(r, out, r.dims(node))
+        if vb is not None and vo is not None:
+            (outer, vb, rows), (_, vo, _) = vb, vo
             M, N = a.shape
-            with r.em.loops(r.lead_ranges(outer_o)):
-                r.em.line(f"np.dot({vb}.reshape(({rows}, {N})), {r.buf(a).var}.T, {vo}.reshape(({rows}, {M})))")
+            with r.em.loops(r.lead_ranges(outer)):
+                r.em.line(f"np.dot({vb}.reshape(({rows}, {N})), {_right_operand(r, a)}, {vo}.reshape(({rows}, {M})))")
             return
     _matmul_loops(r, node, out)
+
+
+def _right_operand(r, a) -> str:
+    """``A^T`` for the GEMM: ``S`` when ``A = transpose(S)``, or an already computed ``transpose(A)`` (whole
+    C-contiguous arrays: small products with a transposed operand run up to 2x slower in OpenBLAS), else the
+    view ``A.T``."""
+    for other in ([a.inputs[0]] if a.op == "transpose" else []) + [
+            u for u in r.users.get(a, ()) if u.op == "transpose"]:
+        src = r.bufs.get(other)
+        if src is not None and src.literal is None and not src.dims and not src.offset and len(src.shape) == 2:
+            return src.var
+    return f"{r.buf(a).var}.T"
 
 
 def _matmul_loops(r, node, out) -> None:

@@ -24,6 +24,13 @@ def t_concat(r, node) -> None:
         start += x.shape[-1]
 
 
+def t_take_rows(r, node) -> None:
+    """Rows ``[start, stop)`` of a matrix (the split of stacked weight gradients)."""
+    (x,) = node.inputs
+    start = node.attr("start")
+    r.fill_loops(node, r.out(node), lambda e, f: r.buf(x).at(e, [f"{f[0]} + {start}"] + f[1:]))
+
+
 def t_pad(r, node) -> None:
     (g,) = node.inputs
     out = r.out(node)
@@ -121,7 +128,7 @@ def _pair_loss(kind):
 
 
 TEMPLATES = {
-    "concat": t_concat, "pad": t_pad, "reshape": t_reshape, "one_hot": t_one_hot,
+    "concat": t_concat, "take_rows": t_take_rows, "pad": t_pad, "reshape": t_reshape, "one_hot": t_one_hot,
     "softmax": _softmax(False), "log_softmax": _softmax(True), "softmax_cross_entropy": t_softmax_ce,
     "binary_cross_entropy": _pair_loss("bce"), "mse": _pair_loss("mse"),
 }

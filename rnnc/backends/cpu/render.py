@@ -79,6 +79,8 @@ class Renderer:
         self.ref_fill: dict = {}
         self.aliases: set = set()
         self.prologue: list = []
+        self.after: dict = {}            # stage number -> numpy statements run after its function
+        self.placed: set = set()         # concats whose inputs write straight into their buffer
 
     # ------------------------------------------------------------------ naming
     def var(self, dim) -> str:
@@ -163,6 +165,9 @@ class Renderer:
             for i in n.inputs:
                 self.users.setdefault(i, []).append(n)
         self.keep_roots = set(self.graph.roots()) | {r.inputs[0] for r in self.graph.refs() if r.inputs}
+        self.stage_of = {n: k for k, s in enumerate(self.schedule, 1) for n in s.nodes}
+        if self.alias_slices:
+            self._place_concats()
         body = self.em
         body.depth = 1
         self.spans: list = []
@@ -176,7 +181,7 @@ class Renderer:
                 self._scan(stage, TEMPLATES, render_ref)
             else:
                 for node in stage.nodes:
-                    if not (self.numpy_prologue and self._prologue(node)):
+                    if not (self.numpy_prologue and (self._prologue(node) or self._epilogue(node, k))):
                         self._node(node, TEMPLATES, render_ref)
             self.spans.append((k, start, len(body.lines)))
         return self._finish()
@@ -188,7 +193,7 @@ class Renderer:
         if node.op == "ref":
             render_ref(self, node)
             return
-        if self.alias_slices and self._alias(node):
+        if self.alias_slices and self._alias(node) or node in self.placed:
             return
         fn = templates.get(node.op)
         if fn is None:
@@ -211,6 +216,55 @@ class Renderer:
         else:
             self.prologue.append(f"    np.concatenate(({', '.join(b.var for b in ins)},), axis=-1, out={out.var}){tag}")
         return True
+
+    def _epilogue(self, node, stage_no: int) -> bool:
+        """Row / feature splits of axis-free results (stacked weight gradients) that no later code of their
+        stage reads: numpy copies in ``run`` after the stage's function (no loop nest to compile)."""
+        if node.op not in ("take_rows", "slice") or self.dims(node):
+            return False
+        src = self.bufs.get(node.inputs[0])
+        if src is None or src.literal is not None or src.offset or src.dims:
+            return False
+        if any(self.stage_of.get(u) == stage_no for u in self.users.get(node, ())):
+            return False
+        a, b = node.attr("start"), node.attr("stop")
+        cut = f"[{a}:{b}]" if node.op == "take_rows" else f"[..., {a}:{b}]"
+        self.after.setdefault(stage_no, []).append(
+            f"    np.copyto({self.out(node).var}, {src.var}{cut})  # {self.describe(node)}")
+        return True
+
+    def _place_concats(self) -> None:
+        """A ``concat`` whose inputs are each computed by elementwise code (which writes through
+        :meth:`Buf.at`) and read only by such code gets its buffer first; each input is then an offset view
+        of it, so the inputs are written in place and the concat costs nothing (an LSTM's gate adjoints,
+        stacked for one weight-gradient product)."""
+        value_of_refs = {self.graph.value_of(r) for r in self.graph.refs()}
+        taken: set = set()
+        for node in self.graph.nodes:
+            if node.op != "concat" or node in self.keep_roots or node in self.bufs or not self.dims(node):
+                continue
+            ins = node.inputs
+            step = node in self.step_nodes
+            if len(set(ins)) != len(ins) or any(
+                    i.op not in ALIAS_READERS or i in self.bufs or i in taken or i in self.keep_roots
+                    or i in value_of_refs or self.dims(i) != self.dims(node) or (step and i not in self.step_nodes)
+                    or len(i.shape) != 1
+                    or not all(u is node or u.op in ALIAS_READERS for u in self.users.get(i, ()))
+                    for i in ins):
+                continue
+            fixed, self.fixed = self.fixed, {}
+            if step:
+                scan = self.schedule[self.stage_of[node] - 1]
+                self.fixed = {scan.axis: self.var(scan.axis)}
+            whole = self.new_buf(node, step=step)
+            self.fixed = fixed
+            at = 0
+            for i in ins:
+                self.bufs[i] = Buf(whole.var, whole.dims, tuple(i.shape), whole.kind, offset=at)
+                self.aliases.add(i)
+                taken.add(i)
+                at += i.shape[0]
+            self.placed.add(node)
 
     def _alias(self, node) -> bool:
         """A ``slice`` read only by elementwise code (which indexes through :meth:`Buf.at`) is no copy but
@@ -290,13 +344,24 @@ class Renderer:
             "from rnnc.backends.cpu import kernels_image as imk  # noqa: F401",
             "",
             f"F = {ftype}",
+            "",
+            "",
+            "def _threads(kind):",
+            '    """BLAS threads for the next stage; the runtime replaces this hook."""',
+            "",
         ]
         if self.vector_math:
             from rnnc.backends.cpu.ops_ewise import MATH_HELPERS
 
             head += MATH_HELPERS[self.dtype].split("\n")
         funcs, calls = _stage_functions(self.em.lines, self.spans, args)
-        entry = ["", "", f"def run({', '.join(args)}):"] + self.prologue + calls + ["    return 0", ""]
+        body = []
+        for k, call in calls:
+            if call:
+                kind = self.schedule[k - 1].kind
+                body += [f"    _threads({kind!r})  # BLAS threads for a {kind} stage", call]
+            body += self.after.get(k, [])
+        entry = ["", "", f"def run({', '.join(args)}):"] + self.prologue + body + ["    return 0", ""]
         results = {n: b.var for n, b in self.bufs.items() if b.var.startswith("v") and n not in self.aliases}
         src = "\n".join(head + funcs + entry)
         return Rendered(src, args, sizes, dict(self.leaves), list(self.buffers), results, dict(self.hist))
@@ -314,11 +379,12 @@ def _stage_functions(lines, spans, args) -> tuple[list, list]:
         body = lines[start:stop]
         code = [ln.split("  # ", 1)[0] for ln in body if not ln.lstrip().startswith("#")]
         if not any(c.strip() for c in code):
+            calls.append((k, None))
             continue
         used = {w for c in code for w in _WORD.findall(c)} & known
         params = [a for a in args if a in used]
         funcs += ["", "", JIT, f"def stage_{k}({', '.join(params)}):"] + body + ["    return 0"]
-        calls.append(f"    stage_{k}({', '.join(params)})")
+        calls.append((k, f"    stage_{k}({', '.join(params)})"))
     return funcs, calls
 
 

@@ -1,0 +1,93 @@
+"""Merging a sum of matrix products into one product on stacked operands.
+
+The adjoint of an LSTM's ``h[t-1]`` is ``W_i^T g_i + W_f^T g_f + W_g^T g_g + W_o^T g_o``; as one product
+
+.. math::  \\sum_k A_k g_k = [A_1\\ A_2\\ \\dots] \\begin{bmatrix} g_1 \\\\ g_2 \\\\ \\vdots \\end{bmatrix}
+
+it is one GEMM per step on the stacked adjoints (the same ``concat`` that :mod:`merge_outer` stacks for the
+weight gradients, so the CPU renderer writes the adjoints straight into it). A sum is an ``add`` tree whose
+inner nodes are read only by the tree; its leaves ``A_k @ g_k`` must be in one stage, with axis-free matrices of
+the same row count. :func:`merge_sums_cpu` merges inside a scan only when each matrix has
+:data:`~rnnc.passes.merge_matmul.SCAN_MIN_ROWS` columns (small per-step products run faster apart on a CPU, see
+:mod:`merge_matmul`).
+"""
+from __future__ import annotations
+
+from rnnc.ir.graph import Graph, rebuild
+from rnnc.ops import make
+from rnnc.passes.common import remap, uses
+from rnnc.passes.merge_matmul import SCAN_MIN_ROWS, _candidate
+from rnnc.schedule.schedule import build_schedule
+
+
+def _leaves(root, inner, stage) -> list:
+    """Leaves of the add tree under ``root`` (iterative; ``inner(n, stage)`` says whether to open ``n``)."""
+    out, stack = [], [root]
+    while stack:
+        n = stack.pop()
+        if n is root or inner(n, stage):
+            stack.extend(reversed(n.inputs))
+        else:
+            out.append(n)
+    return out
+
+
+def merge_sums(graph: Graph, scan_min_rows: int = 0) -> Graph:
+    """Rewrite ``sum_k A_k @ g_k`` as one product of stacked operands (see the module docstring)."""
+    stages = build_schedule(graph)
+    stage_of = {n: k for k, s in enumerate(stages) for n in s.nodes}
+    count = uses(graph)
+
+    def inner(n, stage) -> bool:
+        return n.op == "add" and count[n] == 1 and stage_of.get(n) == stage
+
+    def mergeable(leaf, root) -> bool:
+        if not _candidate(leaf) or stage_of.get(leaf) != stage_of.get(root) or leaf.shape != root.shape:
+            return False
+        k = stage_of.get(leaf)
+        return k is None or stages[k].kind == "map" or leaf.inputs[0].shape[1] >= scan_min_rows
+
+    roots = {}
+    for n in graph.nodes:
+        if n.op != "add":
+            continue
+        leaves = _leaves(n, inner, stage_of.get(n))
+        prods = [leaf for leaf in leaves if mergeable(leaf, n)]
+        if len(prods) > 1 and len({p.inputs[1] for p in prods}) == len(prods):
+            roots[n] = (leaves, prods)
+    # keep only outermost trees: a root inside another root's tree is opened by it
+    opened = {m for n, (leaves, _) in roots.items() for m in _inner_nodes(n, leaves)}
+    roots = {n: v for n, v in roots.items() if n not in opened}
+    if not roots:
+        return graph
+
+    def fn(node, inputs, mapping):
+        if node not in roots:
+            return None
+        leaves, prods = roots[node]
+        mats = make("concat", [mapping[p.inputs[0]] for p in prods], where=node.where)
+        stacked = make("concat", [mapping[p.inputs[1]] for p in prods], where=node.where)
+        total = make("matmul", [mats, stacked], where=node.where)
+        for leaf in leaves:
+            if leaf not in prods:
+                total = make("add", [total, mapping[leaf]], where=node.where)
+        return total
+
+    return remap(graph, rebuild(graph.roots(), fn))
+
+
+def _inner_nodes(root, leaves) -> set:
+    """The add nodes strictly inside ``root``'s tree (between it and its leaves)."""
+    leaf_set, out, stack = set(leaves), set(), list(root.inputs)
+    while stack:
+        n = stack.pop()
+        if n in leaf_set or n in out:
+            continue
+        out.add(n)
+        stack.extend(n.inputs)
+    return out
+
+
+def merge_sums_cpu(graph: Graph) -> Graph:
+    """:func:`merge_sums` with the CPU's threshold for per-step products."""
+    return merge_sums(graph, SCAN_MIN_ROWS)
