@@ -87,13 +87,36 @@ def _child_feats(op, attrs, shape, feats, child_shape) -> list:
 
 def render_ewise(r, node) -> None:
     """``out = program(inputs)`` in one loop nest over the node's index space."""
-    prog = program_of(node)
-    out = r.out(node)
-    dims = r.space(node)
+    render_ewise_group(r, [node])
+
+
+def render_ewise_group(r, nodes) -> None:
+    """Sibling elementwise nodes over the same index space in ONE loop nest (an LSTM step's gate, cell and
+    hidden updates): each node's program in turn, a member read by a later member passed on in a register.
+    The renderer checks that members read each other only at the same element (:func:`can_join`)."""
+    dims = r.space(nodes[0])
     env = r.env(dims)
-    root_feats = [v for v, _ in feat_ranges(node.shape)]
+    root_feats = [v for v, _ in feat_ranges(nodes[0].shape)]
+    temps: dict = {}
+    r.em.tag = r.describe(nodes[0]) + (f" and {len(nodes) - 1} sibling(s)" if len(nodes) > 1 else "")
+    with r.em.loops(r.lead_ranges(dims) + feat_ranges(nodes[0].shape)):
+        for k, node in enumerate(nodes):
+            r.em.tag = r.describe(node)
+            name = f"e{k}_" if len(nodes) > 1 else "e"
+            prog = program_of(node)
+            reads = _reads(r, node, prog, env, root_feats, temps)
+            for j, (op, _shape, _attrs, args) in enumerate(prog):
+                operands = [f"{name}{a[1]}" if a[0] == "t" else reads[(j, a)] for a in args]
+                rule = VECTOR[op] if getattr(r, "vector_math", False) and op in VECTOR else SCALAR[op]
+                r.em.line(f"{name}{j} = {rule(*operands)}")
+            r.em.line(f"{r.out(node).at(env, root_feats)} = {name}{len(prog) - 1}")
+            temps[node] = f"{name}{len(prog) - 1}"
+
+
+def _arg_feats(node, prog, root_feats) -> dict:
+    """Feature indices at which each input argument ``(j, ("in", k))`` of the program is read."""
     feats = {len(prog) - 1: root_feats}
-    reads = {}
+    out = {}
     for j in range(len(prog) - 1, -1, -1):
         op, shape, attrs, args = prog[j]
         for arg in args:
@@ -102,13 +125,28 @@ def render_ewise(r, node) -> None:
             if arg[0] == "t":
                 feats[arg[1]] = cf
             else:
-                reads[(j, arg)] = r.buf(node.inputs[arg[1]]).at(env, cf)
-    with r.em.loops(r.lead_ranges(dims) + feat_ranges(node.shape)):
-        for j, (op, _shape, _attrs, args) in enumerate(prog):
-            operands = [f"e{a[1]}" if a[0] == "t" else reads[(j, a)] for a in args]
-            rule = VECTOR[op] if getattr(r, "vector_math", False) and op in VECTOR else SCALAR[op]
-            r.em.line(f"e{j} = {rule(*operands)}")
-        r.em.line(f"{out.at(env, root_feats)} = e{len(prog) - 1}")
+                out[(j, arg)] = list(cf)
+    return out
+
+
+def same_step(r, node):
+    """The value a same-step reference ``s[t]`` reads (it has no code of its own), else ``node``."""
+    return r.graph.value_of(node) if node.op == "ref" and not node.attr("offset") else node
+
+
+def _reads(r, node, prog, env, root_feats, temps) -> dict:
+    """The expression each input argument reads: an input's element, or a group member's register."""
+    reads = {}
+    for (j, arg), cf in _arg_feats(node, prog, root_feats).items():
+        src = node.inputs[arg[1]]
+        member = temps.get(same_step(r, src))
+        reads[(j, arg)] = member if member and cf == list(root_feats) else r.buf(src).at(env, cf)
+    return reads
+
+
+def member_reads(node, root_feats) -> list:
+    """(input node, feature indices) of every input element ``node``'s program reads."""
+    return [(node.inputs[arg[1]], cf) for (_j, arg), cf in _arg_feats(node, program_of(node), root_feats).items()]
 
 
 TEMPLATES = {op: render_ewise for op in FUSABLE}

@@ -180,11 +180,62 @@ class Renderer:
             if stage.kind == "scan":
                 self._scan(stage, TEMPLATES, render_ref)
             else:
-                for node in stage.nodes:
-                    if not (self.numpy_prologue and (self._prologue(node) or self._epilogue(node, k))):
-                        self._node(node, TEMPLATES, render_ref)
+                self._nodes(stage.nodes, TEMPLATES, render_ref, stage_no=k)
             self.spans.append((k, start, len(body.lines)))
         return self._finish()
+
+    def _nodes(self, nodes, templates, render_ref, stage_no=None):
+        """Render ``nodes`` in order; on the CPU, runs of sibling elementwise nodes share one loop nest."""
+        from rnnc.backends.cpu.ops_ewise import render_ewise, render_ewise_group
+
+        group: list = []
+        for node in nodes:
+            if stage_no is not None and self.numpy_prologue and (
+                    self._prologue(node) or self._epilogue(node, stage_no)):
+                continue
+            if node.op in ("input", "param", "lengths", "const") or node in self.placed:
+                continue
+            if node.op == "ref" and not node.attr("offset"):
+                self._node(node, templates, render_ref)     # the value's own buffer: no code
+                continue
+            if self.alias_slices and templates.get(node.op) is render_ewise:
+                if self._alias(node):
+                    continue
+                if group and self._joins(group, node):
+                    group.append(node)
+                    continue
+                if group:
+                    render_ewise_group(self, group)
+                group = [node]
+                continue
+            if group:
+                render_ewise_group(self, group)
+                group = []
+            self._node(node, templates, render_ref)
+        if group:
+            render_ewise_group(self, group)
+
+    def _joins(self, group, node) -> bool:
+        """May ``node`` share the loop nest of ``group``: same index space, and no element of a member's
+        buffer read at another index or through another name (a slice view, a stacked buffer)?"""
+        from rnnc.backends.cpu.ops_ewise import member_reads, same_step
+
+        first = group[0]
+        if self.space(node) != self.space(first) or node.shape != first.shape:
+            return False
+        feats = [f"f{k}" for k in range(len(node.shape))]
+        members = set(group)
+        written = {self.out(m).var for m in group}
+        for src, cf in member_reads(node, feats):
+            src = same_step(self, src)
+            if src in members:
+                if cf != feats:
+                    return False
+            elif self.buf(src).var in written:
+                return False
+        mine = self.out(node).var
+        return not any(self.buf(src).var == mine and same_step(self, src) is not node
+                       for m in group for src, _ in member_reads(m, feats))
 
     def _node(self, node, templates, render_ref):
         if node.op in ("input", "param", "lengths", "const"):
@@ -295,8 +346,7 @@ class Renderer:
         prepare_scan_refs(self, stage)
         with self.em.block(f"for s_ in range({n}):"):
             self.em.line(f"{k} = s_" if stage.direction > 0 else f"{k} = {n} - 1 - s_")
-            for node in stage.nodes:
-                self._node(node, templates, render_ref)
+            self._nodes(stage.nodes, templates, render_ref)
         self.fixed = {}
 
     def _bind_leaves(self):
@@ -390,9 +440,13 @@ def _stage_functions(lines, spans, args) -> tuple[list, list]:
 
 def _stable(r: Renderer, stage):
     """The stage's nodes in a deterministic dependency order (ties by position in ``graph.nodes``), so the
-    generated source, and with it the cache key, is the same in every process."""
+    generated source, and with it the cache key, is the same in every process. Shifted references come
+    first; then runs of one kind are kept together (elementwise code while any is ready, then products...),
+    so sibling elementwise loops end up adjacent and can share a loop nest."""
     import dataclasses
     import heapq
+
+    from rnnc.passes.fuse import FUSABLE
 
     members = set(stage.nodes)
     deps = {n: {i for i in n.inputs if i in members} for n in stage.nodes}
@@ -403,17 +457,27 @@ def _stable(r: Renderer, stage):
     for n, ds in deps.items():
         for d in ds:
             users[d].append(n)
+
+    def kind(n) -> int:
+        if n.op == "ref":
+            return 0 if n.attr("offset") else 2      # a same-step reference has no code: elementwise glue
+        return 2 if n.op in FUSABLE or n.op == "fused" else 1
+
     left = {n: len(ds) for n, ds in deps.items()}
-    ready = [(r.order[n], n.id, n) for n, k in left.items() if k == 0]
-    heapq.heapify(ready)
-    out = []
-    while ready:
-        _, _, n = heapq.heappop(ready)
+    ready: dict = {0: [], 1: [], 2: []}
+    for n, k in left.items():
+        if k == 0:
+            heapq.heappush(ready[kind(n)], (r.order[n], n.id, n))
+    out, last = [], 1
+    while any(ready.values()):
+        k = 0 if ready[0] else (last if ready[last] else 3 - last)
+        n = heapq.heappop(ready[k])[-1]
+        last = k or last
         out.append(n)
         for u in users[n]:
             left[u] -= 1
             if left[u] == 0:
-                heapq.heappush(ready, (r.order[u], u.id, u))
+                heapq.heappush(ready[kind(u)], (r.order[u], u.id, u))
     if len(out) != len(stage.nodes):
         return stage
     return dataclasses.replace(stage, nodes=tuple(out))
