@@ -297,3 +297,39 @@ def test_every_merge_compiled(name):
     if name == "lstm":
         assert r.placed, "the stacked gate adjoints should be written in place"
 
+
+
+def test_values_computed_in_a_stage_are_not_read_before_it():
+    """The gradient of ``(2 A) @ x[t]`` holds ``transpose(2 A)``: axis-free like a parameter reshuffle, but its
+    input is computed by a stage, so it must not run in ``run()``'s prologue, before that stage. Checked on
+    the source (the prologue reads only params and earlier prologue results) and on values (twice, with new
+    parameters, so a stale buffer from the first call would show)."""
+    import re
+
+    m = rc.Model("scaled_weights")
+    x, y = m.input("x", 3), m.input("y", 3)
+    A, W = m.param("A", (3, 3)), m.param("W", (3, 3))
+    h = m.signal("h", 3)
+    h[t] = rc.tanh((A * 2.0) @ x[t] + W @ h[t - 1])
+    m.output("o", h[t])
+    m.loss(rc.mse(h[t], y[t]))
+    f = rc.compile(m, dtype="float64", wrt=["A", "W", "x"])
+    rng = np.random.default_rng(0)
+    inputs = {"x": rng.normal(size=(T, B, 3)), "y": rng.normal(size=(T, B, 3))}
+    for seed in (0, 1):
+        params = m.init_params(seed, "float64")
+        ref = rc.interpret(rc.grad(m, wrt=["A", "W", "x"]), inputs, params)
+        loss, grads = f.loss_and_grad(inputs, params)
+        assert abs(loss - ref.loss) <= 1e-10 * max(1.0, abs(ref.loss))
+        for k, v in ref.grads.items():
+            assert close(grads[k], v, 1e-10), (seed, k)
+    run = f.kernel("grad").source.split("def run(")[1].split("_threads(")[0]
+    ready = set()
+    for line in run.splitlines()[1:]:
+        code = line.split("  # ")[0]
+        names = re.findall(r"\b[vp]\d+\b", code)
+        if names:
+            out, *reads = names
+            assert all(n.startswith("p") or n in ready for n in reads), line
+            ready.add(out)
+    assert "transpose(v" in f.kernel("grad").source       # the case is there: a transpose of a computed value

@@ -81,6 +81,7 @@ class Renderer:
         self.prologue: list = []
         self.after: dict = {}            # stage number -> numpy statements run after its function
         self.placed: set = set()         # concats whose inputs write straight into their buffer
+        self.in_prologue: set = set()    # axis-free nodes run() computes before the stages
 
     # ------------------------------------------------------------------ naming
     def var(self, dim) -> str:
@@ -257,9 +258,12 @@ class Renderer:
         run once per call as numpy statements in ``run`` itself: no loop nest for Numba to compile."""
         if node.op not in ("transpose", "concat") or self.dims(node) or node in self.keep_roots:
             return False
+        if not all(i.op == "param" or i in self.in_prologue for i in node.inputs):
+            return False          # run() does the prologue before every stage: params and prologue values only
         ins = [self.bufs.get(i) for i in node.inputs]
         if any(b is None or b.literal is not None or b.offset or b.dims for b in ins):
             return False
+        self.in_prologue.add(node)
         out = self.out(node)
         tag = f"  # {self.describe(node)}"
         if node.op == "transpose":
@@ -297,7 +301,7 @@ class Renderer:
             ins = node.inputs
             step = node in self.step_nodes
             if len(set(ins)) != len(ins) or any(
-                    i.op not in ALIAS_READERS or i in self.bufs or i in taken or i in self.keep_roots
+                    i.op not in ALIAS_READERS or i.op == "slice" or i in self.bufs or i in taken or i in self.keep_roots
                     or i in value_of_refs or self.dims(i) != self.dims(node) or (step and i not in self.step_nodes)
                     or len(i.shape) != 1
                     or not all(u is node or u.op in ALIAS_READERS for u in self.users.get(i, ()))
@@ -320,7 +324,7 @@ class Renderer:
     def _alias(self, node) -> bool:
         """A ``slice`` read only by elementwise code (which indexes through :meth:`Buf.at`) is no copy but
         an offset view of its input's buffer (an LSTM's gate blocks of one merged GEMM result)."""
-        if node.op != "slice" or node in self.keep_roots or not self.users.get(node):
+        if node.op != "slice" or node in self.keep_roots or not self.users.get(node) or node in self.aliases:
             return False
         src = self.bufs.get(node.inputs[0])
         if src is None or src.literal is not None or self.dims(node) != self.dims(node.inputs[0]):
