@@ -142,3 +142,48 @@ def test_classifier_loss_and_grad(dtype, tol):
         assert grads[k].dtype == np.dtype(dtype)
         assert close(grads[k], v, tol), k
     assert any(float(np.abs(v).max()) > 1e-3 for k, v in ref.grads.items() if "conv" in k.lower())
+
+
+def _pool_reference(x, g, gx, k, s, p):
+    """Max pooling, its first-maximum routing of ``g`` and selection from ``gx`` by brute force (np.argmax over
+    each window, row-major: the first maximum)."""
+    (kh, kw), (sh, sw), (ph, pw) = k, s, p
+    out, route, sel = np.zeros(g.shape), np.zeros_like(x), np.zeros(g.shape)
+    for n, c, u, v in np.ndindex(*g.shape):
+        y0, x0 = max(0, sh * u - ph), max(0, sw * v - pw)
+        win = x[n, c, y0:sh * u - ph + kh, x0:sw * v - pw + kw]
+        by, bx = np.unravel_index(np.argmax(win), win.shape)
+        out[n, c, u, v] = win.max()
+        route[n, c, y0 + by, x0 + bx] += g[n, c, u, v]
+        sel[n, c, u, v] = gx[n, c, y0 + by, x0 + bx]
+    return out, route, sel
+
+
+@pytest.mark.parametrize("k,s,p", [((3, 3), (2, 2), (1, 1)), ((2, 3), (1, 2), (0, 1)), ((3, 2), (3, 1), (1, 0))])
+def test_pool_kernels_first_maximum_with_many_ties(k, s, p):
+    """The shared max-pool kernels (branchless argmax, separable max) on data full of ties (values 0..2)."""
+    from rnnc.backends.cpu import kernels_image as imk
+
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 3, size=(2, 3, 7, 6)).astype(np.float64)
+    ho, wo = (7 + 2 * p[0] - k[0]) // s[0] + 1, (6 + 2 * p[1] - k[1]) // s[1] + 1
+    g, gx = rng.standard_normal((2, 3, ho, wo)), rng.standard_normal(x.shape)
+    out, route, sel = _pool_reference(x, g, gx, k, s, p)
+    got = np.zeros_like(out)
+    imk.maxpool(x, got, *k, *s, *p)
+    assert np.array_equal(got, out)
+    got = np.zeros_like(x)
+    imk.maxpool_route(x, g, got, *k, *s, *p, False)
+    assert np.allclose(got, route, rtol=0, atol=1e-12) and np.abs(route).max() > 0
+    got = np.zeros_like(out)
+    imk.maxpool_route(x, gx, got, *k, *s, *p, True)
+    assert np.array_equal(got, sel)
+
+
+def test_channel_mean_kernel():
+    from rnnc.backends.cpu import kernels_image as imk
+
+    x = np.random.default_rng(5).standard_normal((3, 4, 13)).astype(np.float32)
+    got = np.zeros(4, np.float32)
+    imk.channel_mean(x, got)
+    assert np.allclose(got, x.astype(np.float64).mean(axis=(0, 2)), rtol=0, atol=1e-6)

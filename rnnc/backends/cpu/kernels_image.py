@@ -76,26 +76,38 @@ def swap01(src, dst):
 
 @_jit
 def maxpool(x, out, kh, kw, sh, sw, ph, pw):
-    """``out[n, c, u, v] = max`` of the in-range window."""
+    """``out[n, c, u, v] = max`` of the in-range window, separably: each output row first takes the column-wise
+    maximum of its window rows (a contiguous, vectorisable pass), then the maximum across the window columns.
+    Exact for every finite input (the maximum does not depend on the order)."""
     n_, c_, h, w = x.shape
     _, _, ho, wo = out.shape
+    col = np.empty(w, dtype=x.dtype)
     for n in range(n_):
         for c in range(c_):
             for u in range(ho):
                 y0, y1 = max(0, sh * u - ph), min(h, sh * u - ph + kh)
+                if y0 >= y1:
+                    for v in range(wo):
+                        out[n, c, u, v] = -np.inf
+                    continue
+                for xx in range(w):
+                    col[xx] = x[n, c, y0, xx]
+                for y in range(y0 + 1, y1):
+                    for xx in range(w):
+                        col[xx] = max(col[xx], x[n, c, y, xx])
                 for v in range(wo):
                     x0, x1 = max(0, sw * v - pw), min(w, sw * v - pw + kw)
                     best = -np.inf
-                    for y in range(y0, y1):
-                        for xx in range(x0, x1):
-                            best = max(best, x[n, c, y, xx])
+                    for xx in range(x0, x1):
+                        best = max(best, col[xx])
                     out[n, c, u, v] = best
 
 
 @_jit
 def maxpool_route(x, g, dst, kh, kw, sh, sw, ph, pw, select):
     """For each window's first maximum (row-major): ``select``: ``dst[u, v] = g[argmax]``; else
-    ``dst[argmax] += g[u, v]`` (``dst`` zeroed first)."""
+    ``dst[argmax] += g[u, v]`` (``dst`` zeroed first). The argmax is found without branches (selects on
+    ``value > best``, which keeps the first of equal values), so random data costs no mispredictions."""
     n_, c_, h, w = x.shape
     ho, wo = (dst.shape[2], dst.shape[3]) if select else (g.shape[2], g.shape[3])
     dst[...] = 0.0
@@ -103,18 +115,24 @@ def maxpool_route(x, g, dst, kh, kw, sh, sw, ph, pw, select):
         for c in range(c_):
             for u in range(ho):
                 y0, y1 = max(0, sh * u - ph), min(h, sh * u - ph + kh)
+                if y0 >= y1:
+                    continue
                 for v in range(wo):
                     x0, x1 = max(0, sw * v - pw), min(w, sw * v - pw + kw)
-                    by, bx, best = -1, -1, -np.inf
+                    if x0 >= x1:
+                        continue
+                    by, bx, best = y0, x0, x[n, c, y0, x0]
                     for y in range(y0, y1):
                         for xx in range(x0, x1):
-                            if by < 0 or x[n, c, y, xx] > best:
-                                by, bx, best = y, xx, x[n, c, y, xx]
-                    if by >= 0:
-                        if select:
-                            dst[n, c, u, v] = g[n, c, by, bx]
-                        else:
-                            dst[n, c, by, bx] += g[n, c, u, v]
+                            val = x[n, c, y, xx]
+                            take = val > best
+                            best = val if take else best
+                            by = y if take else by
+                            bx = xx if take else bx
+                    if select:
+                        dst[n, c, u, v] = g[n, c, by, bx]
+                    else:
+                        dst[n, c, by, bx] += g[n, c, u, v]
 
 
 @_jit
@@ -155,13 +173,22 @@ def avgpool_grad(g, dx, kh, kw, sh, sw, ph, pw):
 
 @_jit
 def channel_mean(x, out):
-    """``out[c] = mean of x[:, c, :]`` over ``x (N, C, R)``, accumulated in float64."""
+    """``out[c] = mean of x[:, c, :]`` over ``x (N, C, R)``, accumulated in float64 in four independent
+    partial sums per row (so the adds pipeline instead of waiting on one another)."""
     n_, c_, r_ = x.shape
+    r4 = r_ - r_ % 4
     for c in range(c_):
         acc = 0.0
         for n in range(n_):
-            for q in range(r_):
-                acc += x[n, c, q]
+            s0 = s1 = s2 = s3 = 0.0
+            for q in range(0, r4, 4):
+                s0 += x[n, c, q]
+                s1 += x[n, c, q + 1]
+                s2 += x[n, c, q + 2]
+                s3 += x[n, c, q + 3]
+            for q in range(r4, r_):
+                s0 += x[n, c, q]
+            acc += (s0 + s1) + (s2 + s3)
         out[c] = acc / (n_ * r_)
 
 
