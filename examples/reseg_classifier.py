@@ -41,6 +41,7 @@ import fashion_mnist  # noqa: E402
 import rnnc as rc  # noqa: E402
 import rnnc.nn as nn  # noqa: E402
 from rnnc.train import CosineLR, GradientDescentMomentum, Trainer, load_model, save_model  # noqa: E402
+from rnnc.train.engine import CompiledEngine, InterpretEngine  # noqa: E402
 
 SEED_WIDTHS, SEED_HIDDEN = (32, 64, 128, 256), (256, 512)
 FASHION_WIDTHS, FASHION_HIDDEN = (8, 16, 32, 64), (64, 128)   # the seed's widths / 4
@@ -94,39 +95,36 @@ def fashion_cnn1() -> nn.Classifier:
 # ----------------------------------------------------------------------------- engine
 
 
-class CachedEngine:
-    """The interpreter engine with a per-step log of loss and batch accuracy, for the training curves."""
+class LoggedEngine:
+    """A training engine (:mod:`rnnc.train.engine`) that also logs each step's loss and batch accuracy, for the
+    training curves."""
 
-    name = "interpret-cached"
-
-    def __init__(self, model, dtype: str = "float32", gradients: bool = True):
-        from rnnc.autodiff import grad
-        from rnnc.interpret.rolled import Interpreter
-
-        self.model, self.dtype = model, dtype
-        self.runner = Interpreter((grad(model) if gradients else model).graph)
+    def __init__(self, engine):
+        self.engine, self.name = engine, engine.name
         self.log: list[tuple[float, float]] = []
 
     def loss_and_grad(self, batch: dict, params: dict):
-        from rnnc.train.engine import Step
-
-        res = self.runner.run(batch, params, self.dtype)
-        if "probs" in res.outputs and "y" in batch:
-            self.log.append((float(res.loss), float((res.outputs["probs"].argmax(-1) == batch["y"]).mean())))
-        return Step(res.loss, res.grads, res.outputs)
+        step = self.engine.loss_and_grad(batch, params)
+        if "probs" in step.outputs and "y" in batch:
+            self.log.append((float(step.loss), float((step.outputs["probs"].argmax(-1) == batch["y"]).mean())))
+        return step
 
     def forward(self, batch: dict, params: dict) -> dict:
-        res = self.runner.run(batch, params, self.dtype)
-        return {**res.outputs, "loss": res.loss}
+        return self.engine.forward(batch, params)
 
 
-def make_trainer(clf, epochs: int, lr: float, batch: int, seed: int, progress: bool = True) -> Trainer:
-    """Momentum SGD as the seed (momentum 0.9, weight decay 5e-4) with a cosine schedule from ``lr``."""
+def make_trainer(clf, epochs: int, lr: float, batch: int, seed: int, progress: bool = True,
+                 engine: str = "compiled", threads: int | None = None) -> Trainer:
+    """Momentum SGD as the seed (momentum 0.9, weight decay 5e-4) with a cosine schedule from ``lr``.
+    ``engine``: "compiled" (Numba CPU kernels: one kernel gives loss, gradients and the batch statistics; BLAS
+    ``threads`` inside it, default rnnc's choice) or "interpret" (the numpy reference)."""
     opt = GradientDescentMomentum(lr, momentum=0.9, weight_decay=0.0005)
-    tr = Trainer(clf, opt, batch_size=batch, seed=seed, schedule=CosineLR(epochs), engine="interpret",
+    tr = Trainer(clf, opt, batch_size=batch, seed=seed, schedule=CosineLR(epochs), engine=engine,
                  progress=progress)
-    tr.engine = CachedEngine(tr.train_net.model)
-    tr.eval_engine = CachedEngine(tr.eval_net.model, gradients=False)
+    if engine == "compiled" and threads:
+        tr.engine = CompiledEngine(tr.train_net.model, tr.dtype, threads=threads)
+        tr.eval_engine = CompiledEngine(tr.eval_net.model, tr.dtype, threads=threads)
+    tr.engine = LoggedEngine(tr.engine)
     return tr
 
 
@@ -160,9 +158,10 @@ def confusion(y_true, y_pred, classes: int = 10) -> np.ndarray:
     return c
 
 
-def fit_one(clf, train, val, test, epochs, lr, batch, seed, progress) -> tuple[dict, Trainer]:
+def fit_one(clf, train, val, test, epochs, lr, batch, seed, progress, engine="compiled",
+            threads=None) -> tuple[dict, Trainer]:
     """Train ``clf``; evaluate on ``val`` every epoch and on ``test`` once at the end (no model selection)."""
-    tr = make_trainer(clf, epochs, lr, batch, seed, progress)
+    tr = make_trainer(clf, epochs, lr, batch, seed, progress, engine, threads)
     t0 = time.perf_counter()
     tr.fit(train, epochs, val=val)
     train_s = time.perf_counter() - t0
@@ -191,10 +190,14 @@ def run_training(args) -> dict:
     results = {"command": " ".join(["python", "examples/reseg_classifier.py"] + sys.argv[1:]), "seed": args.seed,
                "epochs": epochs, "lr": args.lr, "batch": args.batch, "quick": bool(args.quick),
                "train_count": int(len(train["y"])), "val_count": int(len(val["y"]))}
+    engine = getattr(args, "engine", None) or ("interpret" if args.quick else "compiled")
+    results["engine"] = engine
     models = [("reseg", fashion_reseg())] + ([] if args.no_baseline else [("cnn1", fashion_cnn1())])
     for key, clf in models:
-        print(f"== {clf.name}: {epochs} epochs on {len(train['y'])} images, batch {args.batch}, lr {args.lr}")
-        res, tr = fit_one(clf, train, val, test, epochs, args.lr, args.batch, args.seed, not args.quiet)
+        print(f"== {clf.name}: {epochs} epochs on {len(train['y'])} images, batch {args.batch}, lr {args.lr}, "
+              f"{engine} engine")
+        res, tr = fit_one(clf, train, val, test, epochs, args.lr, args.batch, args.seed, not args.quiet, engine,
+                          args.threads)
         save_model(str(out / key), clf, tr.params, tr.buffers)
         results[key] = res
         print(f"   {clf.name}: test accuracy {res['test_accuracy']:.4f} on {res['test_count']} images, "
@@ -300,7 +303,7 @@ def predict(model_path: str, image_path: str) -> tuple[str, float, np.ndarray]:
     """Classify one image with a saved model: (class name, its probability, all probabilities)."""
     clf, params, buffers = load_model(model_path)
     net = clf.build(train=False)
-    engine = CachedEngine(net.model, gradients=False)
+    engine = InterpretEngine(net.model)       # one image: the interpreter (no kernel to compile)
     x = read_image(image_path)[None]
     probs = engine.forward({"x": x, "y": np.zeros(1, dtype=np.int64)}, {**params, **buffers})["probs"][0]
     k = int(np.argmax(probs))
@@ -346,6 +349,9 @@ def main(argv=None) -> int:
     t.add_argument("--quick", action="store_true", help="fixed small subset (CI)")
     t.add_argument("--no-baseline", action="store_true", help="skip CNN-1")
     t.add_argument("--threads", type=int, default=None, help="BLAS threads (default: the library's)")
+    t.add_argument("--engine", choices=("compiled", "interpret"), default=None,
+                   help="compiled Numba kernels (default) or the numpy interpreter (default with --quick: a "
+                        "short run does not pay for the one-time Numba compile)")
     t.add_argument("--out", default="out/flagship", help="folder for results.json and the saved models")
     t.add_argument("--img", default=None, help="folder for the PNG plots (e.g. docs/img)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -187,3 +187,22 @@ def test_channel_mean_kernel():
     got = np.zeros(4, np.float32)
     imk.channel_mean(x, got)
     assert np.allclose(got, x.astype(np.float64).mean(axis=(0, 2)), rtol=0, atol=1e-6)
+
+
+def test_compiled_training_engine_gives_outputs_loss_and_grads_in_one_call():
+    """rnnc.train's CompiledEngine: one kernel for loss, gradients and outputs (batch statistics, probs), equal to
+    the interpreter engine's."""
+    from rnnc.train.engine import CompiledEngine, InterpretEngine
+
+    m = _CACHE.setdefault("clf_model", classifier())
+    rng = np.random.default_rng(6)
+    batch = {"x": rng.random((3, 2, 8, 8)) * 4.0, "y": np.array([1, 0, 2])}
+    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in m.init_params(seed=2, dtype="float64").items()}
+    got = CompiledEngine(m, "float64", threads=1).loss_and_grad(batch, params)
+    ref = InterpretEngine(m, "float64").loss_and_grad(batch, params)
+    assert close(got.loss, ref.loss, 1e-10)
+    assert set(got.grads) == set(ref.grads) and set(got.outputs) == set(ref.outputs) and ref.outputs
+    for k in ref.grads:
+        assert close(got.grads[k], ref.grads[k], 1e-10), k
+    for k in ref.outputs:
+        assert close(got.outputs[k], ref.outputs[k], 1e-10), k

@@ -21,42 +21,76 @@ class Step:
 
 
 class InterpretEngine:
-    """Gradients from the interpreter: :math:`\\nabla_w L` = ``rc.interpret(rc.grad(m), batch, params).grads``."""
+    """Gradients from the interpreter: :math:`\\nabla_w L` = ``rc.interpret(rc.grad(m), batch, params).grads``.
+    The graphs are lowered once, so the interpreter's schedule is built once (``interpreter_for`` caches it
+    per graph), not on every step."""
 
     name = "interpret"
 
     def __init__(self, model, dtype: str = "float32"):
-        from rnnc.autodiff import grad
+        from rnnc.ir.graph import Graph
 
         self.model, self.dtype = model, dtype
-        self.grad_model = grad(model)
+        self.graph = model if isinstance(model, Graph) else model.graph
+        self._grad_graph = None
+
+    @property
+    def grad_graph(self):
+        """The lowered gradient graph (built on the first training step)."""
+        if self._grad_graph is None:
+            from rnnc.autodiff import grad
+
+            self._grad_graph = grad(self.model).graph
+        return self._grad_graph
 
     def loss_and_grad(self, batch: dict, params: dict) -> Step:
         from rnnc.interpret import interpret
 
-        res = interpret(self.grad_model, batch, params, dtype=self.dtype)
+        res = interpret(self.grad_graph, batch, params, dtype=self.dtype)
         return Step(res.loss, res.grads, res.outputs)
 
     def forward(self, batch: dict, params: dict) -> dict:
         from rnnc.interpret import interpret
 
-        res = interpret(self.model, batch, params, dtype=self.dtype)
+        res = interpret(self.graph, batch, params, dtype=self.dtype)
         return {**res.outputs, "loss": res.loss}
 
 
 class CompiledEngine:
-    """Gradients from a compiled model: ``rc.compile(m, target).loss_and_grad(batch, params)``."""
+    """Gradients from a compiled model: ``rc.compile(m, target).loss_and_grad(batch, params)``.
+
+    On the CPU one kernel computes loss, gradients *and* the model's outputs (the batch statistics the
+    trainer's running averages need, the probabilities for the accuracy): the gradient graph pruned to all
+    three roots, so a training step never runs the forward pass twice.
+    """
 
     name = "compiled"
 
-    def __init__(self, model, dtype: str = "float32", target: str = "cpu"):
+    def __init__(self, model, dtype: str = "float32", target: str = "cpu", threads: int | None = None):
         import rnnc
 
-        self.model, self.dtype = model, dtype
-        self.fn = rnnc.compile(model, target=target)
+        self.model, self.dtype, self.target = model, dtype, target
+        self.fn = rnnc.compile(model, target=target, dtype=dtype, threads=threads)
+        self._kernel = None
+
+    def kernel(self):
+        """The CPU kernel of ``prune(grad(m))`` (outputs, loss and gradients), built on first use."""
+        if self._kernel is None:
+            from rnnc.autodiff import grad
+            from rnnc.passes.dce import prune
+            from rnnc.runtime.kernel import Kernel
+
+            self._kernel = Kernel(prune(grad(self.model).graph), self.fn.dtype, threads=self.fn.threads)
+        return self._kernel
 
     def loss_and_grad(self, batch, params) -> Step:
-        out = self.fn.loss_and_grad(batch, _cast(params, self.dtype))
+        params = _cast(params, self.dtype)
+        if self.target == "cpu":
+            k = self.kernel()
+            bufs = k.call(k.bind(batch, params))
+            return Step(float(k.result(bufs, "loss")), {n: k.result(bufs, "grads", n) for n in k.names("grads")},
+                        {n: k.result(bufs, "outputs", n) for n in k.names("outputs")})
+        out = self.fn.loss_and_grad(batch, params)
         if isinstance(out, tuple):
             loss, grads = out[0], out[1]
             outputs = out[2] if len(out) > 2 else None
