@@ -206,3 +206,35 @@ def test_compiled_training_engine_gives_outputs_loss_and_grads_in_one_call():
         assert close(got.grads[k], ref.grads[k], 1e-10), k
     for k in ref.outputs:
         assert close(got.outputs[k], ref.outputs[k], 1e-10), k
+
+
+@pytest.mark.parametrize("budget", [1, 40, 10 ** 6])
+def test_blocked_conv_kernels_any_chunking(budget):
+    """The cache-blocked conv kernels give the same forward, input and weight gradients whatever the chunk size
+    (one sample, a few, all), with the weight gradient on the forward's columns or filling its own."""
+    from rnnc.backends.cpu import kernels_image as imk
+
+    rng = np.random.default_rng(7)
+    n, c, h, w_, o = 5, 3, 7, 6, 4
+    x, w = rng.standard_normal((n, c, h, w_)), rng.standard_normal((o, c, 3, 2))
+    geo = (2, 1, 1, 2, 1, 2)                                   # stride, padding, dilation
+    ho, wo = (h + 2 - 3) // 2 + 1, (w_ + 4 - 2 - 1) + 1
+    k, p = c * 6, ho * wo
+    cols = np.zeros((c, 3, 2, n, ho, wo))
+    imk.im2col(x, cols, *geo)
+    want_y = (w.reshape(o, k) @ cols.reshape(k, n * p)).reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
+    g = rng.standard_normal(want_y.shape)
+    gmat = g.transpose(1, 0, 2, 3).reshape(o, n * p)
+    want_dw = (gmat @ cols.reshape(k, n * p).T).reshape(w.shape)
+    want_dx = np.zeros_like(x)
+    imk.col2im((w.reshape(o, k).T @ gmat).reshape(c, 3, 2, n, ho, wo), want_dx, *geo)
+    flat, gm, y = np.zeros(k * n * p), np.zeros(o * n * p), np.zeros_like(want_y)
+    imk.conv2d_fwd(x, w, flat, gm.copy(), y, *geo, budget)
+    assert np.allclose(y, want_y, rtol=0, atol=1e-12)
+    for fill, cc in ((False, flat), (True, np.zeros_like(flat))):
+        dw = np.zeros_like(w)
+        imk.conv2d_wgrad(g, x, cc, fill, gm, np.zeros(o * k), dw, *geo, budget)
+        assert np.allclose(dw, want_dw, rtol=0, atol=1e-12) and np.array_equal(cc, flat)
+    dx = np.zeros_like(x)
+    imk.conv2d_igrad(g, w, gm, np.zeros(k * n * p), dx, *geo, budget)
+    assert np.allclose(dx, want_dx, rtol=0, atol=1e-12)

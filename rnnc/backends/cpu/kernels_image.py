@@ -201,3 +201,78 @@ def channel_spread(g, out, count):
             share = g[c] / count
             for q in range(r_):
                 out[n, c, q] = share
+
+
+# ----------------------------------------------------------------------------- convolution, cache-blocked
+#: Floats of im2col columns per chunk (256 KiB of float32): a chunk's columns stay in L2 between the im2col
+#: fill and the GEMM (or between the GEMM and the col2im scatter) instead of going through memory.
+CHUNK_FLOATS = 65536
+
+
+@_jit
+def rows_per_chunk(n_, k, p, budget):
+    """Samples per chunk: as many ``(K, P)`` column blocks as fit ``budget`` floats (at least one)."""
+    return max(1, min(n_, budget // max(1, k * p)))
+
+
+@_jit
+def conv2d_fwd(x, w, cols, gy, y, sh, sw, ph, pw, dh, dw, budget):
+    """``y = conv2d(x, w)`` chunk by chunk of samples: im2col of the chunk into its slice of ``cols`` (flat,
+    chunk-major: chunk ``[n0, n1)`` holds ``(K, (n1 - n0) P)`` from offset ``n0 K P``, kept for the weight
+    gradient), one GEMM ``W (O, K) @ cols_chunk`` into the scratch ``gy``, then ``(O, n, P) -> (n, O, P)``."""
+    n_, c_ = x.shape[0], x.shape[1]
+    o_, _, kh, kw = w.shape
+    ho, wo = y.shape[2], y.shape[3]
+    k, p = c_ * kh * kw, ho * wo
+    w2 = w.reshape((o_, k))
+    step = rows_per_chunk(n_, k, p, budget)
+    for n0 in range(0, n_, step):
+        n1 = min(n_, n0 + step)
+        m = (n1 - n0) * p
+        cc = cols[n0 * k * p:n0 * k * p + k * m]
+        im2col(x[n0:n1], cc.reshape((c_, kh, kw, n1 - n0, ho, wo)), sh, sw, ph, pw, dh, dw)
+        g = gy[:o_ * m].reshape((o_, m))
+        np.dot(w2, cc.reshape((k, m)), g)
+        swap01(g.reshape((o_, n1 - n0, ho, wo)), y[n0:n1])
+
+
+@_jit
+def conv2d_igrad(g, w, gm, dcols, dx, sh, sw, ph, pw, dh, dw, budget):
+    """``dx = col2im(W^T G)`` chunk by chunk: ``G`` of the chunk as ``(O, n P)``, one GEMM into the chunk-sized
+    scratch ``dcols``, then its scatter-add into the chunk's samples of ``dx``."""
+    n_, o_, ho, wo = g.shape
+    _, c_, kh, kw = w.shape
+    k, p = c_ * kh * kw, ho * wo
+    wt = w.reshape((o_, k)).T
+    step = rows_per_chunk(n_, k, p, budget)
+    for n0 in range(0, n_, step):
+        n1 = min(n_, n0 + step)
+        m = (n1 - n0) * p
+        gg = gm[:o_ * m]
+        swap01(g[n0:n1], gg.reshape((o_, n1 - n0, ho, wo)))
+        dd = dcols[:k * m]
+        np.dot(wt, gg.reshape((o_, m)), dd.reshape((k, m)))
+        col2im(dd.reshape((c_, kh, kw, n1 - n0, ho, wo)), dx[n0:n1], sh, sw, ph, pw, dh, dw)
+
+
+@_jit
+def conv2d_wgrad(g, x, cols, fill, gm, tmp, dw_out, sh, sw, ph, pw, dh, dw, budget):
+    """``dW = sum over chunks of G_chunk (O, n P) @ cols_chunk^T``, the columns laid out as :func:`conv2d_fwd`
+    leaves them (``fill``: compute them here first, when no forward convolution of the same ``x`` did)."""
+    n_, o_, ho, wo = g.shape
+    _, c_, kh, kw = dw_out.shape
+    k, p = c_ * kh * kw, ho * wo
+    d2 = dw_out.reshape((o_, k))
+    t2 = tmp[:o_ * k].reshape((o_, k))
+    d2[...] = 0.0
+    step = rows_per_chunk(n_, k, p, budget)
+    for n0 in range(0, n_, step):
+        n1 = min(n_, n0 + step)
+        m = (n1 - n0) * p
+        cc = cols[n0 * k * p:n0 * k * p + k * m]
+        if fill:
+            im2col(x[n0:n1], cc.reshape((c_, kh, kw, n1 - n0, ho, wo)), sh, sw, ph, pw, dh, dw)
+        gg = gm[:o_ * m]
+        swap01(g[n0:n1], gg.reshape((o_, n1 - n0, ho, wo)))
+        np.dot(gg.reshape((o_, m)), cc.reshape((k, m)).T, t2)
+        d2 += t2

@@ -1,20 +1,21 @@
 """CPU templates of the image ops (:mod:`rnnc.ops.image`): convolution, pooling, per-channel statistics and
 the feature map <-> patch grid moves.
 
-Convolution is im2col plus ONE GEMM over every row (loop indices × batch) of the stage. With ``N`` rows,
-``K = C k_h k_w`` and ``P = H_{out} W_{out}``, two scratch buffers per node (preallocated, reused)::
+Convolution is im2col plus GEMM. With ``N`` rows (loop indices × batch), ``K = C k_h k_w`` and
+``P = H_{out} W_{out}``::
 
-    cols  (K, N P):  cols[(c, a, b), (n, u, v)] = x_n[c, s u + d a - p, s v + d b - p]
+    cols[(c, a, b), (n, u, v)] = x_n[c, s u + d a - p, s v + d b - p]
     conv2d:              Y (O, N P) = W (O, K) @ cols,         y_n[o, u, v] = Y[o, (n, u, v)]
     conv2d_input_grad:   D (K, N P) = W^T (K, O) @ G (O, N P), x̄ = col2im(D)
     conv2d_weight_grad:  W̄ (O, K)   = G (O, N P) @ cols^T
 
-Zero padding is never written: the scratch buffers start zeroed and the padded positions of ``cols`` are
-the same on every call, so the fill loops only visit the in-range window positions. A weight gradient
-reuses the columns its forward convolution filled earlier in the same run. Pooling, the channel statistics
-and the grid moves are loop nests. Where every buffer has an ``(N, C, H, W)`` view (lead dims equal, scan
-indices first) the generated code calls the shared precompiled kernels of :mod:`kernels_image` (small
-modules, fast Numba compiles); other layouts (broadcast reads) get inline loop nests over :meth:`Buf.at`.
+Where every buffer has an ``(N, C, H, W)`` view (lead dims equal, scan indices first) the generated code calls
+the cache-blocked kernels of :mod:`kernels_image`: they run the products chunk by chunk of samples, each
+chunk's columns (``kernels_image.CHUNK_FLOATS`` floats) filled and multiplied while they are in L2, the
+columns of the forward convolution kept (chunk-major) for the weight gradient of the same ``x``. Pooling and
+the channel statistics call shared kernels too (small modules, fast Numba compiles). Other layouts
+(broadcast reads) get inline loop nests over :meth:`Buf.at` with one GEMM over every row, their zero padding
+never written (scratch buffers start zeroed; only in-range window positions are visited).
 """
 from __future__ import annotations
 
@@ -149,17 +150,31 @@ def _geo_args(node) -> tuple:
     return node.attr("stride") + node.attr("padding") + node.attr("dilation")
 
 
-def _kernel_view(r, w) -> str:
+def _kernel_view(r, w, four: bool = False) -> str:
+    """The kernel as ``(O, C kh kw)`` (or its own ``(O, C, kh, kw)`` shape with ``four``)."""
     wb = r.buf(w)
     if wb.literal is not None or wb.dims:
         raise RnncError(f"conv2d: the kernel {w.label()} must be an axis-free array (got {wb.dims or 'a constant'})")
     o, c, kh, kw = w.shape
-    return f"{wb.var}.reshape(({o}, {c * kh * kw}))"
+    return f"{wb.var}.reshape(({o}, {c}, {kh}, {kw}))" if four else f"{wb.var}.reshape(({o}, {c * kh * kw}))"
+
+
+def _flat(var: str, nrows: str, size: int) -> str:
+    """A per-row scratch buffer as one flat array (the blocked kernels lay chunks out in it themselves)."""
+    return f"{var}.reshape(({nrows} * {size},))"
+
+
+def _blocked(r, name: str, *args) -> None:
+    """``imk.<name>(*args, budget)``: the cache-blocked convolution kernels (chunks of samples whose im2col
+    columns fit ``kernels_image.CHUNK_FLOATS``)."""
+    _call(r, name, *args, kernels_image.CHUNK_FLOATS)
 
 
 # ----------------------------------------------------------------------------- convolution
 def t_conv2d(r, node) -> None:
-    """:math:`Y = W\\,\\mathrm{im2col}(x)`: im2col into a scratch buffer, one GEMM, one copy to ``(O, Ho, Wo)``."""
+    """:math:`Y = W\\,\\mathrm{im2col}(x)`. Fast path (every buffer a ``(N, C, H, W)`` view): the blocked kernel
+    (im2col and GEMM chunk by chunk of samples, the columns kept for the weight gradient); else im2col into a
+    scratch buffer, one GEMM, one copy to ``(O, Ho, Wo)``."""
     x, w = node.inputs
     out = r.out(node)
     dims = r.space(node)
@@ -171,23 +186,22 @@ def t_conv2d(r, node) -> None:
     yv = _scratch(r, node, "gy", dims, o * p)
     xv, ov = _view(r, x, dims, nrows), _view(r, node, dims, nrows)
     if xv and ov:
-        _call(r, "im2col", xv, f"{cols}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))", *_geo_args(node))
+        _blocked(r, "conv2d_fwd", xv, _kernel_view(r, w, True), _flat(cols, nrows, k * p), _flat(yv, nrows, o * p),
+                 ov, *_geo_args(node))
         if not r.fixed:     # the weight gradient of the same x and geometry reuses these columns
             _cols_seen(r)[(x, _geo_args(node), (kh, kw), tuple(dims))] = cols
-    else:
-        _im2col(r, node, x, dims, env, cols, _conv_geo(node, x.shape, node.shape, (kh, kw)), nrows)
+        return
+    _im2col(r, node, x, dims, env, cols, _conv_geo(node, x.shape, node.shape, (kh, kw)), nrows)
     r.em.line(f"np.dot({_kernel_view(r, w)}, {cols}.reshape(({k}, {nrows} * {p})), "
               f"{yv}.reshape(({o}, {nrows} * {p})))")
-    if xv and ov:
-        _call(r, "swap01", f"{yv}.reshape(({o}, {nrows}, {ho}, {wo}))", ov)
-        return
     r.em.line(f"y4_ = {yv}.reshape(({o}, {nrows}, {ho}, {wo}))")
     _row_loops(r, dims, lambda: _copy(r, [("o_", str(o)), ("u_", str(ho)), ("v_", str(wo))],
                                       out.at(env, ["o_", "u_", "v_"]), "y4_[o_, nr_, u_, v_]"))
 
 
 def t_conv2d_input_grad(r, node) -> None:
-    """:math:`\\bar x = \\mathrm{col2im}(W^T G)`: gather ``G``, one GEMM, scatter-add the columns."""
+    """:math:`\\bar x = \\mathrm{col2im}(W^T G)`: gather ``G``, one GEMM, scatter-add the columns (chunk by
+    chunk of samples in the blocked kernel on the fast path)."""
     g, w = node.inputs
     out = r.out(node)
     dims = r.space(node)
@@ -199,14 +213,12 @@ def t_conv2d_input_grad(r, node) -> None:
     dv = _scratch(r, node, "im", dims, k * p)
     g4, ov = _view(r, g, dims, nrows), _view(r, node, dims, nrows)
     if g4 and ov:
-        _call(r, "swap01", g4, f"{gv}.reshape(({o}, {nrows}, {ho}, {wo}))")
-    else:
-        _gather_maps(r, g, dims, env, gv, nrows)
+        _blocked(r, "conv2d_igrad", g4, _kernel_view(r, w, True), _flat(gv, nrows, o * p), _flat(dv, nrows, k * p),
+                 ov, *_geo_args(node))
+        return
+    _gather_maps(r, g, dims, env, gv, nrows)
     r.em.line(f"np.dot({_kernel_view(r, w)}.T, {gv}.reshape(({o}, {nrows} * {p})), "
               f"{dv}.reshape(({k}, {nrows} * {p})))")
-    if g4 and ov:
-        _call(r, "col2im", f"{dv}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))", ov, *_geo_args(node))
-        return
     r.fill_loops(node, out, lambda e, f: "F(0.0)")
     r.em.line(f"c6_ = {dv}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))")
     geo = _conv_geo(node, node.shape, g.shape, (kh, kw))
@@ -218,7 +230,8 @@ def t_conv2d_input_grad(r, node) -> None:
 
 
 def t_conv2d_weight_grad(r, node) -> None:
-    """:math:`\\bar W = G\\,\\mathrm{im2col}(x)^T`: one GEMM over every row (sample × loop index)."""
+    """:math:`\\bar W = G\\,\\mathrm{im2col}(x)^T` over every row (sample × loop index): on the fast path the
+    blocked kernel sums one GEMM per chunk of samples, on the forward convolution's columns when it left them."""
     g, x = node.inputs
     _whole(r, node)
     out = r.out(node)
@@ -231,15 +244,17 @@ def t_conv2d_weight_grad(r, node) -> None:
     gv = _scratch(r, node, "gm", dims, o * p)
     g4, xv = _view(r, g, dims, nrows), _view(r, x, dims, nrows)
     if g4 and xv:
-        _call(r, "swap01", g4, f"{gv}.reshape(({o}, {nrows}, {ho}, {wo}))")
         cols = _cols_seen(r).get((x, _geo_args(node), (kh, kw), tuple(dims)))
-        if cols is None:
+        fill = cols is None
+        if fill:
             cols = _scratch(r, node, "im", dims, k * p)
-            _call(r, "im2col", xv, f"{cols}.reshape(({c}, {kh}, {kw}, {nrows}, {ho}, {wo}))", *_geo_args(node))
-    else:
-        cols = _scratch(r, node, "im", dims, k * p)
-        _gather_maps(r, g, dims, env, gv, nrows)
-        _im2col(r, node, x, dims, env, cols, _conv_geo(node, x.shape, g.shape, (kh, kw)), nrows)
+        tmp = _scratch(r, node, "wt", (), o * k)
+        _blocked(r, "conv2d_wgrad", g4, xv, _flat(cols, nrows, k * p), fill, _flat(gv, nrows, o * p), tmp,
+                 f"{out.var}.reshape(({o}, {c}, {kh}, {kw}))", *_geo_args(node))
+        return
+    cols = _scratch(r, node, "im", dims, k * p)
+    _gather_maps(r, g, dims, env, gv, nrows)
+    _im2col(r, node, x, dims, env, cols, _conv_geo(node, x.shape, g.shape, (kh, kw)), nrows)
     r.em.line(f"np.dot({gv}.reshape(({o}, {nrows} * {p})), {cols}.reshape(({k}, {nrows} * {p})).T, "
               f"{out.var}.reshape(({o}, {k})))")
 
