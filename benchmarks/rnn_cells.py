@@ -46,6 +46,19 @@ def gemm_peak(n: int = 1024) -> float:
     return 2 * n ** 3 / ms / 1e6
 
 
+def cpu_name() -> str:
+    """The CPU's model name and LLVM's name for it (what Numba compiles for)."""
+    import llvmlite.binding as llvm
+
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model} (LLVM: {llvm.get_host_cpu_name()})"
+
+
 def flops(cell, T, B, I, H, train: bool) -> float:
     """Matrix-product flops: forward 2·T·B·G·H·(I+H); a training step three times that."""
     fwd = 2.0 * T * B * GATES[cell] * H * (I + H)
@@ -138,6 +151,7 @@ def main(argv=None):
     ap.add_argument("--compile-times", action="store_true")
     args = ap.parse_args(argv)
     peak = gemm_peak()
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(f"float32 GEMM peak (numpy 1024^3 matmul, 2 threads): {peak:.1f} GFLOP/s")
     peers = {}
     for name, make in (("torch", make_torch), ("torch_nn", make_torch_builtin), ("jax", make_jax)):
