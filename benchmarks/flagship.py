@@ -6,7 +6,7 @@ does ``warmup`` steps, then the two alternate ``rounds`` times, ``steps`` timed 
 per side per round, so both see the same machine load. Prints images/s from the median step time of each side
 (the minimum too: on a shared machine it is the least disturbed step), the ratio, and the load average.
 
-    python benchmarks/flagship.py [--engine compiled] [--batch 128] [--steps 10] [--threads 2] [--rnnc-threads N]
+    python benchmarks/flagship.py [--engine compiled] [--batch 128] [--steps 10] [--threads 2] [--rnnc-threads 1]
 
 PyTorch is an optional peer: ``pip install torch==2.13.0``.
 """
@@ -162,8 +162,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="alternations of the two sides")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="PyTorch's threads and the BLAS limit")
-    p.add_argument("--rnnc-threads", type=int, default=None,
-                   help="BLAS threads inside rnnc's compiled kernel (default: rnnc's choice, 2 for batch > 32)")
+    p.add_argument("--rnnc-threads", type=int, default=1,
+                   help="BLAS threads inside rnnc's compiled kernel (default 1, as `reseg_classifier.py train` "
+                        "runs it; 0: rnnc's own choice, 2 for batches over 32)")
     p.add_argument("--engine", choices=("interpret", "compiled"), default="compiled",
                    help="rnnc's engine: the Numba CPU kernels (compiled once, cached) or the numpy interpreter")
     a = p.parse_args(argv)
@@ -182,7 +183,7 @@ def main(argv=None) -> int:
     x = rng.integers(0, 256, size=(a.batch, 1, 28, 28)).astype(np.float64)
     y = rng.integers(0, 10, size=a.batch)
     load0 = os.getloadavg()[0]
-    r = run(x, y, a.steps, a.warmup, a.rounds, a.engine, a.threads, a.rnnc_threads, torch is not None)
+    r = run(x, y, a.steps, a.warmup, a.rounds, a.engine, a.threads, a.rnnc_threads or None, torch is not None)
     n = len(r["rnnc"])
     med, best = _rate(a.batch, r["rnnc"])
     threads = a.rnnc_threads or "default"
