@@ -30,19 +30,21 @@ def _span(off, s, size, n):
 
 @_jit
 def im2col(x, cols, sh, sw, ph, pw, dh, dw):
-    """``cols[c, a, b, n, u, v] = x[n, c, s u + d a - p, s v + d b - p]`` (in-range positions only)."""
+    """``cols[c, a, b, n, u, v] = x[n, c, s u + d a - p, s v + d b - p]`` (in-range positions only), one plane
+    ``(c, a, b)`` at a time so the writes run through ``cols`` in order."""
     n_, c_, h, w = x.shape
     _, kh, kw, _, ho, wo = cols.shape
-    for n in range(n_):
-        for c in range(c_):
-            for a in range(kh):
-                u0, u1 = _span(dh * a - ph, sh, h, ho)
-                for b in range(kw):
-                    v0, v1 = _span(dw * b - pw, sw, w, wo)
+    for c in range(c_):
+        for a in range(kh):
+            u0, u1 = _span(dh * a - ph, sh, h, ho)
+            for b in range(kw):
+                v0, v1 = _span(dw * b - pw, sw, w, wo)
+                off = dw * b - pw
+                for n in range(n_):
                     for u in range(u0, u1):
                         y = sh * u + dh * a - ph
                         for v in range(v0, v1):
-                            cols[c, a, b, n, u, v] = x[n, c, y, sw * v + dw * b - pw]
+                            cols[c, a, b, n, u, v] = x[n, c, y, sw * v + off]
 
 
 @_jit
