@@ -131,8 +131,9 @@ def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | N
             **grad_options) -> Compiled:  # noqa: A001
     """Compile ``model`` for ``target`` ("cpu"): ``f = rc.compile(m)``; see :class:`Compiled`.
 
-    ``threads``: BLAS threads during a call (default: 1 for batches up to 32, where per-step products are
-    too small to share, else 2).
+    ``threads``: BLAS threads for every stage of a call. By default they are chosen per stage: map stages
+    (products over all steps × batch: hoisted inputs, weight gradients) use 2; a scan's per-step products use 1
+    for batches up to 32, where they are too small to share, else 2.
     ``grad_options`` (``wrt``, ``truncate``, ``checkpoint``) are passed to :func:`rnnc.grad` for
     ``loss_and_grad``.
     """

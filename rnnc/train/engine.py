@@ -70,7 +70,9 @@ class CompiledEngine:
         import rnnc
 
         self.model, self.dtype, self.target = model, dtype, target
-        self.fn = rnnc.compile(model, target=target, dtype=dtype, threads=threads)
+        # on CUDA, gradients and outputs come back as numpy arrays: the optimisers and the trainer are numpy
+        extra = {"results": "host"} if target == "cuda" else {"threads": threads}
+        self.fn = rnnc.compile(model, target=target, dtype=dtype, **extra)
         self._kernel = None
 
     def kernel(self):

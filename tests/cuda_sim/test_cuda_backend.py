@@ -206,3 +206,23 @@ def test_grad_options(opts):
         np.testing.assert_allclose(grads[k], v, rtol=1e-10, atol=1e-12, err_msg=k)
     if "truncate" in opts:
         assert "tbptt_mask" in {n.op for n in f.kernel("grad")._graph.nodes}
+
+
+def test_training_engine_on_cuda_gets_numpy_gradients():
+    """The trainer's compiled engine on CUDA: loss, gradients and outputs as numpy arrays the numpy optimisers
+    can use, equal to the interpreter's."""
+    from rnnc.train.engine import CompiledEngine
+
+    case = ZOO["elman"]()
+    inputs = case.make_inputs(np.random.default_rng(1), T, B, np.float64)
+    params = case.params(seed=2)
+    step = CompiledEngine(case.model, dtype="float64", target="cuda").loss_and_grad(inputs, params)
+    ref = rc.interpret(rc.grad(case.model), inputs, params)
+    assert step.loss == pytest.approx(ref.loss, rel=1e-10)
+    for k, v in ref.grads.items():
+        assert isinstance(step.grads[k], np.ndarray)
+        np.testing.assert_allclose(step.grads[k], v, rtol=1e-10, atol=1e-10)
+    fwd = rc.interpret(case.model, inputs, params)
+    for k, v in fwd.outputs.items():
+        assert isinstance(step.outputs[k], np.ndarray)
+        np.testing.assert_allclose(step.outputs[k], v, rtol=1e-10, atol=1e-10)
