@@ -71,8 +71,20 @@ def t_sum_to(r, node) -> None:
     gf = [v for v, _ in feat_ranges(g.shape)]
     extra = len(g.shape) - len(node.shape)
     of = [("0" if s == 1 and g.shape[extra + k] != 1 else gf[extra + k]) for k, s in enumerate(node.shape)]
-    with r.em.loops(r.lead_ranges(dims) + feat_ranges(g.shape)):
-        r.em.line(f"{out.at(env, of)} += {r.buf(g).at(env, gf)}")
+    ranges = r.lead_ranges(dims) + feat_ranges(g.shape)
+    kept = [k >= extra and of[k - extra] != "0" for k in range(len(g.shape))]
+    inner = len(kept) - next((k + 1 for k in range(len(kept) - 1, -1, -1) if kept[k]), 0)
+    if not inner:
+        with r.em.loops(ranges):
+            r.em.line(f"{out.at(env, of)} += {r.buf(g).at(env, gf)}")
+        return
+    # the trailing feature dims are all summed (a per-channel sum over an image): add them up in a register,
+    # then touch the output once, instead of a load and a store per element
+    with r.em.loops(ranges[:len(ranges) - inner]):
+        r.em.line("acc = F(0.0)")
+        with r.em.loops(ranges[len(ranges) - inner:]):
+            r.em.line(f"acc += {r.buf(g).at(env, gf)}")
+        r.em.line(f"{out.at(env, of)} += acc")
 
 
 # ----------------------------------------------------------------------------- loop axes
