@@ -1,6 +1,7 @@
 """rnnc CUDA vs PyTorch on the GPU: one training step (forward + backward, gradients of every weight and bias).
 
 Columns: rnnc ``target="cuda"`` with the automatic scan strategy (and which it picked), rnnc with each strategy
+(``loop``, ``persistent``: one block, ``grid``: a cooperative multi-block launch, for batches up to 64)
 forced, PyTorch cuDNN (``nn.RNN``/``nn.LSTM``/``nn.GRU``) and PyTorch with the same cell written in Python
 (``torch.autograd`` over a Python loop: what users get for a custom cell). float32, median of ``--reps``.
 
@@ -167,18 +168,20 @@ def main(argv=None) -> int:
     gpu = gpu.decode() if isinstance(gpu, bytes) else gpu
     print(f"# rnnc CUDA training step, float32, median of {reps} (ms); GPU: {gpu}; torch: "
           f"{torch.__version__ + ' on ' + dev if dev else 'not available'}\n")
-    print("| cell | T B I H | rnnc auto (picked) | rnnc loop | rnnc persistent | cuDNN | torch Python cell | "
-          "vs cuDNN | vs Python cell | rnnc compile s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| cell | T B I H | rnnc auto (picked) | rnnc loop | rnnc persistent | rnnc grid | cuDNN | "
+          "torch Python cell | vs cuDNN | vs Python cell | rnnc compile s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for cell in args.cells.split(","):
         for T, B, I, H in shapes:
             auto, picked, comp = time_rnnc(cell, T, B, I, H, "auto", reps)
             loop = time_rnnc(cell, T, B, I, H, "loop", reps)[0]
             pers = time_rnnc(cell, T, B, I, H, "persistent", reps)[0] if B * H <= 8192 else float("nan")
-            best = min(auto, loop, pers) if pers == pers else min(auto, loop)
+            grid = time_rnnc(cell, T, B, I, H, "grid", reps)[0] if B <= 64 else float("nan")
+            best = min(t for t in (auto, loop, pers, grid) if t == t)
             cudnn = time_torch(cell, T, B, I, H, False, reps, dev) if dev else float("nan")
             pycell = time_torch(cell, T, B, I, H, True, reps, dev) if dev else float("nan")
-            print(f"| {cell} | {T} {B} {I} {H} | {auto:.2f} ({picked}) | {loop:.2f} | {pers:.2f} | {cudnn:.2f} | "
+            print(f"| {cell} | {T} {B} {I} {H} | {auto:.2f} ({picked}) | {loop:.2f} | {pers:.2f} | {grid:.2f} | "
+                  f"{cudnn:.2f} | "
                   f"{pycell:.2f} | {best / cudnn:.2f}× | {best / pycell:.2f}× | {comp:.1f} |", flush=True)
     return 0
 
