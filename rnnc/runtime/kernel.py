@@ -168,7 +168,10 @@ class Kernel:
         scan = self.threads or (1 if binding.batch <= 32 else 2)
         with _StageThreads(scan=scan, whole=self.threads or 2) as threads:
             self.module._threads = threads
-            self._run(self.arguments(sizes, by_var))
+            try:
+                self._run(self.arguments(sizes, by_var))
+            finally:
+                self.module._threads = _keep_threads     # a later run() outside call() leaves BLAS alone
         return bufs
 
     def _run(self, args) -> None:
@@ -198,6 +201,10 @@ class Kernel:
 
 
 _BLAS = None
+
+
+def _keep_threads(kind: str) -> None:
+    """The generated module's ``_threads`` hook outside :meth:`Kernel.call`: no change."""
 
 
 def _blas_libs() -> list:
