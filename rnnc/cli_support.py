@@ -36,6 +36,8 @@ def load_model(spec: str):
 
 
 def pick_model(namespace: dict, path: str, name: str = ""):
+    """The Model a MODEL.py's top-level ``namespace`` defines: ``name`` if given, else the variable ``model``,
+    else ``build()``, else the only Model among its variables (a UserError naming ``path`` otherwise)."""
     if name:
         if name not in namespace:
             raise UserError(f"{path} defines no name {name!r}")

@@ -178,18 +178,24 @@ def _per_element(r, node):
     return r.lead_ranges(dims) + feat_ranges(node.shape, "f"), r.env(dims), r.out(node)
 
 
-def t_maxpool2d(r, node) -> None:
-    """:math:`y[c, u, v] = \\max` over the in-range window (padding counts as :math:`-\\infty`)."""
-    (x,) = node.inputs
+def _window_reduce(r, node, init: str, step, final) -> None:
+    """One thread per output ``(c, u, v)``: ``acc = init``, ``step(element)`` over the in-range window of the
+    node's input, then ``out = final("acc")`` (max and average pooling differ only in these three)."""
+    x = node.inputs[0]
     xb = r.buf(x)
     ranges, env, out = _per_element(r, node)
     with r.em.loops(ranges):
         ry, rx = _window(r, node, "f1", "f2", *x.shape[1:])
-        r.em.line("best = -math.inf")
+        r.em.line(f"acc = {init}")
         with r.em.block(f"for y_ in {ry}:"):
             with r.em.block(f"for x_ in {rx}:"):
-                r.em.line(f"best = max(best, {xb.at(env, ['f0', 'y_', 'x_'])})")
-        r.em.line(f"{out.at(env, ['f0', 'f1', 'f2'])} = best")
+                r.em.line(step(xb.at(env, ["f0", "y_", "x_"])))
+        r.em.line(f"{out.at(env, ['f0', 'f1', 'f2'])} = {final('acc')}")
+
+
+def t_maxpool2d(r, node) -> None:
+    """:math:`y[c, u, v] = \\max` over the in-range window (padding counts as :math:`-\\infty`)."""
+    _window_reduce(r, node, "-math.inf", lambda e: f"acc = max(acc, {e})", lambda acc: acc)
 
 
 def t_maxpool2d_select(r, node) -> None:
@@ -222,17 +228,8 @@ def t_maxpool2d_grad(r, node) -> None:
 
 def t_avgpool2d(r, node) -> None:
     """:math:`y = \\frac{1}{k_h k_w}\\sum` over the in-range window (zero padding counts)."""
-    (x,) = node.inputs
-    xb = r.buf(x)
     kh, kw = node.attr("kernel")
-    ranges, env, out = _per_element(r, node)
-    with r.em.loops(ranges):
-        ry, rx = _window(r, node, "f1", "f2", *x.shape[1:])
-        r.em.line("acc = F(0.0)")
-        with r.em.block(f"for y_ in {ry}:"):
-            with r.em.block(f"for x_ in {rx}:"):
-                r.em.line(f"acc += {xb.at(env, ['f0', 'y_', 'x_'])}")
-        r.em.line(f"{out.at(env, ['f0', 'f1', 'f2'])} = acc / F({float(kh * kw)!r})")
+    _window_reduce(r, node, "F(0.0)", lambda e: f"acc += {e}", lambda acc: f"{acc} / F({float(kh * kw)!r})")
 
 
 def t_avgpool2d_grad(r, node) -> None:
