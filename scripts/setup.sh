@@ -1,7 +1,8 @@
 # Shared set-up for scripts/main.sh and scripts/test.sh (sourced, not run).
 # Installs what rnnc needs on a fresh Debian/Ubuntu machine or in an existing Python environment:
 #   - system packages through apt-get (only those that are missing; apt-get update first),
-#   - rnnc itself, editable, with its Python dependencies (numpy numba llvmlite scipy networkx graphviz)
+#   - rnnc itself, editable, with its Python dependencies (numpy numba llvmlite scipy networkx graphviz
+#     threadpoolctl)
 #     and the test tools (pytest hypothesis).
 set -euo pipefail
 
