@@ -3,7 +3,6 @@
 # folded and unrolled into out/.   Usage: bash scripts/main.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 ensure_system
-ensure_path /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz dataset-fashion-mnist  # flagship data
 ensure_rnnc test
 mkdir -p out
 

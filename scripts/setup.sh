@@ -2,8 +2,8 @@
 # Installs what rnnc needs on a fresh Debian/Ubuntu machine or in an existing Python environment:
 #   - system packages through apt-get (only those that are missing; apt-get update first),
 #   - rnnc itself, editable, with its Python dependencies (numpy numba llvmlite scipy networkx graphviz
-#     threadpoolctl)
-#     and the test tools (pytest hypothesis).
+#     threadpoolctl tqdm) and the test tools (pytest hypothesis matplotlib),
+#   - Debian's Graphviz and Fashion-MNIST packages.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,4 +59,6 @@ ensure_rnnc() {
 
 ensure_system() {
     ensure_command dot graphviz        # Graphviz's `dot` draws the folded and unrolled graphs
+    # the flagship's data set (its quick training test runs in CI)
+    ensure_path /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz dataset-fashion-mnist
 }
