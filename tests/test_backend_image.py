@@ -9,6 +9,10 @@ modules cached under ``RNNC_CACHE_DIR``.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +22,7 @@ os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), 
 import rnnc as rc  # noqa: E402
 import rnnc.nn as nn  # noqa: E402
 from rnnc import t  # noqa: E402
+from rnnc.backends.cpu import kernels_image  # noqa: E402
 from rnnc.backends.cpu.ops import missing_templates  # noqa: E402
 from rnnc.ops import OPS, as_node  # noqa: E402
 from rnnc.ops import image as im  # noqa: E402
@@ -144,6 +149,36 @@ def test_classifier_loss_and_grad(dtype, tol):
     assert any(float(np.abs(v).max()) > 1e-3 for k, v in ref.grads.items() if "conv" in k.lower())
 
 
+def test_parallel_kernels_run_from_run_and_the_module_reloads_in_a_new_process():
+    """The parallel image kernels are called by the plain-Python ``run`` between stage functions (a cached
+    jitted function calling a parallel one crashed when loaded from the cache, numba#8578): a second process
+    loads the cached module and its stages and gets the same loss."""
+    (loss, _), _ = classifier_case("float32")
+    source = rc.compile(_CACHE["clf_model"], dtype="float32").kernel("grad").source
+    stages, _, entry = source.partition("\ndef run(")
+    assert "imk.conv2d_fwd(" in entry and "imk.maxpool(" in entry
+    assert not any(f"imk.{name}(" in stages for name in kernels_image.PARALLEL)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import numpy as np
+        import rnnc as rc
+        from test_backend_image import classifier
+        m = classifier()
+        rng = np.random.default_rng(3)
+        batch = {{"x": rng.random((3, 2, 8, 8)) * 4.0, "y": np.array([0, 2, 1])}}
+        params = m.init_params(seed=1, dtype="float64")
+        params = {{k: (v + 0.1 * rng.standard_normal(v.shape)).astype("float32") for k, v in params.items()}}
+        f = rc.compile(m, dtype="float32")
+        loss, _ = f.loss_and_grad({{"x": batch["x"].astype("float32"), "y": batch["y"]}}, params)
+        print(repr(float(loss)), f.stats["grad"]["cache_hit"])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got, hit = out.stdout.split()
+    assert (hit, float(got)) == ("True", float(loss)), out.stdout
+
+
 def _pool_reference(x, g, gx, k, s, p):
     """Max pooling, its first-maximum routing of ``g`` and selection from ``gx`` by brute force (np.argmax over
     each window, row-major: the first maximum)."""
@@ -208,11 +243,24 @@ def test_compiled_training_engine_gives_outputs_loss_and_grads_in_one_call():
         assert close(got.outputs[k], ref.outputs[k], 1e-10), k
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("budget", [1, 40, 10 ** 6])
-def test_blocked_conv_kernels_any_chunking(budget):
+def test_blocked_conv_kernels_any_chunking(budget, threads):
     """The cache-blocked conv kernels give the same forward, input and weight gradients whatever the chunk size
-    (one sample, a few, all), with the weight gradient on the forward's columns or filling its own."""
+    (one sample, a few, all) and the Numba thread count (chunks dealt to threads), with the weight gradient on
+    the forward's columns or filling its own."""
+    import numba
+
     from rnnc.backends.cpu import kernels_image as imk
+    saved = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        _check_blocked_conv(imk, budget)
+    finally:
+        numba.set_num_threads(saved)
+
+
+def _check_blocked_conv(imk, budget):
 
     rng = np.random.default_rng(7)
     n, c, h, w_, o = 5, 3, 7, 6, 4
@@ -233,7 +281,7 @@ def test_blocked_conv_kernels_any_chunking(budget):
     assert np.allclose(y, want_y, rtol=0, atol=1e-12)
     for fill, cc in ((False, flat), (True, np.zeros_like(flat))):
         dw = np.zeros_like(w)
-        imk.conv2d_wgrad(g, x, cc, fill, gm, np.zeros(o * k), dw, *geo, budget)
+        imk.conv2d_wgrad(g, x, cc, fill, gm, np.zeros(2 * imk.WGRAD_PARTS * o * k), dw, *geo, budget)
         assert np.allclose(dw, want_dw, rtol=0, atol=1e-12) and np.array_equal(cc, flat)
     dx = np.zeros_like(x)
     imk.conv2d_igrad(g, w, gm, np.zeros(k * n * p), dx, *geo, budget)

@@ -1,11 +1,14 @@
 """A cheap structural key of a graph, so a cached kernel is found *before* the passes and rendering run.
 
 The key is a SHA-256 over a canonical text of the graph (every node's op, attrs, shape, dtype, axes, batch
-flag, inputs by position, name and source location; the named leaves and roots), the kernel options (dtype,
+flag, inputs by position and name; the named leaves and roots), the kernel options (dtype,
 stream, passes) and the versions that shape generated code: rnnc, Numba, numpy and a digest of the rnnc
 source files that compile a graph (ops, ir, schedule, passes, CPU backend, runtime). Any change to those
 files gives new keys, so a stale module is never reused. Walking the graph is linear and takes milliseconds;
-the rendered module keeps its own content hash (the cache's integrity check).
+the rendered module keeps its own content hash (the cache's integrity check). Source locations are left out
+(of the key and of the generated code): the same model built by a training script, a benchmark and the command
+line is one computation, compiled once — nodes that autodiff and the passes create carry the location of
+whatever called them, which would otherwise make every calling script a new kernel.
 """
 from __future__ import annotations
 
@@ -83,7 +86,7 @@ def graph_key(graph, *options) -> str:
     h.update(repr((graph.name, options)).encode())
     for n in graph.nodes:
         row = (n.op, _canon(dict(n.attrs), index, axes), tuple(n.shape), n.dtype,
-               tuple(axes[a] for a in n.axes), bool(n.batched), tuple(index[i] for i in n.inputs), n.name, n.where)
+               tuple(axes[a] for a in n.axes), bool(n.batched), tuple(index[i] for i in n.inputs), n.name)
         h.update(repr(row).encode())
     named = {k: getattr(graph, k) for k in ("inputs", "params", "values", "outputs", "grads", "inits")}
     h.update(_canon(named, index, axes).encode())

@@ -219,10 +219,11 @@ def _blas_libs() -> list:
 class _StageThreads:
     """BLAS threads per stage, set by the generated ``run`` before each stage (``_threads("scan")``): a
     scan's per-step products on a small batch are too small for a second thread to pay, the map stages'
-    products over all steps (hoisted inputs, weight gradients) are not. Restores the counts on exit."""
+    products over all steps (hoisted inputs, weight gradients) are not; a parallel image kernel
+    (``"kernel"``) runs its products on every Numba thread, one BLAS thread each. Restores the counts on exit."""
 
     def __init__(self, scan: int, whole: int):
-        self.want = {"scan": scan, "map": whole}
+        self.want = {"scan": scan, "map": whole, "kernel": 1}
         self.now = None
 
     def __enter__(self):

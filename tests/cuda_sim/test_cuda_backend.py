@@ -149,7 +149,7 @@ def test_source_is_cuda_and_traceable():
     src = f.kernel("grad").source
     assert "@cuda.jit" in src and "lib.gemm(" in src and "cuda.shared.array" in src
     assert "picked_.append('persistent')" in src and "picked_.append('loop')" in src
-    assert "zoo.py:" in src                      # lines name the user's line of the IR node
+    assert "= tanh(" in src and "  # v" in src    # lines name their IR node (op and operands)
 
 
 @settings(max_examples=6, deadline=None)

@@ -8,6 +8,7 @@ Window offsets: output ``u`` reads row ``s u + d a - p``; only in-range position
 from __future__ import annotations
 
 import hashlib
+import types
 from pathlib import Path
 
 import numba
@@ -19,6 +20,28 @@ VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
+#: Kernels that split their work over samples (or channels, or chunks of samples) with ``numba.prange``, run
+#: on every Numba thread (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``), each thread writing only its own
+#: samples' outputs. Generated code calls them from the plain-Python ``run`` between stage functions: a cached
+#: jitted function that calls a parallel one crashes when it is loaded from the cache (numba#8578). Each also
+#: has a serial twin ``<name>_serial`` (the same code, ``prange`` as ``range``) for calls inside a scan's loop.
+PARALLEL = ("conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "maxpool", "maxpool_route", "avgpool", "avgpool_grad",
+            "channel_mean", "channel_spread")
+
+
+def _pjit(fn):
+    """The parallel kernel ``fn``; its serial twin goes into this module as ``<name>_serial``."""
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
+                              fn.__closure__)
+    twin.__qualname__ = fn.__qualname__ + "_serial"      # its own cache files
+    globals()[twin.__name__] = _jit(twin)
+    return numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)(fn)
+
+#: Parts the blocked ``conv2d_wgrad`` deals its chunks into (chunk ``j`` to part ``j % WGRAD_PARTS``), each
+#: summing its own partial gradient, the parts' sums then added in part order: the threads share the work,
+#: and the result does not depend on the thread count. Its ``tmp`` buffer holds ``2 WGRAD_PARTS O K`` floats.
+WGRAD_PARTS = 4
+
 
 @_jit
 def _span(off, s, size, n):
@@ -28,41 +51,92 @@ def _span(off, s, size, n):
     return lo, hi
 
 
+# Copies run through 1-D views indexed from 0 (``dst = a[i:j]; dst[v] = src[v]``): LLVM then vectorises them,
+# while ``a[i + d]`` with a run-time offset keeps Numba's negative-index check in the loop (20x slower, measured).
+@_jit
+def _run_copy(dst, src):
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
+
+
+@_jit
+def _run_add(dst, src):
+    for i in range(dst.shape[0]):
+        dst[i] += src[i]
+
+
+@_jit
+def _one_run(sh, sw, w, wo):
+    """Stride 1 and equal widths: the rows a window offset reads are one contiguous run in both arrays."""
+    return sh == 1 and sw == 1 and w == wo
+
+
+@_jit
+def _clear_edges(cf, dst0, u0, u1, v0, v1, wo):
+    """Zero the columns outside ``[v0, v1)`` of rows ``u0..u1`` of one ``(Ho, Wo)`` plane at ``dst0``."""
+    for u in range(u0, u1):
+        r = dst0 + u * wo
+        cf[r:r + v0] = 0.0
+        cf[r + v1:r + wo] = 0.0
+
+
 @_jit
 def im2col(x, cols, sh, sw, ph, pw, dh, dw):
     """``cols[c, a, b, n, u, v] = x[n, c, s u + d a - p, s v + d b - p]`` (in-range positions only), one plane
-    ``(c, a, b)`` at a time so the writes run through ``cols`` in order."""
+    ``(c, a, b)`` at a time so the writes run through ``cols`` in order. Stride 1 at equal widths copies each
+    sample's rows as one shifted run and then zeroes the columns that wrapped around a row's end."""
     n_, c_, h, w = x.shape
     _, kh, kw, _, ho, wo = cols.shape
+    xf, cf = x.reshape(-1), cols.reshape(-1)
     for c in range(c_):
         for a in range(kh):
             u0, u1 = _span(dh * a - ph, sh, h, ho)
             for b in range(kw):
                 v0, v1 = _span(dw * b - pw, sw, w, wo)
-                off = dw * b - pw
+                if u1 <= u0 or v1 <= v0:
+                    continue
+                oy, ox = dh * a - ph, dw * b - pw
                 for n in range(n_):
-                    for u in range(u0, u1):
-                        y = sh * u + dh * a - ph
-                        for v in range(v0, v1):
-                            cols[c, a, b, n, u, v] = x[n, c, y, sw * v + off]
+                    dst0 = (((c * kh + a) * kw + b) * n_ + n) * ho * wo
+                    src0 = (n * c_ + c) * h * w + oy * w + ox
+                    if _one_run(sh, sw, w, wo):
+                        lo, hi = u0 * wo + v0, (u1 - 1) * wo + v1
+                        _run_copy(cf[dst0 + lo:dst0 + hi], xf[src0 + lo:src0 + hi])
+                        _clear_edges(cf, dst0, u0, u1, v0, v1, wo)
+                    else:
+                        for u in range(u0, u1):
+                            r, q = dst0 + u * wo, src0 + sh * u * w
+                            _run_copy(cf[r + v0:r + v1], xf[q + sw * v0:q + sw * (v1 - 1) + 1:sw])
 
 
 @_jit
 def col2im(cols, dx, sh, sw, ph, pw, dh, dw):
-    """``dx = 0``, then ``dx[n, c, s u + d a - p, s v + d b - p] += cols[c, a, b, n, u, v]``."""
+    """``dx = 0``, then ``dx[n, c, s u + d a - p, s v + d b - p] += cols[c, a, b, n, u, v]``. Stride 1 at equal
+    widths adds each sample's rows as one shifted run, after zeroing the out-of-range columns of ``cols``
+    (which then add nothing where the run wraps around a row's end; ``cols`` is scratch)."""
     n_, c_, h, w = dx.shape
     _, kh, kw, _, ho, wo = cols.shape
     dx[...] = 0.0
-    for n in range(n_):
-        for c in range(c_):
-            for a in range(kh):
-                u0, u1 = _span(dh * a - ph, sh, h, ho)
-                for b in range(kw):
-                    v0, v1 = _span(dw * b - pw, sw, w, wo)
-                    for u in range(u0, u1):
-                        y = sh * u + dh * a - ph
-                        for v in range(v0, v1):
-                            dx[n, c, y, sw * v + dw * b - pw] += cols[c, a, b, n, u, v]
+    xf, cf = dx.reshape(-1), cols.reshape(-1)
+    for c in range(c_):
+        for a in range(kh):
+            u0, u1 = _span(dh * a - ph, sh, h, ho)
+            for b in range(kw):
+                v0, v1 = _span(dw * b - pw, sw, w, wo)
+                if u1 <= u0 or v1 <= v0:
+                    continue
+                oy, ox = dh * a - ph, dw * b - pw
+                for n in range(n_):
+                    dst0 = (((c * kh + a) * kw + b) * n_ + n) * ho * wo
+                    src0 = (n * c_ + c) * h * w + oy * w + ox
+                    if _one_run(sh, sw, w, wo):
+                        lo, hi = u0 * wo + v0, (u1 - 1) * wo + v1
+                        _clear_edges(cf, dst0, u0, u1, v0, v1, wo)
+                        _run_add(xf[src0 + lo:src0 + hi], cf[dst0 + lo:dst0 + hi])
+                    else:
+                        for u in range(u0, u1):
+                            r, q = dst0 + u * wo, src0 + sh * u * w
+                            _run_add(xf[q + sw * v0:q + sw * (v1 - 1) + 1:sw], cf[r + v0:r + v1])
 
 
 @_jit
@@ -76,15 +150,15 @@ def swap01(src, dst):
                     dst[j, i, u, v] = src[i, j, u, v]
 
 
-@_jit
+@_pjit
 def maxpool(x, out, kh, kw, sh, sw, ph, pw):
     """``out[n, c, u, v] = max`` of the in-range window, separably: each output row first takes the column-wise
     maximum of its window rows (a contiguous, vectorisable pass), then the maximum across the window columns.
     Exact for every finite input (the maximum does not depend on the order)."""
     n_, c_, h, w = x.shape
     _, _, ho, wo = out.shape
-    col = np.empty(w, dtype=x.dtype)
-    for n in range(n_):
+    for n in numba.prange(n_):
+        col = np.empty(w, dtype=x.dtype)
         for c in range(c_):
             for u in range(ho):
                 y0, y1 = max(0, sh * u - ph), min(h, sh * u - ph + kh)
@@ -105,15 +179,15 @@ def maxpool(x, out, kh, kw, sh, sw, ph, pw):
                     out[n, c, u, v] = best
 
 
-@_jit
+@_pjit
 def maxpool_route(x, g, dst, kh, kw, sh, sw, ph, pw, select):
     """For each window's first maximum (row-major): ``select``: ``dst[u, v] = g[argmax]``; else
     ``dst[argmax] += g[u, v]`` (``dst`` zeroed first). The argmax is found without branches (selects on
     ``value > best``, which keeps the first of equal values), so random data costs no mispredictions."""
     n_, c_, h, w = x.shape
     ho, wo = (dst.shape[2], dst.shape[3]) if select else (g.shape[2], g.shape[3])
-    dst[...] = 0.0
-    for n in range(n_):
+    for n in numba.prange(n_):
+        dst[n] = 0.0
         for c in range(c_):
             for u in range(ho):
                 y0, y1 = max(0, sh * u - ph), min(h, sh * u - ph + kh)
@@ -137,12 +211,12 @@ def maxpool_route(x, g, dst, kh, kw, sh, sw, ph, pw, select):
                         dst[n, c, by, bx] += g[n, c, u, v]
 
 
-@_jit
+@_pjit
 def avgpool(x, out, kh, kw, sh, sw, ph, pw):
     """``out = sum`` of the in-range window ``/ (kh kw)`` (zero padding counts)."""
     n_, c_, h, w = x.shape
     _, _, ho, wo = out.shape
-    for n in range(n_):
+    for n in numba.prange(n_):
         for c in range(c_):
             for u in range(ho):
                 y0, y1 = max(0, sh * u - ph), min(h, sh * u - ph + kh)
@@ -155,13 +229,13 @@ def avgpool(x, out, kh, kw, sh, sw, ph, pw):
                     out[n, c, u, v] = acc / (kh * kw)
 
 
-@_jit
+@_pjit
 def avgpool_grad(g, dx, kh, kw, sh, sw, ph, pw):
     """``dx = 0``, then each ``g[u, v] / (kh kw)`` added to the in-range positions of its window."""
     n_, c_, h, w = dx.shape
     _, _, ho, wo = g.shape
-    dx[...] = 0.0
-    for n in range(n_):
+    for n in numba.prange(n_):
+        dx[n] = 0.0
         for c in range(c_):
             for u in range(ho):
                 y0, y1 = max(0, sh * u - ph), min(h, sh * u - ph + kh)
@@ -173,13 +247,13 @@ def avgpool_grad(g, dx, kh, kw, sh, sw, ph, pw):
                             dx[n, c, y, xx] += share
 
 
-@_jit
+@_pjit
 def channel_mean(x, out):
     """``out[c] = mean of x[:, c, :]`` over ``x (N, C, R)``, accumulated in float64 in four independent
     partial sums per row (so the adds pipeline instead of waiting on one another)."""
     n_, c_, r_ = x.shape
     r4 = r_ - r_ % 4
-    for c in range(c_):
+    for c in numba.prange(c_):
         acc = 0.0
         for n in range(n_):
             s0 = s1 = s2 = s3 = 0.0
@@ -194,11 +268,11 @@ def channel_mean(x, out):
         out[c] = acc / (n_ * r_)
 
 
-@_jit
+@_pjit
 def channel_spread(g, out, count):
     """``out[n, c, q] = g[c] / count`` over ``out (N, C, R)``."""
     n_, c_, r_ = out.shape
-    for n in range(n_):
+    for n in numba.prange(n_):
         for c in range(c_):
             share = g[c] / count
             for q in range(r_):
@@ -217,64 +291,98 @@ def rows_per_chunk(n_, k, p, budget):
     return max(1, min(n_, budget // max(1, k * p)))
 
 
+# The chunk bodies are separate (serial) functions: Numba cannot cache a parallel function whose parallel loop
+# calls np.dot itself (the BLAS pointer becomes a "dynamic global"), while a call to a cached function is fine.
 @_jit
+def _fwd_chunk(x, w2, cc, g, y, sh, sw, ph, pw, dh, dw):
+    """``y = swap01(W (O, K) @ im2col(x))`` of one chunk of samples."""
+    n = x.shape[0]
+    im2col(x, cc, sh, sw, ph, pw, dh, dw)
+    np.dot(w2, cc.reshape((cc.shape[0] * cc.shape[1] * cc.shape[2], -1)), g)
+    swap01(g.reshape((g.shape[0], n, y.shape[2], y.shape[3])), y)
+
+
+@_pjit
 def conv2d_fwd(x, w, cols, gy, y, sh, sw, ph, pw, dh, dw, budget):
-    """``y = conv2d(x, w)`` chunk by chunk of samples: im2col of the chunk into its slice of ``cols`` (flat,
-    chunk-major: chunk ``[n0, n1)`` holds ``(K, (n1 - n0) P)`` from offset ``n0 K P``, kept for the weight
-    gradient), one GEMM ``W (O, K) @ cols_chunk`` into the scratch ``gy``, then ``(O, n, P) -> (n, O, P)``."""
+    """``y = conv2d(x, w)`` chunk by chunk of samples, the chunks shared by the threads:
+    im2col of the chunk into its slice of ``cols`` (flat, chunk-major: chunk ``[n0, n1)`` holds
+    ``(K, (n1 - n0) P)`` from offset ``n0 K P``, kept for the weight gradient), one GEMM
+    ``W (O, K) @ cols_chunk`` into the chunk's slice of the scratch ``gy``, then ``(O, n, P) -> (n, O, P)``."""
     n_, c_ = x.shape[0], x.shape[1]
     o_, _, kh, kw = w.shape
     ho, wo = y.shape[2], y.shape[3]
     k, p = c_ * kh * kw, ho * wo
     w2 = w.reshape((o_, k))
     step = rows_per_chunk(n_, k, p, budget)
-    for n0 in range(0, n_, step):
+    for j in numba.prange((n_ + step - 1) // step):
+        n0 = j * step
         n1 = min(n_, n0 + step)
         m = (n1 - n0) * p
-        cc = cols[n0 * k * p:n0 * k * p + k * m]
-        im2col(x[n0:n1], cc.reshape((c_, kh, kw, n1 - n0, ho, wo)), sh, sw, ph, pw, dh, dw)
-        g = gy[:o_ * m].reshape((o_, m))
-        np.dot(w2, cc.reshape((k, m)), g)
-        swap01(g.reshape((o_, n1 - n0, ho, wo)), y[n0:n1])
+        cc = cols[n0 * k * p:n0 * k * p + k * m].reshape((c_, kh, kw, n1 - n0, ho, wo))
+        g = gy[n0 * o_ * p:n0 * o_ * p + o_ * m].reshape((o_, m))
+        _fwd_chunk(x[n0:n1], w2, cc, g, y[n0:n1], sh, sw, ph, pw, dh, dw)
 
 
 @_jit
+def _igrad_chunk(g, wt, gg, dd, dx, sh, sw, ph, pw, dh, dw):
+    """``dx = col2im(W^T (K, O) @ G (O, n P))`` of one chunk of samples."""
+    swap01(g, gg.reshape((g.shape[1], g.shape[0], g.shape[2], g.shape[3])))
+    np.dot(wt, gg.reshape((g.shape[1], -1)), dd.reshape((wt.shape[0], -1)))
+    col2im(dd, dx, sh, sw, ph, pw, dh, dw)
+
+
+@_pjit
 def conv2d_igrad(g, w, gm, dcols, dx, sh, sw, ph, pw, dh, dw, budget):
-    """``dx = col2im(W^T G)`` chunk by chunk: ``G`` of the chunk as ``(O, n P)``, one GEMM into the chunk-sized
-    scratch ``dcols``, then its scatter-add into the chunk's samples of ``dx``."""
+    """``dx = col2im(W^T G)`` chunk by chunk (dealt to the threads): ``G`` of the chunk as ``(O, n P)``, one
+    GEMM into the chunk's slice of ``dcols``, then its scatter-add into the chunk's samples of ``dx``."""
     n_, o_, ho, wo = g.shape
     _, c_, kh, kw = w.shape
     k, p = c_ * kh * kw, ho * wo
     wt = w.reshape((o_, k)).T
     step = rows_per_chunk(n_, k, p, budget)
-    for n0 in range(0, n_, step):
+    for j in numba.prange((n_ + step - 1) // step):
+        n0 = j * step
         n1 = min(n_, n0 + step)
         m = (n1 - n0) * p
-        gg = gm[:o_ * m]
-        swap01(g[n0:n1], gg.reshape((o_, n1 - n0, ho, wo)))
-        dd = dcols[:k * m]
-        np.dot(wt, gg.reshape((o_, m)), dd.reshape((k, m)))
-        col2im(dd.reshape((c_, kh, kw, n1 - n0, ho, wo)), dx[n0:n1], sh, sw, ph, pw, dh, dw)
+        dd = dcols[n0 * k * p:n0 * k * p + k * m].reshape((c_, kh, kw, n1 - n0, ho, wo))
+        _igrad_chunk(g[n0:n1], wt, gm[n0 * o_ * p:n0 * o_ * p + o_ * m], dd, dx[n0:n1], sh, sw, ph, pw, dh, dw)
 
 
 @_jit
+def _wgrad_chunk(g, x, cc, fill, gg, acc, t2, sh, sw, ph, pw, dh, dw):
+    """``acc += G (O, n P) @ cols^T`` of one chunk (its columns computed first with ``fill``)."""
+    if fill:
+        im2col(x, cc, sh, sw, ph, pw, dh, dw)
+    swap01(g, gg.reshape((g.shape[1], g.shape[0], g.shape[2], g.shape[3])))
+    k = cc.shape[0] * cc.shape[1] * cc.shape[2]
+    np.dot(gg.reshape((g.shape[1], -1)), cc.reshape((k, -1)).T, t2)
+    acc += t2
+
+
+@_pjit
 def conv2d_wgrad(g, x, cols, fill, gm, tmp, dw_out, sh, sw, ph, pw, dh, dw, budget):
     """``dW = sum over chunks of G_chunk (O, n P) @ cols_chunk^T``, the columns laid out as :func:`conv2d_fwd`
-    leaves them (``fill``: compute them here first, when no forward convolution of the same ``x`` did)."""
+    leaves them (``fill``: compute them here first, when no forward convolution of the same ``x`` did). Each
+    of the :data:`WGRAD_PARTS` parts of the chunks sums into its own slice of ``tmp`` (a sum and a product per
+    part); the parts' sums are added in part order."""
     n_, o_, ho, wo = g.shape
     _, c_, kh, kw = dw_out.shape
     k, p = c_ * kh * kw, ho * wo
-    d2 = dw_out.reshape((o_, k))
-    t2 = tmp[:o_ * k].reshape((o_, k))
-    d2[...] = 0.0
     step = rows_per_chunk(n_, k, p, budget)
-    for n0 in range(0, n_, step):
-        n1 = min(n_, n0 + step)
-        m = (n1 - n0) * p
-        cc = cols[n0 * k * p:n0 * k * p + k * m]
-        if fill:
-            im2col(x[n0:n1], cc.reshape((c_, kh, kw, n1 - n0, ho, wo)), sh, sw, ph, pw, dh, dw)
-        gg = gm[:o_ * m]
-        swap01(g[n0:n1], gg.reshape((o_, n1 - n0, ho, wo)))
-        np.dot(gg.reshape((o_, m)), cc.reshape((k, m)).T, t2)
-        d2 += t2
+    chunks = (n_ + step - 1) // step
+    parts = min(chunks, WGRAD_PARTS)
+    for part in numba.prange(parts):
+        acc = tmp[part * o_ * k:(part + 1) * o_ * k].reshape((o_, k))
+        t2 = tmp[(WGRAD_PARTS + part) * o_ * k:(WGRAD_PARTS + part + 1) * o_ * k].reshape((o_, k))
+        acc[...] = 0.0
+        for j in range(part, chunks, parts):
+            n0 = j * step
+            n1 = min(n_, n0 + step)
+            m = (n1 - n0) * p
+            cc = cols[n0 * k * p:n0 * k * p + k * m].reshape((c_, kh, kw, n1 - n0, ho, wo))
+            _wgrad_chunk(g[n0:n1], x[n0:n1], cc, fill, gm[n0 * o_ * p:n0 * o_ * p + o_ * m], acc, t2,
+                         sh, sw, ph, pw, dh, dw)
+    d2 = dw_out.reshape((o_, k))
+    d2[...] = tmp[:o_ * k].reshape((o_, k))
+    for part in range(1, parts):
+        d2 += tmp[part * o_ * k:(part + 1) * o_ * k].reshape((o_, k))

@@ -99,7 +99,7 @@ def render_ewise_group(r, nodes) -> None:
     root_feats = [v for v, _ in feat_ranges(nodes[0].shape)]
     temps: dict = {}
     r.em.tag = r.describe(nodes[0]) + (f" and {len(nodes) - 1} sibling(s)" if len(nodes) > 1 else "")
-    with r.em.loops(r.lead_ranges(dims) + feat_ranges(nodes[0].shape)):
+    with r.em.loops(r.sized_by(r.lead_ranges(dims) + feat_ranges(nodes[0].shape), r.out(nodes[0]))):
         for k, node in enumerate(nodes):
             r.em.tag = r.describe(node)
             name = f"e{k}_" if len(nodes) > 1 else "e"

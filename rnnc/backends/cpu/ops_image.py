@@ -50,9 +50,19 @@ def _view(r, node, dims, nrows: str, shape=None) -> str | None:
 
 
 def _call(r, name: str, *args) -> None:
-    """``imk.name(args)``; the kernels' version goes in the source (so a stale cached module is never used)."""
+    """``imk.name(args)``; the kernels' version goes in the source (so a stale cached module is never used).
+    A parallel kernel (:data:`kernels_image.PARALLEL`) at a map stage's top level is called by ``run`` itself
+    between two stage functions (a ``RUN_MARK`` line); inside a loop, its serial twin is called in place."""
+    from rnnc.backends.cpu.render import RUN_MARK
+
     r.em.line(f"# kernels_image {kernels_image.VERSION}")
-    r.em.line(f"imk.{name}({', '.join(str(a) for a in args)})")
+    call = ", ".join(str(a) for a in args)
+    if name not in kernels_image.PARALLEL:
+        r.em.line(f"imk.{name}({call})")
+    elif r.fixed or r.em.depth != 1:
+        r.em.line(f"imk.{name}_serial({call})")
+    else:
+        r.em.line(f"{RUN_MARK}imk.{name}({call})" + (f"  # {r.em.tag}" if r.em.tag else ""))
 
 
 def _by_channel(shape) -> tuple:
@@ -248,7 +258,7 @@ def t_conv2d_weight_grad(r, node) -> None:
         fill = cols is None
         if fill:
             cols = _scratch(r, node, "im", dims, k * p)
-        tmp = _scratch(r, node, "wt", (), o * k)
+        tmp = _scratch(r, node, "wt", (), 2 * kernels_image.WGRAD_PARTS * o * k)   # a sum and a product per part
         _blocked(r, "conv2d_wgrad", g4, xv, _flat(cols, nrows, k * p), fill, _flat(gv, nrows, o * p), tmp,
                  f"{out.var}.reshape(({o}, {c}, {kh}, {kw}))", *_geo_args(node))
         return

@@ -82,7 +82,7 @@ def t_sum_to(r, node) -> None:
     # then touch the output once, instead of a load and a store per element
     with r.em.loops(ranges[:len(ranges) - inner]):
         r.em.line("acc = F(0.0)")
-        with r.em.loops(ranges[len(ranges) - inner:]):
+        with r.em.loops(r.sized_by(ranges[len(ranges) - inner:], r.buf(g))):
             r.em.line(f"acc += {r.buf(g).at(env, gf)}")
         r.em.line(f"{out.at(env, of)} += acc")
 

@@ -108,7 +108,7 @@ class Renderer:
     def describe(self, node) -> str:
         args = ", ".join(self.name(i) for i in node.inputs)
         label = f" '{node.name}'" if node.name and node.name.isidentifier() else ""
-        return f"{self.name(node)} = {node.op}({args}){label} @ {_short(node.where)}"
+        return f"{self.name(node)} = {node.op}({args}){label}"    # no source location: see graph_key
 
     # ------------------------------------------------------------------ buffers
     def buf(self, node) -> Buf:
@@ -148,12 +148,27 @@ class Renderer:
     def lead_ranges(self, dims) -> list:
         return [(self.var(d), self.size(d)) for d in dims]
 
+    def sized_by(self, ranges, buf: Buf) -> list:
+        """``ranges`` with the innermost loop's size read off ``buf``'s array (``v.shape[k]``, the same number)
+        when that loop runs over ``buf``'s last feature dim. LLVM vectorises a loop of unknown trip count
+        behind one overlap check, but leaves a short constant one (``range(28)``) scalar: an image op's
+        elementwise nest ran 3.4x faster this way (0.67 -> 0.20 ms, measured)."""
+        if not ranges or not buf.shape or buf.literal is not None or buf.offset:
+            return ranges
+        own = next((b for b in self.buffers if b.var == buf.var), None)
+        if own is None or tuple(own.shape) != tuple(buf.shape) or tuple(own.dims) != tuple(buf.dims):
+            return ranges       # a leaf, or a view of part of a wider buffer (a concat's input written in place)
+        var, size, *rest = ranges[-1]
+        if var != f"f{len(buf.shape) - 1}" or size != str(buf.shape[-1]):
+            return ranges
+        return ranges[:-1] + [(var, f"{buf.var}.shape[{len(buf.dims) + len(buf.shape) - 1}]", *rest)]
+
     def fill_loops(self, node, out: Buf, expr_fn):
         """``out[idx] = expr_fn(env, feats)`` over the node's whole index space."""
         dims = self.space(node)
         env = self.env(dims)
         feats = [v for v, _ in feat_ranges(node.shape)]
-        with self.em.loops(self.lead_ranges(dims) + feat_ranges(node.shape)):
+        with self.em.loops(self.sized_by(self.lead_ranges(dims) + feat_ranges(node.shape), out)):
             self.em.line(f"{out.at(env, feats)} = {expr_fn(env, feats)}")
 
     def read(self, node, env, feats, out_shape) -> str:
@@ -230,7 +245,6 @@ class Renderer:
         first = group[0]
         if self.space(node) != self.space(first) or node.shape != first.shape or \
                 math.prod(node.shape) > GROUP_MAX_FEATURES:
-            return False
             return False
         feats = [f"f{k}" for k in range(len(node.shape))]
         members = set(group)
@@ -418,10 +432,12 @@ class Renderer:
             head += MATH_HELPERS[self.dtype].split("\n")
         funcs, calls = _stage_functions(self.em.lines, self.spans, args)
         body = []
-        for k, call in calls:
-            if call:
-                kind = self.schedule[k - 1].kind
-                body += [f"    _threads({kind!r})  # BLAS threads for a {kind} stage", call]
+        for k, lines in calls:
+            kind = self.schedule[k - 1].kind
+            for line in lines:
+                kernel = line.lstrip().startswith("imk.")     # a parallel kernel: one BLAS thread per thread
+                body += [f"    _threads({'kernel' if kernel else kind!r})  # BLAS threads for a "
+                         f"{'parallel kernel' if kernel else kind + ' stage'}", line]
             body += self.after.get(k, [])
         entry = ["", "", f"def run({', '.join(args)}):"] + self.prologue + body + ["    return 0", ""]
         results = {n: b.var for n, b in self.bufs.items() if b.var.startswith("v") and n not in self.aliases}
@@ -430,23 +446,44 @@ class Renderer:
 
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
-JIT = "@numba.njit(cache=True, nogil=True, error_model='numpy')"
+# fastmath "reassoc" only (no assumptions about NaN or infinity): LLVM may reorder a sum, so the register
+# accumulations of reductions (a bias gradient summed over batch x pixels) vectorise: 2.4x faster, measured
+JIT = "@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'reassoc'})"
+
+
+#: Marks a top-level line of a stage that ``run`` executes itself (a call of a parallel kernel): the stage's
+#: function is split there, ``stage_k`` before it and ``stage_k_1``, ``stage_k_2``... after.
+RUN_MARK = "#run# "
 
 
 def _stage_functions(lines, spans, args) -> tuple[list, list]:
-    """``def stage_k(<the args its lines use>)`` for each stage with code, and the calls to them."""
+    """``def stage_k(<the args its lines use>)`` for each stage with code, and the lines of ``run`` for each
+    stage: ``(k, [calls])`` (the function calls, and the ``RUN_MARK`` lines between them)."""
     known = set(args)
     funcs, calls = [], []
     for k, start, stop in spans:
-        body = lines[start:stop]
-        code = [ln.split("  # ", 1)[0] for ln in body if not ln.lstrip().startswith("#")]
-        if not any(c.strip() for c in code):
-            calls.append((k, None))
-            continue
-        used = {w for c in code for w in _WORD.findall(c)} & known
-        params = [a for a in args if a in used]
-        funcs += ["", "", JIT, f"def stage_{k}({', '.join(params)}):"] + body + ["    return 0"]
-        calls.append((k, f"    stage_{k}({', '.join(params)})"))
+        pieces, body = [[]], lines[start:stop]
+        for ln in body:
+            if ln.lstrip().startswith(RUN_MARK):
+                pieces.append(ln.split(RUN_MARK, 1)[1])
+                pieces.append([])
+            else:
+                pieces[-1].append(ln)
+        out, part = [], 0
+        for piece in pieces:
+            if isinstance(piece, str):
+                out.append(f"    {piece}")
+                continue
+            code = [ln.split("  # ", 1)[0] for ln in piece if not ln.lstrip().startswith("#")]
+            if not any(c.strip() for c in code):
+                continue
+            name = f"stage_{k}" + (f"_{part}" if part else "")
+            part += 1
+            used = {w for c in code for w in _WORD.findall(c)} & known
+            params = [a for a in args if a in used]
+            funcs += ["", "", JIT, f"def {name}({', '.join(params)}):"] + piece + ["    return 0"]
+            out.append(f"    {name}({', '.join(params)})")
+        calls.append((k, out))
     return funcs, calls
 
 
@@ -493,13 +530,6 @@ def _stable(r: Renderer, stage):
     if len(out) != len(stage.nodes):
         return stage
     return dataclasses.replace(stage, nodes=tuple(out))
-
-
-def _short(where: str) -> str:
-    import os
-
-    path, _, line = where.rpartition(":")
-    return f"{os.path.basename(path)}:{line}" if path else where
 
 
 def read_init(r: Renderer, ref, env, feats) -> str:
