@@ -161,7 +161,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10, help="timed steps per side per round")
     p.add_argument("--rounds", type=int, default=2, help="alternations of the two sides")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2, help="PyTorch's threads and the BLAS limit")
+    p.add_argument("--threads", type=int, default=2,
+                   help="threads of each side: PyTorch's, rnnc's Numba threads (parallel image kernels), BLAS limit")
     p.add_argument("--rnnc-threads", type=int, default=1,
                    help="BLAS threads inside rnnc's compiled kernel (default 1, as `reseg_classifier.py train` "
                         "runs it; 0: rnnc's own choice, 2 for batches over 32)")
@@ -174,6 +175,10 @@ def main(argv=None) -> int:
         threadpool_limits(a.threads)
     except ImportError:
         pass
+    import numba
+
+    if a.threads < numba.config.NUMBA_NUM_THREADS:      # rnnc's parallel image kernels; left alone otherwise:
+        numba.set_num_threads(a.threads)                # starting Numba's OpenMP pool before torch's slowed torch
     try:
         import torch
     except ImportError:
