@@ -156,6 +156,16 @@ def test_source_is_readable_and_traceable():
     assert f.stats["loss"]["compile_s"] > 0
 
 
+def test_blas_threads_per_stage_kind():
+    """Without parallel image kernels: 2 BLAS threads for map stages, a scan's per-step products 1 thread up
+    to batch 32 and 2 above; ``threads=`` fixes every stage."""
+    _, f = compiled("elman", "float64")
+    k = f.kernel("grad")
+    assert k.blas_threads(32) == {"map": 2, "scan": 1, "kernel": 1}
+    assert k.blas_threads(64) == {"map": 2, "scan": 2, "kernel": 1}
+    assert rc.compile(ZOO["elman"]().model, threads=1).kernel("grad").blas_threads(64)["map"] == 1
+
+
 def test_compile_source_independent_of_length():
     case = ZOO["elman"]()
     f = rc.compile(case.model, dtype="float32")

@@ -115,6 +115,7 @@ class Kernel:
         self.stats = {"compile_s": 0.0, "cache_hit": hit, "buffer_bytes": 0, "render_s": time.perf_counter() - t0}
         self._t0 = t0
         self._compiled = False
+        self._parallel = None        # does run() call parallel image kernels (see blas_threads)
         self._buffers: dict = {}
 
     @property
@@ -165,14 +166,27 @@ class Kernel:
                   for var, node in self.layout.leaves.items()}
         by_var.update(extra or {})
         by_var.update(bufs)
-        scan = self.threads or (1 if binding.batch <= 32 else 2)
-        with _StageThreads(scan=scan, whole=self.threads or 2) as threads:
+        want = self.blas_threads(binding.batch)
+        with _StageThreads(scan=want["scan"], whole=want["map"]) as threads:
             self.module._threads = threads
             try:
                 self._run(self.arguments(sizes, by_var))
             finally:
                 self.module._threads = _keep_threads     # a later run() outside call() leaves BLAS alone
         return bufs
+
+    def blas_threads(self, batch: int) -> dict:
+        """BLAS threads per kind of stage for a call with this batch: ``threads=`` when given; else 2 for map
+        stages and for a scan's per-step products on batches over 32, 1 otherwise; and 1 everywhere in a module
+        with parallel image kernels, whose Numba threads would otherwise fight OpenBLAS's spinning threads (the
+        flagship's step ran 3.4x slower with 2 BLAS threads, measured)."""
+        if self._parallel is None:
+            self._parallel = "_threads('kernel')" in self.path.read_text()
+        if self.threads:
+            return {"map": self.threads, "scan": self.threads, "kernel": 1}
+        if self._parallel:
+            return {"map": 1, "scan": 1, "kernel": 1}
+        return {"map": 2, "scan": 1 if batch <= 32 else 2, "kernel": 1}
 
     def _run(self, args) -> None:
         global _BLAS
