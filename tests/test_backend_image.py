@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
 
@@ -252,6 +254,41 @@ def test_compiled_training_engine_gives_outputs_loss_and_grads_in_one_call():
         assert close(got.grads[k], ref.grads[k], 1e-10), k
     for k in ref.outputs:
         assert close(got.outputs[k], ref.outputs[k], 1e-10), k
+
+
+def _im2col_reference(x, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw):
+    """``cols[c, a, b, n, u, v]`` by brute force (zero where the window position is out of range)."""
+    n_, c_, h, w = x.shape
+    out = np.zeros((c_, kh, kw, n_, ho, wo))
+    for a, b, u, v in np.ndindex(kh, kw, ho, wo):
+        y, xx = sh * u + dh * a - ph, sw * v + dw * b - pw
+        if 0 <= y < h and 0 <= xx < w:
+            out[:, a, b, :, u, v] = x[:, :, y, xx].T
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9), st.integers(1, 3),
+       st.integers(1, 3), st.integers(1, 2), st.integers(1, 2), st.integers(0, 2), st.integers(0, 2),
+       st.integers(1, 2), st.integers(1, 2))
+def test_im2col_and_col2im_match_brute_force(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw):
+    """im2col (its one-run path for stride 1 at equal widths, and the row-by-row path) equals the brute-force
+    gather and overwrites stale columns; col2im is its adjoint: <im2col(x), C> = <x, col2im(C)>."""
+    from rnnc.backends.cpu import kernels_image as imk
+    ho, wo = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    assume(ho >= 1 and wo >= 1)
+    rng = np.random.default_rng(n * 1000 + h * 10 + w)
+    x = rng.standard_normal((n, c, h, w))
+    want = _im2col_reference(x, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw)
+    # the runtime reuses column buffers: only out-of-range positions written by an earlier call are zero, so
+    # start from the layout an earlier call leaves (zeros where out of range) plus stale in-range values
+    cols = np.where(want != 0, 7.0, 0.0)
+    imk.im2col(x, cols, sh, sw, ph, pw, dh, dw)
+    np.testing.assert_array_equal(cols, want)
+    g = rng.standard_normal(want.shape)
+    dx = rng.standard_normal(x.shape)                      # col2im zeroes it first
+    imk.col2im(g.copy(), dx, sh, sw, ph, pw, dh, dw)
+    assert np.isclose(np.sum(want * g), np.sum(x * dx), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
