@@ -54,21 +54,14 @@ def _span(off, s, size, n):
 # Copies run through 1-D views indexed from 0 (``dst = a[i:j]; dst[v] = src[v]``): LLVM then vectorises them,
 # while ``a[i + d]`` with a run-time offset keeps Numba's negative-index check in the loop (20x slower, measured).
 @_jit
-def _run_copy(dst, src):
-    for i in range(dst.shape[0]):
-        dst[i] = src[i]
-
-
-@_jit
-def _run_add(dst, src):
-    for i in range(dst.shape[0]):
-        dst[i] += src[i]
-
-
-@_jit
-def _one_run(sh, sw, w, wo):
-    """Stride 1 and equal widths: the rows a window offset reads are one contiguous run in both arrays."""
-    return sh == 1 and sw == 1 and w == wo
+def _run(dst, src, add):
+    """``dst = src`` (or ``dst += src`` with ``add``) over two equal-length 1-D views."""
+    if add:
+        for i in range(dst.shape[0]):
+            dst[i] += src[i]
+    else:
+        for i in range(dst.shape[0]):
+            dst[i] = src[i]
 
 
 @_jit
@@ -76,67 +69,66 @@ def _clear_edges(cf, dst0, u0, u1, v0, v1, wo):
     """Zero the columns outside ``[v0, v1)`` of rows ``u0..u1`` of one ``(Ho, Wo)`` plane at ``dst0``."""
     for u in range(u0, u1):
         r = dst0 + u * wo
-        cf[r:r + v0] = 0.0
-        cf[r + v1:r + wo] = 0.0
+        for v in range(v0):
+            cf[r + v] = 0.0
+        for v in range(v1, wo):
+            cf[r + v] = 0.0
+
+
+@_jit
+def _window_runs(x, cols, sh, sw, ph, pw, dh, dw, gather):
+    """Move data between a map ``x (N, C, H, W)`` and its columns ``cols (C, kh, kw, N, Ho, Wo)``, in-range
+    positions only, one plane ``(c, a, b)`` at a time (so ``cols`` is walked in order): ``gather`` copies
+    ``x`` into ``cols`` (im2col), else ``cols`` is added into ``x`` (col2im). With stride 1 at equal widths a
+    sample's rows are one contiguous run in both arrays, moved at once; the columns of ``cols`` outside the
+    window's range are zeroed (after the copy, where it wrapped around a row's end; before the add, so the
+    wrapped positions add nothing)."""
+    n_, c_, h, w = x.shape
+    _, kh, kw, _, ho, wo = cols.shape
+    xf, cf = x.reshape(-1), cols.reshape(-1)
+    one_run = sh == 1 and sw == 1 and w == wo
+    for c in range(c_):
+        for a in range(kh):
+            u0, u1 = _span(dh * a - ph, sh, h, ho)
+            for b in range(kw):
+                v0, v1 = _span(dw * b - pw, sw, w, wo)
+                if u1 <= u0 or v1 <= v0:
+                    continue
+                oy, ox = dh * a - ph, dw * b - pw
+                for n in range(n_):
+                    dst0 = (((c * kh + a) * kw + b) * n_ + n) * ho * wo
+                    src0 = (n * c_ + c) * h * w + oy * w + ox
+                    if one_run:
+                        lo, hi = u0 * wo + v0, (u1 - 1) * wo + v1
+                        if gather:
+                            _run(cf[dst0 + lo:dst0 + hi], xf[src0 + lo:src0 + hi], False)
+                            _clear_edges(cf, dst0, u0, u1, v0, v1, wo)
+                        else:
+                            _clear_edges(cf, dst0, u0, u1, v0, v1, wo)
+                            _run(xf[src0 + lo:src0 + hi], cf[dst0 + lo:dst0 + hi], True)
+                        continue
+                    for u in range(u0, u1):
+                        r, q = dst0 + u * wo, src0 + sh * u * w
+                        cv, xv = cf[r + v0:r + v1], xf[q + sw * v0:q + sw * (v1 - 1) + 1:sw]
+                        if gather:
+                            _run(cv, xv, False)
+                        else:
+                            _run(xv, cv, True)
 
 
 @_jit
 def im2col(x, cols, sh, sw, ph, pw, dh, dw):
-    """``cols[c, a, b, n, u, v] = x[n, c, s u + d a - p, s v + d b - p]`` (in-range positions only), one plane
-    ``(c, a, b)`` at a time so the writes run through ``cols`` in order. Stride 1 at equal widths copies each
-    sample's rows as one shifted run and then zeroes the columns that wrapped around a row's end."""
-    n_, c_, h, w = x.shape
-    _, kh, kw, _, ho, wo = cols.shape
-    xf, cf = x.reshape(-1), cols.reshape(-1)
-    for c in range(c_):
-        for a in range(kh):
-            u0, u1 = _span(dh * a - ph, sh, h, ho)
-            for b in range(kw):
-                v0, v1 = _span(dw * b - pw, sw, w, wo)
-                if u1 <= u0 or v1 <= v0:
-                    continue
-                oy, ox = dh * a - ph, dw * b - pw
-                for n in range(n_):
-                    dst0 = (((c * kh + a) * kw + b) * n_ + n) * ho * wo
-                    src0 = (n * c_ + c) * h * w + oy * w + ox
-                    if _one_run(sh, sw, w, wo):
-                        lo, hi = u0 * wo + v0, (u1 - 1) * wo + v1
-                        _run_copy(cf[dst0 + lo:dst0 + hi], xf[src0 + lo:src0 + hi])
-                        _clear_edges(cf, dst0, u0, u1, v0, v1, wo)
-                    else:
-                        for u in range(u0, u1):
-                            r, q = dst0 + u * wo, src0 + sh * u * w
-                            _run_copy(cf[r + v0:r + v1], xf[q + sw * v0:q + sw * (v1 - 1) + 1:sw])
+    """``cols[c, a, b, n, u, v] = x[n, c, s u + d a - p, s v + d b - p]`` (in-range positions only; the rest
+    of ``cols`` is left as the runtime keeps it, zero)."""
+    _window_runs(x, cols, sh, sw, ph, pw, dh, dw, True)
 
 
 @_jit
 def col2im(cols, dx, sh, sw, ph, pw, dh, dw):
-    """``dx = 0``, then ``dx[n, c, s u + d a - p, s v + d b - p] += cols[c, a, b, n, u, v]``. Stride 1 at equal
-    widths adds each sample's rows as one shifted run, after zeroing the out-of-range columns of ``cols``
-    (which then add nothing where the run wraps around a row's end; ``cols`` is scratch)."""
-    n_, c_, h, w = dx.shape
-    _, kh, kw, _, ho, wo = cols.shape
+    """``dx = 0``, then ``dx[n, c, s u + d a - p, s v + d b - p] += cols[c, a, b, n, u, v]`` (``cols`` is
+    scratch: its out-of-range columns are zeroed on the way)."""
     dx[...] = 0.0
-    xf, cf = dx.reshape(-1), cols.reshape(-1)
-    for c in range(c_):
-        for a in range(kh):
-            u0, u1 = _span(dh * a - ph, sh, h, ho)
-            for b in range(kw):
-                v0, v1 = _span(dw * b - pw, sw, w, wo)
-                if u1 <= u0 or v1 <= v0:
-                    continue
-                oy, ox = dh * a - ph, dw * b - pw
-                for n in range(n_):
-                    dst0 = (((c * kh + a) * kw + b) * n_ + n) * ho * wo
-                    src0 = (n * c_ + c) * h * w + oy * w + ox
-                    if _one_run(sh, sw, w, wo):
-                        lo, hi = u0 * wo + v0, (u1 - 1) * wo + v1
-                        _clear_edges(cf, dst0, u0, u1, v0, v1, wo)
-                        _run_add(xf[src0 + lo:src0 + hi], cf[dst0 + lo:dst0 + hi])
-                    else:
-                        for u in range(u0, u1):
-                            r, q = dst0 + u * wo, src0 + sh * u * w
-                            _run_add(xf[q + sw * v0:q + sw * (v1 - 1) + 1:sw], cf[r + v0:r + v1])
+    _window_runs(dx, cols, sh, sw, ph, pw, dh, dw, False)
 
 
 @_jit
