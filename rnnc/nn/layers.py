@@ -12,7 +12,7 @@ from rnnc.dsl import init as inits
 from rnnc.errors import ShapeError
 from rnnc.ir.node import user_line
 from rnnc.nn.base import BufferSpec, Layer, Network, activate, register_layer
-from rnnc.ops import image, make, reshape, softmax, sqrt
+from rnnc.ops import batch_norm, bn_stats, image, make, reshape, slice_features, softmax, sqrt
 
 
 def _channels_view(v, x):
@@ -79,9 +79,10 @@ class BatchNorm(Layer):
     :math:`y = \\gamma (x - \\mu) / \\sqrt{\\sigma^2 + \\epsilon} + \\beta`.
 
     Training: :math:`\\mu, \\sigma^2` are the batch statistics over samples, loop axes and spatial dims
-    (:func:`rnnc.ops.image.channel_mean`); the model outputs them as ``<name>_batch_mean`` / ``_batch_var`` and the
-    trainer updates the running statistics :math:`r \\leftarrow (1 - m) r + m s` outside the gradient (running
-    variance unbiased, as PyTorch). Evaluation (``Network(train=False)``): :math:`\\mu, \\sigma^2` are the params
+    (:func:`rnnc.ops.batchnorm.bn_stats`, normalised by :func:`~rnnc.ops.batchnorm.batch_norm`: five passes over
+    the map per training step); the model outputs them as ``<name>_batch_mean`` / ``_batch_var`` and the trainer
+    updates the running statistics :math:`r \\leftarrow (1 - m) r + m s` outside the gradient (running variance
+    unbiased, as PyTorch). Evaluation (``Network(train=False)``): :math:`\\mu, \\sigma^2` are the params
     ``<name>_running_mean`` / ``_running_var``.
     """
 
@@ -98,20 +99,18 @@ class BatchNorm(Layer):
         for stat, init in (("mean", 0.0), ("var", 1.0)):
             net.buffers[f"{name}_running_{stat}"] = BufferSpec((c,), init, f"{name}_batch_{stat}", self.momentum,
                                                                stat == "var", per_sample)
+        gamma = net.param(f"{name}_gamma", c, 1.0) if self.affine else None
+        beta = net.param(f"{name}_beta", c, 0.0) if self.affine else None
         if net.train:
-            mu = image.channel_mean(x)
-            d = x - _channels_view(mu, x)
-            var = image.channel_mean(d * d)
-            net.model.output(f"{name}_batch_mean", mu)
-            net.model.output(f"{name}_batch_var", var)
-        else:
-            mu = net.param(f"{name}_running_mean", c, 0.0)
-            var = net.param(f"{name}_running_var", c, 1.0)
-            d = x - _channels_view(mu, x)
-        y = d / sqrt(_channels_view(var, x) + self.eps)
+            stats = bn_stats(x)
+            net.model.output(f"{name}_batch_mean", slice_features(stats, 0, c))
+            net.model.output(f"{name}_batch_var", slice_features(stats, c, 2 * c))
+            return batch_norm(x, stats, gamma, beta, self.eps)
+        mu = net.param(f"{name}_running_mean", c, 0.0)
+        var = net.param(f"{name}_running_var", c, 1.0)
+        y = (x - _channels_view(mu, x)) / sqrt(_channels_view(var, x) + self.eps)
         if self.affine:
-            y = y * _channels_view(net.param(f"{name}_gamma", c, 1.0), x)
-            y = y + _channels_view(net.param(f"{name}_beta", c, 0.0), x)
+            y = y * _channels_view(gamma, x) + _channels_view(beta, x)
         return y
 
 

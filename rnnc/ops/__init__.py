@@ -1,5 +1,6 @@
 """Ops: each op's shape rule, numpy reference and VJP in one place (see :mod:`rnnc.ops.registry`)."""
 from rnnc.ops import image  # noqa: F401  (registers conv2d, pooling, channel_mean, to_grid, from_grid)
+from rnnc.ops.batchnorm import batch_norm, bn_stats
 from rnnc.ops.elementwise import add, div, exp, log, mul, neg, positive, relu, sigmoid, sqrt, square, sub, tanh, where
 from rnnc.ops.leaves import leaf, ref, step_mask
 from rnnc.ops.linalg import matmul, outer_sum, transpose
@@ -14,5 +15,5 @@ __all__ = [
     "positive", "where", "matmul", "transpose", "outer_sum", "fsum", "fmean", "fmax", "max_mask", "expand",
     "sum_to", "edge_sum", "batch_mean", "concat", "slice_features", "split", "feature_index", "reshape",
     "one_hot", "softmax", "log_softmax", "softmax_cross_entropy", "binary_cross_entropy", "mse",
-    "leaf", "ref", "step_mask",
+    "leaf", "ref", "step_mask", "batch_norm", "bn_stats",
 ]

@@ -226,6 +226,10 @@ def _blas_libs() -> list:
     if _BLAS is None:
         from threadpoolctl import ThreadpoolController
 
+        try:        # Numba's np.dot calls scipy's BLAS: load it now, so its threads are limited from the first call
+            import scipy.linalg.cython_blas  # noqa: F401
+        except ImportError:
+            pass
         _BLAS = ThreadpoolController().select(user_api="blas").lib_controllers
     return _BLAS
 

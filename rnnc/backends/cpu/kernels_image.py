@@ -26,16 +26,23 @@ _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 #: jitted function that calls a parallel one crashes when it is loaded from the cache (numba#8578). Each also
 #: has a serial twin ``<name>_serial`` (the same code, ``prange`` as ``range``) for calls inside a scan's loop.
 PARALLEL = ("conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "maxpool", "maxpool_route", "avgpool", "avgpool_grad",
-            "channel_mean", "channel_spread")
+            "channel_mean", "channel_spread", "bn_stats", "bn_apply", "bn_sums", "bn_input_grad")
 
 
-def _pjit(fn):
+def _pjit(fn, **options):
     """The parallel kernel ``fn``; its serial twin goes into this module as ``<name>_serial``."""
     twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
                               fn.__closure__)
     twin.__qualname__ = fn.__qualname__ + "_serial"      # its own cache files
-    globals()[twin.__name__] = _jit(twin)
-    return numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)(fn)
+    globals()[twin.__name__] = numba.njit(cache=True, nogil=True, error_model="numpy", **options)(twin)
+    return numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True, **options)(fn)
+
+
+def _pjit_sums(fn):
+    """:func:`_pjit` with reassociation allowed, so LLVM vectorises a loop's float64 sums (one channel's sums
+    stay in one thread, in the same order whatever the thread count)."""
+    return _pjit(fn, fastmath={"reassoc"})
+
 
 #: Parts the blocked ``conv2d_wgrad`` deals its chunks into (chunk ``j`` to part ``j % WGRAD_PARTS``), each
 #: summing its own partial gradient, the parts' sums then added in part order: the threads share the work,
@@ -269,6 +276,85 @@ def channel_spread(g, out, count):
             share = g[c] / count
             for q in range(r_):
                 out[n, c, q] = share
+
+
+# ----------------------------------------------------------------------------- batch normalisation
+# Maps ``(N, C, R)``; ``s = [mu; var]`` and ``sums = [sum g; sum g xhat]`` are ``(2C,)``. The per-channel sums
+# run one channel per thread; the elementwise passes split over (sample, channel) pairs.
+@_pjit_sums
+def bn_stats(x, out):
+    """``out[c], out[C + c]`` = mean and biased variance of ``x[:, c, :]``: ONE pass of float64 sums of
+    ``x - k`` with ``k = x[0, c, 0]`` (a shifted origin: a mean far from zero does not cancel the variance)."""
+    n_, c_, r_ = x.shape
+    count = n_ * r_
+    for c in numba.prange(c_):
+        k = 0.0
+        if count > 0:
+            k = np.float64(x[0, c, 0])
+        s1 = 0.0
+        s2 = 0.0
+        for n in range(n_):
+            for q in range(r_):
+                d = np.float64(x[n, c, q]) - k
+                s1 += d
+                s2 += d * d
+        m = s1 / max(count, 1)
+        out[c] = k + m
+        out[c_ + c] = max(s2 / max(count, 1) - m * m, 0.0)
+
+
+@_pjit_sums
+def bn_apply(x, s, gamma, beta, affine, eps, out):
+    """``out = (x - mu) a + b`` per channel, ``a = gamma / sqrt(var + eps)``, ``b = beta`` (not ``affine``:
+    ``gamma = 1, beta = 0``); the per-channel factors are rounded to the map's precision first."""
+    n_, c_, r_ = x.shape
+    k = np.empty((3, c_), dtype=out.dtype)
+    for c in range(c_):
+        inv = 1.0 / np.sqrt(np.float64(s[c_ + c]) + eps)
+        k[0, c] = s[c]
+        k[1, c] = gamma[c] * inv if affine else inv
+        k[2, c] = beta[c] if affine else 0.0
+    for p in numba.prange(n_ * c_):
+        n, c = p // c_, p % c_
+        m, a, b = k[0, c], k[1, c], k[2, c]
+        for q in range(r_):
+            out[n, c, q] = (x[n, c, q] - m) * a + b
+
+
+@_pjit_sums
+def bn_sums(g, x, s, eps, out):
+    """``out[c] = sum g[:, c, :]``, ``out[C + c] = sum g xhat`` (float64 sums, one pass over ``g`` and ``x``)."""
+    n_, c_, r_ = x.shape
+    for c in numba.prange(c_):
+        m = np.float64(s[c])
+        s1 = 0.0
+        s2 = 0.0
+        for n in range(n_):
+            for q in range(r_):
+                gv = np.float64(g[n, c, q])
+                s1 += gv
+                s2 += gv * (np.float64(x[n, c, q]) - m)
+        out[c] = s1
+        out[c_ + c] = s2 / np.sqrt(np.float64(s[c_ + c]) + eps)
+
+
+@_pjit_sums
+def bn_input_grad(g, x, s, sums, gamma, affine, eps, out):
+    """``out = gamma r (g - sum g / N - xhat sum(g xhat) / N)``, ``r = 1 / sqrt(var + eps)``, ``N = n R``."""
+    n_, c_, r_ = x.shape
+    count = max(n_ * r_, 1)
+    k = np.empty((4, c_), dtype=out.dtype)
+    for c in range(c_):
+        inv = 1.0 / np.sqrt(np.float64(s[c_ + c]) + eps)
+        k[0, c] = s[c]
+        k[1, c] = gamma[c] * inv if affine else inv
+        k[2, c] = sums[c] / count
+        k[3, c] = inv * sums[c_ + c] / count
+    for p in numba.prange(n_ * c_):
+        n, c = p // c_, p % c_
+        m, a, b, d = k[0, c], k[1, c], k[2, c], k[3, c]
+        for q in range(r_):
+            out[n, c, q] = a * (g[n, c, q] - b - (x[n, c, q] - m) * d)
 
 
 # ----------------------------------------------------------------------------- convolution, cache-blocked

@@ -6,10 +6,10 @@ Leaves (input, param, lengths, const) and references are handled by the renderer
 """
 from __future__ import annotations
 
-from rnnc.backends.cpu import ops_ewise, ops_image, ops_linalg, ops_reduce, ops_structure
+from rnnc.backends.cpu import ops_batchnorm, ops_ewise, ops_image, ops_linalg, ops_reduce, ops_structure
 
 TEMPLATES: dict = {}
-for _family in (ops_ewise, ops_linalg, ops_reduce, ops_structure, ops_image):
+for _family in (ops_ewise, ops_linalg, ops_reduce, ops_structure, ops_image, ops_batchnorm):
     TEMPLATES.update(_family.TEMPLATES)
 
 HANDLED_BY_RENDERER = ("input", "param", "lengths", "const", "ref")

@@ -1,0 +1,132 @@
+"""CPU templates of the batch-normalisation ops (:mod:`rnnc.ops.batchnorm`).
+
+Fast path: the map as an ``(N, C, R)`` view and one call of a parallel kernel of
+:mod:`~rnnc.backends.cpu.kernels_image` (each pass reads the map once). A value whose buffer is not such a view
+(part of a wider buffer, a scan-fixed layout the view cannot express) gets plain loop nests with the same
+formulas: two passes for the statistics (mean, then centred squares), float64 sums.
+"""
+from __future__ import annotations
+
+from rnnc.backends.cpu.emit import feat_ranges
+from rnnc.backends.cpu.ops_image import _by_channel, _call, _rows, _view, _whole
+
+
+def _plain(r, node) -> bool:
+    b = r.out(node)
+    return b.literal is None and not b.offset and not b.dims
+
+
+def _views(r, lead, nodes):
+    """``(N, C, R)`` views of ``nodes`` over ``lead``'s looped dims, or None if any is not a plain view."""
+    dims = r.space(lead)
+    views = [_view(r, n, dims, _rows(r, dims), _by_channel(lead.shape)) for n in nodes]
+    return None if any(v is None for v in views) else views
+
+
+def _shared_vars(r, nodes):
+    """Array names of shared per-channel inputs, or None if one is a constant or part of a wider buffer."""
+    bufs = [r.buf(n) for n in nodes]
+    if any(b.literal is not None or b.offset or b.dims for b in bufs):
+        return None
+    return [b.var for b in bufs]
+
+
+def _count(r, x) -> str:
+    return " * ".join([str(int(s)) for s in x.shape[1:]] + [r.size(d) for d in r.space(x)]) or "1"
+
+
+def _channel_sum(r, x, term: str, acc: str = "acc64") -> None:
+    """``acc += term(element)`` over every element of channel ``c_`` of ``x`` (inside a ``c_`` loop)."""
+    env = r.env(r.space(x))
+    rest = feat_ranges(x.shape[1:], "q")
+    r.em.line(f"{acc} = 0.0")
+    with r.em.loops(r.lead_ranges(r.space(x)) + rest):
+        r.em.line(f"{acc} += {term(env, ['c_'] + [v for v, _ in rest])}")
+
+
+def _inv(r, s, env, c: str, eps: float) -> str:
+    """:math:`1/\\sqrt{\\sigma^2_c + \\epsilon}` read off the statistics ``s``."""
+    n = s.shape[0] // 2
+    return f"(F(1.0) / math.sqrt({r.buf(s).at(env, [f'{n} + {c}'])} + F({eps!r})))"
+
+
+def t_bn_stats(r, node) -> None:
+    """:math:`[\\mu; \\sigma^2]` per channel."""
+    (x,) = node.inputs
+    _whole(r, node)
+    out, c = r.out(node), x.shape[0]
+    views = _views(r, x, [x])
+    if views and _plain(r, node):
+        _call(r, "bn_stats", views[0], out.var)
+        return
+    xb = r.buf(x)
+    with r.em.loops([("c_", str(c))]):
+        _channel_sum(r, x, lambda e, f: xb.at(e, f))
+        r.em.line(f"m_ = acc64 / ({_count(r, x)})")
+        _channel_sum(r, x, lambda e, f: f"({xb.at(e, f)} - m_) ** 2")
+        r.em.line(f"{out.at({}, ['c_'])} = m_")
+        r.em.line(f"{out.at({}, [f'{c} + c_'])} = acc64 / ({_count(r, x)})")
+
+
+def t_batch_norm(r, node) -> None:
+    """:math:`y = \\gamma (x - \\mu) / \\sqrt{\\sigma^2 + \\epsilon} + \\beta`."""
+    x, s, *gb = node.inputs
+    eps = node.attr("eps")
+    r.out(node)
+    views = _views(r, x, [x, node])
+    shared = _shared_vars(r, [s] + gb)
+    if views and shared:
+        affine = shared[1:] or [shared[0], shared[0]]
+        _call(r, "bn_apply", views[0], shared[0], *affine, bool(gb), f"{eps!r}", views[1])
+        return
+    xb, sb = r.buf(x), r.buf(s)
+
+    def expr(env, f):
+        y = f"({xb.at(env, f)} - {sb.at(env, f[:1])}) * {_inv(r, s, env, f[0], eps)}"
+        return f"{y} * {r.buf(gb[0]).at(env, f[:1])} + {r.buf(gb[1]).at(env, f[:1])}" if gb else y
+    r.fill_loops(node, r.out(node), expr)
+
+
+def t_bn_sums(r, node) -> None:
+    """:math:`[\\sum g; \\sum g \\hat x]` per channel."""
+    g, x, s = node.inputs
+    _whole(r, node)
+    eps, out, c = node.attr("eps"), r.out(node), x.shape[0]
+    views = _views(r, x, [g, x])
+    shared = _shared_vars(r, [s])
+    if views and shared and _plain(r, node):
+        _call(r, "bn_sums", *views, shared[0], f"{eps!r}", out.var)
+        return
+    gb, xb, sb = r.buf(g), r.buf(x), r.buf(s)
+    with r.em.loops([("c_", str(c))]):
+        _channel_sum(r, x, lambda e, f: gb.at(e, f))
+        r.em.line(f"{out.at({}, ['c_'])} = acc64")
+        _channel_sum(r, x, lambda e, f: f"{gb.at(e, f)} * ({xb.at(e, f)} - {sb.at(e, ['c_'])})")
+        r.em.line(f"{out.at({}, [f'{c} + c_'])} = acc64 * {_inv(r, s, {}, 'c_', eps)}")
+
+
+def t_bn_input_grad(r, node) -> None:
+    """:math:`\\bar x = \\gamma r (g - \\sum g / N - \\hat x \\sum (g \\hat x) / N)`."""
+    g, x, s, sums, *gamma = node.inputs
+    eps, c = node.attr("eps"), x.shape[0]
+    r.out(node)
+    views = _views(r, x, [g, x, node])
+    shared = _shared_vars(r, [s, sums] + gamma)
+    if views and shared:
+        _call(r, "bn_input_grad", *views[:2], shared[0], shared[1], shared[2] if gamma else shared[0],
+              bool(gamma), f"{eps!r}", views[2])
+        return
+    gb, xb, sb, tb = r.buf(g), r.buf(x), r.buf(s), r.buf(sums)
+    count = _count(r, x)
+
+    def expr(env, f):
+        inv = _inv(r, s, env, f[0], eps)
+        k = f"{r.buf(gamma[0]).at(env, f[:1])} * {inv}" if gamma else inv
+        xhat = f"({xb.at(env, f)} - {sb.at(env, f[:1])}) * {inv}"
+        return (f"{k} * ({gb.at(env, f)} - {tb.at(env, f[:1])} / F({count}) - "
+                f"{xhat} * {tb.at(env, [f'{c} + {f[0]}'])} / F({count}))")
+    r.fill_loops(node, r.out(node), expr)
+
+
+TEMPLATES = {"bn_stats": t_bn_stats, "batch_norm": t_batch_norm, "bn_sums": t_bn_sums,
+             "bn_input_grad": t_bn_input_grad}
