@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_backend_image import IMAGE_OPS, classifier, close, ops_data, ops_model
+from test_batchnorm import data as bn_data
+from test_batchnorm import model as bn_model
 
 import rnnc as rc
 import rnnc.nn as nn
@@ -44,7 +46,7 @@ def test_every_op_has_a_vetted_cuda_template():
     for op in IMAGE_OPS:
         assert op in TEMPLATES
     for op in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad", "maxpool2d_grad", "avgpool2d_grad",
-               "channel_mean"):          # the CPU forms call BLAS / scatter-add: never inherited
+               "channel_mean", "bn_stats", "bn_sums"):   # the CPU forms call BLAS / scatter-add: never inherited
         assert op not in REUSED and TEMPLATES[op] is not CPU[op]
 
 
@@ -90,6 +92,24 @@ def test_small_classifier_loss_and_grad(dtype, tol):
     assert any(float(np.abs(v).max()) > 1e-3 for k, v in ref.grads.items() if "rnn" in k and k.endswith("U"))
 
 
+@pytest.mark.parametrize("loop_axis,affine", [(False, True), (True, False)])
+def test_batch_norm_ops_cuda_equal_interpreter(loop_axis, affine):
+    """bn_stats, batch_norm and its two backward ops (per-channel sums in two stages), float64 to 1e-10."""
+    m = bn_model(loop_axis, affine)
+    ins, ps = bn_data(loop_axis, seed=5, batch=2, steps=2)
+    ps = ps if affine else {}
+    f = rc_compile(m, target="cuda", dtype="float64", wrt=["x"] + sorted(ps))
+    out = f.forward(ins, ps, to_host=True).outputs
+    loss, grads = f.loss_and_grad(ins, ps, to_host=True)
+    ref = rc.interpret(rc.grad(m, wrt=["x"] + sorted(ps)), ins, ps, dtype="float64")
+    fwd = rc.interpret(m, ins, ps, dtype="float64").outputs
+    for k in ("stats", "y"):
+        assert close(_host(out[k]), fwd[k], 1e-10), k
+    assert close(loss, ref.loss, 1e-10)
+    for k, v in ref.grads.items():
+        assert close(grads[k], v, 1e-10), k
+
+
 def _tiny(which: str):
     if which == "reseg":
         clf = R.build_model((1, 8, 8), 3, (2, 2, 2, 2), (2, 2), divisor=255.0, name="reseg_tiny")
@@ -121,5 +141,6 @@ def test_flagship_tiny_forward_and_loss_and_grad(which):
     ops = {n.op for n in f.kernel("grad")._graph.nodes}
     want = {"conv2d", "conv2d_input_grad", "conv2d_weight_grad", "maxpool2d", "maxpool2d_grad"}
     if which == "reseg":
-        want |= {"channel_mean", "channel_spread", "to_grid", "from_grid", "avgpool2d", "avgpool2d_grad"}
+        want |= {"bn_stats", "batch_norm", "bn_sums", "bn_input_grad", "to_grid", "from_grid", "avgpool2d",
+                 "avgpool2d_grad"}
     assert want <= ops

@@ -31,7 +31,8 @@ def _shared_vars(r, nodes):
     return [b.var for b in bufs]
 
 
-def _count(r, x) -> str:
+def count_of(r, x) -> str:
+    """:math:`N` per channel as an expression: pixels × every looped lead size."""
     return " * ".join([str(int(s)) for s in x.shape[1:]] + [r.size(d) for d in r.space(x)]) or "1"
 
 
@@ -44,7 +45,7 @@ def _channel_sum(r, x, term: str, acc: str = "acc64") -> None:
         r.em.line(f"{acc} += {term(env, ['c_'] + [v for v, _ in rest])}")
 
 
-def _inv(r, s, env, c: str, eps: float) -> str:
+def inv_of(r, s, env, c: str, eps: float) -> str:
     """:math:`1/\\sqrt{\\sigma^2_c + \\epsilon}` read off the statistics ``s``."""
     n = s.shape[0] // 2
     return f"(F(1.0) / math.sqrt({r.buf(s).at(env, [f'{n} + {c}'])} + F({eps!r})))"
@@ -62,10 +63,10 @@ def t_bn_stats(r, node) -> None:
     xb = r.buf(x)
     with r.em.loops([("c_", str(c))]):
         _channel_sum(r, x, lambda e, f: xb.at(e, f))
-        r.em.line(f"m_ = acc64 / ({_count(r, x)})")
+        r.em.line(f"m_ = acc64 / ({count_of(r, x)})")
         _channel_sum(r, x, lambda e, f: f"({xb.at(e, f)} - m_) ** 2")
         r.em.line(f"{out.at({}, ['c_'])} = m_")
-        r.em.line(f"{out.at({}, [f'{c} + c_'])} = acc64 / ({_count(r, x)})")
+        r.em.line(f"{out.at({}, [f'{c} + c_'])} = acc64 / ({count_of(r, x)})")
 
 
 def t_batch_norm(r, node) -> None:
@@ -79,10 +80,16 @@ def t_batch_norm(r, node) -> None:
         affine = shared[1:] or [shared[0], shared[0]]
         _call(r, "bn_apply", views[0], shared[0], *affine, bool(gb), f"{eps!r}", views[1])
         return
-    xb, sb = r.buf(x), r.buf(s)
+    normalise_loops(r, node)
+
+
+def normalise_loops(r, node) -> None:
+    """``batch_norm`` as one loop nest writing each element once (also the CUDA form)."""
+    x, s, *gb = node.inputs
+    eps, xb, sb = node.attr("eps"), r.buf(x), r.buf(s)
 
     def expr(env, f):
-        y = f"({xb.at(env, f)} - {sb.at(env, f[:1])}) * {_inv(r, s, env, f[0], eps)}"
+        y = f"({xb.at(env, f)} - {sb.at(env, f[:1])}) * {inv_of(r, s, env, f[0], eps)}"
         return f"{y} * {r.buf(gb[0]).at(env, f[:1])} + {r.buf(gb[1]).at(env, f[:1])}" if gb else y
     r.fill_loops(node, r.out(node), expr)
 
@@ -102,13 +109,13 @@ def t_bn_sums(r, node) -> None:
         _channel_sum(r, x, lambda e, f: gb.at(e, f))
         r.em.line(f"{out.at({}, ['c_'])} = acc64")
         _channel_sum(r, x, lambda e, f: f"{gb.at(e, f)} * ({xb.at(e, f)} - {sb.at(e, ['c_'])})")
-        r.em.line(f"{out.at({}, [f'{c} + c_'])} = acc64 * {_inv(r, s, {}, 'c_', eps)}")
+        r.em.line(f"{out.at({}, [f'{c} + c_'])} = acc64 * {inv_of(r, s, {}, 'c_', eps)}")
 
 
 def t_bn_input_grad(r, node) -> None:
     """:math:`\\bar x = \\gamma r (g - \\sum g / N - \\hat x \\sum (g \\hat x) / N)`."""
     g, x, s, sums, *gamma = node.inputs
-    eps, c = node.attr("eps"), x.shape[0]
+    eps = node.attr("eps")
     r.out(node)
     views = _views(r, x, [g, x, node])
     shared = _shared_vars(r, [s, sums] + gamma)
@@ -116,11 +123,17 @@ def t_bn_input_grad(r, node) -> None:
         _call(r, "bn_input_grad", *views[:2], shared[0], shared[1], shared[2] if gamma else shared[0],
               bool(gamma), f"{eps!r}", views[2])
         return
+    input_grad_loops(r, node)
+
+
+def input_grad_loops(r, node) -> None:
+    """``bn_input_grad`` as one loop nest writing each element once (also the CUDA form)."""
+    g, x, s, sums, *gamma = node.inputs
+    eps, c, count = node.attr("eps"), x.shape[0], count_of(r, x)
     gb, xb, sb, tb = r.buf(g), r.buf(x), r.buf(s), r.buf(sums)
-    count = _count(r, x)
 
     def expr(env, f):
-        inv = _inv(r, s, env, f[0], eps)
+        inv = inv_of(r, s, env, f[0], eps)
         k = f"{r.buf(gamma[0]).at(env, f[:1])} * {inv}" if gamma else inv
         xhat = f"({xb.at(env, f)} - {sb.at(env, f[:1])}) * {inv}"
         return (f"{k} * ({gb.at(env, f)} - {tb.at(env, f[:1])} / F({count}) - "

@@ -19,7 +19,7 @@ from rnnc.backends.cpu.emit import BATCH, Buf, feat_ranges
 from rnnc.backends.cpu.ops import HANDLED_BY_RENDERER
 from rnnc.backends.cpu.ops import TEMPLATES as CPU_TEMPLATES
 from rnnc.backends.cpu.render import BufSpec
-from rnnc.backends.cuda import ops_image
+from rnnc.backends.cuda import ops_batchnorm, ops_image
 
 
 def _reduce(r, node, out_dims, inner, elem_fn, cond=None, post=None) -> None:
@@ -187,6 +187,7 @@ TEMPLATES.update({
     "amean": _axis_sum(True), "edge_sum": t_edge_sum, "batch_mean": t_batch_mean,
 })
 TEMPLATES.update(ops_image.TEMPLATES)
+TEMPLATES.update(ops_batchnorm.TEMPLATES)
 
 
 def missing_templates() -> list[str]:
