@@ -40,7 +40,7 @@ import fashion_mnist  # noqa: E402
 
 import rnnc as rc  # noqa: E402
 import rnnc.nn as nn  # noqa: E402
-from rnnc.train import CosineLR, GradientDescentMomentum, Trainer, load_model, save_model  # noqa: E402
+from rnnc.train import CosineLR, FlipShift, GradientDescentMomentum, Trainer, load_model, save_model  # noqa: E402
 from rnnc.train.engine import CompiledEngine, InterpretEngine  # noqa: E402
 
 SEED_WIDTHS, SEED_HIDDEN = (32, 64, 128, 256), (256, 512)
@@ -114,15 +114,15 @@ class LoggedEngine:
 
 
 def make_trainer(clf, epochs: int, lr: float, batch: int, seed: int, progress: bool = True,
-                 engine: str = "compiled", threads: int | None = None) -> Trainer:
+                 engine: str = "compiled", threads: int | None = None, augment: bool = False) -> Trainer:
     """Momentum SGD as the seed (momentum 0.9, weight decay 5e-4) with a cosine schedule from ``lr``.
     ``engine``: "compiled" (Numba CPU kernels: one kernel gives loss, gradients and the batch statistics; BLAS
     ``threads`` inside it, default 1: this network's products are too small for a second BLAS thread to pay, and
     on a shared machine a spinning second thread costs several times the step) or "interpret" (the numpy
-    reference)."""
+    reference). ``augment``: random horizontal flips and shifts of up to 2 pixels (:class:`FlipShift`)."""
     opt = GradientDescentMomentum(lr, momentum=0.9, weight_decay=0.0005)
     tr = Trainer(clf, opt, batch_size=batch, seed=seed, schedule=CosineLR(epochs), engine=engine,
-                 progress=progress)
+                 progress=progress, augment=FlipShift(flip=0.5, shift=2) if augment else None)
     if engine == "compiled":      # one BLAS thread unless asked: see docs/flagship.md, "Threads"
         tr.engine = CompiledEngine(tr.train_net.model, tr.dtype, threads=threads or 1)
         tr.eval_engine = CompiledEngine(tr.eval_net.model, tr.dtype, threads=threads or 1)
@@ -161,9 +161,9 @@ def confusion(y_true, y_pred, classes: int = 10) -> np.ndarray:
 
 
 def fit_one(clf, train, val, test, epochs, lr, batch, seed, progress, engine="compiled",
-            threads=None) -> tuple[dict, Trainer]:
+            threads=None, augment=False) -> tuple[dict, Trainer]:
     """Train ``clf``; evaluate on ``val`` every epoch and on ``test`` once at the end (no model selection)."""
-    tr = make_trainer(clf, epochs, lr, batch, seed, progress, engine, threads)
+    tr = make_trainer(clf, epochs, lr, batch, seed, progress, engine, threads, augment)
     t0 = time.perf_counter()
     tr.fit(train, epochs, val=val)
     train_s = time.perf_counter() - t0
@@ -191,7 +191,8 @@ def run_training(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results = {"command": " ".join(["python", "examples/reseg_classifier.py"] + sys.argv[1:]), "seed": args.seed,
                "epochs": epochs, "lr": args.lr, "batch": args.batch, "quick": bool(args.quick),
-               "train_count": int(len(train["y"])), "val_count": int(len(val["y"]))}
+               "train_count": int(len(train["y"])), "val_count": int(len(val["y"])),
+               "augment": bool(getattr(args, "augment", False))}
     engine = getattr(args, "engine", None) or ("interpret" if args.quick else "compiled")
     results["engine"] = engine
     models = [("reseg", fashion_reseg())] + ([] if args.no_baseline else [("cnn1", fashion_cnn1())])
@@ -199,7 +200,7 @@ def run_training(args) -> dict:
         print(f"== {clf.name}: {epochs} epochs on {len(train['y'])} images, batch {args.batch}, lr {args.lr}, "
               f"{engine} engine")
         res, tr = fit_one(clf, train, val, test, epochs, args.lr, args.batch, args.seed, not args.quiet, engine,
-                          args.threads)
+                          args.threads, results["augment"])
         save_model(str(out / key), clf, tr.params, tr.buffers)
         results[key] = res
         print(f"   {clf.name}: test accuracy {res['test_accuracy']:.4f} on {res['test_count']} images, "
@@ -349,6 +350,7 @@ def main(argv=None) -> int:
     t.add_argument("--batch", type=int, default=128)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quick", action="store_true", help="fixed small subset (CI)")
+    t.add_argument("--augment", action="store_true", help="random horizontal flips and shifts of up to 2 pixels")
     t.add_argument("--no-baseline", action="store_true", help="skip CNN-1")
     t.add_argument("--threads", type=int, default=None,
                    help="BLAS threads (default: 1 in the compiled kernels, the library's in the interpreter)")

@@ -37,15 +37,18 @@ class Trainer:
     clip : global-norm clipping threshold or None.
     checkpoint : path of the checkpoint written every epoch and on Ctrl-C, or None.
     engine : "auto", "interpret" or "compiled" (see :mod:`rnnc.train.engine`).
+    augment : callable ``(batch, rng) -> batch`` applied to each training batch (e.g.
+        :class:`~rnnc.train.augment.FlipShift`), ``rng`` seeded by (seed, epoch, batch index), or None.
     """
 
     def __init__(self, model, optimizer, batch_size: int = 32, seed: int = 0, dtype: str = "float32",
                  schedule=None, clip: float | None = None, checkpoint: str | None = None, engine: str = "auto",
-                 progress: bool = True, params: dict | None = None):
+                 progress: bool = True, params: dict | None = None, augment=None):
         self.model = model
         self.train_net, self.eval_net = _nets(model)
         self.optimizer, self.batch_size, self.seed, self.dtype = optimizer, int(batch_size), int(seed), dtype
         self.schedule, self.clip, self.checkpoint, self.progress = schedule, clip, checkpoint, progress
+        self.augment = augment
         self.engine = make_engine(self.train_net.model, engine, dtype)
         self.eval_engine = make_engine(self.eval_net.model, "interpret" if engine == "interpret" else engine, dtype)
         self.params = params if params is not None else self.train_net.model.init_params(seed, dtype)
@@ -105,6 +108,8 @@ class Trainer:
             s = starts[self.batch_index]
             idx = perm[s:s + self.batch_size]
             batch = self._take(data, idx, graph)
+            if self.augment is not None:
+                batch = self.augment(batch, np.random.default_rng([self.seed, self.epoch, 2, self.batch_index]))
             batch.update(self._noise(batch, noise_rng))
             self._step(batch, len(idx), self.batch_index / len(starts))
             self.batch_index += 1
