@@ -98,3 +98,35 @@ def test_structural_key_finds_module_before_passes(tmp_path, monkeypatch):
     third = Kernel(_tiny(0.5).graph, "float64")                                  # tampered: rebuilt, not trusted
     assert not third.stats["cache_hit"] and verify(third.path.read_text())
     assert "math.tanh" in third.source
+
+
+def test_numba_blas_loads_without_scipy_linalg(tmp_path):
+    """Numba's ``np.dot`` needs ``scipy.linalg.cython_blas``; rnnc loads that one module (``scipy.linalg``'s
+    package imports cost 0.25 s of a cached load) and limits its threads like numpy's BLAS."""
+    script = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import rnnc as rc
+        from rnnc import t
+        from threadpoolctl import threadpool_info
+        m = rc.Model("dot")
+        x = m.input("x", 3)
+        W = m.param("W", (4, 3))
+        h = m.signal("h", 4)
+        h[t] = rc.tanh(W @ x[t] + h[t - 1] * 0.5)
+        m.output("o", h[t])
+        f = rc.compile(m, dtype="float64")
+        inp = {"x": np.ones((2, 5, 3))}
+        p = {"W": np.arange(12.0).reshape(4, 3) / 10}
+        out = f.forward(inp, p).outputs["o"]
+        ref = rc.interpret(m, inp, p, dtype="float64").outputs["o"]
+        blas = [i["filepath"] for i in threadpool_info() if i["user_api"] == "blas"]
+        print(float(abs(out - ref).max()), "scipy.linalg" in sys.modules, "scipy.linalg.cython_blas" in sys.modules,
+              any("scipy" in b for b in blas))
+    """)
+    env = dict(os.environ, RNNC_CACHE_DIR=str(tmp_path))
+    for _ in range(2):                                   # cold, then loaded from the cache
+        run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        err, linalg, blas, seen = run.stdout.split()
+        assert float(err) < 1e-12 and (linalg, blas, seen) == ("False", "True", "True")
