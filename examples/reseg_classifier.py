@@ -82,14 +82,14 @@ def build_cnn1(input_shape=(3, 128, 128), classes: int = 2, widths=(32, 64), div
     return nn.Classifier(layers, tuple(input_shape), name)
 
 
-def fashion_reseg() -> nn.Classifier:
-    """The ReSeg classifier scaled for Fashion-MNIST (1 x 28 x 28, 10 classes, widths / 4)."""
-    return build_model((1, 28, 28), 10, FASHION_WIDTHS, FASHION_HIDDEN, divisor=255.0, name="reseg_fashion")
+def fashion_reseg(widths=FASHION_WIDTHS, hidden=FASHION_HIDDEN) -> nn.Classifier:
+    """The ReSeg classifier scaled for Fashion-MNIST (1 x 28 x 28, 10 classes, default widths / 4)."""
+    return build_model((1, 28, 28), 10, tuple(widths), tuple(hidden), divisor=255.0, name="reseg_fashion")
 
 
-def fashion_cnn1() -> nn.Classifier:
-    """CNN-1 with the same width scaling (convs 8 and 16)."""
-    return build_cnn1((1, 28, 28), 10, (FASHION_WIDTHS[0], FASHION_WIDTHS[1]), divisor=255.0, name="cnn1_fashion")
+def fashion_cnn1(widths=FASHION_WIDTHS) -> nn.Classifier:
+    """CNN-1 with the same width scaling (its convs as the ReSeg model's first two: 8 and 16 by default)."""
+    return build_cnn1((1, 28, 28), 10, (widths[0], widths[1]), divisor=255.0, name="cnn1_fashion")
 
 
 # ----------------------------------------------------------------------------- engine
@@ -195,7 +195,9 @@ def run_training(args) -> dict:
                "augment": bool(getattr(args, "augment", False))}
     engine = getattr(args, "engine", None) or ("interpret" if args.quick else "compiled")
     results["engine"] = engine
-    models = [("reseg", fashion_reseg())] + ([] if args.no_baseline else [("cnn1", fashion_cnn1())])
+    widths, hidden = getattr(args, "widths", None) or FASHION_WIDTHS, getattr(args, "hidden", None) or FASHION_HIDDEN
+    results.update(widths=list(widths), hidden=list(hidden))
+    models = [("reseg", fashion_reseg(widths, hidden))] + ([] if args.no_baseline else [("cnn1", fashion_cnn1(widths))])
     for key, clf in models:
         print(f"== {clf.name}: {epochs} epochs on {len(train['y'])} images, batch {args.batch}, lr {args.lr}, "
               f"{engine} engine")
@@ -209,6 +211,18 @@ def run_training(args) -> dict:
     if args.img:
         plot_all(results, Path(args.img))
     return results
+
+
+def _ints(count: int):
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            out = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            out = ()
+        if len(out) != count or min(out) < 1:
+            raise argparse.ArgumentTypeError(f"expected {count} positive integers separated by commas, got {text!r}")
+        return out
+    return parse
 
 
 def _blas_threads(n: int | None) -> None:
@@ -351,6 +365,9 @@ def main(argv=None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quick", action="store_true", help="fixed small subset (CI)")
     t.add_argument("--augment", action="store_true", help="random horizontal flips and shifts of up to 2 pixels")
+    t.add_argument("--widths", type=_ints(4), default=None, help="the four conv widths, e.g. 16,32,64,128 "
+                   "(default 8,16,32,64: the seed's / 4)")
+    t.add_argument("--hidden", type=_ints(2), default=None, help="the two SpatialRNN widths (default 64,128)")
     t.add_argument("--no-baseline", action="store_true", help="skip CNN-1")
     t.add_argument("--threads", type=int, default=None,
                    help="BLAS threads (default: 1 in the compiled kernels, the library's in the interpreter)")
