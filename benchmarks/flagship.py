@@ -7,6 +7,7 @@ per side per round, so both see the same machine load. Prints images/s from the 
 (the minimum too: on a shared machine it is the least disturbed step), the ratio, and the load average.
 
     python benchmarks/flagship.py [--engine compiled] [--batch 128] [--steps 10] [--threads 2] [--rnnc-threads 1]
+                                  [--widths 8,16,32,64] [--hidden 64,128]
 
 PyTorch is an optional peer: ``pip install torch==2.13.0``.
 """
@@ -91,13 +92,13 @@ def copy_rnnc_params(model, params: dict) -> None:
                         getattr(rnn, f"bias_hh_l0{suffix}").zero_()
 
 
-def torch_step(x, y, threads):
+def torch_step(x, y, threads, widths=R.FASHION_WIDTHS, hidden=R.FASHION_HIDDEN):
     """One training step of the PyTorch twin, as a closure."""
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = torch_model()
+    model = torch_model(widths, hidden)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     xt, yt = torch.from_numpy(x / 255.0).float(), torch.from_numpy(y)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -110,12 +111,13 @@ def torch_step(x, y, threads):
     return step
 
 
-def rnnc_step(x, y, engine_kind: str = "compiled", threads: int | None = None):
+def rnnc_step(x, y, engine_kind: str = "compiled", threads: int | None = None, widths=R.FASHION_WIDTHS,
+              hidden=R.FASHION_HIDDEN):
     """One training step of the rnnc model (``engine_kind`` "compiled" or "interpret"), as a closure; and the
     engine's name. ``threads``: BLAS threads of the compiled kernel (default: rnnc's choice)."""
     from rnnc.train.engine import CompiledEngine, InterpretEngine
 
-    net = R.fashion_reseg().build(train=True)
+    net = R.fashion_reseg(widths, hidden).build(train=True)
     engine = CompiledEngine(net.model, "float32", threads=threads) if engine_kind == "compiled" else \
         InterpretEngine(net.model, "float32")
     params = net.model.init_params(0, "float32")
@@ -136,10 +138,11 @@ def timed(step, n: int) -> list[float]:
     return out
 
 
-def run(x, y, steps, warmup, rounds, engine_kind, threads, rnnc_threads, torch_too=True) -> dict:
+def run(x, y, steps, warmup, rounds, engine_kind, threads, rnnc_threads, torch_too=True, widths=R.FASHION_WIDTHS,
+        hidden=R.FASHION_HIDDEN) -> dict:
     """Per-step times of both sides, alternating ``rounds`` times (``steps`` steps per side per round)."""
-    ours, how = rnnc_step(x, y, engine_kind, rnnc_threads)
-    theirs = torch_step(x, y, threads) if torch_too else None
+    ours, how = rnnc_step(x, y, engine_kind, rnnc_threads, widths, hidden)
+    theirs = torch_step(x, y, threads, widths, hidden) if torch_too else None
     timed(ours, warmup)
     if theirs:
         timed(theirs, warmup)
@@ -168,6 +171,9 @@ def main(argv=None) -> int:
                         "runs it; 0: rnnc's own choice, 2 for batches over 32)")
     p.add_argument("--engine", choices=("interpret", "compiled"), default="compiled",
                    help="rnnc's engine: the Numba CPU kernels (compiled once, cached) or the numpy interpreter")
+    p.add_argument("--widths", type=R.int_tuple(4), default=R.FASHION_WIDTHS,
+                   help="conv widths (default 8,16,32,64; the 92%% run: 16,32,64,128)")
+    p.add_argument("--hidden", type=R.int_tuple(2), default=R.FASHION_HIDDEN, help="SpatialRNN widths (default 64,128)")
     a = p.parse_args(argv)
     try:
         from threadpoolctl import threadpool_limits
@@ -188,12 +194,13 @@ def main(argv=None) -> int:
     x = rng.integers(0, 256, size=(a.batch, 1, 28, 28)).astype(np.float64)
     y = rng.integers(0, 10, size=a.batch)
     load0 = os.getloadavg()[0]
-    r = run(x, y, a.steps, a.warmup, a.rounds, a.engine, a.threads, a.rnnc_threads or None, torch is not None)
+    r = run(x, y, a.steps, a.warmup, a.rounds, a.engine, a.threads, a.rnnc_threads or None, torch is not None,
+            a.widths, a.hidden)
     n = len(r["rnnc"])
     med, best = _rate(a.batch, r["rnnc"])
     threads = a.rnnc_threads or "default"
     print(f"rnnc ({r['engine']}, float32, BLAS threads {threads}): {med:8.1f} images/s median, {best:8.1f} best "
-          f"(batch {a.batch}, {n} steps)")
+          f"(batch {a.batch}, {n} steps; widths {','.join(map(str, a.widths))}, hidden {','.join(map(str, a.hidden))})")
     if torch is not None:
         tmed, tbest = _rate(a.batch, r["torch"])
         print(f"PyTorch {torch.__version__} CPU ({a.threads} threads):  {tmed:8.1f} images/s median, {tbest:8.1f} best")

@@ -213,7 +213,7 @@ def run_training(args) -> dict:
     return results
 
 
-def _ints(count: int):
+def int_tuple(count: int):
     def parse(text: str) -> tuple[int, ...]:
         try:
             out = tuple(int(v) for v in text.split(","))
@@ -365,9 +365,9 @@ def main(argv=None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quick", action="store_true", help="fixed small subset (CI)")
     t.add_argument("--augment", action="store_true", help="random horizontal flips and shifts of up to 2 pixels")
-    t.add_argument("--widths", type=_ints(4), default=None, help="the four conv widths, e.g. 16,32,64,128 "
+    t.add_argument("--widths", type=int_tuple(4), default=None, help="the four conv widths, e.g. 16,32,64,128 "
                    "(default 8,16,32,64: the seed's / 4)")
-    t.add_argument("--hidden", type=_ints(2), default=None, help="the two SpatialRNN widths (default 64,128)")
+    t.add_argument("--hidden", type=int_tuple(2), default=None, help="the two SpatialRNN widths (default 64,128)")
     t.add_argument("--no-baseline", action="store_true", help="skip CNN-1")
     t.add_argument("--threads", type=int, default=None,
                    help="BLAS threads (default: 1 in the compiled kernels, the library's in the interpreter)")

@@ -59,6 +59,18 @@ def test_fashion_model_shapes():
     assert rows[-1].shape == (10,)
 
 
+def test_fashion_widths_option_parameter_count_by_hand():
+    """``train --widths 16,32,64,128`` (the 92% run): the seed's layers at half its conv widths."""
+    widths = R.int_tuple(4)("16,32,64,128")
+    s = rc.summary(R.fashion_reseg(widths, R.FASHION_HIDDEN))
+    expected = (bn(1) + conv(16, 1) + bn(16) + conv(32, 16) + bn(32) + conv(64, 32) + bn(64) + conv(128, 64)
+                + bn(128) + srnn(128, 64) + bn(128) + srnn(128, 128) + bn(256) + conv(10, 256, 1))
+    assert s.params == expected == 462_188
+    for bad in ("16,32,64", "16,32,64,0", "a,b,c,d"):
+        with pytest.raises(R.argparse.ArgumentTypeError, match="4 positive integers"):
+            R.int_tuple(4)(bad)
+
+
 def test_read_image_rejects_wrong_shape(tmp_path):
     p = tmp_path / "big.npy"
     np.save(p, np.zeros((32, 32)))
