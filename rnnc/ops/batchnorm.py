@@ -107,7 +107,7 @@ def _norm_shape(inputs, attrs):
     return x.shape, "float"
 
 
-def _affine(node, lead, arr, vecs):
+def _affine(lead, arr, vecs):
     if len(vecs) == 2:
         return _by_channel(arr, lead, vecs[0]), _by_channel(arr, lead, vecs[1])
     return 1.0, 0.0
@@ -116,7 +116,7 @@ def _affine(node, lead, arr, vecs):
 def batch_norm_np(node, x, s, *gamma_beta):
     lead, c = node.lead, _channels(node)
     mu, var = _by_channel(x, lead, s[..., :c]), _by_channel(x, lead, s[..., c:])
-    gamma, beta = _affine(node, lead, x, gamma_beta)
+    gamma, beta = _affine(lead, x, gamma_beta)
     return (x - mu) / np.sqrt(var + node.attr("eps")) * gamma + beta
 
 
@@ -197,5 +197,5 @@ def _no_second(node, g):
     raise GraphError(f"{node.op} ({node.label()}): second derivatives of batch_norm are not supported")
 
 
-register("bn_sums", _sums_shape, bn_sums_np, _no_second, axes=lambda i, a: _shared(i, a), aligned=False)
+register("bn_sums", _sums_shape, bn_sums_np, _no_second, axes=_shared, aligned=False)
 register("bn_input_grad", _input_grad_shape, bn_input_grad_np, _no_second)

@@ -32,17 +32,17 @@ def _shared_vars(r, nodes):
 
 
 def count_of(r, x) -> str:
-    """:math:`N` per channel as an expression: pixels × every looped lead size."""
-    return " * ".join([str(int(s)) for s in x.shape[1:]] + [r.size(d) for d in r.space(x)]) or "1"
+    """:math:`N` per channel as an expression: pixels × the size of every lead dim of ``x``."""
+    return " * ".join([str(int(s)) for s in x.shape[1:]] + [r.size(d) for d in r.dims(x)]) or "1"
 
 
-def _channel_sum(r, x, term: str, acc: str = "acc64") -> None:
-    """``acc += term(element)`` over every element of channel ``c_`` of ``x`` (inside a ``c_`` loop)."""
+def _channel_sum(r, x, term) -> None:
+    """``acc64 = sum of term(env, feats)`` over every element of channel ``c_`` of ``x`` (in a ``c_`` loop)."""
     env = r.env(r.space(x))
     rest = feat_ranges(x.shape[1:], "q")
-    r.em.line(f"{acc} = 0.0")
+    r.em.line("acc64 = 0.0")
     with r.em.loops(r.lead_ranges(r.space(x)) + rest):
-        r.em.line(f"{acc} += {term(env, ['c_'] + [v for v, _ in rest])}")
+        r.em.line(f"acc64 += {term(env, ['c_'] + [v for v, _ in rest])}")
 
 
 def inv_of(r, s, env, c: str, eps: float) -> str:
@@ -119,7 +119,7 @@ def t_bn_input_grad(r, node) -> None:
     r.out(node)
     views = _views(r, x, [g, x, node])
     shared = _shared_vars(r, [s, sums] + gamma)
-    if views and shared:
+    if views and shared and not r.fixed:         # the kernel counts N from the view: every lead dim looped
         _call(r, "bn_input_grad", *views[:2], shared[0], shared[1], shared[2] if gamma else shared[0],
               bool(gamma), f"{eps!r}", views[2])
         return
