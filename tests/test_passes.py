@@ -124,6 +124,24 @@ def test_fuse_makes_one_node_per_chain():
     assert "fused" in ops and "sigmoid" not in ops and "tanh" not in ops
 
 
+def test_relu_mask_is_recomputed_where_the_backward_reads_it():
+    """relu's VJP reads the mask off its output, so the bias add fuses into the relu, and the mask (a forward
+    value read once, by the backward) fuses into the backward's product instead of being stored between them."""
+    m = rc.Model("relu_map")
+    x, y = m.input("x", 5, axes=()), m.input("y", 3, axes=())
+    W, b, V = m.param("W", (4, 5)), m.param("b", 4), m.param("V", (3, 4))
+    m.loss(rc.mse(V @ rc.relu(W @ x + b), y))
+    g = cse(rc.grad(m).graph)
+    after = fuse(g)
+    assert _count(g, "positive") == 1 and _count(after, "positive") == 0
+    progs = [[ins[0] for ins in n.attr("prog")] for n in after.nodes if n.op == "fused"]
+    assert ["add", "relu"] in progs                                   # forward: bias add + relu, one node
+    assert any("positive" in p and "mul" in p for p in progs)         # backward: g * [relu(x) > 0], one node
+    rng = np.random.default_rng(0)
+    data = {"x": rng.standard_normal((B, 5)), "y": rng.standard_normal((B, 3))}
+    _agree(g, after, data, {k: v + 0.3 for k, v in m.init_params(0, "float64").items()})
+
+
 def test_cse_and_fold():
     m = rc.Model("dup")
     x = m.input("x", 2)

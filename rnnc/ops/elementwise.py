@@ -83,7 +83,9 @@ _UNARY = {
     "log": (np.log, lambda n, g: (g / n.inputs[0],)),
     "tanh": (np.tanh, lambda n, g: (g * (1.0 - n * n),)),
     "sigmoid": (_sigmoid, lambda n, g: (g * (n * (1.0 - n)),)),
-    "relu": (lambda x: np.maximum(x, 0), lambda n, g: (g * positive(n.inputs[0]),)),
+    # relu'(x) = [x > 0] = [relu(x) > 0]: read off the output, which the next layer keeps anyway, so a
+    # pre-activation that only fed the relu (a conv's bias add) fuses into it and is never stored
+    "relu": (lambda x: np.maximum(x, 0), lambda n, g: (g * positive(n),)),
     "sqrt": (np.sqrt, lambda n, g: (g / (2.0 * n),)),
     "square": (np.square, lambda n, g: (g * (2.0 * n.inputs[0]),)),
     "positive": (lambda x: (x > 0).astype(x.dtype), lambda n, g: (None,)),

@@ -1,5 +1,6 @@
 """Elementwise fusion: a chain of elementwise nodes, each read only by the next, on the same axes and in
-the same stage, becomes ONE ``fused`` node holding a small program (one loop, no temporaries in a backend).
+the same stage (or an earlier map stage feeding a later one), becomes ONE ``fused`` node holding a small
+program (one loop, no temporaries in a backend).
 
 A program is a tuple of instructions ``(op, shape, attrs, args)``; an arg is ``("in", k)`` (the fused
 node's k-th input) or ``("t", j)`` (the result of instruction j). The last instruction is the result.
@@ -73,12 +74,18 @@ def _leaf(leaves, node) -> int:
 def fuse(graph: Graph) -> Graph:
     """Fuse single-consumer elementwise chains (see the module docstring)."""
     count = uses(graph)
-    stage_of = {n: k for k, s in enumerate(build_schedule(graph)) for n in s.nodes}
+    stages = build_schedule(graph)
+    stage_of = {n: k for k, s in enumerate(stages) for n in s.nodes}
+
+    def same_stage(old, consumer) -> bool:
+        # or an earlier map stage into a later one (both loop over every index): a ReLU's mask, computed in the
+        # forward stage, is then recomputed where the backward reads it instead of being stored in between
+        a, b = stage_of.get(old), stage_of.get(consumer)
+        return a == b or (a is not None and b is not None and a < b and stages[a].kind == stages[b].kind == "map")
 
     def inlinable(old, consumer) -> bool:
         return (old.op in FUSABLE or old.op == "fused") and count[old] == 1 and old.dtype == "float" \
-            and stage_of.get(old) == stage_of.get(consumer) and old.axes == consumer.axes \
-            and old.batched == consumer.batched
+            and same_stage(old, consumer) and old.axes == consumer.axes and old.batched == consumer.batched
 
     def fn(node, inputs, mapping):
         if node.op not in FUSABLE and node.op != "fused":

@@ -54,6 +54,9 @@ class Rendered:
 # fused into one nest streams ~17 arrays of 256 KiB each through it and ran slower than separate nests
 # (forward 176 vs 137 ms, measured); at H <= 256 one nest is faster
 GROUP_MAX_FEATURES = 256
+# ... or, past that size, while the nest touches at most this many arrays: a conv layer's bias, ReLU and ReLU
+# mask over a 128 x 16 x 28 x 28 map (two arrays read, three written) in one nest instead of three
+GROUP_MAX_ARRAYS = 6
 
 # ops whose CPU templates read every input through Buf.at (so an offset alias is safe)
 ALIAS_READERS = frozenset({"fused", "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu",
@@ -243,10 +246,11 @@ class Renderer:
         from rnnc.backends.cpu.ops_ewise import member_reads, same_step
 
         first = group[0]
-        if self.space(node) != self.space(first) or node.shape != first.shape or \
-                math.prod(node.shape) > GROUP_MAX_FEATURES:
+        if self.space(node) != self.space(first) or node.shape != first.shape:
             return False
         feats = [f"f{k}" for k in range(len(node.shape))]
+        if math.prod(node.shape) > GROUP_MAX_FEATURES and len(self._arrays(group + [node], feats)) > GROUP_MAX_ARRAYS:
+            return False
         members = set(group)
         written = {self.out(m).var for m in group}
         for src, cf in member_reads(node, feats):
@@ -259,6 +263,15 @@ class Renderer:
         mine = self.out(node).var
         return not any(self.buf(src).var == mine and same_step(self, src) is not node
                        for m in group for src, _ in member_reads(m, feats))
+
+    def _arrays(self, nodes, feats) -> set:
+        """Array names that one loop nest computing ``nodes`` reads or writes."""
+        from rnnc.backends.cpu.ops_ewise import member_reads, same_step
+
+        names = {self.out(m).var for m in nodes}
+        for m in nodes:
+            names |= {self.buf(same_step(self, src)).var for src, _ in member_reads(m, feats)}
+        return names - {""}
 
     def _node(self, node, templates, render_ref):
         if node.op in ("input", "param", "lengths", "const"):
