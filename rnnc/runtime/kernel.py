@@ -226,9 +226,9 @@ def _keep_threads(kind: str) -> None:
 
 
 def load_numba_blas() -> None:
-    """Load the BLAS that Numba's ``np.dot`` calls, ``scipy.linalg.cython_blas``: that one extension module
-    directly (2 ms) when ``scipy.linalg`` is not imported yet, instead of through ``scipy.linalg``'s package
-    imports (0.25 s, half of a cached kernel's load time, measured); any failure falls back to the import."""
+    """Load the BLAS that Numba's ``np.dot`` calls, ``scipy.linalg.cython_blas``, if it is not loaded yet: that
+    one extension module directly (2 ms) instead of through ``scipy.linalg``'s package imports (0.25 s, half of
+    a cached kernel's load time, measured); any failure falls back to the ordinary import."""
     name = "scipy.linalg.cython_blas"
     if name in sys.modules:
         return
