@@ -197,3 +197,20 @@ def test_misuse_is_refused():
     (dx, *_rest) = OPS["batch_norm"].vjp(y, y)
     with pytest.raises(GraphError, match="second derivatives of batch_norm"):
         OPS["bn_input_grad"].vjp(dx, dx)
+
+
+def test_vector_batch_norm_compiled_equals_interpreter():
+    """Batch norm of a vector ``(C,)`` (after a dense layer): one value per channel per sample."""
+    m = rc.Model("bn_vec")
+    x, w = m.input("x", (5,), axes=()), m.input("w", (5,), axes=())
+    y = batch_norm(x, bn_stats(x), m.param("gamma", (5,)), m.param("beta", (5,)))
+    m.loss(rc.mean(w * y * y))
+    rng = np.random.default_rng(8)
+    ins = {"x": 3.0 + rng.standard_normal((7, 5)), "w": rng.random((7, 5))}
+    ps = {"gamma": 1.0 + rng.random(5), "beta": rng.standard_normal(5)}
+    loss, grads = rc.compile(m, dtype="float64", wrt=["x", "beta", "gamma"]).loss_and_grad(ins, ps)
+    ref = rc.interpret(rc.grad(m, wrt=["x", "beta", "gamma"]), ins, ps, dtype="float64")
+    assert abs(loss - ref.loss) <= 1e-10 * max(1.0, abs(ref.loss))
+    for k, v in ref.grads.items():
+        assert float(np.abs(grads[k] - v).max()) <= 1e-10 * max(1.0, float(np.abs(v).max())), k
+    assert float(np.abs(ref.grads["x"]).max()) > 1e-3
