@@ -20,9 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from rnnc.errors import GraphError
+from rnnc.ir.node import user_line
 from rnnc.ops.elementwise import add, mul, sub
+from rnnc.ops.image import channel_spread
 from rnnc.ops.layout import align
-from rnnc.ops.registry import as_node, make, register, shape_error
+from rnnc.ops.registry import as_node, make, register, shape_error, shared_axes
 from rnnc.ops.structure import reshape, slice_features
 
 
@@ -34,7 +36,7 @@ def _lead(node_or_x, axes) -> int:
     return len(axes) + int(node_or_x.batched)
 
 
-def _by_channel(arr: np.ndarray, lead: int, vec: np.ndarray) -> np.ndarray:
+def _channel_view(arr: np.ndarray, lead: int, vec: np.ndarray) -> np.ndarray:
     """A per-channel vector ``(..., C)`` (lead dims size 1) shaped to broadcast over ``arr``'s (C, ...) features."""
     c = vec.shape[-1]
     return vec.reshape((1,) * lead + (c,) + (1,) * (arr.ndim - lead - 1))
@@ -43,7 +45,7 @@ def _by_channel(arr: np.ndarray, lead: int, vec: np.ndarray) -> np.ndarray:
 def _moments(x: np.ndarray, lead: int) -> tuple[np.ndarray, np.ndarray]:
     red = tuple(k for k in range(x.ndim) if k != lead)
     mu = x.mean(axis=red)
-    return mu, ((x - _by_channel(x, lead, mu)) ** 2).mean(axis=red)
+    return mu, ((x - _channel_view(x, lead, mu)) ** 2).mean(axis=red)
 
 
 # ----------------------------------------------------------------------------- bn_stats
@@ -60,23 +62,15 @@ def bn_stats_np(node, ctx, x):
     return np.concatenate([mu, var])
 
 
-def _spread(v, x):
-    """``v[c] / N`` broadcast over ``x``'s layout (the adjoint of a channel mean)."""
-    return make("channel_spread", [v], like_shape=x.shape, like_axes=x.axes, like_batched=x.batched)
-
-
 def _stats_vjp(node, g):
     (x,) = node.inputs
     c = _channels(x)
     d = sub(x, reshape(slice_features(node, 0, c), (c,) + (1,) * (len(x.shape) - 1)))
-    return (add(_spread(slice_features(g, 0, c), x), mul(mul(2.0, d), _spread(slice_features(g, c, 2 * c), x))),)
+    dmu, dvar = slice_features(g, 0, c), slice_features(g, c, 2 * c)
+    return (add(channel_spread(dmu, x), mul(mul(2.0, d), channel_spread(dvar, x))),)
 
 
-def _shared(inputs, attrs):
-    return (), False
-
-
-register("bn_stats", _stats_shape, bn_stats_np, _stats_vjp, axes=_shared, aligned=False)
+register("bn_stats", _stats_shape, bn_stats_np, _stats_vjp, axes=shared_axes, aligned=False)
 
 
 def bn_stats(x):
@@ -109,13 +103,14 @@ def _norm_shape(inputs, attrs):
 
 def _affine(lead, arr, vecs):
     if len(vecs) == 2:
-        return _by_channel(arr, lead, vecs[0]), _by_channel(arr, lead, vecs[1])
+        return _channel_view(arr, lead, vecs[0]), _channel_view(arr, lead, vecs[1])
     return 1.0, 0.0
 
 
 def batch_norm_np(node, x, s, *gamma_beta):
+    """:math:`y = \\gamma (x - \\mu) / \\sqrt{\\sigma^2 + \\epsilon} + \\beta` with the given statistics."""
     lead, c = node.lead, _channels(node)
-    mu, var = _by_channel(x, lead, s[..., :c]), _by_channel(x, lead, s[..., c:])
+    mu, var = _channel_view(x, lead, s[..., :c]), _channel_view(x, lead, s[..., c:])
     gamma, beta = _affine(lead, x, gamma_beta)
     return (x - mu) / np.sqrt(var + node.attr("eps")) * gamma + beta
 
@@ -148,9 +143,9 @@ def batch_norm(x, stats, gamma=None, beta=None, eps: float = 1e-5):
     x, stats = as_node(x), as_node(stats)
     if stats.op != "bn_stats" or not _same(stats.inputs[0], x):
         raise GraphError(f"batch_norm({x.label()}): the statistics must be bn_stats({x.label()}) of the same value, "
-                         f"got {stats.label()} (op {stats.op!r})")
+                         f"got {stats.label()} (op {stats.op!r}) at {user_line()}")
     if (gamma is None) != (beta is None):
-        raise GraphError(f"batch_norm({x.label()}): give both gamma and beta, or neither")
+        raise GraphError(f"batch_norm({x.label()}): give both gamma and beta, or neither (at {user_line()})")
     extra = [] if gamma is None else [gamma, beta]
     return make("batch_norm", [x, stats] + extra, eps=float(eps))
 
@@ -169,7 +164,7 @@ def bn_sums_np(node, ctx, g, x, s):
     gn, xn = node.inputs[:2]
     g = align(g, ctx.in_axes[0], gn.batched, ctx.in_axes[1], xn.batched)
     lead, c = _lead(xn, ctx.in_axes[1]), _channels(xn)
-    xhat = (x - _by_channel(x, lead, s[:c])) / np.sqrt(_by_channel(x, lead, s[c:]) + node.attr("eps"))
+    xhat = (x - _channel_view(x, lead, s[:c])) / np.sqrt(_channel_view(x, lead, s[c:]) + node.attr("eps"))
     red = tuple(k for k in range(x.ndim) if k != lead)
     g = np.broadcast_to(g, x.shape)
     return np.concatenate([g.sum(axis=red), (g * xhat).sum(axis=red)])
@@ -184,18 +179,21 @@ def _input_grad_shape(inputs, attrs):
 
 
 def bn_input_grad_np(node, g, x, s, sums, *gamma):
+    """:math:`\\bar x = \\gamma r (g - \\sum g / N - \\hat x \\sum (g \\hat x) / N)`."""
     lead, c = node.lead, _channels(node)
     g, x = np.broadcast_arrays(g, x)
     count = x.size // c
-    r = 1.0 / np.sqrt(_by_channel(x, lead, s[..., c:]) + node.attr("eps"))
-    xhat = (x - _by_channel(x, lead, s[..., :c])) * r
-    k = _by_channel(x, lead, gamma[0]) * r if gamma else r
-    return k * (g - _by_channel(x, lead, sums[..., :c]) / count - xhat * _by_channel(x, lead, sums[..., c:]) / count)
+    r = 1.0 / np.sqrt(_channel_view(x, lead, s[..., c:]) + node.attr("eps"))
+    xhat = (x - _channel_view(x, lead, s[..., :c])) * r
+    k = _channel_view(x, lead, gamma[0]) * r if gamma else r
+    sum_g, sum_gx = _channel_view(x, lead, sums[..., :c]), _channel_view(x, lead, sums[..., c:])
+    return k * (g - sum_g / count - xhat * sum_gx / count)
 
 
 def _no_second(node, g):
-    raise GraphError(f"{node.op} ({node.label()}): second derivatives of batch_norm are not supported")
+    raise GraphError(f"{node.op} ({node.label()} at {node.where}): second derivatives of batch_norm are not "
+                     f"supported")
 
 
-register("bn_sums", _sums_shape, bn_sums_np, _no_second, axes=_shared, aligned=False)
+register("bn_sums", _sums_shape, bn_sums_np, _no_second, axes=shared_axes, aligned=False)
 register("bn_input_grad", _input_grad_shape, bn_input_grad_np, _no_second)

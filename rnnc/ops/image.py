@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from rnnc.errors import GraphError
 from rnnc.ir.node import Axis, sort_axes, user_line
 from rnnc.ops.layout import align
-from rnnc.ops.registry import as_node, make, register, shape_error
+from rnnc.ops.registry import as_node, make, register, shape_error, shared_axes
 
 
 def _pair(v, name: str) -> tuple[int, int]:
@@ -148,10 +148,6 @@ def _input_grad_vjp(node, g):
             make("conv2d_weight_grad", [g_out, g], w_shape=w.shape, **attrs))
 
 
-def _shared(inputs, attrs):
-    return (), False
-
-
 def conv2d_weight_grad_np(node, ctx, g, x):
     """:math:`\\bar W = \\sum_{n} \\bar Y_n^T \\mathrm{im2col}(x_n)` over every sample and loop index."""
     gn, xn = node.inputs
@@ -179,7 +175,7 @@ def _weight_grad_vjp(node, gw):
 register("conv2d", _conv_shape, conv2d_np, _conv_vjp)
 register("conv2d_input_grad", _input_grad_shape, conv2d_input_grad_np, _input_grad_vjp)
 register("conv2d_weight_grad", lambda i, a: (a["w_shape"], "float"), conv2d_weight_grad_np, _weight_grad_vjp,
-         axes=_shared, aligned=False)
+         axes=shared_axes, aligned=False)
 
 
 def conv2d(x, w, stride=1, padding=0, dilation=1):
@@ -364,13 +360,17 @@ def channel_spread_np(node, ctx, g):
     return np.broadcast_to(g / _count(node, ctx), lead + node.shape)
 
 
-register("channel_mean", _channel_shape, channel_mean_np,
-         lambda n, g: (make("channel_spread", [g], like_shape=n.inputs[0].shape, like_axes=n.inputs[0].axes,
-                            like_batched=n.inputs[0].batched),),
-         axes=_shared, aligned=False)
+register("channel_mean", _channel_shape, channel_mean_np, lambda n, g: (channel_spread(g, n.inputs[0]),),
+         axes=shared_axes, aligned=False)
 register("channel_spread", lambda i, a: (a["like_shape"], "float"), channel_spread_np,
          lambda n, g: (make("channel_mean", [g]),),
          axes=lambda i, a: (a["like_axes"], a["like_batched"]), aligned=False)
+
+
+def channel_spread(g, like):
+    """:math:`g_c / N` broadcast over the layout of ``like`` (C, ...): the adjoint of :func:`channel_mean`,
+    with :math:`N` the count per channel of ``like`` (loop indices × samples × pixels)."""
+    return make("channel_spread", [g], like_shape=like.shape, like_axes=like.axes, like_batched=like.batched)
 
 
 def channel_mean(x):

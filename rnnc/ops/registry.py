@@ -73,6 +73,11 @@ def as_node(x: Any) -> Node:
     raise TypeError(f"cannot use {type(x).__name__} {x!r} in an rnnc expression at {user_line()}")
 
 
+def shared_axes(inputs, attrs) -> tuple[tuple, bool]:
+    """Axes rule of a value shared by every sample and loop index (a reduction over all of them, a constant)."""
+    return (), False
+
+
 def default_axes(inputs, attrs, op: str = "") -> tuple[tuple, bool]:
     """Union of the inputs' axes; inputs' axis sets must nest (axis-free values broadcast)."""
     sets = sorted((frozenset(n.axes) for n in inputs), key=len)
