@@ -73,7 +73,7 @@ def flops(cell, T, B, I, H, train: bool) -> float:
 
 def rnnc_pair(cell, T, B, I, H):
     m = CELLS[cell](I, H)
-    f = rc.compile(m, dtype="float32")
+    f = rc.compile(m, dtype="float32", wrt=[*m.graph.params, "x"])     # dL/dx too, as the peers compute it
     rng = np.random.default_rng(0)
     inputs = {"x": rng.normal(size=(T, B, I)).astype(np.float32), "y": rng.normal(size=(T, B, H)).astype(np.float32)}
     params = m.init_params(0, "float32")
@@ -120,7 +120,7 @@ sys.path.insert(0, {root!r})
 import numpy as np, rnnc as rc
 from benchmarks.cells import CELLS
 m = CELLS["lstm"](64, 128)
-f = rc.compile(m)
+f = rc.compile(m, wrt=[*m.graph.params, "x"])
 T = {T}
 x = np.zeros((T, 2, 64), np.float32); y = np.zeros((T, 2, 128), np.float32)
 t1 = time.perf_counter()

@@ -157,13 +157,24 @@ def test_source_is_readable_and_traceable():
 
 
 def test_blas_threads_per_stage_kind():
-    """Without parallel image kernels: 2 BLAS threads for map stages, a scan's per-step products 1 thread up
-    to batch 32 and 2 above; ``threads=`` fixes every stage."""
+    """A module with split scans and row-blocked products runs them on Numba's threads with one BLAS thread
+    everywhere; a module without parallel pieces uses 2 BLAS threads for map stages, and for a scan's
+    per-step products 1 thread up to batch 32 and 2 above; ``threads=`` fixes every stage."""
+    import numba
+
     _, f = compiled("elman", "float64")
     k = f.kernel("grad")
-    assert k.blas_threads(32) == {"map": 2, "scan": 1, "kernel": 1}
-    assert k.blas_threads(64) == {"map": 2, "scan": 2, "kernel": 1}
-    assert rc.compile(ZOO["elman"]().model, threads=1).kernel("grad").blas_threads(64)["map"] == 1
+    n = numba.config.NUMBA_NUM_THREADS
+    assert k.blas_threads(32) == {"map": 1, "scan": 1, "kernel": 1, "split": min(n, 8), "numba": n}
+    assert k.blas_threads(3)["split"] == 1            # too few rows for two blocks
+    k._parallel = False
+    assert k.blas_threads(32) == {"map": 2, "scan": 1, "kernel": 1, "split": min(n, 8), "numba": n}
+    assert k.blas_threads(64) == {"map": 2, "scan": 2, "kernel": 1, "split": min(n, 16), "numba": n}
+    k._parallel = None
+    one = rc.compile(ZOO["elman"]().model, threads=1).kernel("grad")
+    assert one.blas_threads(64)["split"] == 1 and one.blas_threads(64)["numba"] == 1
+    one._parallel = False
+    assert one.blas_threads(64)["map"] == 1
 
 
 def test_compile_source_independent_of_length():

@@ -110,6 +110,7 @@ class Kernel:
         if not hit:
             renderer = Renderer(self.graph, str(self.dtype), stream=stream)
             renderer.alias_slices = renderer.numpy_prologue = renderer.vector_math = True
+            renderer.split_scans = renderer.parallel_gemms = True
             rendered = renderer.render()
             source = rendered.source + f"\n\nMETA = {to_meta(rendered, self.graph)!r}\n"
             path = store_keyed(key, source) if key else store(source)[0]
@@ -119,7 +120,8 @@ class Kernel:
         self.stats = {"compile_s": 0.0, "cache_hit": hit, "buffer_bytes": 0, "render_s": time.perf_counter() - t0}
         self._t0 = t0
         self._compiled = False
-        self._parallel = None        # does run() call parallel image kernels (see blas_threads)
+        self._parallel = None        # does run() call parallel pieces (see blas_threads)
+        self._prange = False         # ... image kernels on Numba's threads among them
         self._buffers: dict = {}
 
     @property
@@ -171,26 +173,40 @@ class Kernel:
         by_var.update(extra or {})
         by_var.update(bufs)
         want = self.blas_threads(binding.batch)
-        with _StageThreads(scan=want["scan"], whole=want["map"]) as threads:
+        with _StageThreads(scan=want["scan"], whole=want["map"], parts=want["split"], numba=want["numba"]) as threads:
             self.module._threads = threads
+            saved = _numba_threads(want["numba"]) if self._prange else None     # the image kernels' prange
             try:
                 self._run(self.arguments(sizes, by_var))
             finally:
                 self.module._threads = _keep_threads     # a later run() outside call() leaves BLAS alone
+                if saved is not None:
+                    _numba_threads(saved)
         return bufs
 
     def blas_threads(self, batch: int) -> dict:
-        """BLAS threads per kind of stage for a call with this batch: ``threads=`` when given; else 2 for map
-        stages and for a scan's per-step products on batches over 32, 1 otherwise; and 1 everywhere in a module
-        with parallel image kernels, whose Numba threads would otherwise fight OpenBLAS's spinning threads (the
-        flagship's step ran 3.4x slower with 2 BLAS threads, measured)."""
+        """Threads per kind of stage for a call with this batch.
+
+        A module with parallel pieces (split scans and row-blocked products on rnnc's threads, image kernels
+        on Numba's) runs them on ``threads=`` threads when given, else on as many as Numba would use
+        (``NUMBA_NUM_THREADS``, default the CPU count), with OpenBLAS on one thread everywhere: OpenBLAS's
+        threads keep spinning after a call and fight the others for the cores (the flagship's step ran 3.4x
+        slower with 2 BLAS threads; an LSTM's split scans gained nothing). ``"split"`` is the number of row
+        blocks of a split scan, each at least :data:`SPLIT_MIN_ROWS` rows. A module without them uses BLAS
+        threads: ``threads=`` when given, else 2 for map stages and for a scan's per-step products on batches
+        over 32, 1 otherwise."""
         if self._parallel is None:
-            self._parallel = "_threads('kernel')" in self.path.read_text()
-        if self.threads:
-            return {"map": self.threads, "scan": self.threads, "kernel": 1}
+            text = self.path.read_text()
+            self._parallel = "_threads('kernel')" in text or "_threads('split')" in text
+            self._prange = "imk." in text
+        most = numba_threads()
+        numba_n = min(self.threads or most, most)
+        parts = max(1, min(numba_n, batch // SPLIT_MIN_ROWS))
         if self._parallel:
-            return {"map": 1, "scan": 1, "kernel": 1}
-        return {"map": 2, "scan": 1 if batch <= 32 else 2, "kernel": 1}
+            return {"map": 1, "scan": 1, "kernel": 1, "split": parts, "numba": numba_n}
+        if self.threads:
+            return {"map": self.threads, "scan": self.threads, "kernel": 1, "split": parts, "numba": numba_n}
+        return {"map": 2, "scan": 1 if batch <= 32 else 2, "kernel": 1, "split": parts, "numba": numba_n}
 
     def _run(self, args) -> None:
         global _BLAS
@@ -219,10 +235,30 @@ class Kernel:
 
 
 _BLAS = None
+#: fewest batch rows in one block of a split scan (smaller blocks leave OpenBLAS too little work per call)
+SPLIT_MIN_ROWS = 4
 
 
-def _keep_threads(kind: str) -> None:
-    """The generated module's ``_threads`` hook outside :meth:`Kernel.call`: no change."""
+def numba_threads() -> int:
+    """The most threads parallel pieces use here: ``NUMBA_NUM_THREADS`` (default the CPU count). Read from
+    Numba's configuration, which does not start its thread pool (a module without image kernels never does)."""
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+def _numba_threads(n: int) -> int:
+    """Set the threads of Numba's parallel regions to ``n``; returns the previous count."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(n)
+    return before
+
+
+def _keep_threads(kind: str) -> int:
+    """The generated module's ``_threads`` hook outside :meth:`Kernel.call`: no change (one row block)."""
+    return 1
 
 
 def load_numba_blas() -> None:
@@ -258,25 +294,28 @@ def _blas_libs() -> list:
 
 
 class _StageThreads:
-    """BLAS threads per stage, set by the generated ``run`` before each stage (``_threads("scan")``): a
-    scan's per-step products on a small batch are too small for a second thread to pay, the map stages'
-    products over all steps (hoisted inputs, weight gradients) are not; a parallel image kernel
-    (``"kernel"``) runs its products on every Numba thread, one BLAS thread each. Restores the counts on exit."""
+    """Threads per stage, set by the generated ``run`` before each stage (``_threads("scan")``): BLAS threads
+    for a stage's own products (a scan's per-step products on a small batch are too small for a second thread
+    to pay, the map stages' products over all steps are not); one BLAS thread under a parallel kernel
+    (``"kernel"``: the call returns its Numba thread count) or a split scan (``"split"``: the call returns its
+    number of row blocks). Restores the counts on exit."""
 
-    def __init__(self, scan: int, whole: int):
-        self.want = {"scan": scan, "map": whole, "kernel": 1}
+    def __init__(self, scan: int, whole: int, parts: int = 1, numba: int = 1):
+        self.want = {"scan": scan, "map": whole, "kernel": 1, "split": 1}
+        self.give = {"split": parts, "kernel": numba}
         self.now = None
 
     def __enter__(self):
         self.saved = [(lib, lib.num_threads) for lib in _blas_libs()]
         return self
 
-    def __call__(self, kind: str) -> None:
+    def __call__(self, kind: str) -> int:
         n = self.want[kind]
         if n != self.now:
             for lib, _ in self.saved:
                 lib.set_num_threads(n)
             self.now = n
+        return self.give.get(kind, n)
 
     def __exit__(self, *exc):
         for lib, n in self.saved:

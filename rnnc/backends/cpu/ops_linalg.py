@@ -6,7 +6,8 @@ value (a weight gradient) is ONE GEMM ``g^T x`` over all rows. Other cases run a
 """
 from __future__ import annotations
 
-from rnnc.backends.cpu.emit import feat_ranges
+from rnnc.backends.cpu.emit import BATCH, feat_ranges
+from rnnc.backends.cpu.render import RUN_MARK, SPLIT_HI, SPLIT_LO
 
 
 def _rows_view(r, buf, node_dims):
@@ -24,6 +25,10 @@ def _rows_view(r, buf, node_dims):
     if tuple(buf.dims) != tuple(outer + (fixed[:1] if has_axis else []) + rest) or buf.offset:
         return None
     idx = [r.var(d) for d in outer] + ([r.fixed[fixed[0]]] if has_axis else [])
+    if r.batch_span:                        # a split scan: the rows of this thread's block only
+        if rest != [BATCH]:
+            return None
+        return outer, f"{buf.var}[{', '.join(idx + [f'{SPLIT_LO}:{SPLIT_HI}'])}]", f"({SPLIT_HI} - {SPLIT_LO})"
     base = f"{buf.var}[{', '.join(idx)}]" if idx else buf.var
     rows = " * ".join(r.size(d) for d in rest) or "1"
     return outer, base, rows
@@ -45,10 +50,19 @@ def t_matmul(r, node) -> None:
         if vb is not None and vo is not None:
             (outer, vb, rows), (_, vo, _) = vb, vo
             M, N = a.shape
+            if _parallel(r, outer):
+                r.em.line(f"{RUN_MARK}lak.matmul_rows({vb}.reshape(({rows}, {N})), {_right_operand(r, a)}, "
+                          f"{vo}.reshape(({rows}, {M})), threads_)  # {r.em.tag}")
+                return
             with r.em.loops(r.lead_ranges(outer)):
                 r.em.line(f"np.dot({vb}.reshape(({rows}, {N})), {_right_operand(r, a)}, {vo}.reshape(({rows}, {M})))")
             return
     _matmul_loops(r, node, out)
+
+
+def _parallel(r, outer=()) -> bool:
+    """Does a product at this point run as a parallel kernel (a map stage's top level, no loop around it)?"""
+    return r.parallel_gemms and not r.fixed and not outer and r.em.depth == 1
 
 
 def _right_operand(r, a) -> str:
@@ -92,8 +106,11 @@ def t_outer_sum(r, node) -> None:
             and gb.literal is None and xb.literal is None and len(g.shape) == len(b.shape) == 1
             and set(gb.dims) == set(r.dims(g))):
         rows = " * ".join(r.size(d) for d in gb.dims) or "1"
-        r.em.line(f"np.dot({gb.var}.reshape(({rows}, {g.shape[0]})).T, "
-                  f"{xb.var}.reshape(({rows}, {b.shape[0]})), {out.var})")
+        gv, xv = f"{gb.var}.reshape(({rows}, {g.shape[0]}))", f"{xb.var}.reshape(({rows}, {b.shape[0]}))"
+        if _parallel(r):
+            r.em.line(f"{RUN_MARK}lak.outer_rows({gv}, {xv}, {out.var}, threads_)  # {r.em.tag}")
+        else:
+            r.em.line(f"np.dot({gv}.T, {xv}, {out.var})")
         return
     full = g if len(r.dims(g)) >= len(r.dims(b)) else b
     dims = r.space(full)

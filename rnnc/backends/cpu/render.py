@@ -58,6 +58,14 @@ GROUP_MAX_FEATURES = 256
 # mask over a 128 x 16 x 28 x 28 map (two arrays read, three written) in one nest instead of three
 GROUP_MAX_ARRAYS = 6
 
+# ops whose templates index the batch only through Renderer.lead_ranges / _rows_view, so a scan built of them
+# (and of batched values only) runs as independent row blocks of the batch, one per thread (see _row_local)
+ROW_LOCAL_OPS = frozenset({"fused", "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu",
+                           "sqrt", "square", "positive", "where", "slice", "expand", "matmul", "concat", "ref"})
+LEAF_OPS = ("input", "param", "lengths", "const")
+#: the row block of a split scan: ``for ib in range(b0_, b1_)``, GEMMs on rows ``[b0_:b1_]``
+SPLIT_LO, SPLIT_HI = "b0_", "b1_"
+
 # ops whose CPU templates read every input through Buf.at (so an offset alias is safe)
 ALIAS_READERS = frozenset({"fused", "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu",
                            "sqrt", "square", "positive", "where", "slice", "expand"})
@@ -70,6 +78,8 @@ class Renderer:
     alias_slices = False     # the CPU kernel turns these on (see _alias, _prologue); other renderers reuse
     numpy_prologue = False   # the class and its templates
     vector_math = False      # tanh / sigmoid through vectorisable helpers (float32: no libm call)
+    split_scans = False      # row-local scans run as row blocks of the batch on several threads (_row_local)
+    parallel_gemms = False   # a map stage's products run as row blocks on several threads (kernels_linalg)
 
     def __init__(self, graph: Graph, dtype: str, sched: Schedule | None = None, stream: bool = False):
         self.graph, self.dtype, self.stream = graph, dtype, stream
@@ -91,6 +101,8 @@ class Renderer:
         self.after: dict = {}            # stage number -> numpy statements run after its function
         self.placed: set = set()         # concats whose inputs write straight into their buffer
         self.in_prologue: set = set()    # axis-free nodes run() computes before the stages
+        self.batch_span = False          # rendering a split scan: the batch loops run over [b0_, b1_)
+        self.split_stages: set = set()   # stage numbers rendered as row blocks
 
     # ------------------------------------------------------------------ naming
     def var(self, dim) -> str:
@@ -149,7 +161,9 @@ class Renderer:
         return out
 
     def lead_ranges(self, dims) -> list:
-        return [(self.var(d), self.size(d)) for d in dims]
+        """``(loop var, range arguments)`` for ``dims``; the batch runs over the row block in a split scan."""
+        return [(self.var(d), f"{SPLIT_LO}, {SPLIT_HI}" if d == BATCH and self.batch_span else self.size(d))
+                for d in dims]
 
     def sized_by(self, ranges, buf: Buf) -> list:
         """``ranges`` with the innermost loop's size read off ``buf``'s array (``v.shape[k]``, the same number)
@@ -203,7 +217,11 @@ class Renderer:
                       f"{'forward' if stage.direction > 0 else 'reverse'}" if stage.kind == "scan" else ""))
             stage = _stable(self, stage)
             if stage.kind == "scan":
+                self.batch_span = self.split_scans and not self.stream and self._row_local(stage)
                 self._scan(stage, TEMPLATES, render_ref)
+                if self.batch_span:
+                    self.split_stages.add(k)
+                self.batch_span = False
             else:
                 self._nodes(stage.nodes, TEMPLATES, render_ref, stage_no=k)
             self.spans.append((k, start, len(body.lines)))
@@ -388,6 +406,13 @@ class Renderer:
             self._nodes(stage.nodes, templates, render_ref)
         self.fixed = {}
 
+    def _row_local(self, stage) -> bool:
+        """Does every node of the scan compute batch row ``b`` from row ``b`` of its inputs only (batched
+        values, ops in :data:`ROW_LOCAL_OPS`)? Then the rows of the batch are independent recurrences, and the
+        whole scan, time loop included, can run as row blocks on separate threads with no synchronisation
+        per step."""
+        return all(n.op in LEAF_OPS or (n.op in ROW_LOCAL_OPS and n.batched) for n in stage.nodes)
+
     def _bind_leaves(self):
         for _name, node in list(self.graph.inputs.items()) + list(self.graph.params.items()):
             if node not in self.order:
@@ -431,26 +456,34 @@ class Renderer:
             "import numba",
             "import numpy as np",
             "from rnnc.backends.cpu import kernels_image as imk  # noqa: F401",
+            "from rnnc.backends.cpu import kernels_linalg as lak  # noqa: F401",
+            "from rnnc.backends.cpu.blocks import run_blocks as _blocks  # noqa: F401",
             "",
             f"F = {ftype}",
             "",
             "",
             "def _threads(kind):",
-            '    """BLAS threads for the next stage; the runtime replaces this hook."""',
+            '    """BLAS threads for the next stage (row blocks for a split scan); the runtime replaces this hook."""',
+            "    return 1",
             "",
         ]
         if self.vector_math:
             from rnnc.backends.cpu.ops_ewise import MATH_HELPERS
 
             head += MATH_HELPERS[self.dtype].split("\n")
-        funcs, calls = _stage_functions(self.em.lines, self.spans, args)
+        funcs, calls = _stage_functions(self.em.lines, self.spans, args, self.split_stages)
         body = []
         for k, lines in calls:
             kind = self.schedule[k - 1].kind
             for line in lines:
-                kernel = line.lstrip().startswith("imk.")     # a parallel kernel: one BLAS thread per thread
-                body += [f"    _threads({'kernel' if kernel else kind!r})  # BLAS threads for a "
-                         f"{'parallel kernel' if kernel else kind + ' stage'}", line]
+                if line.lstrip().startswith("_blocks("):      # row blocks of a scan, one BLAS thread each
+                    body += ["    parts_ = _threads('split')  # row blocks of the batch (threads) for a split scan",
+                             line]
+                    continue
+                if line.lstrip().startswith(("imk.", "lak.")):  # a parallel kernel: one BLAS thread per thread
+                    body += ["    threads_ = _threads('kernel')  # Numba threads for a parallel kernel", line]
+                    continue
+                body += [f"    _threads({kind!r})  # BLAS threads for a {kind} stage", line]
             body += self.after.get(k, [])
         entry = ["", "", f"def run({', '.join(args)}):"] + self.prologue + body + ["    return 0", ""]
         results = {n: b.var for n, b in self.bufs.items() if b.var.startswith("v") and n not in self.aliases}
@@ -469,10 +502,15 @@ JIT = "@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'reass
 RUN_MARK = "#run# "
 
 
-def _stage_functions(lines, spans, args) -> tuple[list, list]:
+def _stage_functions(lines, spans, args, split=frozenset()) -> tuple[list, list]:
     """``def stage_k(<the args its lines use>)`` for each stage with code, and the lines of ``run`` for each
-    stage: ``(k, [calls])`` (the function calls, and the ``RUN_MARK`` lines between them)."""
-    known = set(args)
+    stage: ``(k, [calls])`` (the function calls, and the ``RUN_MARK`` lines between them).
+
+    A stage in ``split`` (a row-local scan) takes its row block ``b0_, b1_`` last and is called through
+    ``_blocks(stage_k, parts_, nb, ...)`` (:func:`rnnc.backends.cpu.blocks.run_blocks`): ``parts_`` blocks of
+    the batch on as many threads, each running the whole time loop on its rows, with no synchronisation per
+    step. Should a split stage's code name ``nb`` after all (it reads the whole batch somewhere), it is called
+    once with the block ``(0, nb)`` instead."""
     funcs, calls = [], []
     for k, start, stop in spans:
         pieces, body = [[]], lines[start:stop]
@@ -492,10 +530,16 @@ def _stage_functions(lines, spans, args) -> tuple[list, list]:
                 continue
             name = f"stage_{k}" + (f"_{part}" if part else "")
             part += 1
-            used = {w for c in code for w in _WORD.findall(c)} & known
-            params = [a for a in args if a in used]
-            funcs += ["", "", JIT, f"def {name}({', '.join(params)}):"] + piece + ["    return 0"]
-            out.append(f"    {name}({', '.join(params)})")
+            words = {w for c in code for w in _WORD.findall(c)}
+            params = [a for a in args if a in words]
+            block = [SPLIT_LO, SPLIT_HI] if SPLIT_LO in words else []
+            funcs += ["", "", JIT, f"def {name}({', '.join(params + block)}):"] + piece + ["    return 0"]
+            if not block:
+                out.append(f"    {name}({', '.join(params)})")
+            elif k not in split or "nb" in words:
+                out.append(f"    {name}({', '.join(params + ['0', 'nb'])})")
+            else:
+                out.append(f"    _blocks({', '.join([name, 'parts_', 'nb'] + params)})  # {name} in row blocks")
         calls.append((k, out))
     return funcs, calls
 

@@ -1,0 +1,98 @@
+"""Row-local scans run as row blocks of the batch, one per thread (``_blocks(stage_k, ...)`` in generated
+code), and the map stages' products as row blocks too (``rnnc.backends.cpu.kernels_linalg``): the results equal the
+interpreter's with a batch that is dealt into blocks of unequal size, and the blocking does not change them."""
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
+
+from test_backend_cpu import ZOO_NAMES, close, compiled  # noqa: E402
+
+import rnnc as rc  # noqa: E402
+from rnnc.backends.cpu import kernels_linalg as lak  # noqa: E402
+
+T, B = 4, 9           # nine rows: two blocks of 4 and 5 rows on two threads
+TWO = min(2, numba.config.NUMBA_NUM_THREADS)
+
+
+def _everything(case):
+    """Every param and every float input: the adjoints of the inputs come out of the split scans too."""
+    floats = [n for n, v in case.model.graph.inputs.items() if v.dtype != "int" and v.op == "input"]
+    return [*case.model.graph.params, *floats]
+
+
+@pytest.mark.parametrize("name", ZOO_NAMES)
+def test_split_scans_equal_interpreter(name):
+    case, _ = compiled(name, "float64")
+    wrt = _everything(case)
+    f = rc.compile(case.model, dtype="float64", wrt=wrt)
+    inputs = case.make_inputs(np.random.default_rng(3), T, B, np.float64)
+    params = case.params(seed=3)
+    k = f.kernel("grad")
+    assert k.blas_threads(B)["split"] == TWO
+    gref = rc.interpret(rc.grad(case.model, wrt=wrt), inputs, params, dtype="float64")
+    loss, grads = f.loss_and_grad(inputs, params)
+    assert close(loss, gref.loss, 1e-10)
+    for key, v in gref.grads.items():
+        assert close(grads[key], v, 1e-10), key
+    ref = rc.interpret(case.model, inputs, params, dtype="float64")
+    out = f.forward(inputs, params)
+    for key, v in ref.outputs.items():
+        assert close(out.outputs[key], v, 1e-10), key
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "bidirectional", "renet"])
+def test_recurrent_scans_are_split(name):
+    """The gated cells' and the ReNet sweeps' scans are row-local: every one runs in row blocks."""
+    case, f = compiled(name, "float64")
+    src = f.kernel("grad").source
+    scans = src.count("for s_ in range(")
+    assert scans and src.count("    _blocks(stage_") == scans
+    assert src.count("parts_ = _threads('split')") == scans
+
+
+def test_blocks_do_not_change_results():
+    """One block or two: the same numbers (each row's arithmetic is the same in any block)."""
+    case, _ = compiled("lstm", "float64")
+    inputs = case.make_inputs(np.random.default_rng(4), 6, 11, np.float64)
+    params = case.params(seed=4)
+    one = rc.compile(case.model, dtype="float64", threads=1).loss_and_grad(inputs, params)
+    two = rc.compile(case.model, dtype="float64", threads=2).loss_and_grad(inputs, params)
+    assert close(one[0], two[0], 1e-13)
+    for key in one[1]:
+        assert close(one[1][key], two[1][key], 1e-13), key
+
+
+def test_batch_too_small_to_split_runs_as_one_block():
+    case, f = compiled("gru", "float64")
+    k = f.kernel("grad")
+    assert k.blas_threads(1)["split"] == 1 and k.blas_threads(7)["split"] == 1
+    inputs = case.make_inputs(np.random.default_rng(5), 3, 1, np.float64)
+    params = case.params(seed=5)
+    gref = rc.interpret(rc.grad(case.model), inputs, params, dtype="float64")
+    loss, grads = f.loss_and_grad(inputs, params)
+    assert close(loss, gref.loss, 1e-10)
+    for key, v in gref.grads.items():
+        assert close(grads[key], v, 1e-10), key
+
+
+@settings(max_examples=15, deadline=None)
+@given(rows=st.integers(1, 300), k=st.integers(1, 40), n=st.integers(1, 40), threads=st.integers(1, 4),
+       transposed=st.booleans())
+def test_row_block_products_equal_numpy(rows, k, n, threads, transposed):
+    rng = np.random.default_rng(rows * 7 + k)
+    a, g = rng.standard_normal((rows, k)), rng.standard_normal((rows, n))
+    b = rng.standard_normal((n, k)).T if transposed else rng.standard_normal((k, n))
+    out = np.full((rows, n), np.nan)
+    lak.matmul_rows(a, b, out, threads)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
+    acc = np.full((n, k), np.nan)
+    lak.outer_rows(g, a, acc, threads)
+    np.testing.assert_allclose(acc, g.T @ a, rtol=1e-12, atol=1e-12)
