@@ -1,8 +1,9 @@
 """Training-step and inference timings of Elman / LSTM / GRU: rnnc vs PyTorch vs JAX vs the interpreter.
 
-Run: ``python benchmarks/rnn_cells.py [--quick] [--repeat N] [--compile-times]``. Peers that are not installed
-are skipped with a message. float32, 2 threads (set before numpy loads). Prints the median ms per call, the
-ratio to the faster peer, achieved GFLOP/s and the machine's measured float32 GEMM peak.
+Run: ``python benchmarks/rnn_cells.py [--quick] [--repeat N] [--rounds R] [--compile-times]``. Peers that are
+not installed are skipped with a message. float32, 2 threads (set before numpy loads). The engines take turns
+(``--rounds``); prints each one's median ms per call, the median over rounds of the ratio fastest peer / rnnc
+(and its range), achieved GFLOP/s and the machine's measured float32 GEMM peak.
 """
 from __future__ import annotations
 
@@ -81,17 +82,31 @@ def rnnc_pair(cell, T, B, I, H):
     return (lambda: f.loss_and_grad(inputs, params)), (lambda: f.forward(x_only, params)), m, inputs, params
 
 
-def time_row(cell, shape, repeat, peers):
+def time_row(cell, shape, repeat, peers, rounds=1):
+    """Median ms of training and inference calls for rnnc and each peer. With ``rounds`` > 1 the engines take
+    turns (rnnc, then each peer, ``repeat`` calls each, the order rotating every round), so a slow spell of
+    this shared machine hits all of them; each engine's time is its median over the rounds, and
+    ``row["ratios"]`` holds the per-round ratios fastest peer / rnnc (train, infer)."""
     T, B, I, H = shape
     train, infer, m, inputs, params = rnnc_pair(cell, T, B, I, H)
-    row = {"rnnc": (median_ms(train, repeat), median_ms(infer, repeat))}
+    engines = {"rnnc": (train, infer)}
     for name, make in peers.items():
         try:
-            tr, inf = make(cell, T, B, I, H)
-            row[name] = (median_ms(tr, repeat), median_ms(inf, repeat))
+            engines[name] = make(cell, T, B, I, H)
         except ImportError as e:
-            row[name] = None
             print(f"  ({name} skipped: {e})")
+    names = list(engines)
+    per_round = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            tr, inf = engines[name]
+            per_round[name].append((median_ms(tr, repeat), median_ms(inf, repeat)))
+    row = {n: tuple(float(np.median([v[k] for v in vals])) for k in (0, 1)) for n, vals in per_round.items()}
+    row.update({n: None for n in peers if n not in engines})
+    peer_names = [n for n in names if n != "rnnc"]
+    if peer_names:
+        row["ratios"] = [tuple(min(per_round[n][r][k] for n in peer_names) / per_round["rnnc"][r][k] for k in (0, 1))
+                         for r in range(rounds)]
     if T * B * H <= 50 * 32 * 128:
         gm = rc.grad(m)
         row["interp"] = (median_ms(lambda: rc.interpret(gm, inputs, params), 1),
@@ -103,11 +118,14 @@ def fmt(row, cell, shape, peak):
     T, B, I, H = shape
     out = []
     for k, mode in enumerate(("train", "infer")):
-        best_peer = min((v[k] for n, v in row.items() if n in ("torch", "torch_nn", "jax") and v), default=None)
         ours = row["rnnc"][k]
         gf = flops(cell, T, B, I, H, mode == "train") / ours / 1e6
-        parts = [f"{n} {v[k]:.2f}" for n, v in row.items() if v]
-        ratio = f" | peer/rnnc {best_peer / ours:.2f}x" if best_peer else ""
+        parts = [f"{n} {v[k]:.2f}" for n, v in row.items() if v and n != "ratios"]
+        ratios = [r[k] for r in row.get("ratios", [])]
+        ratio = ""
+        if ratios:
+            spread = f" ({min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} rounds)" if len(ratios) > 1 else ""
+            ratio = f" | peer/rnnc {float(np.median(ratios)):.2f}x{spread}"
         out.append(f"{cell:4s} {mode:5s} T{T} B{B} I{I} H{H}: " + " · ".join(parts)
                    + f" ms{ratio} | rnnc {gf:.1f} GFLOP/s ({100 * gf / peak:.0f}% of peak)")
     return out
@@ -151,7 +169,8 @@ def compile_times():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=10, help="calls per engine per round (median)")
+    ap.add_argument("--rounds", type=int, default=3, help="turns the engines take, alternating")
     ap.add_argument("--quick", action="store_true", help="first shape only")
     ap.add_argument("--cells", default="rnn,lstm,gru")
     ap.add_argument("--compile-times", action="store_true")
@@ -168,7 +187,7 @@ def main(argv=None):
             print(f"{name} not installed: skipped")
     for cell in args.cells.split(","):
         for shape in SHAPES[:1] if args.quick else SHAPES:
-            for line in fmt(time_row(cell, shape, args.repeat, peers), cell, shape, peak):
+            for line in fmt(time_row(cell, shape, args.repeat, peers, args.rounds), cell, shape, peak):
                 print(line, flush=True)
     if args.compile_times:
         compile_times()
