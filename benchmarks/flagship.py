@@ -114,7 +114,7 @@ def torch_step(x, y, threads, widths=R.FASHION_WIDTHS, hidden=R.FASHION_HIDDEN):
 def rnnc_step(x, y, engine_kind: str = "compiled", threads: int | None = None, widths=R.FASHION_WIDTHS,
               hidden=R.FASHION_HIDDEN):
     """One training step of the rnnc model (``engine_kind`` "compiled" or "interpret"), as a closure; and the
-    engine's name. ``threads``: BLAS threads of the compiled kernel (default: rnnc's choice)."""
+    engine's name. ``threads``: threads of the compiled kernel (default: rnnc's choice)."""
     from rnnc.train.engine import CompiledEngine, InterpretEngine
 
     net = R.fashion_reseg(widths, hidden).build(train=True)
@@ -166,9 +166,9 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2,
                    help="threads of each side: PyTorch's, rnnc's Numba threads (parallel image kernels), BLAS limit")
-    p.add_argument("--rnnc-threads", type=int, default=1,
-                   help="BLAS threads inside rnnc's compiled kernel (default 1, as `reseg_classifier.py train` "
-                        "runs it; 0: rnnc's own choice, 2 for batches over 32)")
+    p.add_argument("--rnnc-threads", type=int, default=0,
+                   help="threads of rnnc's compiled kernel (rc.compile's threads=; default 0: rnnc's own choice, "
+                        "as `reseg_classifier.py train` runs it: every Numba thread, one BLAS thread each)")
     p.add_argument("--engine", choices=("interpret", "compiled"), default="compiled",
                    help="rnnc's engine: the Numba CPU kernels (compiled once, cached) or the numpy interpreter")
     p.add_argument("--widths", type=R.int_tuple(4), default=R.FASHION_WIDTHS,
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     n = len(r["rnnc"])
     med, best = _rate(a.batch, r["rnnc"])
     threads = a.rnnc_threads or "default"
-    print(f"rnnc ({r['engine']}, float32, BLAS threads {threads}): {med:8.1f} images/s median, {best:8.1f} best "
+    print(f"rnnc ({r['engine']}, float32, threads {threads}): {med:8.1f} images/s median, {best:8.1f} best "
           f"(batch {a.batch}, {n} steps; widths {','.join(map(str, a.widths))}, hidden {','.join(map(str, a.hidden))})")
     if torch is not None:
         tmed, tbest = _rate(a.batch, r["torch"])

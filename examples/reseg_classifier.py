@@ -116,16 +116,17 @@ class LoggedEngine:
 def make_trainer(clf, epochs: int, lr: float, batch: int, seed: int, progress: bool = True,
                  engine: str = "compiled", threads: int | None = None, augment: bool = False) -> Trainer:
     """Momentum SGD as the seed (momentum 0.9, weight decay 5e-4) with a cosine schedule from ``lr``.
-    ``engine``: "compiled" (Numba CPU kernels: one kernel gives loss, gradients and the batch statistics; BLAS
-    ``threads`` inside it, default 1: this network's products are too small for a second BLAS thread to pay, and
-    on a shared machine a spinning second thread costs several times the step) or "interpret" (the numpy
-    reference). ``augment``: random horizontal flips and shifts of up to 2 pixels (:class:`FlipShift`)."""
+    ``engine``: "compiled" (Numba CPU kernels: one kernel gives loss, gradients and the batch statistics; its
+    parallel image kernels run on ``threads`` threads, default every thread Numba uses, with one BLAS thread
+    each: this network's products are too small for a second BLAS thread to pay, and on a shared machine a
+    spinning second thread costs several times the step) or "interpret" (the numpy reference). ``augment``:
+    random horizontal flips and shifts of up to 2 pixels (:class:`FlipShift`)."""
     opt = GradientDescentMomentum(lr, momentum=0.9, weight_decay=0.0005)
     tr = Trainer(clf, opt, batch_size=batch, seed=seed, schedule=CosineLR(epochs), engine=engine,
                  progress=progress, augment=FlipShift(flip=0.5, shift=2) if augment else None)
-    if engine == "compiled":      # one BLAS thread unless asked: see docs/flagship.md, "Threads"
-        tr.engine = CompiledEngine(tr.train_net.model, tr.dtype, threads=threads or 1)
-        tr.eval_engine = CompiledEngine(tr.eval_net.model, tr.dtype, threads=threads or 1)
+    if engine == "compiled":      # threads: see docs/flagship.md, "Threads"
+        tr.engine = CompiledEngine(tr.train_net.model, tr.dtype, threads=threads)
+        tr.eval_engine = CompiledEngine(tr.eval_net.model, tr.dtype, threads=threads)
     tr.engine = LoggedEngine(tr.engine)
     return tr
 
@@ -370,7 +371,8 @@ def main(argv=None) -> int:
     t.add_argument("--hidden", type=int_tuple(2), default=None, help="the two SpatialRNN widths (default 64,128)")
     t.add_argument("--no-baseline", action="store_true", help="skip CNN-1")
     t.add_argument("--threads", type=int, default=None,
-                   help="BLAS threads (default: 1 in the compiled kernels, the library's in the interpreter)")
+                   help="threads (compiled kernels: their parallel kernels' threads, default every thread Numba "
+                        "uses, one BLAS thread each; interpreter: BLAS threads, default the library's)")
     t.add_argument("--engine", choices=("compiled", "interpret"), default=None,
                    help="compiled Numba kernels (default) or the numpy interpreter (default with --quick: a "
                         "short run does not pay for the one-time Numba compile)")

@@ -96,3 +96,24 @@ def test_row_block_products_equal_numpy(rows, k, n, threads, transposed):
     acc = np.full((n, k), np.nan)
     lak.outer_rows(g, a, acc, threads)
     np.testing.assert_allclose(acc, g.T @ a, rtol=1e-12, atol=1e-12)
+
+
+def test_run_blocks_covers_every_row_once_and_raises_a_blocks_error():
+    from rnnc.backends.cpu.blocks import run_blocks
+
+    seen = np.zeros(23, np.int64)
+
+    def mark(out, lo, hi):
+        out[lo:hi] += 1
+
+    for parts in (1, 2, 3, 5):
+        seen[:] = 0
+        run_blocks(mark, parts, 23, seen)
+        assert (seen == 1).all()
+
+    def fail(lo, hi):
+        if lo > 0:
+            raise ValueError(f"block {lo}:{hi}")
+
+    with pytest.raises(ValueError, match="block"):
+        run_blocks(fail, 2, 10)

@@ -131,9 +131,12 @@ def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | N
             **grad_options) -> Compiled:  # noqa: A001
     """Compile ``model`` for ``target`` ("cpu"): ``f = rc.compile(m)``; see :class:`Compiled`.
 
-    ``threads``: BLAS threads for every stage of a call. By default they are chosen per stage: map stages
-    (products over all steps × batch: hoisted inputs, weight gradients) use 2; a scan's per-step products use 1
-    for batches up to 32, where they are too small to share, else 2.
+    ``threads``: how many threads a call may use (default: ``NUMBA_NUM_THREADS``, the CPU count unless set).
+    A row-local scan (every Elman, LSTM, GRU, bidirectional or ReNet scan) runs as that many blocks of batch
+    rows, each a whole time loop on its own thread; products over all steps × batch run as row blocks too; with
+    one BLAS thread in every stage. A module with parallel image kernels runs those on that many Numba threads
+    (and its scans whole). A module with neither uses BLAS threads per stage: 2 for map stages, for a scan's
+    per-step products 1 on batches up to 32, else 2 (``threads`` fixes both). See ``docs/backends.md``.
     ``grad_options`` (``wrt``, ``truncate``, ``checkpoint``) are passed to :func:`rnnc.grad` for
     ``loss_and_grad``.
     """

@@ -173,7 +173,7 @@ class Kernel:
         by_var.update(extra or {})
         by_var.update(bufs)
         want = self.blas_threads(binding.batch)
-        with _StageThreads(scan=want["scan"], whole=want["map"], parts=want["split"], numba=want["numba"]) as threads:
+        with _StageThreads(scan=want["scan"], whole=want["map"], parts=want["split"], rows=want["blocks"]) as threads:
             self.module._threads = threads
             saved = _numba_threads(want["numba"]) if self._prange else None     # the image kernels' prange
             try:
@@ -192,7 +192,8 @@ class Kernel:
         (``NUMBA_NUM_THREADS``, default the CPU count), with OpenBLAS on one thread everywhere: OpenBLAS's
         threads keep spinning after a call and fight the others for the cores (the flagship's step ran 3.4x
         slower with 2 BLAS threads; an LSTM's split scans gained nothing). ``"split"`` is the number of row
-        blocks of a split scan, each at least :data:`SPLIT_MIN_ROWS` rows. A module without them uses BLAS
+        blocks of a split scan, each at least :data:`SPLIT_MIN_ROWS` rows, ``"blocks"`` the threads of a
+        row-blocked product; both 1 in a module with image kernels. A module without them uses BLAS
         threads: ``threads=`` when given, else 2 for map stages and for a scan's per-step products on batches
         over 32, 1 otherwise."""
         if self._parallel is None:
@@ -201,12 +202,17 @@ class Kernel:
             self._prange = "imk." in text
         most = numba_threads()
         numba_n = min(self.threads or most, most)
-        parts = max(1, min(numba_n, batch // SPLIT_MIN_ROWS))
+        # beside image kernels on Numba's (OpenMP) threads, whose workers spin after each kernel, rnnc's own
+        # threads lost more than they gained (the flagship's step: 40-42 ms with row blocks, 36-38 without)
+        parts = 1 if self._prange else max(1, min(numba_n, batch // SPLIT_MIN_ROWS))
+        rows = 1 if self._prange else numba_n
         if self._parallel:
-            return {"map": 1, "scan": 1, "kernel": 1, "split": parts, "numba": numba_n}
+            return {"map": 1, "scan": 1, "kernel": 1, "split": parts, "blocks": rows, "numba": numba_n}
         if self.threads:
-            return {"map": self.threads, "scan": self.threads, "kernel": 1, "split": parts, "numba": numba_n}
-        return {"map": 2, "scan": 1 if batch <= 32 else 2, "kernel": 1, "split": parts, "numba": numba_n}
+            return {"map": self.threads, "scan": self.threads, "kernel": 1, "split": parts, "blocks": rows,
+                    "numba": numba_n}
+        return {"map": 2, "scan": 1 if batch <= 32 else 2, "kernel": 1, "split": parts, "blocks": rows,
+                "numba": numba_n}
 
     def _run(self, args) -> None:
         global _BLAS
@@ -297,12 +303,12 @@ class _StageThreads:
     """Threads per stage, set by the generated ``run`` before each stage (``_threads("scan")``): BLAS threads
     for a stage's own products (a scan's per-step products on a small batch are too small for a second thread
     to pay, the map stages' products over all steps are not); one BLAS thread under a parallel kernel
-    (``"kernel"``: the call returns its Numba thread count) or a split scan (``"split"``: the call returns its
-    number of row blocks). Restores the counts on exit."""
+    (``"kernel"``: the call returns the row blocks of a product, image kernels use Numba's thread count) or a
+    split scan (``"split"``: the call returns its number of row blocks). Restores the counts on exit."""
 
-    def __init__(self, scan: int, whole: int, parts: int = 1, numba: int = 1):
+    def __init__(self, scan: int, whole: int, parts: int = 1, rows: int = 1):
         self.want = {"scan": scan, "map": whole, "kernel": 1, "split": 1}
-        self.give = {"split": parts, "kernel": numba}
+        self.give = {"split": parts, "kernel": rows}
         self.now = None
 
     def __enter__(self):

@@ -481,7 +481,7 @@ class Renderer:
                              line]
                     continue
                 if line.lstrip().startswith(("imk.", "lak.")):  # a parallel kernel: one BLAS thread per thread
-                    body += ["    threads_ = _threads('kernel')  # Numba threads for a parallel kernel", line]
+                    body += ["    threads_ = _threads('kernel')  # threads of a parallel kernel or product", line]
                     continue
                 body += [f"    _threads({kind!r})  # BLAS threads for a {kind} stage", line]
             body += self.after.get(k, [])
