@@ -10,13 +10,15 @@ cold, measured); a thread hand-off costs tens of microseconds per scan, not per 
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL = None
 _LOCK = threading.Lock()
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int):
+    """The worker threads (made on first use: a kernel that never splits never imports concurrent.futures)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     global _POOL
     with _LOCK:
         if _POOL is None or _POOL._max_workers < workers:
