@@ -140,3 +140,25 @@ def test_split_scans_float32():
     assert close(loss, gref.loss, 1e-4)
     for key, v in gref.grads.items():
         assert close(grads[key], v, 1e-4), key
+
+
+def test_run_blocks_after_fork():
+    """A forked child (multiprocessing's default on Linux) gets its own worker threads instead of waiting forever
+    on the parent's, which do not exist in the child."""
+    import multiprocessing as mp
+
+    from rnnc.backends.cpu.blocks import run_blocks
+
+    seen = np.zeros(8, np.int64)
+    run_blocks(lambda out, lo, hi: out.__setitem__(slice(lo, hi), 1), 2, 8, seen)     # the parent's pool
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(_count_in_blocks).get(timeout=60) == 8
+
+
+def _count_in_blocks() -> int:
+    from rnnc.backends.cpu.blocks import run_blocks
+
+    seen = np.zeros(8, np.int64)
+    run_blocks(lambda out, lo, hi: out.__setitem__(slice(lo, hi), 1), 2, 8, seen)
+    return int(seen.sum())

@@ -9,20 +9,26 @@ cold, measured); a thread hand-off costs tens of microseconds per scan, not per 
 """
 from __future__ import annotations
 
+import os
 import threading
 
 _POOL = None
+_PID = None
 _LOCK = threading.Lock()
 
 
 def _pool(workers: int):
-    """The worker threads (made on first use: a kernel that never splits never imports concurrent.futures)."""
+    """The worker threads, made on first use (a kernel that never splits never imports concurrent.futures), and
+    made again in a forked child, where the parent's threads do not exist."""
     from concurrent.futures import ThreadPoolExecutor
 
-    global _POOL
+    global _POOL, _PID
     with _LOCK:
-        if _POOL is None or _POOL._max_workers < workers:
+        if _POOL is None or _PID != os.getpid() or _POOL._max_workers < workers:
+            if _POOL is not None and _PID == os.getpid():
+                _POOL.shutdown(wait=False)
             _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rnnc-rows")
+            _PID = os.getpid()
         return _POOL
 
 
