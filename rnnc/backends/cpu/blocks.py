@@ -4,7 +4,7 @@ A split scan's stage function (``@njit(nogil=True)``) takes its block of batch r
 the whole time loop on those rows. The blocks are independent, so each runs on its own thread, from start to
 end of the scan, with no synchronisation per step: block 0 on the calling thread, the others on a small pool
 of Python threads (the stage releases the GIL). Plain threads rather than a ``numba.prange`` driver: a
-parallel driver per scan cost 3-6 s of Numba compile time each (an LSTM's gradient kernel went 4.6 -> 13.7 s
+parallel driver per scan cost 3-6 s of Numba compile time each (an LSTM's gradient kernel went 4.7 -> 13.8 s
 cold, measured); a thread hand-off costs tens of microseconds per scan, not per step.
 """
 from __future__ import annotations
