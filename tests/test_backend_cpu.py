@@ -44,6 +44,17 @@ def close(a, b, tol) -> bool:
     return a.shape == b.shape and float(np.abs(a - b).max(initial=0.0)) <= tol * scale
 
 
+def assert_grads_match(f, model, inputs, params, tol, **grad_options):
+    """``f.loss_and_grad`` equals the interpreter's gradient model: the loss, the same gradient names, and every
+    gradient within ``tol`` (relative, see :func:`close`)."""
+    gref = rc.interpret(rc.grad(model, **grad_options), inputs, params, dtype="float64")
+    loss, grads = f.loss_and_grad(inputs, params)
+    assert close(loss, gref.loss, tol)
+    assert set(grads) == set(gref.grads)
+    for k, v in gref.grads.items():
+        assert close(grads[k], v, tol), k
+
+
 def _data(case, seed=0):
     inputs = case.make_inputs(np.random.default_rng(seed), T, B, np.float64)
     return inputs, case.params(seed=seed)
@@ -61,12 +72,7 @@ def test_zoo_forward_and_grad_float64(name):
     for k, v in ref.outputs.items():
         assert close(out.outputs[k], v, 1e-10), k
     assert close(out.loss, ref.loss, 1e-10)
-    gref = rc.interpret(rc.grad(case.model), inputs, params, dtype="float64")
-    loss, grads = f.loss_and_grad(inputs, params)
-    assert close(loss, gref.loss, 1e-10)
-    assert set(grads) == set(gref.grads)
-    for k, v in gref.grads.items():
-        assert close(grads[k], v, 1e-10), k
+    assert_grads_match(f, case.model, inputs, params, 1e-10)
 
 
 # float32 on the two models that exercise every float32 code path of the others (gates with sigmoid/tanh,
@@ -80,11 +86,7 @@ def test_zoo_float32(name):
     for k, v in ref.outputs.items():
         assert out.outputs[k].dtype == np.float32
         assert close(out.outputs[k], v, 1e-4), k
-    gref = rc.interpret(rc.grad(case.model), inputs, params, dtype="float64")
-    loss, grads = f.loss_and_grad(inputs, params)
-    assert close(loss, gref.loss, 1e-4)
-    for k, v in gref.grads.items():
-        assert close(grads[k], v, 1e-4), k
+    assert_grads_match(f, case.model, inputs, params, 1e-4)
 
 
 def test_outputs_without_targets_and_reuse_across_shapes():
@@ -242,11 +244,7 @@ def test_random_models_agree(model, seed):
     f = rc.compile(m, dtype="float64")
     ref = rc.interpret(m, inputs, params)
     assert close(f.forward(inputs, params).outputs["out"], ref.outputs["out"], 1e-10)
-    gref = rc.interpret(rc.grad(m), inputs, params)
-    loss, grads = f.loss_and_grad(inputs, params)
-    assert close(loss, gref.loss, 1e-10)
-    for k, v in gref.grads.items():
-        assert close(grads[k], v, 1e-10), k
+    assert_grads_match(f, m, inputs, params, 1e-10)
 
 
 @pytest.mark.parametrize("opts", [dict(truncate=(2, 3)), dict(checkpoint=2), dict(wrt=["W"])])
@@ -254,12 +252,7 @@ def test_grad_options(opts):
     case = ZOO["elman"]()
     inputs = case.make_inputs(np.random.default_rng(0), 7, 2, np.float64)
     params = case.params()
-    gref = rc.interpret(rc.grad(case.model, **opts), inputs, params)
-    loss, grads = rc.compile(case.model, dtype="float64", **opts).loss_and_grad(inputs, params)
-    assert close(loss, gref.loss, 1e-10)
-    assert set(grads) == set(gref.grads)
-    for k, v in gref.grads.items():
-        assert close(grads[k], v, 1e-10), k
+    assert_grads_match(rc.compile(case.model, dtype="float64", **opts), case.model, inputs, params, 1e-10, **opts)
 
 
 def test_float32_tanh_sigmoid_accuracy_over_the_whole_range():

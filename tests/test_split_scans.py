@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
 
-from test_backend_cpu import ZOO_NAMES, close, compiled  # noqa: E402
+from test_backend_cpu import ZOO_NAMES, assert_grads_match, close, compiled  # noqa: E402
 
 import rnnc as rc  # noqa: E402
 from rnnc.backends.cpu import kernels_linalg as lak  # noqa: E402
@@ -32,12 +32,7 @@ def _check(case, f, wrt=None):
     inputs = case.make_inputs(np.random.default_rng(3), T, B, np.float64)
     params = case.params(seed=3)
     assert f.kernel("grad").blas_threads(B)["split"] == TWO
-    gref = rc.interpret(rc.grad(case.model, wrt=wrt), inputs, params, dtype="float64")
-    loss, grads = f.loss_and_grad(inputs, params)
-    assert close(loss, gref.loss, 1e-10)
-    assert set(grads) == set(gref.grads)
-    for key, v in gref.grads.items():
-        assert close(grads[key], v, 1e-10), key
+    assert_grads_match(f, case.model, inputs, params, 1e-10, wrt=wrt)
     ref = rc.interpret(case.model, inputs, params, dtype="float64")
     out = f.forward(inputs, params)
     for key, v in ref.outputs.items():
@@ -87,11 +82,7 @@ def test_batch_too_small_to_split_runs_as_one_block():
     assert k.blas_threads(1)["split"] == 1 and k.blas_threads(7)["split"] == 1
     inputs = case.make_inputs(np.random.default_rng(5), 3, 1, np.float64)
     params = case.params(seed=5)
-    gref = rc.interpret(rc.grad(case.model), inputs, params, dtype="float64")
-    loss, grads = f.loss_and_grad(inputs, params)
-    assert close(loss, gref.loss, 1e-10)
-    for key, v in gref.grads.items():
-        assert close(grads[key], v, 1e-10), key
+    assert_grads_match(f, case.model, inputs, params, 1e-10)
 
 
 @settings(max_examples=15, deadline=None)
@@ -135,11 +126,7 @@ def test_split_scans_float32():
     case, f = compiled("lstm", "float32")
     inputs = case.make_inputs(np.random.default_rng(6), T, B, np.float64)
     params = case.params(seed=6)
-    gref = rc.interpret(rc.grad(case.model), inputs, params, dtype="float64")
-    loss, grads = f.loss_and_grad(inputs, params)
-    assert close(loss, gref.loss, 1e-4)
-    for key, v in gref.grads.items():
-        assert close(grads[key], v, 1e-4), key
+    assert_grads_match(f, case.model, inputs, params, 1e-4)
 
 
 def test_run_blocks_after_fork():
