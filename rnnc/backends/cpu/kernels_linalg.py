@@ -13,6 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from rnnc.backends.cpu import gemm
 from rnnc.backends.cpu.blocks import run_calls
 
 #: fewest rows in one block: below this a product stays one BLAS call
@@ -28,13 +29,13 @@ def blocks(n: int, threads: int) -> int:
 
 @_jit
 def _matmul_block(a, b, out, lo, hi):
-    np.dot(a[lo:hi], b, out[lo:hi])
+    gemm.dot(a[lo:hi], b, out[lo:hi])
     return 0
 
 
 @_jit
 def _outer_block(g, x, out, lo, hi):
-    np.dot(g[lo:hi].T, x[lo:hi], out)
+    gemm.dot(g[lo:hi].T, x[lo:hi], out)
     return 0
 
 

@@ -55,7 +55,7 @@ def t_matmul(r, node) -> None:
                           f"{vo}.reshape(({rows}, {M})), threads_)  # {r.em.tag}")
                 return
             with r.em.loops(r.lead_ranges(outer)):
-                r.em.line(f"np.dot({vb}.reshape(({rows}, {N})), {_right_operand(r, a)}, {vo}.reshape(({rows}, {M})))")
+                r.em.line(f"gk.dot({vb}.reshape(({rows}, {N})), {_right_operand(r, a)}, {vo}.reshape(({rows}, {M})))")
             return
     _matmul_loops(r, node, out)
 
@@ -125,7 +125,7 @@ def t_outer_sum(r, node) -> None:
         if _parallel(r):
             r.em.line(f"{RUN_MARK}lak.outer_rows({gv}, {xv}, {out.var}, threads_)  # {r.em.tag}")
         else:
-            r.em.line(f"np.dot({gv}.T, {xv}, {out.var})")
+            r.em.line(f"gk.dot({gv}.T, {xv}, {out.var})")
         return
     full = g if len(r.dims(g)) >= len(r.dims(b)) else b
     dims = r.space(full)

@@ -455,6 +455,7 @@ class Renderer:
             "",
             "import numba",
             "import numpy as np",
+            "from rnnc.backends.cpu import gemm as gk  # noqa: F401",
             "from rnnc.backends.cpu import kernels_image as imk  # noqa: F401",
             "from rnnc.backends.cpu import kernels_linalg as lak  # noqa: F401",
             "from rnnc.backends.cpu.blocks import run_blocks as _blocks  # noqa: F401",

@@ -1,0 +1,78 @@
+"""The paneled BLAS product ``rnnc.backends.cpu.gemm.dot`` against numpy, on every layout it accepts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnc.backends.cpu import gemm
+
+LAYOUTS = ("c", "f", "strided", "offset")
+
+
+def _view(x, layout):
+    """``x``'s values in a view of the named layout (rows or columns of unit stride, or neither)."""
+    if layout == "f":
+        return np.asfortranarray(x)
+    if layout == "strided":                       # columns two apart: neither unit-stride rows nor columns
+        wide = np.zeros((x.shape[0], 2 * x.shape[1]), x.dtype)
+        wide[:, ::2] = x
+        return wide[:, ::2]
+    if layout == "offset":                        # unit-stride rows inside a wider array (leading dim > cols)
+        wide = np.zeros((x.shape[0], x.shape[1] + 3), x.dtype)
+        wide[:, 1:-2] = x
+        return wide[:, 1:-2]
+    return np.ascontiguousarray(x)
+
+
+def _check(m, k, n, dtype, la, lb, lo, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    out = _view(np.full((m, n), np.nan, dtype), lo)
+    gemm.dot(_view(a, la), _view(b, lb), out)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol * max(k, 1) ** 0.5 * 4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(0, 80), k=st.integers(0, 300), n=st.integers(0, 300),
+       dtype=st.sampled_from([np.float32, np.float64]), la=st.sampled_from(LAYOUTS),
+       lb=st.sampled_from(LAYOUTS), lo=st.sampled_from(LAYOUTS))
+def test_dot_equals_numpy(m, k, n, dtype, la, lb, lo):
+    _check(m, k, n, dtype, la, lb, lo)
+
+
+@pytest.mark.parametrize("shape", [(16, 128, 512), (16, 512, 128), (33, 257, 1031), (64, 1024, 256),
+                                   (130, 700, 90), (1, 3000, 1), (200, 64, 2000)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dot_in_panels_equals_numpy(shape, dtype):
+    """Shapes cut into row, column and inner panels (ragged last panels included)."""
+    m, k, n = shape
+    assert m * k * n <= gemm.LIMIT or gemm.panels(m, k, n) != shape or k > 8 * 128
+    for la in ("c", "f"):
+        _check(m, k, n, dtype, la, "c", "c")
+    _check(m, k, n, dtype, "c", "f", "offset")
+
+
+def test_panels_respect_the_limits():
+    for m in (1, 8, 16, 32, 64, 65, 200, 1600):
+        for k in (1, 64, 128, 512, 1024, 3200):
+            for n in (1, 64, 128, 512, 2048):
+                wm, wk, wn = gemm.panels(m, k, n)
+                assert 1 <= wm <= m and 1 <= wk <= k and 1 <= wn <= n
+                if (wm, wk, wn) != (m, k, n):
+                    assert wm * wk * wn <= gemm.LIMIT and wm <= gemm.ROWS
+                    assert -(-k // wk) <= gemm.MAX_INNER_PANELS
+                else:
+                    assert m * k * n <= gemm.LIMIT or k > gemm.MAX_INNER_PANELS * 16
+
+
+def test_transposed_operands_need_no_copy():
+    """``A.T`` views (a weight gradient's ``g^T x``) are passed to BLAS as transposed, not copied."""
+    assert gemm._layout(np.zeros((5, 7), np.float32).T) == (gemm._TRANS, 7)
+    assert gemm._layout(np.zeros((5, 7), np.float32)) == (gemm._NOTRANS, 7)
+    assert gemm._layout(np.zeros((5, 14), np.float32)[:, ::2]) == (0, 0)
+    assert gemm._layout(np.zeros((1, 1), np.float32)[:, ::2]) == (gemm._NOTRANS, 1)
