@@ -59,9 +59,27 @@ def test_recurrent_scans_are_split(name):
     """The gated cells' and the ReNet sweeps' scans are row-local: every one runs in row blocks."""
     case, f = compiled(name, "float64")
     src = f.kernel("grad").source
-    scans = src.count("for s_ in range(")
-    assert scans and src.count("    _blocks(stage_") == scans
-    assert src.count("parts_ = _threads('split')") == scans
+    scans = _stage_names(src, lambda body: "for s_ in range(" in body)
+    assert scans and all(f"    _blocks({name}, parts_, nb," in src for name in scans)
+    assert src.count("parts_ = _threads('split')") == src.count("    _blocks(stage_")
+
+
+def _stage_names(src, keep):
+    """Names of the generated stage functions whose body passes ``keep``."""
+    chunks = src.split("\ndef ")[1:]
+    return [c.split("(", 1)[0] for c in chunks if c.startswith("stage_") and keep(c.split("\n\n\n", 1)[0])]
+
+
+def test_map_stage_elementwise_runs_in_row_blocks():
+    """A map stage's row-local run (the LSTM's gate derivatives, the loss's dL/dh) is a function of its own,
+    called in row blocks; its batch reductions (the loss's sum over the batch) stay whole."""
+    _, f = compiled("lstm", "float64")
+    src = f.kernel("grad").source
+    split = _stage_names(src, lambda body: "b0_, b1_" in body and "for s_ in range(" not in body)
+    whole = _stage_names(src, lambda body: "range(nb)" in body)
+    assert split and whole
+    assert all(f"    _blocks({name}, parts_, nb," in src for name in split)
+    assert not any(f"_blocks({name}," in src for name in whole)
 
 
 def test_blocks_do_not_change_results():

@@ -71,6 +71,17 @@ def _leaf(leaves, node) -> int:
     return len(leaves) - 1
 
 
+#: ops cheap enough to recompute inside a scan rather than store in a map and read back (no transcendentals)
+ARITHMETIC = frozenset({"add", "sub", "mul", "neg", "square", "positive", "slice", "expand"})
+
+
+def _arithmetic(node) -> bool:
+    """Is ``node`` (or its whole program, when fused) plain arithmetic (:data:`ARITHMETIC`)?"""
+    if node.op == "fused":
+        return all(op in ARITHMETIC for op, *_ in node.attr("prog"))
+    return node.op in ARITHMETIC
+
+
 def fuse(graph: Graph) -> Graph:
     """Fuse single-consumer elementwise chains (see the module docstring)."""
     count = uses(graph)
@@ -79,9 +90,14 @@ def fuse(graph: Graph) -> Graph:
 
     def same_stage(old, consumer) -> bool:
         # or an earlier map stage into a later one (both loop over every index): a ReLU's mask, computed in the
-        # forward stage, is then recomputed where the backward reads it instead of being stored in between
+        # forward stage, is then recomputed where the backward reads it instead of being stored in between;
+        # or a map's cheap arithmetic into a later scan: an LSTM's gate derivative s (1 - s), stored by a map
+        # and read back by the reverse scan, is recomputed there from s (which the scan reads anyway)
         a, b = stage_of.get(old), stage_of.get(consumer)
-        return a == b or (a is not None and b is not None and a < b and stages[a].kind == stages[b].kind == "map")
+        if a is None or b is None:
+            return a == b
+        return a == b or (a < b and stages[a].kind == "map" and (
+            stages[b].kind == "map" or (stages[b].axis in old.axes and _arithmetic(old))))
 
     def inlinable(old, consumer) -> bool:
         return (old.op in FUSABLE or old.op == "fused") and count[old] == 1 and old.dtype == "float" \

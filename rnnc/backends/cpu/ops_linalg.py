@@ -22,8 +22,15 @@ def _rows_view(r, buf, node_dims):
     outer = list(node_dims[:pos])
     rest = list(node_dims[pos + 1:]) if fixed else list(node_dims)
     has_axis = bool(fixed) and fixed[0] in buf.dims
-    if tuple(buf.dims) != tuple(outer + (fixed[:1] if has_axis else []) + rest) or buf.offset:
+    if tuple(buf.dims) != tuple(outer + (fixed[:1] if has_axis else []) + rest) or len(buf.shape) != 1:
         return None
+    if _narrowed(r, buf):  # columns of a wider buffer (a placed concat): a strided 2-D view, rows one lead dim
+        if rest != [BATCH]:
+            return None
+        idx = [r.var(d) for d in outer] + ([r.fixed[fixed[0]]] if has_axis else [])
+        rows = f"{SPLIT_LO}:{SPLIT_HI}" if r.batch_span else ":"
+        cols = f"{buf.offset}:{buf.offset + buf.shape[0]}"
+        return outer, f"{buf.var}[{', '.join(idx + [rows, cols])}]", None
     idx = [r.var(d) for d in outer] + ([r.fixed[fixed[0]]] if has_axis else [])
     if r.batch_span:                        # a split scan: the rows of this thread's block only
         if rest != [BATCH]:
@@ -32,6 +39,12 @@ def _rows_view(r, buf, node_dims):
     base = f"{buf.var}[{', '.join(idx)}]" if idx else buf.var
     rows = " * ".join(r.size(d) for d in rest) or "1"
     return outer, base, rows
+
+
+def _narrowed(r, buf) -> bool:
+    """Is ``buf`` some of the columns of a wider buffer (an offset alias, the first one at offset 0 included)?"""
+    own = next((b for b in r.buffers if b.var == buf.var), None)
+    return bool(buf.offset) or (own is not None and tuple(own.shape[-1:]) != tuple(buf.shape[-1:]))
 
 
 def _gemm_ok(r, node, a, b) -> bool:
@@ -48,8 +61,15 @@ def t_matmul(r, node) -> None:
     if _gemm_ok(r, node, a, b):
         vb, vo = _rows_view(r, r.buf(b), r.dims(node)), _rows_view(r, out, r.dims(node))
         if vb is not None and vo is not None:
-            (outer, vb, rows), (_, vo, _) = vb, vo
+            (outer, vb, rows), (_, vo, orows) = vb, vo
             M, N = a.shape
+            if rows is None or orows is None:      # a strided view into a wider buffer: one GEMM per step
+                if _parallel(r, outer) or not r.fixed:
+                    _matmul_loops(r, node, out)
+                    return
+                with r.em.loops(r.lead_ranges(outer)):
+                    r.em.line(f"gk.dot({_2d(vb, rows, N)}, {_right_operand(r, a)}, {_2d(vo, orows, M)})")
+                return
             if _parallel(r, outer):
                 r.em.line(f"{RUN_MARK}lak.matmul_rows({vb}.reshape(({rows}, {N})), {_right_operand(r, a)}, "
                           f"{vo}.reshape(({rows}, {M})), threads_)  # {r.em.tag}")
@@ -58,6 +78,11 @@ def t_matmul(r, node) -> None:
                 r.em.line(f"gk.dot({vb}.reshape(({rows}, {N})), {_right_operand(r, a)}, {vo}.reshape(({rows}, {M})))")
             return
     _matmul_loops(r, node, out)
+
+
+def _2d(view, rows, cols) -> str:
+    """``view`` as a (rows, cols) matrix: already one when ``rows`` is None (a strided view), else reshaped."""
+    return view if rows is None else f"{view}.reshape(({rows}, {cols}))"
 
 
 def _parallel(r, outer=()) -> bool:

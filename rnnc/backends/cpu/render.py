@@ -222,6 +222,16 @@ class Renderer:
                 if self.batch_span:
                     self.split_stages.add(k)
                 self.batch_span = False
+            elif self.split_scans and not self.stream:
+                for local, run in self._row_local_runs(stage):
+                    self.batch_span = local
+                    if local:
+                        body.line(PIECE_MARK)        # a piece of its own, called in row blocks
+                        self.split_stages.add(k)
+                    self._nodes(run, TEMPLATES, render_ref, stage_no=k)
+                    if local:
+                        body.line(PIECE_MARK)
+                    self.batch_span = False
             else:
                 self._nodes(stage.nodes, TEMPLATES, render_ref, stage_no=k)
             self.spans.append((k, start, len(body.lines)))
@@ -357,7 +367,8 @@ class Renderer:
                     i.op not in ALIAS_READERS or i.op == "slice" or i in self.bufs or i in taken or i in self.keep_roots
                     or i in value_of_refs or self.dims(i) != self.dims(node) or (step and i not in self.step_nodes)
                     or len(i.shape) != 1
-                    or not all(u is node or u.op in ALIAS_READERS for u in self.users.get(i, ()))
+                    or not all(u is node or u.op in ALIAS_READERS or (u.op == "matmul" and u.inputs[1] is i)
+                               for u in self.users.get(i, ()))
                     for i in ins):
                 continue
             fixed, self.fixed = self.fixed, {}
@@ -412,6 +423,22 @@ class Renderer:
         whole scan, time loop included, can run as row blocks on separate threads with no synchronisation
         per step."""
         return all(n.op in LEAF_OPS or (n.op in ROW_LOCAL_OPS and n.batched) for n in stage.nodes)
+
+    def _row_local_runs(self, stage) -> list:
+        """A map stage's nodes as runs ``(row_local, nodes)`` in order: a run of row-local nodes (batched, in
+        :data:`ROW_LOCAL_OPS`, not a product, which runs in row blocks of its own) becomes a piece of its own,
+        called in row blocks of the batch like a split scan (the loss's and the gradients' elementwise maps:
+        ~1 ms of an LSTM T50 B32 step on one thread)."""
+        runs: list = []
+        for n in stage.nodes:
+            if n.op in LEAF_OPS:
+                continue
+            local = n.op in ROW_LOCAL_OPS and n.op != "matmul" and n.batched
+            if runs and runs[-1][0] == local:
+                runs[-1][1].append(n)
+            else:
+                runs.append((local, [n]))
+        return runs
 
     def _bind_leaves(self):
         for _name, node in list(self.graph.inputs.items()) + list(self.graph.params.items()):
@@ -501,6 +528,8 @@ JIT = "@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'reass
 #: Marks a top-level line of a stage that ``run`` executes itself (a call of a parallel kernel): the stage's
 #: function is split there, ``stage_k`` before it and ``stage_k_1``, ``stage_k_2``... after.
 RUN_MARK = "#run# "
+#: Ends a stage function's piece there (a map stage's row-local run becomes a function of its own)
+PIECE_MARK = "#piece#"
 
 
 def _stage_functions(lines, spans, args, split=frozenset()) -> tuple[list, list]:
@@ -518,6 +547,8 @@ def _stage_functions(lines, spans, args, split=frozenset()) -> tuple[list, list]
         for ln in body:
             if ln.lstrip().startswith(RUN_MARK):
                 pieces.append(ln.split(RUN_MARK, 1)[1])
+                pieces.append([])
+            elif ln.lstrip().startswith(PIECE_MARK):
                 pieces.append([])
             else:
                 pieces[-1].append(ln)
