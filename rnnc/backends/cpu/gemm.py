@@ -17,6 +17,9 @@ at 86 against 111; products already under the limit ran at the same speed either
 """
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -30,11 +33,14 @@ LIMIT = 2 ** 19
 #: most rows in one panel: more rows go to the packing path again
 ROWS = 64
 #: most panels along the inner dimension: each adds its panel of ``C`` again (``beta = 1``); a (1024 x 3200)
-#: @ (3200 x 128) weight gradient ran 1.3x slower in 25 panels than in one call, a (512 x 800) @ (800 x 64)
+#: @ (3200 x 128) weight gradient ran 1.4x slower in 25 panels than in one call, a (512 x 800) @ (800 x 64)
 #: one 1.37x faster in 7
 MAX_INNER_PANELS = 8
 
 _NOTRANS, _TRANS = ord("n"), ord("t")
+#: named in every generated module, so that a change here changes the module's cache key: Numba's cache of a
+#: generated stage holds a copy of this code and checks only the stage's own file
+VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 _jit = numba.njit(cache=True, nogil=True)
 
 

@@ -488,6 +488,7 @@ class Renderer:
             "from rnnc.backends.cpu.blocks import run_blocks as _blocks  # noqa: F401",
             "",
             f"F = {ftype}",
+            f"# gemm {gemm_version()}",
             "",
             "",
             "def _threads(kind):",
@@ -517,6 +518,13 @@ class Renderer:
         results = {n: b.var for n, b in self.bufs.items() if b.var.startswith("v") and n not in self.aliases}
         src = "\n".join(head + funcs + entry)
         return Rendered(src, args, sizes, dict(self.leaves), list(self.buffers), results, dict(self.hist))
+
+
+def gemm_version() -> str:
+    """Content hash of the gemm module, named in generated code (see ``gemm.VERSION``)."""
+    from rnnc.backends.cpu.gemm import VERSION
+
+    return VERSION
 
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
