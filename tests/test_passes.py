@@ -142,6 +142,37 @@ def test_relu_mask_is_recomputed_where_the_backward_reads_it():
     _agree(g, after, data, {k: v + 0.3 for k, v in m.init_params(0, "float64").items()})
 
 
+def test_gate_derivatives_are_recomputed_in_the_reverse_scan():
+    """A map's plain arithmetic read only by a later scan (the gate derivative s (1 - s) that the reverse scan
+    needs) fuses into the scan's node instead of being stored for all steps; transcendentals stay in the map."""
+    from rnnc.passes.fuse import ARITHMETIC
+    from rnnc.schedule.schedule import build_schedule
+
+    m = _lstm_like(loss=True)
+    g = cse(rc.grad(m).graph)
+    after = fuse(g)
+
+    def map_arithmetic_read_by_scans(graph):
+        stages = build_schedule(graph)
+        stage_of = {n: k for k, s in enumerate(stages) for n in s.nodes}
+        readers = {}
+        for n in graph.nodes:
+            for i in n.inputs:
+                readers.setdefault(i, []).append(n)
+        return [n for n in graph.nodes if stage_of.get(n) is not None and stages[stage_of[n]].kind == "map"
+                and n.op in ARITHMETIC | {"fused"} and n.axes and readers.get(n)
+                and all(stages[stage_of[r]].kind == "scan" for r in readers[n] if r in stage_of)
+                and (n.op != "fused" or all(op in ARITHMETIC for op, *_ in n.attr("prog")))]
+
+    assert map_arithmetic_read_by_scans(g)             # before: s (1 - s) is computed by a map, for all steps
+    assert map_arithmetic_read_by_scans(after) == []
+    reverse = [s for s in build_schedule(after) if s.kind == "scan" and s.direction < 0]
+    assert any(n.op == "fused" and "sub" in [op for op, *_ in n.attr("prog")] for n in reverse[0].nodes)
+    assert _count(after, "sigmoid") + _count(after, "tanh") == 0 and any(
+        n.op == "fused" and "sigmoid" in [op for op, *_ in n.attr("prog")] for n in after.nodes)
+    _agree(g, after, _gates_data(3), m.init_params(0, "float64"))
+
+
 def test_cse_and_fold():
     m = rc.Model("dup")
     x = m.input("x", 2)

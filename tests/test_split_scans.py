@@ -4,6 +4,7 @@ interpreter's with a batch that is dealt into blocks of unequal size, and the bl
 from __future__ import annotations
 
 import os
+import re
 
 import numba
 import numpy as np
@@ -167,3 +168,15 @@ def _count_in_blocks() -> int:
     seen = np.zeros(8, np.int64)
     run_blocks(lambda out, lo, hi: out.__setitem__(slice(lo, hi), 1), 2, 8, seen)
     return int(seen.sum())
+
+
+def test_stacked_adjoints_feed_the_scan_products_in_place():
+    """The LSTM's gate adjoints are written straight into the stack the weight gradients read (a placed
+    concat), and the reverse scan's products read them there through strided views: no copy stage."""
+    _, f = compiled("lstm", "float64")
+    src = f.kernel("grad").source
+    views = re.findall(r"gk\.dot\((\w+)\[i0, b0_:b1_, (\d+):(\d+)\]", src)
+    assert len(views) == 4 and len({v for v, _, _ in views}) == 1
+    assert sorted(int(lo) for _, lo, _ in views) == [0, 4, 8, 12]
+    stack = views[0][0]
+    assert not re.search(rf"{stack}\[i0, ib, f0( \+ \d+)?\] = \w+\[i0, ib, f0\]", src)   # no copy into it
