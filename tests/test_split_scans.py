@@ -140,6 +140,33 @@ def test_run_blocks_covers_every_row_once_and_raises_a_blocks_error():
         run_blocks(fail, 2, 10)
 
 
+def test_run_calls_from_several_threads_at_once():
+    """Callers on several threads at once all get their blocks run (one holds the workers, the others run
+    theirs on their own thread), and every caller's error stays its own."""
+    import threading
+
+    from rnnc.backends.cpu.blocks import run_blocks
+
+    results, errors = {}, []
+
+    def caller(k):
+        try:
+            seen = np.zeros(40, np.int64)
+            for _ in range(50):
+                run_blocks(lambda out, lo, hi: out.__setitem__(slice(lo, hi), out[lo:hi] + 1), 3, 40, seen)
+            results[k] = seen
+        except BaseException as e:     # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert not errors and sorted(results) == [0, 1, 2, 3]
+    assert all((seen == 50).all() for seen in results.values())
+
+
 def test_split_scans_float32():
     """float32 kernels (vectorised tanh / sigmoid helpers) on nine rows: 1e-4 of the float64 interpreter."""
     case, f = compiled("lstm", "float32")
