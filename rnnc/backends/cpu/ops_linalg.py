@@ -24,14 +24,13 @@ def _rows_view(r, buf, node_dims):
     has_axis = bool(fixed) and fixed[0] in buf.dims
     if tuple(buf.dims) != tuple(outer + (fixed[:1] if has_axis else []) + rest) or len(buf.shape) != 1:
         return None
+    idx = [r.var(d) for d in outer] + ([r.fixed[fixed[0]]] if has_axis else [])
     if _narrowed(r, buf):  # columns of a wider buffer (a placed concat): a strided 2-D view, rows one lead dim
         if rest != [BATCH]:
             return None
-        idx = [r.var(d) for d in outer] + ([r.fixed[fixed[0]]] if has_axis else [])
         rows = f"{SPLIT_LO}:{SPLIT_HI}" if r.batch_span else ":"
         cols = f"{buf.offset}:{buf.offset + buf.shape[0]}"
         return outer, f"{buf.var}[{', '.join(idx + [rows, cols])}]", None
-    idx = [r.var(d) for d in outer] + ([r.fixed[fixed[0]]] if has_axis else [])
     if r.batch_span:                        # a split scan: the rows of this thread's block only
         if rest != [BATCH]:
             return None

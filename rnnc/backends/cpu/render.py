@@ -367,7 +367,7 @@ class Renderer:
                     i.op not in ALIAS_READERS or i.op == "slice" or i in self.bufs or i in taken or i in self.keep_roots
                     or i in value_of_refs or self.dims(i) != self.dims(node) or (step and i not in self.step_nodes)
                     or len(i.shape) != 1
-                    or not all(u is node or u.op in ALIAS_READERS or (u.op == "matmul" and u.inputs[1] is i)
+                    or not all(u is node or u.op in ALIAS_READERS or self._strided_product(u, i)
                                for u in self.users.get(i, ()))
                     for i in ins):
                 continue
@@ -384,6 +384,15 @@ class Renderer:
                 taken.add(i)
                 at += i.shape[0]
             self.placed.add(node)
+
+    def _strided_product(self, user, value) -> bool:
+        """Can ``user``, a product, read ``value`` as a strided view of a placed concat (one ``gk.dot`` per step
+        on the view's rows: a scan's product on batch rows)? Elsewhere it would fall back to scalar loops."""
+        if user.op != "matmul" or user.inputs[1] is not value or user not in self.stage_of:
+            return False
+        stage = self.schedule[self.stage_of[user] - 1]
+        dims = list(self.dims(user))
+        return stage.kind == "scan" and stage.axis in dims and dims[dims.index(stage.axis) + 1:] == [BATCH]
 
     def _alias(self, node) -> bool:
         """A ``slice`` read only by elementwise code (which indexes through :meth:`Buf.at`) is no copy but
