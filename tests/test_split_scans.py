@@ -207,3 +207,24 @@ def test_stacked_adjoints_feed_the_scan_products_in_place():
     assert sorted(int(lo) for _, lo, _ in views) == [0, 4, 8, 12]
     stack = views[0][0]
     assert not re.search(rf"{stack}\[i0, ib, f0( \+ \d+)?\] = \w+\[i0, ib, f0\]", src)   # no copy into it
+
+
+def test_gru_stacks_its_adjoints_twice_with_one_copy():
+    """The benchmark's GRU stacks the same gate adjoints twice, in two orders (input and recurrent weight
+    gradients): the first stack is written in place by the reverse scan, only the second is a copy; the
+    gradients still equal the interpreter's."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from cells import CELLS
+
+    m = CELLS["gru"](3, 4)
+    f = rc.compile(m, dtype="float64", wrt=[*m.graph.params, "x"])
+    src = f.kernel("grad").source
+    stacks = set(re.findall(r"lak\.outer_rows\((\w+)\.reshape", src))        # read by the weight gradients
+    copies = set(re.findall(r"(\w+)\[i0, ib, f0[^\]]*\] = [^\n]*# \w+ = concat\(", src))
+    assert len(stacks) == 2 and len(copies) == 1 and copies < stacks
+    rng = np.random.default_rng(7)
+    inputs = {"x": rng.standard_normal((T, B, 3)), "y": rng.standard_normal((T, B, 4))}
+    assert_grads_match(f, m, inputs, m.init_params(7, "float64"), 1e-10, wrt=[*m.graph.params, "x"])

@@ -355,7 +355,9 @@ class Renderer:
         """A ``concat`` whose inputs are each computed by elementwise code (which writes through
         :meth:`Buf.at`) and read only by such code gets its buffer first; each input is then an offset view
         of it, so the inputs are written in place and the concat costs nothing (an LSTM's gate adjoints,
-        stacked for one weight-gradient product)."""
+        stacked for one weight-gradient product). Other readers may be another ``concat`` (a GRU stacks the
+        same adjoints twice, in two orders: the first stack is placed, the second copies out of it) and a
+        scan's per-step product (a strided view, :meth:`_strided_product`)."""
         value_of_refs = {self.graph.value_of(r) for r in self.graph.refs()}
         taken: set = set()
         for node in self.graph.nodes:
@@ -367,7 +369,7 @@ class Renderer:
                     i.op not in ALIAS_READERS or i.op == "slice" or i in self.bufs or i in taken or i in self.keep_roots
                     or i in value_of_refs or self.dims(i) != self.dims(node) or (step and i not in self.step_nodes)
                     or len(i.shape) != 1
-                    or not all(u is node or u.op in ALIAS_READERS or self._strided_product(u, i)
+                    or not all(u is node or u.op in ALIAS_READERS or u.op == "concat" or self._strided_product(u, i)
                                for u in self.users.get(i, ()))
                     for i in ins):
                 continue
