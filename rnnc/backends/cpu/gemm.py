@@ -10,10 +10,10 @@ each panel one ``?gemm`` call on strided views (no copies; ``beta = 1`` adds the
 
 Why: OpenBLAS (scipy's, which Numba's ``np.dot`` calls) runs products with :math:`m k n \\le 10^6` on its
 small-matrix kernels, which need no packing, and bigger ones on the packing path, which only pays for big
-row counts. On this machine's one core (float32) a scan step's (16 x 128) @ (128 x 512) ran at 47 GFLOP/s
-whole and 106 in panels of 128 columns; (32 x 256) @ (256 x 1024) at 68 against 109; (64 x 512) @ (512 x 512)
-at 86 against 111; products already under the limit ran at the same speed either way
-(``/tmp``-free reproduction: ``benchmarks/gemm_panels.py``).
+row counts. On one core of the development machine (float32, ``benchmarks/gemm_panels.py``) a scan step's
+(16 x 128) @ (128 x 512) ran at 55 GFLOP/s as one call and 114 in panels; (32 x 256) @ (256 x 1024) at 70
+against 110; (64 x 512) @ (512 x 2048) at 83 against 99; products already under the limit at the same speed
+(a call's overhead aside).
 """
 from __future__ import annotations
 
