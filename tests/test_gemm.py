@@ -76,3 +76,17 @@ def test_transposed_operands_need_no_copy():
     assert gemm._layout(np.zeros((5, 7), np.float32)) == (gemm._NOTRANS, 7)
     assert gemm._layout(np.zeros((5, 14), np.float32)[:, ::2]) == (0, 0)
     assert gemm._layout(np.zeros((1, 1), np.float32)[:, ::2]) == (gemm._NOTRANS, 1)
+
+
+def test_mixed_or_integer_dtypes_are_refused_at_compile_time():
+    """BLAS would read the wrong element size: refused when Numba types the call, never run."""
+    from numba.core.errors import TypingError
+
+    a32, a64 = np.ones((3, 4), np.float32), np.ones((3, 4), np.float64)
+    b64, out64 = np.ones((4, 2), np.float64), np.zeros((3, 2), np.float64)
+    with pytest.raises(TypingError, match="one dtype"):
+        gemm.dot(a32, b64, out64)
+    with pytest.raises(TypingError, match="float32 or float64"):
+        gemm.dot(np.ones((3, 4), np.int64), np.ones((4, 2), np.int64), np.zeros((3, 2), np.int64))
+    gemm.dot(a64, b64, out64)
+    assert (out64 == 4).all()

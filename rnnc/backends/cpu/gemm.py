@@ -25,6 +25,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 from numba.np.linalg import check_blas_return, ensure_blas, intp_t, ll_char, ll_void_p
 
@@ -47,8 +48,10 @@ _jit = numba.njit(cache=True, nogil=True)
 @intrinsic
 def _xxgemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     """Fortran ``?gemm`` through Numba's own BLAS entry (``numba_xxgemm``, scipy's ``cython_blas``)."""
-    sig = types.int32(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     dtype = c.dtype
+    if dtype not in (types.float32, types.float64) or a.dtype != dtype or b.dtype != dtype:
+        raise TypingError(f"gemm needs float32 or float64 arrays of one dtype, got {a.dtype}, {b.dtype}, {dtype}")
+    sig = types.int32(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
     def codegen(context, builder, sig, args):
         ensure_blas()
