@@ -1,8 +1,9 @@
 """Matrix products over all steps × batch in blocks of rows on threads (``lak.<name>`` in generated code).
 
 A map stage's product over all steps × batch (hoisted input products, weight gradients) is split into blocks
-of rows, one per thread, each block one single-threaded BLAS call in a ``nogil`` Numba function, the blocks
-run concurrently by :func:`rnnc.backends.cpu.blocks.run_blocks` (Python threads). Every parallel piece of an
+of rows, one per thread, each block single-threaded BLAS calls (:func:`rnnc.backends.cpu.gemm.dot`, in
+panels) in a ``nogil`` Numba function, the blocks run concurrently by
+:func:`rnnc.backends.cpu.blocks.run_calls` (Python threads). Every parallel piece of an
 RNN module (these and the split scans) then runs on the same few threads with one BLAS thread each:
 OpenBLAS's own worker threads, and OpenMP's, keep spinning for a while after each call and fought a split
 scan's threads for the two cores (an LSTM's split scans, T50 B32 H128, ran no faster than whole ones while
