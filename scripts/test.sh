@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The test suite: install what the tests need, then run pytest. Tests under tests/cuda_sim/ (if any) run in
 # their own process with Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), which must be set before numba
-# is imported.   Usage: bash scripts/test.sh [PYTEST ARGS...]
+# is imported. Both run in RNNC_TEST_WORKERS worker processes (pytest-xdist; default 2, 0 = one process).
+# Usage: bash scripts/test.sh [PYTEST ARGS...]
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 ensure_system
 ensure_rnnc "test,cuda"     # numba-cuda: the CUDA target and its simulator (tests/cuda_sim)
 
-"$PYTHON" -m pytest --ignore=tests/cuda_sim "$@"
+workers=(-n "${RNNC_TEST_WORKERS:-2}")
+"$PYTHON" -m pytest "${workers[@]}" --ignore=tests/cuda_sim "$@"
 if compgen -G "tests/cuda_sim/test_*.py" >/dev/null; then
     echo "== CUDA simulator tests (NUMBA_ENABLE_CUDASIM=1)"
-    NUMBA_ENABLE_CUDASIM=1 "$PYTHON" -m pytest tests/cuda_sim
+    NUMBA_ENABLE_CUDASIM=1 "$PYTHON" -m pytest "${workers[@]}" tests/cuda_sim
 fi
