@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from rnnc.backends.cpu import gemm  # noqa: E402
-from rnnc.runtime.kernel import load_numba_blas  # noqa: E402
+from rnnc.backends.cpu.gemm import load_numba_blas  # noqa: E402
 
 STEP = [(m, k, n) for m in (8, 16, 32, 64) for k, n in ((128, 512), (512, 128), (256, 1024), (1024, 256),
                                                          (256, 768), (512, 2048), (64, 64), (128, 128))]

@@ -9,12 +9,8 @@ by leaf / output / gradient names and axis names, so nothing of the post-pass gr
 """
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -267,32 +263,12 @@ def _keep_threads(kind: str) -> int:
     return 1
 
 
-def load_numba_blas() -> None:
-    """Load the BLAS that Numba's ``np.dot`` calls, ``scipy.linalg.cython_blas``, if it is not loaded yet: that
-    one extension module directly (2 ms) instead of through ``scipy.linalg``'s package imports (0.25 s, half of
-    a cached kernel's load time, measured); any failure falls back to the ordinary import."""
-    name = "scipy.linalg.cython_blas"
-    if name in sys.modules:
-        return
-    try:
-        folder = Path(importlib.util.find_spec("scipy").origin).parent / "linalg"
-        path = next(folder / f"cython_blas{sfx}" for sfx in importlib.machinery.EXTENSION_SUFFIXES
-                    if (folder / f"cython_blas{sfx}").exists())
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    except Exception:                    # noqa: BLE001 (any trouble: the ordinary, slower import)
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-
-
 def _blas_libs() -> list:
     global _BLAS
     if _BLAS is None:
         from threadpoolctl import ThreadpoolController
+
+        from rnnc.backends.cpu.gemm import load_numba_blas
 
         load_numba_blas()      # before the scan, so that its threads are limited from the first call
         _BLAS = ThreadpoolController().select(user_api="blas").lib_controllers

@@ -17,11 +17,14 @@ against 110; (64 x 512) @ (512 x 2048) at 83 against 99; products already under 
 """
 from __future__ import annotations
 
-import hashlib
+import importlib.machinery
+import importlib.util
+import sys
 from pathlib import Path
 
 import numba
 import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -39,19 +42,15 @@ ROWS = 64
 MAX_INNER_PANELS = 8
 
 _NOTRANS, _TRANS = ord("n"), ord("t")
-#: named in every generated module, so that a change here changes the module's cache key: Numba's cache of a
-#: generated stage holds a copy of this code and checks only the stage's own file
-VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 _jit = numba.njit(cache=True, nogil=True)
 
 
 @intrinsic
-def _xxgemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """Fortran ``?gemm`` through Numba's own BLAS entry (``numba_xxgemm``, scipy's ``cython_blas``)."""
+def _xxgemm(typingctx, transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """Fortran ``?gemm`` (``alpha = 1``) on pointers, through Numba's own BLAS entry (``numba_xxgemm``,
+    scipy's ``cython_blas``)."""
     dtype = c.dtype
-    if dtype not in (types.float32, types.float64) or a.dtype != dtype or b.dtype != dtype:
-        raise TypingError(f"gemm needs float32 or float64 arrays of one dtype, got {a.dtype}, {b.dtype}, {dtype}")
-    sig = types.int32(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    sig = types.int32(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc)
 
     def codegen(context, builder, sig, args):
         ensure_blas()
@@ -66,50 +65,85 @@ def _xxgemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, 
             return builder.trunc(integer(i), ll_char)
 
         def data(i):
-            return builder.bitcast(context.make_array(sig.args[i])(context, builder, args[i]).data, ll_void_p)
+            return builder.bitcast(args[i], ll_void_p)
 
-        def scalar(i):
+        def scalar(value):
             slot = cgutils.alloca_once(builder, context.get_data_type(dtype))
-            builder.store(context.cast(builder, args[i], sig.args[i], dtype), slot)
+            builder.store(value, slot)
             return builder.bitcast(slot, ll_void_p)
 
+        one = context.get_constant(dtype, 1.0)
+        beta = context.cast(builder, args[9], sig.args[9], dtype)
         kind = ir.Constant(ll_char, ord("s" if dtype == types.float32 else "d"))
-        res = builder.call(fn, (kind, char(0), char(1), integer(2), integer(3), integer(4), scalar(5), data(6),
-                                integer(7), data(8), integer(9), scalar(10), data(11), integer(12)))
+        res = builder.call(fn, (kind, char(0), char(1), integer(2), integer(3), integer(4), scalar(one), data(5),
+                                integer(6), data(7), integer(8), scalar(beta), data(10), integer(11)))
         check_blas_return(context, builder, res)
         return context.get_constant(types.int32, 0)
 
     return sig, codegen
 
 
-@_jit
-def _layout(x):
-    """(BLAS transpose flag, leading dimension) of a row-major matrix view ``x``, or (0, 0) when neither its
-    rows nor its columns have unit stride."""
-    s = x.itemsize
-    rows, cols = x.shape
-    # the stride of a dimension of size 1 never matters (numpy calls such views contiguous)
-    row = x.strides[0] if rows > 1 else cols * s
-    col = x.strides[1] if cols > 1 else s
-    if col == s and row % s == 0 and row >= cols * s:
-        return _NOTRANS, max(row // s, 1)
-    row = x.strides[0] if rows > 1 else s
-    col = x.strides[1] if cols > 1 else rows * s
-    if row == s and col % s == 0 and col >= rows * s:
-        return _TRANS, max(col // s, 1)
+@intrinsic
+def _at(typingctx, ptr, offset):
+    """``ptr + offset`` (elements, signed)."""
+    def codegen(context, builder, sig, args):
+        return builder.gep(args[0], [context.cast(builder, args[1], sig.args[1], types.intp)])
+
+    return ptr(ptr, offset), codegen
+
+
+@intrinsic
+def _load(typingctx, ptr, offset):
+    """``ptr[offset]``."""
+    def codegen(context, builder, sig, args):
+        return builder.load(builder.gep(args[0], [context.cast(builder, args[1], sig.args[1], types.intp)]))
+
+    return ptr.dtype(ptr, offset), codegen
+
+
+@intrinsic
+def _store(typingctx, ptr, offset, value):
+    """``ptr[offset] = value``."""
+    def codegen(context, builder, sig, args):
+        val = context.cast(builder, args[2], sig.args[2], ptr.dtype)
+        builder.store(val, builder.gep(args[0], [context.cast(builder, args[1], sig.args[1], types.intp)]))
+        return context.get_dummy_value()
+
+    return types.void(ptr, offset, value), codegen
+
+
+@intrinsic
+def _data(typingctx, arr):
+    """The data pointer of a C-contiguous array."""
+    def codegen(context, builder, sig, args):
+        return context.make_array(sig.args[0])(context, builder, args[0]).data
+
+    return types.CPointer(arr.dtype)(arr), codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _layout_of(rows, cols, s0, s1):
+    """(BLAS transpose flag, leading dimension) of a row-major matrix with element strides ``s0``, ``s1``,
+    or (0, 0) when neither its rows nor its columns have unit stride. The stride of a dimension of size 1
+    never matters (numpy calls such views contiguous)."""
+    row = s0 if rows > 1 else cols
+    col = s1 if cols > 1 else 1
+    if col == 1 and row >= cols:
+        return _NOTRANS, max(row, 1)
+    row = s0 if rows > 1 else 1
+    col = s1 if cols > 1 else rows
+    if row == 1 and col >= rows:
+        return _TRANS, max(col, 1)
     return 0, 0
 
 
 @_jit
-def _gemm(a, b, c, beta):
-    """``c = a @ b + beta * c`` in one BLAS call; ``c``'s rows have unit stride, ``a`` and ``b`` are strided
-    either way (checked by the caller)."""
-    ta, lda = _layout(a)
-    tb, ldb = _layout(b)
-    _, ldc = _layout(c)
-    m, k = a.shape
-    # column-major view: C^T (n x m) = B^T (n x k) @ A^T (k x m); a row-major matrix is its transpose there
-    _xxgemm(tb, ta, b.shape[1], m, k, 1.0, b, ldb, a, lda, beta, c, ldc)
+def _layout(x):
+    """:func:`_layout_of` for an array view whose strides are whole elements."""
+    s = x.itemsize
+    if x.strides[0] % s or x.strides[1] % s:
+        return 0, 0
+    return _layout_of(x.shape[0], x.shape[1], x.strides[0] // s, x.strides[1] // s)
 
 
 def panels(m: int, k: int, n: int) -> tuple:
@@ -130,49 +164,142 @@ _panels = _jit(panels)
 
 
 @_jit
-def _dot_panels(a, b, out):
-    m, k = a.shape
-    n = b.shape[1]
+def _packed(p, rows, cols, s0, s1, copy):
+    """A row-major copy of a matrix view that BLAS cannot read when ``copy``, else an empty array."""
+    tmp = np.empty(rows * cols if copy else 0, numba.carray(p, 1).dtype)
+    if copy:
+        q = _data(tmp)
+        for i in range(rows):
+            for j in range(cols):
+                _store(q, i * cols + j, _load(p, i * s0 + j * s1))
+    return tmp
+
+
+@_jit
+def _products(a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, *keep):
+    """``C = A B`` in panels; every operand's layout is BLAS-readable, ``C``'s rows have unit stride.
+    ``keep``: the copies the pointers point into, alive until the products are done."""
+    ta, lda = _layout_of(m, k, as0, as1)
+    tb, ldb = _layout_of(k, n, bs0, bs1)
+    _, ldc = _layout_of(m, n, cs0, 1)
     wm, wk, wn = _panels(m, k, n)
-    if wm == m and wk == k and wn == n:
-        _gemm(a, b, out, 0.0)
-        return
     for i in range(0, m, wm):
         for j in range(0, n, wn):
             for q in range(0, k, wk):
-                _gemm(a[i:i + wm, q:q + wk], b[q:q + wk, j:j + wn], out[i:i + wm, j:j + wn], 0.0 if q == 0 else 1.0)
+                pm, pk, pn = min(wm, m - i), min(wk, k - q), min(wn, n - j)
+                # column-major view: C^T (n x m) = B^T (n x k) @ A^T (k x m); a row-major matrix is its
+                # transpose there
+                _xxgemm(tb, ta, pn, pm, pk, _at(b, q * bs0 + j * bs1), ldb, _at(a, i * as0 + q * as1), lda,
+                        0.0 if q == 0 else 1.0, _at(c, i * cs0 + j), ldc)
 
 
 @_jit
-def _dot_out(a, b, out):
-    if _layout(out)[0] != _NOTRANS:
-        tmp = np.empty(out.shape, out.dtype)
-        _dot_panels(a, b, tmp)
-        out[...] = tmp
-    else:
-        _dot_panels(a, b, out)
+def _product(a, m, k, as0, as1, b, n, bs0, bs1, c, cs0, cs1):
+    """``C = A B`` for strided views given by pointers and element strides (copies as ``dot`` says)."""
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        for i in range(m):
+            for j in range(n):
+                _store(c, i * cs0 + j * cs1, 0.0)
+        return
+    copy_a = _layout_of(m, k, as0, as1)[0] == 0
+    ta = _packed(a, m, k, as0, as1, copy_a)
+    if copy_a:
+        a, as0, as1 = _data(ta), k, 1
+    copy_b = _layout_of(k, n, bs0, bs1)[0] == 0
+    tb = _packed(b, k, n, bs0, bs1, copy_b)
+    if copy_b:
+        b, bs0, bs1 = _data(tb), n, 1
+    copy_c = _layout_of(m, n, cs0, cs1)[0] != _NOTRANS
+    tc = _packed(c, m, n, cs0, cs1, copy_c)
+    if not copy_c:
+        _products(a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, ta, tb, tc)
+        return
+    _products(a, as0, as1, b, bs0, bs1, _data(tc), n, m, k, n, ta, tb, tc)
+    for i in range(m):
+        for j in range(n):
+            _store(c, i * cs0 + j * cs1, tc[i * n + j])
 
 
-@_jit
-def _dot_strided(a, b, out):
-    if _layout(b)[0] == 0:
-        _dot_out(a, np.ascontiguousarray(b), out)
-    else:
-        _dot_out(a, b, out)
+# ---- the product as one external function ------------------------------------------------------------------
+# A stage that called the code above had Numba link it in and LLVM optimise it again with the stage: about
+# 0.3 s of compile time per caller and array type, 1.45 of the 4.5 s of an LSTM's training kernel. Instead the
+# code above is compiled once per dtype into a C-callable function (a ``cfunc``, cached), registered with LLVM
+# under a fixed name, and ``dot`` passes pointers, shapes and element strides to it. Cached stages refer to the
+# name only, so they pick up a change of the code above without being rebuilt; change the name (``VERSION``)
+# when the C signature changes.
+
+def load_numba_blas() -> None:
+    """Load the BLAS that Numba's ``np.dot`` calls, ``scipy.linalg.cython_blas``, if it is not loaded yet: that
+    one extension module directly (2 ms) instead of through ``scipy.linalg``'s package imports (0.25 s, half of
+    a cached kernel's load time, measured); any failure falls back to the ordinary import."""
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules:
+        return
+    try:
+        folder = Path(importlib.util.find_spec("scipy").origin).parent / "linalg"
+        path = next(folder / f"cython_blas{sfx}" for sfx in importlib.machinery.EXTENSION_SUFFIXES
+                    if (folder / f"cython_blas{sfx}").exists())
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    except Exception:                    # noqa: BLE001 (any trouble: the ordinary, slower import)
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
+def _entry(dtype):
+    ptr = types.CPointer(dtype)
+    sig = types.void(ptr, types.intp, types.intp, types.intp, types.intp,       # A: data, m, k, strides
+                     ptr, types.intp, types.intp, types.intp,                   # B: data, n, strides
+                     ptr, types.intp, types.intp)                               # C: data, strides
+    return numba.cfunc(sig, cache=True, nogil=True)(_product.py_func)
+
+
+load_numba_blas()       # before Numba's BLAS check, which would import all of scipy.linalg
+#: the external functions' names, per dtype (``VERSION`` is named in every generated module)
+VERSION = "rnnc_gemm_1"
+SYMBOLS = {types.float32: VERSION + "_float32", types.float64: VERSION + "_float64"}
+_ENTRIES = {name: _entry(dtype) for dtype, name in SYMBOLS.items()}
+for _name, _fn in _ENTRIES.items():
+    llvm.add_symbol(_name, _fn.address)
+
+
+@intrinsic
+def _call(typingctx, a, b, out):
+    arrays = (a, b, out)
+    if not all(isinstance(x, types.Array) and x.ndim == 2 for x in arrays):
+        raise TypingError(f"gemm needs three 2-D arrays, got {a}, {b}, {out}")
+    dtype = out.dtype
+    if dtype not in SYMBOLS or a.dtype != dtype or b.dtype != dtype:
+        raise TypingError(f"gemm needs float32 or float64 arrays of one dtype, got {a.dtype}, {b.dtype}, {dtype}")
+
+    def codegen(context, builder, sig, args):
+        intp = context.get_value_type(types.intp)
+        size = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(dtype)))
+        parts = []
+        for ty, val in zip(sig.args, args):
+            ary = context.make_array(ty)(context, builder, val)
+            strides = [builder.sdiv(st, size) for st in cgutils.unpack_tuple(builder, ary.strides)]
+            parts.append((ary.data, cgutils.unpack_tuple(builder, ary.shape), strides))
+        (ad, (m, k), (as0, as1)), (bd, (_, n), (bs0, bs1)), (cd, _, (cs0, cs1)) = parts
+        ptr = context.get_data_type(dtype).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [ptr, intp, intp, intp, intp, ptr, intp, intp, intp, ptr, intp, intp])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, SYMBOLS[dtype])
+        builder.call(fn, (ad, m, k, as0, as1, bd, n, bs0, bs1, cd, cs0, cs1))
+        return context.get_constant(types.intp, 0)
+
+    return types.intp(a, b, out), codegen
 
 
 @_jit
 def dot(a, b, out):
     """:math:`Y = A B` into ``out`` (``(m, k) @ (k, n)``), in panels (module docstring). Any strided 2-D
     views: an operand is copied only when neither its rows nor its columns have unit stride, and ``out``
-    is written through a temporary only when its rows do not."""
-    m, k = a.shape
-    if m == 0 or b.shape[1] == 0:
-        return 0
-    if k == 0:
-        out[...] = 0
-    elif _layout(a)[0] == 0:
-        _dot_strided(np.ascontiguousarray(a), b, out)
-    else:
-        _dot_strided(a, b, out)
-    return 0
+    is written through a temporary only when its rows do not. The caller's compiled code holds only a call
+    of the external function (see ``SYMBOLS``)."""
+    return _call(a, b, out)

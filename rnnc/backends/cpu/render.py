@@ -532,7 +532,8 @@ class Renderer:
 
 
 def gemm_version() -> str:
-    """Content hash of the gemm module, named in generated code (see ``gemm.VERSION``)."""
+    """The name of gemm's external functions (``gemm.VERSION``), named in generated code: a module compiled
+    against other names is rebuilt."""
     from rnnc.backends.cpu.gemm import VERSION
 
     return VERSION
