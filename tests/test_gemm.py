@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from rnnc.backends.cpu import gemm
 
-LAYOUTS = ("c", "f", "strided", "offset")
+LAYOUTS = ("c", "f", "strided", "offset", "reversed")
 
 
 def _view(x, layout):
@@ -23,6 +23,8 @@ def _view(x, layout):
         wide = np.zeros((x.shape[0], x.shape[1] + 3), x.dtype)
         wide[:, 1:-2] = x
         return wide[:, 1:-2]
+    if layout == "reversed":                      # negative row stride (copied for BLAS)
+        return np.ascontiguousarray(x[::-1])[::-1]
     return np.ascontiguousarray(x)
 
 
@@ -90,3 +92,26 @@ def test_mixed_or_integer_dtypes_are_refused_at_compile_time():
         gemm.dot(np.ones((3, 4), np.int64), np.ones((4, 2), np.int64), np.zeros((3, 2), np.int64))
     gemm.dot(a64, b64, out64)
     assert (out64 == 4).all()
+
+
+def test_only_2d_arrays_are_accepted():
+    from numba.core.errors import TypingError
+
+    with pytest.raises(TypingError, match="2-D arrays"):
+        gemm.dot(np.ones(4), np.ones((4, 2)), np.zeros(2))
+
+
+def test_stages_call_one_external_function():
+    """Compiled callers hold a call of the registered C function, not a copy of the paneling code."""
+    import numba
+
+    @numba.njit
+    def caller(a, b, out):
+        gemm.dot(a[1:], b, out[1:])
+        return 0
+
+    a, b, out = np.ones((5, 3)), np.ones((3, 2)), np.zeros((5, 2))
+    caller(a, b, out)
+    assert (out[1:] == 3).all() and (out[0] == 0).all()
+    ir = caller.inspect_llvm(caller.signatures[0])
+    assert gemm.SYMBOLS[numba.float64] in ir and "numba_xxgemm" not in ir
