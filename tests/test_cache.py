@@ -130,3 +130,39 @@ def test_numba_blas_loads_without_scipy_linalg(tmp_path):
         assert run.returncode == 0, run.stderr[-2000:]
         err, linalg, blas, seen = run.stdout.split()
         assert float(err) < 1e-12 and (linalg, blas, seen) == ("False", "True", "True")
+
+
+def test_corrupt_numba_entries_are_compiled_again(tmp_path):
+    """Numba's own entries under the cache folder (a truncated ``.nbc``, a corrupt ``.nbi``) are misses: the
+    stage compiles again and rewrites them; the next process loads them."""
+    script = textwrap.dedent("""
+        import numpy as np
+        import rnnc as rc
+        from rnnc import t
+        m = rc.Model("tiny")
+        x = m.input("x", 2)
+        W = m.param("W", (2, 2))
+        h = m.signal("h", 2)
+        h[t] = rc.tanh(W @ x[t] + h[t - 1] * 0.5)
+        m.output("o", h[t])
+        f = rc.compile(m, dtype="float64")
+        inp, p = {"x": np.ones((3, 1, 2))}, {"W": np.eye(2) / 3}
+        out = f.forward(inp, p).outputs["o"]
+        print(float(abs(out - rc.interpret(m, inp, p, dtype="float64").outputs["o"]).max()))
+    """)
+    env = dict(os.environ, RNNC_CACHE_DIR=str(tmp_path))
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert float(done.stdout.split()[-1]) < 1e-12
+
+    run()
+    data = sorted((tmp_path / "__pycache__").glob("*.nbc"))
+    index = sorted((tmp_path / "__pycache__").glob("*.nbi"))
+    assert data and index
+    data[0].write_bytes(data[0].read_bytes()[:40])
+    index[-1].write_bytes(b"\x80\x04garbage")
+    run()
+    assert len(data[0].read_bytes()) > 40 and index[-1].read_bytes() != b"\x80\x04garbage"
+    run()

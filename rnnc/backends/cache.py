@@ -5,6 +5,9 @@ A module's file name is a hash of its source plus the rnnc, Numba and numpy vers
 Files are written atomically (a temp file in the same folder, then ``os.replace``), end with a footer
 holding the SHA-256 of the body, and are verified before use: a corrupt or truncated entry is rewritten,
 never trusted. Two processes writing the same entry write identical bytes, so either write wins.
+Numba's own entries for a module's functions (``__pycache__/*.nbi``, ``*.nbc``, pickles Numba writes
+atomically) are loaded through :func:`tolerate_corrupt_entries`: one that cannot be read is a miss, compiled
+and written again, instead of an error on every later call.
 """
 from __future__ import annotations
 
@@ -113,5 +116,42 @@ def load(path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    tolerate_corrupt_entries(module)
     sys.modules[name] = module
     return module
+
+
+class _Tolerant:
+    """Mixin for a Numba cache: an entry that cannot be read (truncated, corrupt) is a miss, and an index
+    that cannot be read is replaced when the new entry is saved."""
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception:                    # noqa: BLE001 (any unreadable entry: compile instead)
+            return None
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception:                    # noqa: BLE001 (an unreadable index: start it again)
+            Path(self._cache_file._index_path).unlink(missing_ok=True)
+            try:
+                super().save_overload(sig, data)
+            except Exception:                # noqa: BLE001 (not cached; the compiled code still runs)
+                pass
+
+
+_TOLERANT: dict = {}
+
+
+def tolerate_corrupt_entries(module) -> None:
+    """Give every cached Numba function of ``module`` a cache that treats unreadable entries as misses."""
+    for obj in vars(module).values():
+        cache = getattr(obj, "_cache", None)
+        if cache is None or isinstance(cache, _Tolerant) or not hasattr(cache, "load_overload"):
+            continue
+        cls = type(cache)
+        if cls not in _TOLERANT:
+            _TOLERANT[cls] = type(f"Tolerant{cls.__name__}", (_Tolerant, cls), {})
+        cache.__class__ = _TOLERANT[cls]
