@@ -28,9 +28,12 @@ from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.caching import FunctionCache
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 from numba.np.linalg import check_blas_return, ensure_blas, intp_t, ll_char, ll_void_p
+
+from rnnc.backends.cache import tolerate_corrupt_entries
 
 #: most multiply-adds (m * n * k) in one panel: half of OpenBLAS's small-kernel bound (10**6), measured best
 LIMIT = 2 ** 19
@@ -257,9 +260,16 @@ def _entry(dtype):
     sig = types.void(ptr, types.intp, types.intp, types.intp, types.intp,       # A: data, m, k, strides
                      ptr, types.intp, types.intp, types.intp,                   # B: data, n, strides
                      ptr, types.intp, types.intp)                               # C: data, strides
-    return numba.cfunc(sig, cache=True, nogil=True)(_product.py_func)
+    try:
+        return numba.cfunc(sig, cache=True, nogil=True)(_product.py_func)
+    except Exception:                    # noqa: BLE001 (an unreadable cache entry: drop it, compile again)
+        index = Path(FunctionCache(_product.py_func)._cache_file._index_path)
+        for old in index.parent.glob(index.stem + "*"):
+            old.unlink(missing_ok=True)
+        return numba.cfunc(sig, cache=True, nogil=True)(_product.py_func)
 
 
+tolerate_corrupt_entries(sys.modules[__name__])   # the helpers above: an unreadable Numba cache entry is a miss
 load_numba_blas()       # before Numba's BLAS check, which would import all of scipy.linalg
 #: the external functions' names, per dtype (``VERSION`` is named in every generated module)
 VERSION = "rnnc_gemm_1"

@@ -8,11 +8,14 @@ Window offsets: output ``u`` reads row ``s u + d a - p``; only in-range position
 from __future__ import annotations
 
 import hashlib
+import sys
 import types
 from pathlib import Path
 
 import numba
 import numpy as np
+
+from rnnc.backends.cache import tolerate_corrupt_entries
 
 #: Changes whenever this file does: templates put it in the generated source, so the module cache (keyed by
 #: the source text) never reuses a module compiled against an older version of these kernels.
@@ -464,3 +467,6 @@ def conv2d_wgrad(g, x, cols, fill, gm, tmp, dw_out, sh, sw, ph, pw, dh, dw, budg
     d2[...] = tmp[:o_ * k].reshape((o_, k))
     for part in range(1, parts):
         d2 += tmp[part * o_ * k:(part + 1) * o_ * k].reshape((o_, k))
+
+
+tolerate_corrupt_entries(sys.modules[__name__])   # an unreadable Numba cache entry is a miss
