@@ -115,3 +115,15 @@ def test_stages_call_one_external_function():
     assert (out[1:] == 3).all() and (out[0] == 0).all()
     ir = caller.inspect_llvm(caller.signatures[0])
     assert gemm.SYMBOLS[numba.float64] in ir and "numba_xxgemm" not in ir
+
+
+@pytest.mark.parametrize("lo", LAYOUTS)
+@pytest.mark.parametrize("shape", [(7, 5, 3), (70, 900, 130), (3, 0, 4)])
+def test_dot_add_accumulates(shape, lo):
+    """``dot_add``: ``out += a @ b`` on every output layout, paneled shapes and an empty inner dimension."""
+    m, k, n = shape
+    rng = np.random.default_rng(1)
+    a, b, start = rng.standard_normal((m, k)), rng.standard_normal((k, n)), rng.standard_normal((m, n))
+    out = _view(start.copy(), lo)
+    gemm.dot_add(a, b, out)
+    np.testing.assert_allclose(out, start + a @ b, rtol=1e-12, atol=1e-12 * max(k, 1))

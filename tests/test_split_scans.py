@@ -222,7 +222,7 @@ def test_gru_stacks_its_adjoints_twice_with_one_copy():
     m = CELLS["gru"](3, 4)
     f = rc.compile(m, dtype="float64", wrt=[*m.graph.params, "x"])
     src = f.kernel("grad").source
-    stacks = set(re.findall(r"lak\.outer_rows\((\w+)\.reshape", src))        # read by the weight gradients
+    stacks = set(re.findall(r"lak\.(?:outer_rows\(|row_products\(rows_\w+, )(\w+)\.reshape", src))  # weight gradients
     copies = set(re.findall(r"(\w+)\[i0, ib, f0[^\]]*\] = [^\n]*# \w+ = concat\(", src))
     assert len(stacks) == 2 and len(copies) == 1 and copies < stacks
     rng = np.random.default_rng(7)

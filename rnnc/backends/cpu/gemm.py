@@ -179,9 +179,9 @@ def _packed(p, rows, cols, s0, s1, copy):
 
 
 @_jit
-def _products(a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, *keep):
-    """``C = A B`` in panels; every operand's layout is BLAS-readable, ``C``'s rows have unit stride.
-    ``keep``: the copies the pointers point into, alive until the products are done."""
+def _products(a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, beta, *keep):
+    """``C = A B + beta C`` in panels; every operand's layout is BLAS-readable, ``C``'s rows have unit
+    stride. ``keep``: the copies the pointers point into, alive until the products are done."""
     ta, lda = _layout_of(m, k, as0, as1)
     tb, ldb = _layout_of(k, n, bs0, bs1)
     _, ldc = _layout_of(m, n, cs0, 1)
@@ -193,13 +193,14 @@ def _products(a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, *keep):
                 # column-major view: C^T (n x m) = B^T (n x k) @ A^T (k x m); a row-major matrix is its
                 # transpose there
                 _xxgemm(tb, ta, pn, pm, pk, _at(b, q * bs0 + j * bs1), ldb, _at(a, i * as0 + q * as1), lda,
-                        0.0 if q == 0 else 1.0, _at(c, i * cs0 + j), ldc)
+                        beta if q == 0 else 1.0, _at(c, i * cs0 + j), ldc)
 
 
 @_jit
-def _product(a, m, k, as0, as1, b, n, bs0, bs1, c, cs0, cs1):
-    """``C = A B`` for strided views given by pointers and element strides (copies as ``dot`` says)."""
-    if m == 0 or n == 0:
+def _product(a, m, k, as0, as1, b, n, bs0, bs1, c, cs0, cs1, add):
+    """``C = A B`` (``C += A B`` when ``add``) for strided views given by pointers and element strides
+    (copies as ``dot`` says)."""
+    if m == 0 or n == 0 or (k == 0 and add):
         return
     if k == 0:
         for i in range(m):
@@ -216,10 +217,11 @@ def _product(a, m, k, as0, as1, b, n, bs0, bs1, c, cs0, cs1):
         b, bs0, bs1 = _data(tb), n, 1
     copy_c = _layout_of(m, n, cs0, cs1)[0] != _NOTRANS
     tc = _packed(c, m, n, cs0, cs1, copy_c)
+    beta = 1.0 if add else 0.0
     if not copy_c:
-        _products(a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, ta, tb, tc)
+        _products(a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, beta, ta, tb, tc)
         return
-    _products(a, as0, as1, b, bs0, bs1, _data(tc), n, m, k, n, ta, tb, tc)
+    _products(a, as0, as1, b, bs0, bs1, _data(tc), n, m, k, n, beta, ta, tb, tc)
     for i in range(m):
         for j in range(n):
             _store(c, i * cs0 + j * cs1, tc[i * n + j])
@@ -259,7 +261,8 @@ def _entry(dtype):
     ptr = types.CPointer(dtype)
     sig = types.void(ptr, types.intp, types.intp, types.intp, types.intp,       # A: data, m, k, strides
                      ptr, types.intp, types.intp, types.intp,                   # B: data, n, strides
-                     ptr, types.intp, types.intp)                               # C: data, strides
+                     ptr, types.intp, types.intp,                               # C: data, strides
+                     types.intp)                                                # 1: C += A B
     try:
         return numba.cfunc(sig, cache=True, nogil=True)(_product.py_func)
     except Exception:                    # noqa: BLE001 (an unreadable cache entry: drop it, compile again)
@@ -272,7 +275,7 @@ def _entry(dtype):
 tolerate_corrupt_entries(sys.modules[__name__])   # the helpers above: an unreadable Numba cache entry is a miss
 load_numba_blas()       # before Numba's BLAS check, which would import all of scipy.linalg
 #: the external functions' names, per dtype (``VERSION`` is named in every generated module)
-VERSION = "rnnc_gemm_1"
+VERSION = "rnnc_gemm_2"
 SYMBOLS = {types.float32: VERSION + "_float32", types.float64: VERSION + "_float64"}
 _ENTRIES = {name: _entry(dtype) for dtype, name in SYMBOLS.items()}
 for _name, _fn in _ENTRIES.items():
@@ -280,7 +283,7 @@ for _name, _fn in _ENTRIES.items():
 
 
 @intrinsic
-def _call(typingctx, a, b, out):
+def _call(typingctx, a, b, out, add):
     arrays = (a, b, out)
     if not all(isinstance(x, types.Array) and x.ndim == 2 for x in arrays):
         raise TypingError(f"gemm needs three 2-D arrays, got {a}, {b}, {out}")
@@ -292,18 +295,20 @@ def _call(typingctx, a, b, out):
         intp = context.get_value_type(types.intp)
         size = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(dtype)))
         parts = []
-        for ty, val in zip(sig.args, args):
+        for ty, val in zip(sig.args[:3], args[:3]):
             ary = context.make_array(ty)(context, builder, val)
             strides = [builder.sdiv(st, size) for st in cgutils.unpack_tuple(builder, ary.strides)]
             parts.append((ary.data, cgutils.unpack_tuple(builder, ary.shape), strides))
         (ad, (m, k), (as0, as1)), (bd, (_, n), (bs0, bs1)), (cd, _, (cs0, cs1)) = parts
         ptr = context.get_data_type(dtype).as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [ptr, intp, intp, intp, intp, ptr, intp, intp, intp, ptr, intp, intp])
+        flag = context.cast(builder, args[3], sig.args[3], types.intp)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr, intp, intp, intp, intp, ptr, intp, intp, intp, ptr, intp, intp,
+                                               intp])
         fn = cgutils.get_or_insert_function(builder.module, fnty, SYMBOLS[dtype])
-        builder.call(fn, (ad, m, k, as0, as1, bd, n, bs0, bs1, cd, cs0, cs1))
+        builder.call(fn, (ad, m, k, as0, as1, bd, n, bs0, bs1, cd, cs0, cs1, flag))
         return context.get_constant(types.intp, 0)
 
-    return types.intp(a, b, out), codegen
+    return types.intp(a, b, out, add), codegen
 
 
 @_jit
@@ -312,4 +317,10 @@ def dot(a, b, out):
     views: an operand is copied only when neither its rows nor its columns have unit stride, and ``out``
     is written through a temporary only when its rows do not. The caller's compiled code holds only a call
     of the external function (see ``SYMBOLS``)."""
-    return _call(a, b, out)
+    return _call(a, b, out, 0)
+
+
+@_jit
+def dot_add(a, b, out):
+    """:math:`Y \\mathrel{+}= A B` (``out``), as :func:`dot`."""
+    return _call(a, b, out, 1)

@@ -22,6 +22,11 @@ from rnnc.backends.cpu.blocks import run_calls
 
 #: fewest rows in one block: below this a product stays one BLAS call
 MIN_ROWS = 64
+#: :func:`row_products`: bytes of the shared operand per chunk (kept in the core's L2 while every product
+#: reads it), fewest rows per chunk, and the largest outer sums still added into once per chunk
+CHUNK_BYTES = 2 ** 18
+MIN_CHUNK = 128
+MAX_SUM_BYTES = 2 ** 20
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -51,6 +56,34 @@ def matmul_rows(a, b, out, threads: int) -> None:
     """:math:`Y = A B` (``out``), the rows of ``A`` and ``Y`` in blocks, one per thread."""
     n = a.shape[0]
     run_calls([(_matmul_block, (a, b, out, lo, hi)) for lo, hi in _cuts(n, blocks(n, threads))])
+
+
+def chunk_rows(a, sums: tuple) -> int:
+    """Rows of ``a`` per chunk for :func:`row_products`: about ``CHUNK_BYTES`` of ``a`` (at least
+    ``MIN_CHUNK`` rows, so that each outer sum's product has a useful inner dimension), or all rows (no
+    chunks) when the outer sums are so big that adding into them once per chunk would cost more than
+    reading ``a`` again."""
+    if sum(s.nbytes for s in sums) > MAX_SUM_BYTES:
+        return max(a.shape[0], 1)
+    return max(MIN_CHUNK, CHUNK_BYTES // max(a.shape[1] * a.itemsize, 1))
+
+
+def row_products(fn, a, args: tuple, sums: tuple, threads: int) -> None:
+    """Products that read the rows of ``a``, run by ``fn(a, *args, *sums, lo, hi, step)`` (generated:
+    :mod:`rnnc.backends.cpu.row_groups`) over row blocks ``[lo, hi)``, one per thread, in chunks of ``step``
+    rows (:func:`chunk_rows`); each block's outer sums go to its own arrays (block 0's to ``sums``) and are
+    added in block order, as in :func:`outer_rows`.
+
+    LSTM training with dL/dx, T50 B32 I64 H128 (dx, dU, dW read the gate adjoints once instead of three
+    times), a per-stage timer, two alternating pairs: the products 4.3-5.1 ms before, 3.6-3.8 ms after."""
+    n = a.shape[0]
+    cuts = _cuts(n, blocks(n, threads))
+    parts = [sums] + [tuple(np.empty_like(s) for s in sums) for _ in cuts[1:]]
+    step = chunk_rows(a, sums)
+    run_calls([(fn, (a, *args, *parts[p], lo, hi, step)) for p, (lo, hi) in enumerate(cuts)])
+    for part in parts[1:]:
+        for s, t in zip(sums, part):
+            s += t
 
 
 def outer_rows(g, x, out, threads: int) -> None:

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from rnnc.backends.cpu.emit import BATCH, Buf, Emitter, align_feats, feat_ranges
+from rnnc.backends.cpu.row_groups import group_row_products
 from rnnc.errors import RnncError
 from rnnc.ir.graph import Graph
 from rnnc.schedule.schedule import Schedule, build_schedule
@@ -572,6 +573,8 @@ def _stage_functions(lines, spans, args, split=frozenset()) -> tuple[list, list]
                 pieces.append([])
             else:
                 pieces[-1].append(ln)
+        pieces, grouped = group_row_products(pieces, k, JIT)
+        funcs += grouped
         out, part = [], 0
         for piece in pieces:
             if isinstance(piece, str):

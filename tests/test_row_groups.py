@@ -1,0 +1,66 @@
+"""Products of a map stage that read the same rows run together, chunk by chunk (``lak.row_products``,
+:mod:`rnnc.backends.cpu.row_groups`): only when moving them is safe, and with the interpreter's results for
+chunked, unchunked and unequal row blocks."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
+
+from test_backend_cpu import assert_grads_match  # noqa: E402
+
+import rnnc as rc  # noqa: E402
+from rnnc.backends.cpu import kernels_linalg as lak  # noqa: E402
+from rnnc.backends.cpu.row_groups import group_row_products  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from cells import CELLS  # noqa: E402
+
+OUTER = "lak.outer_rows(g.reshape((n0 * nb, 8)), {x}.reshape((n0 * nb, 3)), {o}, threads_)  # {o} = outer_sum"
+MATMUL = "lak.matmul_rows(g.reshape((n0 * nb, 8)), w, {o}.reshape((n0 * nb, 3)), threads_)"
+
+
+def test_products_of_one_operand_are_grouped_over_safe_code():
+    code = ["        s[f0] += g[i0, ib, f0]"]              # reads g, writes s: neither blocks the move
+    pieces = [OUTER.format(x="x", o="d1"), code, MATMUL.format(o="dx")]
+    out, funcs = group_row_products(pieces, 5, "@jit")
+    assert out[0].startswith("lak.row_products(rows_5, g.reshape") and out[1] == code and len(out) == 2
+    assert "def rows_5(a_, x0_, b1_, o1_, s0_, lo_, hi_, step_):" in funcs
+    assert sum("gk.dot_add(a_[c_:d_].T, x0_[c_:d_], s0_)" in ln for ln in funcs) == 1
+
+
+@pytest.mark.parametrize("blocker", [
+    ["        w[f0] = 0.0"],                                # the code writes the later product's input
+    ["        t = dx[0, 0]"],                               # ... or reads its output (buffers share storage)
+])
+def test_a_product_is_not_moved_over_code_that_conflicts(blocker):
+    pieces = [OUTER.format(x="x", o="d1"), blocker, MATMUL.format(o="dx")]
+    out, funcs = group_row_products(pieces, 5, "@jit")
+    assert out == pieces and funcs == []
+
+
+def test_a_product_reading_another_ones_output_is_not_grouped():
+    pieces = [MATMUL.format(o="dx"), OUTER.format(x="dx", o="d1")]
+    assert group_row_products(pieces, 2, "@jit") == (pieces, [])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("chunked", [True, False])
+def test_grouped_products_equal_the_interpreter(cell, chunked, monkeypatch):
+    """T·B = 555 rows: two blocks of 277 and 278 rows; chunks of 128 rows (the last one ragged) or none."""
+    monkeypatch.setattr(lak, "MAX_SUM_BYTES", 2 ** 20 if chunked else 0)
+    monkeypatch.setattr(lak, "CHUNK_BYTES", 1)           # tiny rows: chunks of MIN_CHUNK rows all the same
+    m = CELLS[cell](3, 4)
+    f = rc.compile(m, dtype="float64", wrt=[*m.graph.params, "x"])
+    src = f.kernel("grad").source
+    assert "lak.row_products(rows_" in src
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((37, 15, 3))
+    assert lak.chunk_rows(np.zeros((555, 16)), (np.zeros((16, 4)),)) == (lak.MIN_CHUNK if chunked else 555)
+    inputs = {"x": x, "y": rng.standard_normal((37, 15, 4))}
+    assert_grads_match(f, m, inputs, m.init_params(5, "float64"), 1e-10, wrt=[*m.graph.params, "x"])
