@@ -37,6 +37,8 @@ def test_products_of_one_operand_are_grouped_over_safe_code():
 @pytest.mark.parametrize("blocker", [
     ["        w[f0] = 0.0"],                                # the code writes the later product's input
     ["        t = dx[0, 0]"],                               # ... or reads its output (buffers share storage)
+    ["        gk.dot(h[i0], u, w[0:4])"],                   # a call may write any of its arguments
+    ["        a, w = 1, 2"],                                # tuple targets
 ])
 def test_a_product_is_not_moved_over_code_that_conflicts(blocker):
     pieces = [OUTER.format(x="x", o="d1"), blocker, MATMUL.format(o="dx")]

@@ -22,7 +22,8 @@ import re
 
 _CALL = re.compile(r"^lak\.(matmul_rows|outer_rows)\((.*), threads_\)(?:\s+#.*)?$")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
-_ASSIGNED = re.compile(r"^\s*([A-Za-z_][A-Za-z_0-9]*)\s*(?:\[[^\n]*?\])?\s*(?:[-+*/]?=)(?!=)")
+_ASSIGN = re.compile(r"^([^=()]*?)(?:[-+*/]?=)(?!=)")     # the target side of an assignment statement
+_CALL_STATEMENT = re.compile(r"^\s*[A-Za-z_][\w.]*\(")
 
 
 def _split_args(text: str) -> list:
@@ -56,6 +57,15 @@ def _base(expr: str) -> str:
     return _WORD.match(expr).group(0)
 
 
+def _written(code: str, words: set) -> set:
+    """Names a line of generated code may write (a superset): an assignment's targets, every name in a call
+    statement (``gk.dot(a, b, out)``, ``np.copyto(out, a)`` write an argument)."""
+    if _CALL_STATEMENT.match(code):
+        return words
+    m = _ASSIGN.match(code.strip())
+    return set(_WORD.findall(m.group(1))) if m else set()
+
+
 def _movable(call, group, skipped) -> bool:
     """May ``call`` run before the pieces ``skipped`` (code lists, or other product calls), interleaved with
     the products in ``group``?"""
@@ -68,9 +78,11 @@ def _movable(call, group, skipped) -> bool:
         parsed = _parse(piece)
         if parsed is not None:
             written.add(_base(parsed[1][2]))
-        lines = [piece] if isinstance(piece, str) else piece
-        written |= {m.group(1) for ln in lines if (m := _ASSIGNED.match(ln))}
-        mentioned |= {w for ln in lines for w in _WORD.findall(ln.split("  # ", 1)[0])}
+        for ln in [piece] if isinstance(piece, str) else piece:
+            code = ln.split("  # ", 1)[0]
+            words = set(_WORD.findall(code))
+            mentioned |= words
+            written |= _written(code, words)
     return _base(other) not in written and _base(group[0][1][0]) not in written and _base(out) not in mentioned
 
 
