@@ -14,6 +14,10 @@ row counts. On one core of the development machine (float32, ``benchmarks/gemm_p
 (16 x 128) @ (128 x 512) ran at 55 GFLOP/s as one call and 114 in panels; (32 x 256) @ (256 x 1024) at 70
 against 110; (64 x 512) @ (512 x 2048) at 83 against 99; products already under the limit at the same speed
 (a call's overhead aside).
+
+Compiled callers (``dot``, ``dot_add``) hold only a call of one C-callable function per dtype, compiled once
+and registered with LLVM by name (``SYMBOLS``), which does the layout checks, copies and panels on pointers
+and element strides.
 """
 from __future__ import annotations
 
