@@ -32,6 +32,7 @@ def test_products_of_one_operand_are_grouped_over_safe_code():
     assert out[0].startswith("lak.row_products(rows_5, g.reshape") and out[1] == code and len(out) == 2
     assert "def rows_5(a_, x0_, b1_, o1_, s0_, lo_, hi_, step_):" in funcs
     assert sum("gk.dot_add(a_[c_:d_].T, x0_[c_:d_], s0_)" in ln for ln in funcs) == 1
+    assert "    s0_[:, :] = 0" in funcs
 
 
 @pytest.mark.parametrize("blocker", [

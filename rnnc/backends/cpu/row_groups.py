@@ -134,12 +134,9 @@ def _render_group(name: str, group: list, jit: str) -> tuple[list, str]:
             params.append(f"x{n}_")
             args.append(other)
             sums.append((f"s{n}_", out))
-            body += ["        if c_ == lo_:",
-                     f"            gk.dot(a_[c_:d_].T, x{n}_[c_:d_], s{n}_)",
-                     "        else:",
-                     f"            gk.dot_add(a_[c_:d_].T, x{n}_[c_:d_], s{n}_)"]
+            body.append(f"        gk.dot_add(a_[c_:d_].T, x{n}_[c_:d_], s{n}_)")
     sum_params = [s for s, _ in sums]
-    head = ["    if hi_ <= lo_:"] + [f"        {s}[:, :] = 0" for s in sum_params] + ["        return 0"]
+    head = [f"    {s}[:, :] = 0" for s in sum_params]          # then every chunk adds (one call site each)
     fn = ["", "", jit, f"def {name}({', '.join(['a_'] + params + sum_params + ['lo_', 'hi_', 'step_'])}):",
           f"    # {len(group)} products reading the rows of one operand, chunk by chunk (row_groups.py)",
           *head,
