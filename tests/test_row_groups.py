@@ -50,6 +50,8 @@ def test_a_product_is_not_moved_over_code_that_conflicts(blocker):
 def test_a_product_reading_another_ones_output_is_not_grouped():
     pieces = [MATMUL.format(o="dx"), OUTER.format(x="dx", o="d1")]
     assert group_row_products(pieces, 2, "@jit") == (pieces, [])
+    pieces = [OUTER.format(x="x", o="d1"), MATMUL.format(o="x")]     # ... or writing what another one reads
+    assert group_row_products(pieces, 2, "@jit") == (pieces, [])
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

@@ -12,9 +12,9 @@ The chunks of a thread's row block run in order (their size: :func:`rnnc.backend
 each thread's outer sums go to their own arrays and are added in block order, as in
 :func:`~rnnc.backends.cpu.kernels_linalg.outer_rows`.
 
-A later product is moved up only when that is safe: it reads nothing an earlier product of the group writes,
-and a stage piece or another product it jumps over neither writes its inputs nor mentions its output (buffers
-may share storage).
+A later product is moved up only when that is safe: it reads nothing an earlier product of the group writes
+and writes nothing any product of the group reads, and a stage piece or another product it jumps over neither
+writes its inputs nor mentions its output (buffers may share storage).
 """
 from __future__ import annotations
 
@@ -69,9 +69,10 @@ def _written(code: str, words: set) -> set:
 def _movable(call, group, skipped) -> bool:
     """May ``call`` run before the pieces ``skipped`` (code lists, or other product calls), interleaved with
     the products in ``group``?"""
-    _, (_, other, out) = call
+    _, (row, other, out) = call
     earlier_outs = {_base(args[2]) for _, args in group}
-    if _base(other) in earlier_outs or _base(out) in earlier_outs:
+    earlier_ins = {_base(a) for _, args in group for a in args[:2]}
+    if _base(other) in earlier_outs or _base(out) in earlier_outs | earlier_ins | {_base(row), _base(other)}:
         return False
     written, mentioned = set(), set()
     for piece in skipped:
