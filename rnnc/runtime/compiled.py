@@ -138,7 +138,8 @@ def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | N
     (and its scans whole). A module with neither uses BLAS threads per stage: 2 for map stages, for a scan's
     per-step products 1 on batches up to 32, else 2 (``threads`` fixes both). See ``docs/backends.md``.
     ``grad_options`` (``wrt``, ``truncate``, ``checkpoint``) are passed to :func:`rnnc.grad` for
-    ``loss_and_grad``.
+    ``loss_and_grad``. With ``checkpoint=k`` the compiled gradients equal the checkpointed ones, but the
+    compiled kernel still keeps every step's values: the memory saving is the interpreter's only (for now).
     """
     if target == "cuda":            # options scan= and results=: see rnnc.runtime.cuda.CudaCompiled
         from rnnc.runtime.cuda import CudaCompiled
