@@ -135,10 +135,10 @@ class _Tolerant:
         try:
             super().save_overload(sig, data)
         except Exception:                    # noqa: BLE001 (an unreadable index: start it again)
-            Path(self._cache_file._index_path).unlink(missing_ok=True)
             try:
+                Path(self._cache_file._index_path).unlink(missing_ok=True)
                 super().save_overload(sig, data)
-            except Exception:                # noqa: BLE001 (not cached; the compiled code still runs)
+            except Exception:                # noqa: BLE001 (not cached, e.g. a read-only folder; the code runs)
                 pass
 
 
