@@ -100,62 +100,55 @@ def test_structural_key_finds_module_before_passes(tmp_path, monkeypatch):
     assert "math.tanh" in third.source
 
 
+#: a tiny Elman model compiled in float64 in a fresh process; ``err`` is its largest difference from the
+#: interpreter's outputs
+TINY = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import rnnc as rc
+    from rnnc import t
+    m = rc.Model("tiny")
+    x = m.input("x", 3)
+    W = m.param("W", (4, 3))
+    h = m.signal("h", 4)
+    h[t] = rc.tanh(W @ x[t] + h[t - 1] * 0.5)
+    m.output("o", h[t])
+    f = rc.compile(m, dtype="float64")
+    inp = {"x": np.ones((2, 5, 3))}
+    p = {"W": np.arange(12.0).reshape(4, 3) / 10}
+    out = f.forward(inp, p).outputs["o"]
+    err = float(abs(out - rc.interpret(m, inp, p, dtype="float64").outputs["o"]).max())
+""")
+
+
+def _run(script: str, cache) -> list:
+    """Run ``TINY`` then ``script`` in a new process with ``RNNC_CACHE_DIR=cache``; its printed words."""
+    env = dict(os.environ, RNNC_CACHE_DIR=str(cache))
+    done = subprocess.run([sys.executable, "-c", TINY + textwrap.dedent(script)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
 def test_numba_blas_loads_without_scipy_linalg(tmp_path):
     """Numba's ``np.dot`` needs ``scipy.linalg.cython_blas``; rnnc loads that one module (``scipy.linalg``'s
     package imports cost 0.25 s of a cached load) and limits its threads like numpy's BLAS."""
-    script = textwrap.dedent("""
-        import sys
-        import numpy as np
-        import rnnc as rc
-        from rnnc import t
+    script = """
         from threadpoolctl import threadpool_info
-        m = rc.Model("dot")
-        x = m.input("x", 3)
-        W = m.param("W", (4, 3))
-        h = m.signal("h", 4)
-        h[t] = rc.tanh(W @ x[t] + h[t - 1] * 0.5)
-        m.output("o", h[t])
-        f = rc.compile(m, dtype="float64")
-        inp = {"x": np.ones((2, 5, 3))}
-        p = {"W": np.arange(12.0).reshape(4, 3) / 10}
-        out = f.forward(inp, p).outputs["o"]
-        ref = rc.interpret(m, inp, p, dtype="float64").outputs["o"]
         blas = [i["filepath"] for i in threadpool_info() if i["user_api"] == "blas"]
-        print(float(abs(out - ref).max()), "scipy.linalg" in sys.modules, "scipy.linalg.cython_blas" in sys.modules,
+        print(err, "scipy.linalg" in sys.modules, "scipy.linalg.cython_blas" in sys.modules,
               any("scipy" in b for b in blas))
-    """)
-    env = dict(os.environ, RNNC_CACHE_DIR=str(tmp_path))
+    """
     for _ in range(2):                                   # cold, then loaded from the cache
-        run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, run.stderr[-2000:]
-        err, linalg, blas, seen = run.stdout.split()
+        err, linalg, blas, seen = _run(script, tmp_path)
         assert float(err) < 1e-12 and (linalg, blas, seen) == ("False", "True", "True")
 
 
 def test_corrupt_numba_entries_are_compiled_again(tmp_path):
     """Numba's own entries under the cache folder (a truncated ``.nbc``, a corrupt ``.nbi``) are misses: the
     stage compiles again and rewrites them; the next process loads them."""
-    script = textwrap.dedent("""
-        import numpy as np
-        import rnnc as rc
-        from rnnc import t
-        m = rc.Model("tiny")
-        x = m.input("x", 2)
-        W = m.param("W", (2, 2))
-        h = m.signal("h", 2)
-        h[t] = rc.tanh(W @ x[t] + h[t - 1] * 0.5)
-        m.output("o", h[t])
-        f = rc.compile(m, dtype="float64")
-        inp, p = {"x": np.ones((3, 1, 2))}, {"W": np.eye(2) / 3}
-        out = f.forward(inp, p).outputs["o"]
-        print(float(abs(out - rc.interpret(m, inp, p, dtype="float64").outputs["o"]).max()))
-    """)
-    env = dict(os.environ, RNNC_CACHE_DIR=str(tmp_path))
-
     def run():
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert float(done.stdout.split()[-1]) < 1e-12
+        assert float(_run("print(err)", tmp_path)[-1]) < 1e-12
 
     run()
     data = sorted((tmp_path / "__pycache__").glob("*.nbc"))

@@ -144,9 +144,8 @@ def _layout_of(rows, cols, s0, s1):
     return 0, 0
 
 
-@_jit
 def _layout(x):
-    """:func:`_layout_of` for an array view whose strides are whole elements."""
+    """:func:`_layout_of` for a numpy array view (Python; the compiled code works on element strides)."""
     s = x.itemsize
     if x.strides[0] % s or x.strides[1] % s:
         return 0, 0

@@ -76,26 +76,27 @@ def row_products(fn, a, args: tuple, sums: tuple, threads: int) -> None:
 
     LSTM training with dL/dx, T50 B32 I64 H128 (dx, dU, dW read the gate adjoints once instead of three
     times), a per-stage timer, two alternating pairs: the products 4.3-5.1 ms before, 3.6-3.8 ms after."""
-    n = a.shape[0]
-    cuts = _cuts(n, blocks(n, threads))
-    parts = [sums] + [tuple(np.empty_like(s) for s in sums) for _ in cuts[1:]]
+    cuts = _cuts(a.shape[0], blocks(a.shape[0], threads))
     step = chunk_rows(a, sums)
-    run_calls([(fn, (a, *args, *parts[p], lo, hi, step)) for p, (lo, hi) in enumerate(cuts)])
-    for part in parts[1:]:
-        for s, t in zip(sums, part):
-            s += t
+    _summed_blocks(lambda part, lo, hi: (fn, (a, *args, *part, lo, hi, step)), cuts, sums)
 
 
 def outer_rows(g, x, out, threads: int) -> None:
     """:math:`G = \\sum_r g_r x_r^T = g^T x` (``out``), the rows ``r`` in blocks, one per thread; each block's
     partial product in its own array, then added in block order (the sum's rounding depends on the number of
     blocks, like a threaded BLAS's)."""
-    n = g.shape[0]
-    cuts = _cuts(n, blocks(n, threads))
-    tmp = np.empty((len(cuts) - 1,) + out.shape, out.dtype)
-    run_calls([(_outer_block, (g, x, out if p == 0 else tmp[p - 1], lo, hi)) for p, (lo, hi) in enumerate(cuts)])
-    for part in tmp:
-        out += part
+    cuts = _cuts(g.shape[0], blocks(g.shape[0], threads))
+    _summed_blocks(lambda part, lo, hi: (_outer_block, (g, x, part[0], lo, hi)), cuts, (out,))
+
+
+def _summed_blocks(call, cuts: list, sums: tuple) -> None:
+    """Run ``call(part, lo, hi)`` (a ``(function, args)`` pair) for each row block on its own thread; block 0
+    writes ``sums``, the others arrays of their own, added into ``sums`` in block order afterwards."""
+    parts = [sums] + [tuple(np.empty_like(s) for s in sums) for _ in cuts[1:]]
+    run_calls([call(parts[p], lo, hi) for p, (lo, hi) in enumerate(cuts)])
+    for part in parts[1:]:
+        for s, t in zip(sums, part):
+            s += t
 
 
 tolerate_corrupt_entries(sys.modules[__name__])   # an unreadable Numba cache entry is a miss
