@@ -20,6 +20,7 @@ from rnnc.backends.cpu.render import BufSpec, Renderer
 from rnnc.interpret.bind import bind
 from rnnc.ir.graph import Graph
 from rnnc.passes import CPU_PIPELINE, run_pipeline
+from rnnc.runtime.arena import staggered
 from rnnc.runtime.graph_key import Unkeyable, graph_key
 
 
@@ -137,13 +138,13 @@ class Kernel:
         return bind(self.source_graph, inputs, params, self.dtype, optional=optional)
 
     def buffers(self, sizes: dict) -> dict:
-        """Buffers for these sizes (``{Axis or BATCH: n}``), allocated once and reused."""
+        """Buffers for these sizes (``{Axis or BATCH: n}``), allocated once and reused (zeroed views of one block,
+        starts spread over a page: see :mod:`rnnc.runtime.arena`)."""
         key = tuple(sorted((str(k), v) for k, v in sizes.items()))
         if key not in self._buffers:
-            out = {}
-            for spec in self.layout.buffers:
-                shape = tuple(sizes[d] for d in spec.dims) + tuple(spec.shape)
-                out[spec.var] = np.zeros(shape or (1,), dtype=np.int64 if spec.kind == "i" else self.dtype)
+            specs = [(tuple(sizes[d] for d in spec.dims) + tuple(spec.shape) or (1,),
+                      np.dtype(np.int64 if spec.kind == "i" else self.dtype)) for spec in self.layout.buffers]
+            out = dict(zip((spec.var for spec in self.layout.buffers), staggered(specs)))
             self._buffers = {key: out}        # keep only the latest shapes
             self.stats["buffer_bytes"] = int(sum(a.nbytes for a in out.values()))
         return self._buffers[key]
