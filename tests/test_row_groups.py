@@ -69,3 +69,23 @@ def test_grouped_products_equal_the_interpreter(cell, chunked, monkeypatch):
     assert lak.chunk_rows(np.zeros((555, 16)), (np.zeros((16, 4)),)) == (lak.MIN_CHUNK if chunked else 555)
     inputs = {"x": x, "y": rng.standard_normal((37, 15, 4))}
     assert_grads_match(f, m, inputs, m.init_params(5, "float64"), 1e-10, wrt=[*m.graph.params, "x"])
+
+
+def test_other_blocks_partial_sums_are_allocated_once_per_output():
+    """outer_rows in two row blocks: block 1's partial sum is one array, reused by every call with the same
+    output buffer and dropped with it."""
+    rng = np.random.default_rng(0)
+    g, x = rng.standard_normal((300, 5)), rng.standard_normal((300, 3))
+    out = np.empty((5, 3))
+    lak.outer_rows(g, x, out, 2)
+    spare = lak._SPARES[id(out)]
+    first = spare[0]
+    assert len(spare) == 1 and first.shape == out.shape
+    for _ in range(3):
+        out[...] = np.nan
+        lak.outer_rows(g, x, out, 2)
+        np.testing.assert_allclose(out, g.T @ x, rtol=1e-12)
+    assert lak._SPARES[id(out)][0] is first and len(lak._SPARES[id(out)]) == 1
+    key = id(out)
+    del out
+    assert key not in lak._SPARES

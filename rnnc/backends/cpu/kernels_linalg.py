@@ -12,6 +12,7 @@ OpenBLAS had two threads; 3.5 against 5.8 ms with one).
 from __future__ import annotations
 
 import sys
+import weakref
 
 import numba
 import numpy as np
@@ -92,11 +93,27 @@ def outer_rows(g, x, out, threads: int) -> None:
 def _summed_blocks(call, cuts: list, sums: tuple) -> None:
     """Run ``call(part, lo, hi)`` (a ``(function, args)`` pair) for each row block on its own thread; block 0
     writes ``sums``, the others arrays of their own, added into ``sums`` in block order afterwards."""
-    parts = [sums] + [tuple(np.empty_like(s) for s in sums) for _ in cuts[1:]]
+    spares = [_spares(s, len(cuts) - 1) for s in sums]
+    parts = [sums] + [tuple(spare[p] for spare in spares) for p in range(len(cuts) - 1)]
     run_calls([call(parts[p], lo, hi) for p, (lo, hi) in enumerate(cuts)])
     for part in parts[1:]:
         for s, t in zip(sums, part):
             s += t
+
+
+_SPARES: dict = {}      # id(sum array) -> arrays like it for blocks 1, 2, ... (dropped with the array)
+
+
+def _spares(s, n: int) -> list:
+    """``n`` arrays like ``s`` for the other blocks' partial sums, allocated once per array and reused (the
+    sums are a kernel's work buffers, which live as long as their shapes do)."""
+    spare = _SPARES.get(id(s))
+    if spare is None:
+        spare = _SPARES[id(s)] = []
+        weakref.finalize(s, _SPARES.pop, id(s), None)
+    while len(spare) < n:
+        spare.append(np.empty_like(s))
+    return spare
 
 
 tolerate_corrupt_entries(sys.modules[__name__])   # an unreadable Numba cache entry is a miss
