@@ -55,7 +55,8 @@ def to_meta(rendered, graph: Graph) -> dict:
         "args": list(rendered.args),
         "sizes": [(v, dim(d)) for v, d in rendered.sizes],
         "leaves": {v: leaf_name[n] for v, n in rendered.leaves.items()},
-        "buffers": [(b.var, [dim(d) for d in b.dims], list(b.shape), b.kind) for b in rendered.buffers],
+        "buffers": [(b.var, [dim(d) for d in b.dims], list(b.shape), b.kind, b.extra, list(b.view))
+                    for b in rendered.buffers],
         "results": results,
         "hist": {k: list(v) for k, v in rendered.hist.items()},
     }
@@ -67,7 +68,8 @@ def from_meta(meta: dict, graph: Graph) -> Layout:
     def dim(d):
         return BATCH if d is None else axes[d]
 
-    buffers = [BufSpec(v, tuple(dim(d) for d in dims), tuple(shape), kind) for v, dims, shape, kind in meta["buffers"]]
+    buffers = [BufSpec(v, tuple(dim(d) for d in dims), tuple(shape), kind, extra, tuple(view))
+               for v, dims, shape, kind, extra, view in meta["buffers"]]
     results = {}
     for key, var in meta["results"].items():
         role, _, name = key.partition(":")
@@ -107,7 +109,7 @@ class Kernel:
         if not hit:
             renderer = Renderer(self.graph, str(self.dtype), stream=stream)
             renderer.alias_slices = renderer.numpy_prologue = renderer.vector_math = True
-            renderer.split_scans = renderer.parallel_gemms = True
+            renderer.split_scans = renderer.parallel_gemms = renderer.lag_views = True
             rendered = renderer.render()
             source = rendered.source + f"\n\nMETA = {to_meta(rendered, self.graph)!r}\n"
             path = store_keyed(key, source) if key else store(source)[0]
@@ -142,11 +144,20 @@ class Kernel:
         starts spread over a page: see :mod:`rnnc.runtime.arena`)."""
         key = tuple(sorted((str(k), v) for k, v in sizes.items()))
         if key not in self._buffers:
-            specs = [(tuple(sizes[d] for d in spec.dims) + tuple(spec.shape) or (1,),
-                      np.dtype(np.int64 if spec.kind == "i" else self.dtype)) for spec in self.layout.buffers]
-            out = dict(zip((spec.var for spec in self.layout.buffers), staggered(specs)))
+            own = [spec for spec in self.layout.buffers if not spec.view]
+            specs = []
+            for spec in own:
+                lead = tuple(sizes[d] for d in spec.dims)
+                if spec.extra:
+                    lead = (lead[0] + spec.extra,) + lead[1:]
+                specs.append((lead + tuple(spec.shape) or (1,), np.dtype(np.int64 if spec.kind == "i" else self.dtype)))
+            out = dict(zip((spec.var for spec in own), staggered(specs)))
+            for spec in self.layout.buffers:
+                if spec.view:               # a value or its lagged reference: steps [start, start + n) of a base
+                    base, start = spec.view
+                    out[spec.var] = out[base][start:start + sizes[spec.dims[0]]]
             self._buffers = {key: out}        # keep only the latest shapes
-            self.stats["buffer_bytes"] = int(sum(a.nbytes for a in out.values()))
+            self.stats["buffer_bytes"] = int(sum(out[spec.var].nbytes for spec in own))
         return self._buffers[key]
 
     def leaf_array(self, binding, node):

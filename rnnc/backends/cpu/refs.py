@@ -5,12 +5,17 @@
 * in a scan along the reference's axis: per step, a view of the stored step ``s[t-k]`` or a buffer holding
   the initial value, filled once before the loop (no copy per step).
 
+* in a scan, when the whole sequence of ``s[t-k]`` is kept for later stages (an LSTM's ``h[t-1]`` and
+  ``c[t-1]``, read by the backward): no copy at all, but one array of ``n + k`` steps holding both, ``s`` at
+  steps ``[k, n + k)`` and ``s[t-k]`` at ``[0, n)`` (reversed for a reverse scan); the first ``k`` steps hold
+  the initial value, written before the loop (:func:`plan_lags`).
+
 With ``stream=True`` a read before index 0 takes the stored history ``hist[D + t - k]`` once ``started``.
 """
 from __future__ import annotations
 
 from rnnc.backends.cpu.emit import Buf, feat_ranges
-from rnnc.backends.cpu.render import Renderer, read_init
+from rnnc.backends.cpu.render import LEAF_OPS, BufSpec, Renderer, read_init
 
 HIST = "H"
 
@@ -57,6 +62,8 @@ def shift_copy(r: Renderer, ref, out: Buf) -> None:
 
 def render_ref(r: Renderer, ref) -> None:
     value = r.graph.value_of(ref)
+    if ref in r.lagged:        # a view of the value's array, filled as the value is computed
+        return
     if not ref.attr("offset"):
         r.bufs[ref] = r.buf(value)
         return
@@ -84,8 +91,6 @@ def prepare_scan_refs(r: Renderer, stage) -> None:
         r.em.tag = r.describe(ref) + " (initial value)"
         dims = r.space(ref)
         fill = Buf(r.name(ref, "z"), tuple(dims), tuple(ref.shape))
-        from rnnc.backends.cpu.render import BufSpec
-
         r.buffers.append(BufSpec(fill.var, fill.dims, fill.shape))
         env = r.env(dims)
         feats = [v for v, _ in feat_ranges(ref.shape)]
@@ -114,3 +119,52 @@ def _step_view(r: Renderer, ref) -> None:
                 r.em.line(f"{view} = {r.ref_fill[ref].var}")
         else:
             r.em.line(f"{view} = {r.ref_fill[ref].var}")
+
+
+
+def plan_lags(r: Renderer, stage) -> None:
+    """Before a scan's buffers are allocated: the references ``s[t-j]`` (``j`` steps back in the scan's order)
+    to a value ``s`` of the same scan that later stages read whole share one array with ``s``. In a forward
+    scan the array has ``n + k`` steps (``k`` the largest ``j``), ``s`` is steps ``[k, n + k)`` and ``s[t-j]``
+    steps ``[k - j, n + k - j)``, so step ``t`` of a reference *is* step ``t - j`` of the value; a reverse scan
+    mirrors this. Each reference's first ``j`` steps (its last ``j`` in a reverse scan) get the initial value
+    before the loop, so the references of one value must share their initial value (else only the first is
+    a view; the others are copied as before)."""
+    axis, n = stage.axis, r.size(stage.axis)
+    members = set(stage.nodes)
+    groups: dict = {}
+    for ref in stage.nodes:
+        if ref.op != "ref" or ref not in r.keep or ref.attr("axis") != axis \
+                or ref.attr("offset") * stage.direction >= 0:
+            continue
+        value = r.graph.value_of(ref)
+        dims = r.dims(value)
+        if value not in members or value in r.bufs or value.op in LEAF_OPS or value.op == "ref" or not dims \
+                or dims[0] != axis or r.dims(ref) != dims or tuple(ref.shape) != tuple(value.shape) \
+                or ref.dtype != value.dtype or any(axis in r.dims(i) for i in ref.inputs):
+            continue
+        group = groups.setdefault(value, [])
+        if not group or tuple(group[0].inputs) == tuple(ref.inputs):
+            group.append(ref)
+    for value, refs in groups.items():
+        dims, shape = r.dims(value), tuple(value.shape)
+        kind = "i" if value.dtype == "int" else "f"
+        lags = {ref: -ref.attr("offset") * stage.direction for ref in refs}
+        k = max(lags.values())
+        base = r.name(value, "t")
+        r.buffers.append(BufSpec(base, dims, shape, kind, extra=k))
+        starts = {value: k if stage.direction > 0 else 0}
+        starts.update({ref: k - j if stage.direction > 0 else j for ref, j in lags.items()})
+        for node, start in starts.items():
+            r.bufs[node] = Buf(r.name(node), dims, shape, kind)
+            r.buffers.append(BufSpec(r.name(node), dims, shape, kind, view=(base, start)))
+        lead = [d for d in dims if d != axis]
+        env = {**r.env(lead), axis: "j_"}
+        feats = [v for v, _ in feat_ranges(shape)]
+        for ref, j in lags.items():
+            r.lagged.add(ref)
+            r.em.tag = r.describe(ref) + " (initial value)"
+            with r.em.block(f"for s_ in range(min({j}, {n})):"):
+                r.em.line("j_ = s_" if stage.direction > 0 else f"j_ = {n} - 1 - s_")
+                with r.em.loops(r.lead_ranges(lead) + feat_ranges(shape)):
+                    r.em.line(f"{r.bufs[ref].at(env, feats)} = {read_init(r, ref, env, feats)}")

@@ -30,12 +30,16 @@ class MissingTemplate(RnncError):
 
 @dataclass
 class BufSpec:
-    """A buffer the runtime allocates: ``dims`` (axes / BATCH) then ``shape``."""
+    """A buffer the runtime allocates: ``dims`` (axes / BATCH) then ``shape``; ``extra`` more entries along
+    ``dims[0]``; or, with ``view = (base, start)``, no storage of its own but ``base[start:start + n]`` along
+    ``dims[0]`` (a value and its lagged reference sharing one array, :func:`rnnc.backends.cpu.refs.plan_lags`)."""
 
     var: str
     dims: tuple
     shape: tuple
     kind: str = "f"
+    extra: int = 0
+    view: tuple = ()
 
 
 @dataclass
@@ -80,6 +84,7 @@ class Renderer:
     numpy_prologue = False   # the class and its templates
     vector_math = False      # tanh / sigmoid through vectorisable helpers (float32: no libm call)
     split_scans = False      # row-local scans run as row blocks of the batch on several threads (_row_local)
+    lag_views = False        # a scan's kept reference s[t-k] shares its value's array, k steps apart (refs.py)
     parallel_gemms = False   # a map stage's products run as row blocks on several threads (kernels_linalg)
 
     def __init__(self, graph: Graph, dtype: str, sched: Schedule | None = None, stream: bool = False):
@@ -97,6 +102,7 @@ class Renderer:
         self.step_nodes: set = set()
         self.keep: set = set()
         self.ref_fill: dict = {}
+        self.lagged: set = set()         # references that are views of their value's array (plan_lags)
         self.aliases: set = set()
         self.prologue: list = []
         self.after: dict = {}            # stage number -> numpy statements run after its function
@@ -417,13 +423,16 @@ class Renderer:
         axis = stage.axis
         k, n = self.var(axis), self.size(axis)
         self.em.tag = f"scan over {axis.name}"
-        from rnnc.backends.cpu.refs import prepare_scan_refs
+        from rnnc.backends.cpu.refs import plan_lags, prepare_scan_refs
 
         self.fixed = {axis: k}
+        if self.lag_views and not self.stream:
+            plan_lags(self, stage)
         for node in stage.nodes:
             if node.op not in ("ref", "input", "param", "lengths", "const"):
                 self.out(node)
         prepare_scan_refs(self, stage)
+        self.em.tag = f"scan over {axis.name}"
         with self.em.block(f"for s_ in range({n}):"):
             self.em.line(f"{k} = s_" if stage.direction > 0 else f"{k} = {n} - 1 - s_")
             self._nodes(stage.nodes, templates, render_ref)
@@ -485,7 +494,7 @@ class Renderer:
         sizes = [(self.size(a), a) for a in self.axes] + [("nb", BATCH)]
         leaves = list(self.leaves)
         hist_args = [v for h in self.hist.values() for v in h[:2]]
-        bufs = [b.var for b in self.buffers]
+        bufs = [b.var for b in self.buffers if not b.extra]      # a lagged pair's base is only storage
         args = [s for s, _ in sizes] + leaves + hist_args + bufs
         ftype = "np.float32" if self.dtype == "float32" else "np.float64"
         head = [
