@@ -20,7 +20,7 @@ from rnnc.passes import (
     prune,
     run_pipeline,
 )
-from rnnc.passes.merge_matmul import merge_matmul_cpu
+from rnnc.passes.merge_matmul import SCAN_MAX_ROWS, merge_matmul_cpu
 from rnnc.passes.merge_sums import merge_sums_cpu
 
 T, B = 4, 3
@@ -57,18 +57,18 @@ def test_pipeline_keeps_meaning(name, gradient, pipeline):
     _agree(graph, out, inputs, params)
 
 
-def _lstm_like(loss: bool = False):
+def _lstm_like(loss: bool = False, H: int = 4):
     m = rc.Model("gates")
     x = m.input("x", 3)
-    h = m.signal("h", 4)
-    W = {g: m.param(f"W{g}", (4, 3)) for g in "ab"}
-    R = {g: m.param(f"R{g}", (4, 4)) for g in "ab"}
+    h = m.signal("h", H)
+    W = {g: m.param(f"W{g}", (H, 3)) for g in "ab"}
+    R = {g: m.param(f"R{g}", (H, H)) for g in "ab"}
     a = rc.sigmoid(W["a"] @ x[t] + R["a"] @ h[t - 1])
     b = rc.tanh(W["b"] @ x[t] + R["b"] @ h[t - 1])
     h[t] = a * b
     m.output("o", h[t])
     if loss:
-        m.loss(rc.mse(h[t], m.input("y", 4)[t]))
+        m.loss(rc.mse(h[t], m.input("y", H)[t]))
     return m
 
 
@@ -82,8 +82,10 @@ def test_merge_matmul_stacks_shared_operand_products():
     before = sum(n.op == "matmul" for n in g.nodes)
     after = merge_matmul(cse(g))   # cse first: the two reads of h[t-1] (and of x[t]) become one
     assert before == 4 and sum(n.op == "matmul" for n in after.nodes) == 2
-    # on the CPU the small per-step products (4 rows) stay apart; the hoisted ones on x[t] are merged
-    assert sum(n.op == "matmul" for n in merge_matmul_cpu(cse(g)).nodes) == 3
+    # on the CPU small per-step products (4 rows each) are merged too, large ones stay apart
+    assert sum(n.op == "matmul" for n in merge_matmul_cpu(cse(g)).nodes) == 2
+    big = _lstm_like(H=SCAN_MAX_ROWS + 1).graph
+    assert sum(n.op == "matmul" for n in merge_matmul_cpu(cse(big)).nodes) == 3     # only the hoisted ones
     rng = np.random.default_rng(0)
     params = _lstm_like().init_params(0, "float64")
     _agree(g, after, {"x": rng.normal(size=(T, B, 3))}, params)
@@ -105,8 +107,8 @@ def test_merge_outer_stacks_weight_and_bias_gradients():
 def test_merge_sums_makes_one_backward_product_per_step():
     m = _lstm_like(loss=True)
     g = cse(rc.grad(m).graph)
-    assert merge_sums_cpu(g) is g        # 4x4 recurrent matrices: below the CPU's scan threshold, left apart
     after = merge_sums(g)
+    assert _count(merge_sums_cpu(g), "matmul") == _count(after, "matmul")     # the CPU merges per-step sums too
     # the adjoint of h[t-1] reads R_a^T g_a + R_b^T g_b: one product on the stacked adjoints
     assert _count(after, "matmul") == _count(g, "matmul") - 1
     stacked = [n for n in after.nodes if n.op == "concat" and n.batched]

@@ -7,16 +7,16 @@ The adjoint of an LSTM's ``h[t-1]`` is ``W_i^T g_i + W_f^T g_f + W_g^T g_g + W_o
 it is one GEMM per step on the stacked adjoints (the same ``concat`` that :mod:`merge_outer` stacks for the
 weight gradients, so the CPU renderer writes the adjoints straight into it). A sum is an ``add`` tree whose
 inner nodes are read only by the tree; its leaves ``A_k @ g_k`` must be in one stage, with axis-free matrices of
-the same row count. :func:`merge_sums_cpu` merges inside a scan only when each matrix has
-:data:`~rnnc.passes.merge_matmul.SCAN_MIN_ROWS` columns (small per-step products run faster apart on a CPU, see
-:mod:`merge_matmul`).
+the same row count. The CPU merges these inside scans too: one core, float32, four ``gk.dot`` calls and their
+sum against one call on the stacked adjoints, per step: 3.36 against 2.66 us at 8 rows and H = 64, 21.6 against
+19.9 at 16 and 128, 165 against 173 at 32 and 256, 1585 against 1492 at 64 and 512.
 """
 from __future__ import annotations
 
 from rnnc.ir.graph import Graph, rebuild
 from rnnc.ops import make
 from rnnc.passes.common import remap, uses
-from rnnc.passes.merge_matmul import SCAN_MIN_ROWS, _candidate
+from rnnc.passes.merge_matmul import _candidate
 from rnnc.schedule.schedule import build_schedule
 
 
@@ -89,5 +89,5 @@ def _inner_nodes(root, leaves) -> set:
 
 
 def merge_sums_cpu(graph: Graph) -> Graph:
-    """:func:`merge_sums` with the CPU's threshold for per-step products."""
-    return merge_sums(graph, SCAN_MIN_ROWS)
+    """:func:`merge_sums` on the CPU: every sum, per-step ones included (see the module docstring)."""
+    return merge_sums(graph)
