@@ -148,10 +148,34 @@ print(f"{{t2 - t1:.3f}} {{t2 - t0:.3f}} {{f.stats['grad']['cache_hit']}} {{f.sta
 """
 
 
+# the floor under a cached load: a new process importing Numba and loading one cached one-line function (numpy
+# is imported first, as rnnc is in COMPILE_SNIPPET)
+NUMBA_FLOOR_SNIPPET = """
+import time
+import numpy
+t0 = time.perf_counter()
+import numba
+@numba.njit(cache=True)
+def f(x):
+    return x + 1
+f(1)
+print(f"{time.perf_counter() - t0:.3f}")
+"""
+
+
 def compile_times():
     import tempfile
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory() as d:
+        script = os.path.join(d, "floor.py")
+        with open(script, "w") as fh:
+            fh.write(NUMBA_FLOOR_SNIPPET)
+        env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(d, "cache"))
+        runs = [subprocess.run([sys.executable, script], env=env, capture_output=True, text=True).stdout.strip()
+                for _ in range(4)]
+        print(f"Numba alone, new process, import + one cached one-line function: {' / '.join(runs[1:])} s "
+              f"(compiled in the first of four runs, {runs[0]} s)")
     with tempfile.TemporaryDirectory() as d:
         env = dict(os.environ, RNNC_CACHE_DIR=d)
         for label, T in (("cold, T=10", 10), ("cached, new process, T=10", 10), ("cached, T=10,000", 10000)):
