@@ -3,8 +3,7 @@
 * offset 0: the reference *is* the value's buffer (no code);
 * in a map stage: a shifted copy, ``out[t] = s[t-k]`` where ``t-k`` is in range, else the initial value;
 * in a scan along the reference's axis: per step, a view of the stored step ``s[t-k]`` or a buffer holding
-  the initial value, filled once before the loop (no copy per step).
-
+  the initial value, filled once before the loop (no copy per step);
 * in a scan, when the whole sequence of ``s[t-k]`` is kept for later stages (an LSTM's ``h[t-1]`` and
   ``c[t-1]``, read by the backward): no copy at all, but one array of ``n + k`` steps holding both, ``s`` at
   steps ``[k, n + k)`` and ``s[t-k]`` at ``[0, n)`` (reversed for a reverse scan); the first ``k`` steps hold
@@ -119,7 +118,6 @@ def _step_view(r: Renderer, ref) -> None:
                 r.em.line(f"{view} = {r.ref_fill[ref].var}")
         else:
             r.em.line(f"{view} = {r.ref_fill[ref].var}")
-
 
 
 def plan_lags(r: Renderer, stage) -> None:
