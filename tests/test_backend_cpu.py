@@ -55,6 +55,16 @@ def assert_grads_match(f, model, inputs, params, tol, **grad_options):
         assert close(grads[k], v, tol), k
 
 
+def assert_matches_interpreter(f, model, inputs, params, tol):
+    """``f.forward`` (outputs and loss) and ``f.loss_and_grad`` equal the interpreter's, within ``tol``."""
+    ref = rc.interpret(model, inputs, params, dtype="float64")
+    out = f.forward(inputs, params)
+    for k, v in ref.outputs.items():
+        assert close(out.outputs[k], v, tol), k
+    assert close(out.loss, ref.loss, tol)
+    assert_grads_match(f, model, inputs, params, tol)
+
+
 def _data(case, seed=0):
     inputs = case.make_inputs(np.random.default_rng(seed), T, B, np.float64)
     return inputs, case.params(seed=seed)
@@ -67,12 +77,7 @@ ZOO_NAMES = [n for n in ZOO if n != "autonomous"]
 def test_zoo_forward_and_grad_float64(name):
     case, f = compiled(name, "float64")
     inputs, params = _data(case)
-    ref = rc.interpret(case.model, inputs, params, dtype="float64")
-    out = f.forward(inputs, params)
-    for k, v in ref.outputs.items():
-        assert close(out.outputs[k], v, 1e-10), k
-    assert close(out.loss, ref.loss, 1e-10)
-    assert_grads_match(f, case.model, inputs, params, 1e-10)
+    assert_matches_interpreter(f, case.model, inputs, params, 1e-10)
 
 
 # float32 on the two models that exercise every float32 code path of the others (gates with sigmoid/tanh,
