@@ -7,6 +7,7 @@ generated modules go to one cache folder that later runs reuse (``RNNC_CACHE_DIR
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -257,7 +258,10 @@ def test_grad_options(opts):
     case = ZOO["elman"]()
     inputs = case.make_inputs(np.random.default_rng(0), 7, 2, np.float64)
     params = case.params()
-    assert_grads_match(rc.compile(case.model, dtype="float64", **opts), case.model, inputs, params, 1e-10, **opts)
+    # checkpoint= gives the checkpointed gradients but no memory saving in compiled code: said as a warning
+    with pytest.warns(RuntimeWarning, match="saves no memory") if "checkpoint" in opts else nullcontext():
+        f = rc.compile(case.model, dtype="float64", **opts)
+    assert_grads_match(f, case.model, inputs, params, 1e-10, **opts)
 
 
 def test_float32_tanh_sigmoid_accuracy_over_the_whole_range():

@@ -9,6 +9,8 @@ Each entry point is one kernel (see :class:`rnnc.runtime.kernel.Kernel`), built 
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from rnnc.errors import GraphError
@@ -139,8 +141,13 @@ def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | N
     per-step products 1 on batches up to 32, else 2 (``threads`` fixes both). See ``docs/backends.md``.
     ``grad_options`` (``wrt``, ``truncate``, ``checkpoint``) are passed to :func:`rnnc.grad` for
     ``loss_and_grad``. With ``checkpoint=k`` the compiled gradients equal the checkpointed ones, but the
-    compiled kernel still keeps every step's values: the memory saving is the interpreter's only (for now).
+    compiled kernel still keeps every step's values: the memory saving is the interpreter's only (for now), and
+    ``compile`` says so with a ``RuntimeWarning``.
     """
+    if grad_options.get("checkpoint"):
+        warnings.warn(f"rc.compile(checkpoint={grad_options['checkpoint']!r}): the compiled kernel computes the "
+                      "checkpointed gradients but keeps every step's values, so it saves no memory; "
+                      "rc.interpret(rc.grad(model, checkpoint=...), ...) does", RuntimeWarning, stacklevel=2)
     if target == "cuda":            # options scan= and results=: see rnnc.runtime.cuda.CudaCompiled
         from rnnc.runtime.cuda import CudaCompiled
 
