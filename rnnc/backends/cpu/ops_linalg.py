@@ -108,7 +108,7 @@ def _right_operand(r, a) -> str:
         if not any(b.var == var for b in r.buffers):
             r.buffers.append(BufSpec(var, (), (a.shape[1], a.shape[0])))
             tag = f"{var} = transpose({r.name(a)}), contiguous for a scan"
-            r.prologue.append(f"    np.copyto({var}, {own.var}.T)  # {tag}")
+            r.prologue.append((var, "transpose", [own.var], f"  # {tag}"))
         return var
     return f"{own.var}.T"
 

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from rnnc.backends.cpu.emit import BATCH, Buf, Emitter, align_feats, feat_ranges
+from rnnc.backends.cpu.prologue import prologue_lines
 from rnnc.backends.cpu.row_groups import group_row_products
 from rnnc.errors import RnncError
 from rnnc.ir.graph import Graph
@@ -336,10 +337,7 @@ class Renderer:
         self.in_prologue.add(node)
         out = self.out(node)
         tag = f"  # {self.describe(node)}"
-        if node.op == "transpose":
-            self.prologue.append(f"    np.copyto({out.var}, {ins[0].var}.T){tag}")
-        else:
-            self.prologue.append(f"    np.concatenate(({', '.join(b.var for b in ins)},), axis=-1, out={out.var}){tag}")
+        self.prologue.append((out.var, node.op, [b.var for b in ins], tag))     # lines: prologue.py
         return True
 
     def _epilogue(self, node, stage_no: int) -> bool:
@@ -494,6 +492,9 @@ class Renderer:
         sizes = [(self.size(a), a) for a in self.axes] + [("nb", BATCH)]
         leaves = list(self.leaves)
         hist_args = [v for h in self.hist.values() for v in h[:2]]
+        used = "\n".join(self.em.lines + [line for lines in self.after.values() for line in lines])
+        prologue, dropped = prologue_lines(self.prologue, used)
+        self.buffers = [b for b in self.buffers if b.var not in dropped]
         bufs = [b.var for b in self.buffers if not b.extra]      # a lagged pair's base is only storage
         args = [s for s, _ in sizes] + leaves + hist_args + bufs
         ftype = "np.float32" if self.dtype == "float32" else "np.float64"
@@ -535,7 +536,7 @@ class Renderer:
                     continue
                 body += [f"    _threads({kind!r})  # BLAS threads for a {kind} stage", line]
             body += self.after.get(k, [])
-        entry = ["", "", f"def run({', '.join(args)}):"] + self.prologue + body + ["    return 0", ""]
+        entry = ["", "", f"def run({', '.join(args)}):"] + prologue + body + ["    return 0", ""]
         results = {n: b.var for n, b in self.bufs.items() if b.var.startswith("v") and n not in self.aliases}
         src = "\n".join(head + funcs + entry)
         return Rendered(src, args, sizes, dict(self.leaves), list(self.buffers), results, dict(self.hist))

@@ -1,0 +1,46 @@
+"""run()'s prologue (rnnc/backends/cpu/prologue.py): unread results dropped, single-use transposes inlined."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import rnnc as rc  # noqa: E402
+from benchmarks.cells import CELLS  # noqa: E402
+from rnnc.backends.cpu.prologue import prologue_lines  # noqa: E402
+
+ENTRIES = [("v2", "transpose", ["p1"], ""), ("v4", "transpose", ["p3"], ""),
+           ("v6", "concat", ["v2", "v4"], ""), ("v7", "transpose", ["v6"], ""),
+           ("v8", "transpose", ["p5"], ""), ("v9", "concat", ["v8", "v2"], "")]
+
+
+def test_single_use_transposes_are_inlined_and_unread_results_dropped():
+    lines, dropped = prologue_lines(ENTRIES, "    gk.dot(a, v6, b)  # v7 = matmul(v7, v9)\n")
+    # v6 is read by stage code; v7 and v9 only by comments; v2 feeds two concats, v4 one
+    assert [line.strip() for line in lines] == ["np.copyto(v2, p1.T)",
+                                                "np.concatenate((v2, p3.T,), axis=-1, out=v6)"]
+    assert dropped == {"v4", "v7", "v8", "v9"}
+
+
+def test_everything_read_is_kept():
+    lines, dropped = prologue_lines(ENTRIES, "f(v7, v9)\n")
+    assert dropped == {"v4", "v8"}
+    assert [line.strip() for line in lines] == [
+        "np.copyto(v2, p1.T)", "np.concatenate((v2, p3.T,), axis=-1, out=v6)", "np.copyto(v7, v6.T)",
+        "np.concatenate((p5.T, v2,), axis=-1, out=v9)"]
+
+
+def test_lstm_forward_stacks_its_gate_matrices_without_copies():
+    m = CELLS["lstm"](3, 5)
+    f = rc.compile(m, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    params = m.init_params(0, "float64")
+    out = f.forward({"x": x}, params).outputs["out"]
+    np.testing.assert_allclose(out, rc.interpret(m, {"x": x}, params).outputs["out"], rtol=1e-12, atol=1e-12)
+    src = f.kernel("outputs").source
+    run = src[src.index("def run("):]
+    assert run.count("np.concatenate((p") == 2 and "np.copyto(" not in run      # U and W stacks, nothing else
+    stacks = [b for b in f.kernel("outputs").layout.buffers if not b.dims and len(b.shape) == 2]
+    assert sorted(b.shape for b in stacks) == [(3, 20), (5, 20)]        # no buffers for the dropped copies
