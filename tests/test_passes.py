@@ -108,7 +108,9 @@ def test_merge_sums_makes_one_backward_product_per_step():
     m = _lstm_like(loss=True)
     g = cse(rc.grad(m).graph)
     after = merge_sums(g)
-    assert _count(merge_sums_cpu(g), "matmul") == _count(after, "matmul")     # the CPU merges per-step sums too
+    assert _count(merge_sums_cpu(g), "matmul") == _count(after, "matmul")     # small per-step sums merged
+    big = cse(rc.grad(_lstm_like(loss=True, H=SCAN_MAX_ROWS + 1)).graph)
+    assert merge_sums_cpu(big) is big and _count(merge_sums(big), "matmul") == _count(big, "matmul") - 1
     # the adjoint of h[t-1] reads R_a^T g_a + R_b^T g_b: one product on the stacked adjoints
     assert _count(after, "matmul") == _count(g, "matmul") - 1
     stacked = [n for n in after.nodes if n.op == "concat" and n.batched]

@@ -16,7 +16,7 @@ from rnnc.passes.merge_sums import merge_sums, merge_sums_cpu
 PIPELINE = [("cse", cse), ("fold", fold), ("dce", dce), ("merge_matmul", merge_matmul), ("cse2", cse),
             ("fuse", fuse)]
 # the CPU backend also stacks adjoints for sums of products and weight gradients (its renderer writes them
-# straight into the stacked buffer), and keeps large per-step products apart (see merge_matmul)
+# straight into the stacked buffer), and keeps large per-step products and sums apart (see merge_matmul, merge_sums)
 CPU_PIPELINE = PIPELINE[:3] + [("merge_matmul", merge_matmul_cpu), ("merge_sums", merge_sums_cpu),
                                ("merge_outer", merge_outer)] + PIPELINE[4:]
 

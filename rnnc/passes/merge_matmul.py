@@ -6,12 +6,12 @@ products on ``x[t]`` or ``h[t-1]``) become one product on the stacked matrix, sp
 .. math::  [A_1; A_2; \\dots] x = [A_1 x; A_2 x; \\dots]
 
 The stacked matrix is axis-free, so it is built once per call, outside every loop. Inside a scan the products
-are per step and small (batch rows). One core, float32, four ``gk.dot`` calls against one merged call (a loop of
-calls in one Numba function, median per iteration): (8 x 64) @ (64 x 64) 2.74 against 2.42 us,
-(16 x 128) @ (128 x 128) 18.8 against 18.3 us, but (64 x 256) @ (256 x 256) 320 against 325 us and
-(128 x 512) @ (512 x 512) 2.92 against 3.19 ms. So the CPU pipeline (:func:`merge_matmul_cpu`) merges a
-scan's group only when each matrix has at most :data:`SCAN_MAX_ROWS` rows; on a GPU one launch instead of four
-always pays, and the generic pipeline merges every group.
+are per step and small (batch rows). One core, float32, four ``gk.dot`` calls against one merged call
+(``python benchmarks/step_products.py``, two runs): (8 x 64) @ (64 x 64) 2.84 / 2.72 against 2.41 / 2.41 us,
+(16 x 128) @ (128 x 128) 22.8 / 18.8 against 18.5 / 18.3 us, but (64 x 256) @ (256 x 256) 303 / 311 against
+320 / 329 us. So the CPU pipeline (:func:`merge_matmul_cpu`) merges a scan's group only when each matrix has at
+most :data:`SCAN_MAX_ROWS` rows; on a GPU one launch instead of four always pays, and the generic pipeline merges
+every group.
 """
 from __future__ import annotations
 

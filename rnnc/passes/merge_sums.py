@@ -7,16 +7,19 @@ The adjoint of an LSTM's ``h[t-1]`` is ``W_i^T g_i + W_f^T g_f + W_g^T g_g + W_o
 it is one GEMM per step on the stacked adjoints (the same ``concat`` that :mod:`merge_outer` stacks for the
 weight gradients, so the CPU renderer writes the adjoints straight into it). A sum is an ``add`` tree whose
 inner nodes are read only by the tree; its leaves ``A_k @ g_k`` must be in one stage, with axis-free matrices of
-the same row count. The CPU merges these inside scans too: one core, float32, four ``gk.dot`` calls and their
-sum against one call on the stacked adjoints, per step: 3.36 against 2.66 us at 8 rows and H = 64, 21.6 against
-19.9 at 16 and 128, 165 against 173 at 32 and 256, 1585 against 1492 at 64 and 512.
+the same row count. The CPU merges per-step sums only of matrices with at most
+:data:`~rnnc.passes.merge_matmul.SCAN_MAX_ROWS` columns: one core, float32, four ``gk.dot`` calls and their sum
+against one call on the stacked adjoints (``python benchmarks/step_products.py``, two runs) took 3.28 / 2.83
+against 2.37 / 2.36 us per step at 8 rows and H = 64, but 1255 / 1249 against 1674 / 1657 us at 64 rows and
+H = 512. In an LSTM's split reverse scan at T50 B128 (H = 512, 64 rows per thread), apart instead of merged:
+1380-1690 against 2170-2320 us per step (three alternating pairs).
 """
 from __future__ import annotations
 
 from rnnc.ir.graph import Graph, rebuild
 from rnnc.ops import make
 from rnnc.passes.common import remap, uses
-from rnnc.passes.merge_matmul import _candidate
+from rnnc.passes.merge_matmul import SCAN_MAX_ROWS, _candidate
 from rnnc.schedule.schedule import build_schedule
 
 
@@ -32,8 +35,9 @@ def _leaves(root, inner, stage) -> list:
     return out
 
 
-def merge_sums(graph: Graph, scan_min_rows: int = 0) -> Graph:
-    """Rewrite ``sum_k A_k @ g_k`` as one product of stacked operands (see the module docstring)."""
+def merge_sums(graph: Graph, scan_max_cols: int | None = None) -> Graph:
+    """Rewrite ``sum_k A_k @ g_k`` as one product of stacked operands (see the module docstring); inside a scan
+    only sums of matrices with at most ``scan_max_cols`` columns, if given."""
     stages = build_schedule(graph)
     stage_of = {n: k for k, s in enumerate(stages) for n in s.nodes}
     count = uses(graph)
@@ -45,7 +49,7 @@ def merge_sums(graph: Graph, scan_min_rows: int = 0) -> Graph:
         if not _candidate(leaf) or stage_of.get(leaf) != stage_of.get(root) or leaf.shape != root.shape:
             return False
         k = stage_of.get(leaf)
-        return k is None or stages[k].kind == "map" or leaf.inputs[0].shape[1] >= scan_min_rows
+        return k is None or stages[k].kind == "map" or scan_max_cols is None or leaf.inputs[0].shape[1] <= scan_max_cols
 
     roots = {}
     for n in graph.nodes:
@@ -89,5 +93,6 @@ def _inner_nodes(root, leaves) -> set:
 
 
 def merge_sums_cpu(graph: Graph) -> Graph:
-    """:func:`merge_sums` on the CPU: every sum, per-step ones included (see the module docstring)."""
-    return merge_sums(graph)
+    """:func:`merge_sums` on the CPU: per-step sums only of matrices with at most
+    :data:`~rnnc.passes.merge_matmul.SCAN_MAX_ROWS` columns (see the module docstring)."""
+    return merge_sums(graph, scan_max_cols=SCAN_MAX_ROWS)
