@@ -91,10 +91,7 @@ def prepare_scan_refs(r: Renderer, stage) -> None:
         dims = r.space(ref)
         fill = Buf(r.name(ref, "z"), tuple(dims), tuple(ref.shape))
         r.buffers.append(BufSpec(fill.var, fill.dims, fill.shape))
-        env = r.env(dims)
-        feats = [v for v, _ in feat_ranges(ref.shape)]
-        with r.em.loops(r.lead_ranges(dims) + feat_ranges(ref.shape)):
-            r.em.line(f"{fill.at(env, feats)} = {read_init(r, ref, env, feats)}")
+        _write_initial(r, ref, fill, dims, r.env(dims))
         r.bufs[ref] = Buf(r.name(ref, "r"), tuple(dims), tuple(ref.shape))
         r.ref_fill[ref] = fill
 
@@ -157,12 +154,16 @@ def plan_lags(r: Renderer, stage) -> None:
             r.bufs[node] = Buf(r.name(node), dims, shape, kind)
             r.buffers.append(BufSpec(r.name(node), dims, shape, kind, view=(base, start)))
         lead = [d for d in dims if d != axis]
-        env = {**r.env(lead), axis: "j_"}
-        feats = [v for v, _ in feat_ranges(shape)]
         for ref, j in lags.items():
             r.lagged.add(ref)
             r.em.tag = r.describe(ref) + " (initial value)"
             with r.em.block(f"for s_ in range(min({j}, {n})):"):
                 r.em.line("j_ = s_" if stage.direction > 0 else f"j_ = {n} - 1 - s_")
-                with r.em.loops(r.lead_ranges(lead) + feat_ranges(shape)):
-                    r.em.line(f"{r.bufs[ref].at(env, feats)} = {read_init(r, ref, env, feats)}")
+                _write_initial(r, ref, r.bufs[ref], lead, {**r.env(lead), axis: "j_"})
+
+
+def _write_initial(r: Renderer, ref, out: Buf, dims, env) -> None:
+    """``out = ref's initial value`` over lead ``dims`` and the features (indices from ``env``)."""
+    feats = [v for v, _ in feat_ranges(ref.shape)]
+    with r.em.loops(r.lead_ranges(dims) + feat_ranges(ref.shape)):
+        r.em.line(f"{out.at(env, feats)} = {read_init(r, ref, env, feats)}")
