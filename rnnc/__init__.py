@@ -8,6 +8,7 @@ from rnnc.dsl import init
 from rnnc.dsl.model import Model, axes, t
 from rnnc.errors import CycleError, GraphError, RnncError, ShapeError
 from rnnc.interpret import interpret, interpret_unrolled
+from rnnc.io import load, save
 from rnnc.ir.node import Axis
 from rnnc.ops import (
                       add,
@@ -52,4 +53,5 @@ __all__ = [
     "matmul", "concat", "split", "reshape", "one_hot", "softmax", "log_softmax", "softmax_cross_entropy",
     "binary_cross_entropy", "mse", "fsum", "fmean", "fmax", "batch_mean", "schedule", "interpret",
     "interpret_unrolled", "last", "first", "sum", "mean", "render", "compile", "grad", "GradModel", "summary",
+    "save", "load",
 ]
