@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnnc.ir.node import user_line
+
 
 def _fans(shape) -> tuple[int, int]:
     if len(shape) == 0:
@@ -132,13 +134,21 @@ def resolve(init, shape, name: str):
         return init
     if isinstance(init, str):
         if init not in NAMED:
-            raise ValueError(f"param {name!r}: unknown init {init!r}; expected one of {sorted(NAMED)}")
+            raise ValueError(f"param {name!r}: unknown init {init!r}; expected one of {sorted(NAMED)} "
+                             f"at {user_line()}")
         return NAMED[init]
-    if isinstance(init, (int, float)) and not isinstance(init, bool):
+    if isinstance(init, (int, float, np.integer, np.floating)) and not isinstance(init, (bool, np.bool_)):
         return Constant(float(init))
-    arr = np.asarray(init)
+    try:
+        arr = np.asarray(init)
+    except (ValueError, TypeError):
+        arr = np.asarray(None)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"param {name!r}: init must be a name, a number, an array or an rc.init initialiser, "
+                        f"got {type(init).__name__} at {user_line()}")
     if arr.shape != tuple(shape):
-        raise ValueError(f"param {name!r}: init array has shape {arr.shape}, expected {tuple(shape)}")
+        raise ValueError(f"param {name!r}: init array has shape {arr.shape}, expected {tuple(shape)} "
+                         f"at {user_line()}")
     return arr
 
 

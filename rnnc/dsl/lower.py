@@ -20,10 +20,27 @@ from rnnc.ops.reduce import spread, to_batch
 _LENGTH_REDUCTIONS = ("last", "asum", "amean")
 
 
+_OWN = {"param": ("params", "param"), "input": ("inputs", "input"), "lengths": ("inputs", "input")}
+
+
+def _check_leaf(model, leaf, used_at: str) -> None:
+    """Refuse a param or input node that ``model`` did not declare (one taken from another model)."""
+    table, kind = _OWN[leaf.op]
+    if getattr(model, table).get(leaf.name) is not leaf:
+        raise GraphError(f"{kind} {leaf.name!r} (declared at {leaf.where}) is used at {used_at} but is not a "
+                         f"{kind} of model {model.name!r}; declare it on this model")
+
+
 def _check_refs(model, roots):
     from rnnc.ir.graph import topo_order
 
+    for n in roots:
+        if n.op in _OWN:
+            _check_leaf(model, n, n.where)
     for n in topo_order(roots):
+        for i in n.inputs:
+            if i.op in _OWN:
+                _check_leaf(model, i, n.where)
         if n.op != "ref":
             continue
         name = n.attr("value")

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import keyword
 import zlib
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from rnnc.dsl import init as inits
 from rnnc.dsl.values import InputValue, Signal, Value
 from rnnc.errors import GraphError, ShapeError
+from rnnc.ir.names import check_name
 from rnnc.ir.node import Axis, Node, user_line
 from rnnc.ops import as_node, leaf
 
@@ -28,24 +28,35 @@ t = Axis("t")
 
 
 def axes(*names: str) -> tuple[Axis, ...]:
-    """Declare loop axes: ``i, j = rc.axes("i", "j")``."""
+    """Declare loop axes: ``i, j = rc.axes("i", "j")`` (each name checked by :func:`check_name`)."""
     for n in names:
         check_name(n, "axis")
     return tuple(Axis(n) for n in names)
 
 
-def check_name(name: str, what: str) -> str:
-    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name.startswith("__"):
-        raise ValueError(f"{what} name {name!r} is not a valid Python identifier (letters, digits, _; "
-                         f"no leading digit, no keyword, no leading '__') at {user_line()}")
-    return name
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def as_shape(shape) -> tuple:
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    if any(not isinstance(s, (int, np.integer)) or s <= 0 for s in shape):
-        raise ValueError(f"shape {shape} must be positive integers at {user_line()}")
-    return tuple(int(s) for s in shape)
+def as_shape(shape, what: str = "value") -> tuple:
+    """A user's shape: an int or a tuple / list of ints, each >= 1 (``()`` for a scalar)."""
+    dims = (shape,) if _is_int(shape) else shape
+    if not isinstance(dims, (tuple, list)) or not all(_is_int(s) and s >= 1 for s in dims):
+        raise ShapeError(f"{what}: shape must be a positive int or a tuple of positive ints, got {shape!r} "
+                         f"at {user_line()}")
+    return tuple(int(s) for s in dims)
+
+
+def as_axes(axes, what: str) -> tuple[Axis, ...]:
+    """A user's loop axes: an :class:`Axis` or a tuple / list of distinct ones (``rc.t``, ``rc.axes("i")``)."""
+    items = (axes,) if isinstance(axes, Axis) else axes
+    if not isinstance(items, (tuple, list)) or not all(isinstance(a, Axis) for a in items):
+        bad = next((a for a in items if not isinstance(a, Axis)), None) if isinstance(items, (tuple, list)) else axes
+        raise GraphError(f"{what}: axes must be rc.Axis values such as rc.t or those of rc.axes('i'), got {bad!r} "
+                         f"({type(bad).__name__}) at {user_line()}")
+    if len(set(items)) != len(items):
+        raise GraphError(f"{what}: axes {tuple(items)} name an axis twice at {user_line()}")
+    return tuple(items)
 
 
 class Model:
@@ -58,7 +69,7 @@ class Model:
     """
 
     def __init__(self, name: str = "model"):
-        self.name = check_name(name, "model")
+        self.name = name
         self.where = user_line()
         self.inputs: dict[str, Node] = {}
         self.params: dict[str, Node] = {}
@@ -68,6 +79,16 @@ class Model:
         self.loss_terms: list[Node] = []
         self.initials: dict[str, Node] = {}
         self.lengths: dict[Axis, str] = {}
+        self._graph = None
+
+    @property
+    def name(self) -> str:
+        """The model's name; setting it checks it again (:func:`check_name`) and drops the lowered graph."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = check_name(value, "model")
         self._graph = None
 
     # ------------------------------------------------------------------ declarations
@@ -93,10 +114,10 @@ class Model:
         """
         self._claim(name, "input")
         if dtype not in ("float", "int", "int64", "float32", "float64"):
-            raise ValueError(f"input {name!r}: dtype must be 'float' or 'int', got {dtype!r}")
+            raise ValueError(f"input {name!r}: dtype must be 'float' or 'int', got {dtype!r} at {user_line()}")
         dtype = "int" if dtype.startswith("int") else "float"
-        ax = tuple(axes) if isinstance(axes, (tuple, list)) else (axes,)
-        node = leaf("input", name, as_shape(shape), dtype, ax, True)
+        ax = as_axes(axes, f"input {name!r}")
+        node = leaf("input", name, as_shape(shape, f"input {name!r}"), dtype, ax, True)
         self.inputs[name] = node
         if lengths:
             if len(ax) != 1:
@@ -113,7 +134,7 @@ class Model:
     def param(self, name: str, shape, init=None) -> Node:
         """Declare a trainable parameter (no loop axes, shared by every sample and step)."""
         self._claim(name, "param")
-        shape = as_shape(shape)
+        shape = as_shape(shape, f"param {name!r}")
         self.param_inits[name] = inits.resolve(init, shape, name)
         self.params[name] = leaf("param", name, shape, "float", (), False)
         self._changed()
@@ -122,7 +143,9 @@ class Model:
     def signal(self, name: str, shape=(), axes=None) -> Signal:
         """Declare a signal, defined by one equation ``s[t] = expr``; its axes are the left side's."""
         self._claim(name, "signal")
-        self.signals[name] = Signal(self, name, as_shape(shape), user_line(), axes)
+        shape = as_shape(shape, f"signal {name!r}")
+        axes = as_axes(axes, f"signal {name!r}") if axes is not None else None
+        self.signals[name] = Signal(self, name, shape, user_line(), axes)
         self._changed()
         return self.signals[name]
 

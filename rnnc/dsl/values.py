@@ -5,6 +5,7 @@ from __future__ import annotations
 from rnnc.errors import GraphError, ShapeError
 from rnnc.ir.node import Axis, AxisShift, Node, sort_axes, user_line
 from rnnc.ops import as_node, make, ref
+from rnnc.ops.leaves import check_delay
 
 
 def parse_index(owner: str, index) -> tuple[tuple, Axis | None, int]:
@@ -27,6 +28,7 @@ def parse_index(owner: str, index) -> tuple[tuple, Axis | None, int]:
         raise GraphError(f"{owner}[{', '.join(map(repr, items))}]: shift one axis at a time "
                          f"at {user_line()}")
     if shift:
+        check_delay(f"{owner}[{', '.join(map(repr, items))}]", shift[0].offset)
         return sort_axes(axes), shift[0].axis, shift[0].offset
     return sort_axes(axes), None, 0
 

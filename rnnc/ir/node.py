@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from rnnc.ir.names import check_name
+
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _axis_order = itertools.count()
 _node_ids = itertools.count()
@@ -32,10 +34,16 @@ def user_line() -> str:
 
 @dataclass(frozen=True, eq=False)
 class Axis:
-    """A named loop axis (``t``, ``i``, ``j``...). ``t - 1`` and ``t + 2`` give :class:`AxisShift` indices."""
+    """A named loop axis (``t``, ``i``, ``j``...). ``t - 1`` and ``t + 2`` give :class:`AxisShift` indices.
+
+    ``name`` follows the rule of every name (:func:`rnnc.ir.names.check_name`): a ``ValueError`` otherwise.
+    """
 
     name: str
     order: int = field(default_factory=lambda: next(_axis_order))
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", check_name(self.name, "axis"))
 
     def __sub__(self, k: int) -> AxisShift:
         return AxisShift(self, -_int_offset(k))
@@ -48,9 +56,13 @@ class Axis:
 
 
 def _int_offset(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
+    """An axis offset: a Python or numpy integer (not a bool). Its size is checked where it indexes a value
+    (``rnnc.ops.leaves.MAX_DELAY``), so that the error can name that value."""
+    from numbers import Integral
+
+    if isinstance(k, bool) or not isinstance(k, Integral):
         raise TypeError(f"axis offsets are integer constants, got {k!r} at {user_line()}")
-    return k
+    return int(k)
 
 
 @dataclass(frozen=True)

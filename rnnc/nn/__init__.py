@@ -6,7 +6,7 @@
 >>> h = nn.LSTM(16)(m, x)
 >>> y = nn.Dense(4)(m, h)
 """
-from rnnc.nn.base import ACTIVATIONS, LAYERS, BufferSpec, Layer, Network, activate, from_spec, network, register_layer
+from rnnc.nn.base import ACTIVATIONS, LAYERS, BufferSpec, Layer, Network, activate, network, register_layer
 from rnnc.nn.cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell
 from rnnc.nn.classifier import Classifier
 from rnnc.nn.layers import (
@@ -24,8 +24,10 @@ from rnnc.nn.layers import (
                             Stack,
 )
 from rnnc.nn.recurrent import GRU, LSTM, Bidirectional, Elman, Jordan, Recurrent, SpatialRNN
+from rnnc.nn.spec import SpecError, from_spec
 
 __all__ = ["ACTIVATIONS", "LAYERS", "BufferSpec", "Layer", "Network", "activate", "from_spec", "network",
            "register_layer", "Cell", "ElmanCell", "GRUCell", "JordanCell", "LSTMCell", "Activation", "AvgPool2d",
            "BatchNorm", "Conv2d", "Dense", "Dropout", "Flatten", "MaxPool2d", "Normalizer", "Sequential", "Softmax",
-           "Stack", "GRU", "LSTM", "Bidirectional", "Elman", "Jordan", "Recurrent", "SpatialRNN", "Classifier"]
+           "Stack", "GRU", "LSTM", "Bidirectional", "Elman", "Jordan", "Recurrent", "SpatialRNN", "Classifier",
+           "SpecError"]

@@ -104,35 +104,6 @@ def _to_json(v: Any) -> Any:
     raise TypeError(f"cannot save {type(v).__name__} {v!r} in a model spec")
 
 
-def _from_json(v: Any) -> Any:
-    if isinstance(v, dict) and "layer" in v:
-        return from_spec(v)
-    if isinstance(v, dict) and "init" in v:
-        kind = v["init"]
-        if kind not in INITS:
-            raise ValueError(f"model spec names unknown initializer {kind!r}")
-        return INITS[kind](**{k: float(a) for k, a in v.items() if k != "init"})
-    if isinstance(v, list):
-        return tuple(_from_json(a) for a in v)
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    raise ValueError(f"model spec holds an unexpected value {v!r}")
-
-
-def from_spec(spec: dict) -> Layer:
-    """Rebuild a layer from its JSON spec; only registered layer types, plain values and known inits."""
-    if not isinstance(spec, dict) or spec.get("layer") not in LAYERS:
-        kind = spec.get("layer") if isinstance(spec, dict) else spec
-        raise ValueError(f"model spec names unknown layer type {kind!r}")
-    cls = LAYERS[spec["layer"]]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    args = {k: _from_json(v) for k, v in spec.items() if k != "layer"}
-    unknown = sorted(set(args) - fields)
-    if unknown:
-        raise ValueError(f"model spec for {spec['layer']} has unknown fields {unknown}")
-    return cls(**args)
-
-
 class Layer:
     """Base class of layer configurations (dataclasses). Subclasses implement ``build(net, x) -> node``."""
 

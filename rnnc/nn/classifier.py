@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnc.dsl.model import Model
-from rnnc.nn.base import Network, from_spec
+from rnnc.dsl.model import Model, check_name
+from rnnc.nn.base import Network
 from rnnc.nn.layers import Sequential, Softmax
+from rnnc.nn.spec import SpecError, from_spec
 from rnnc.ops import reshape, softmax, softmax_cross_entropy
 
 
@@ -47,15 +48,24 @@ class Classifier:
 
     @classmethod
     def from_spec(cls, spec: dict) -> Classifier:
+        """Rebuild a classifier from :meth:`spec`; a malformed spec raises :class:`~rnnc.nn.SpecError` naming the
+        field (``layers[1].units``)."""
         if not isinstance(spec, dict) or spec.get("kind") != "Classifier":
-            raise ValueError("model spec is not a Classifier spec")
+            raise SpecError("kind: not a Classifier spec")
         shape = spec.get("input_shape")
-        if not isinstance(shape, list) or not all(isinstance(s, int) and s > 0 for s in shape):
-            raise ValueError(f"model spec has a bad input_shape {shape!r}")
+        if not isinstance(shape, list) or not shape or not all(_is_int(s) and s >= 1 for s in shape):
+            raise SpecError(f"input_shape: expected a list of ints >= 1, got {shape!r}")
         name = spec.get("name", "classifier")
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"model spec has a bad name {name!r}")
+        try:
+            check_name(name, "model")
+        except ValueError:
+            raise SpecError(f"name: {name!r} is not a valid model name (a Python identifier, not a keyword, "
+                            "without a leading '__')") from None
         layers = spec.get("layers")
         if not isinstance(layers, list):
-            raise ValueError("model spec has no layer list")
-        return cls(tuple(from_spec(s) for s in layers), tuple(shape), name)
+            raise SpecError(f"layers: expected a list of layer specs, got {type(layers).__name__}")
+        return cls(tuple(from_spec(s, f"layers[{k}]") for k, s in enumerate(layers)), tuple(shape), name)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnc.errors import GraphError
 from rnnc.ir.node import Axis, Node, user_line
 from rnnc.ops.registry import make, register, shared_axes
 
@@ -49,9 +50,22 @@ def step_mask(lengths: Node, axis: Axis) -> Node:
     return make("step_mask", [lengths], axis=axis)
 
 
+MAX_DELAY = 10**6
+"""The largest shift of a reference, in steps: ``h[t-k]`` needs ``|k| <= MAX_DELAY``."""
+
+
+def check_delay(written: str, offset: int) -> int:
+    """Refuse a reference shift beyond :data:`MAX_DELAY` steps (kernels index with machine integers)."""
+    if abs(offset) > MAX_DELAY:
+        raise GraphError(f"{written}: a shift of {abs(offset)} steps is beyond rnnc's limit of {MAX_DELAY} "
+                         f"(rnnc.ops.leaves.MAX_DELAY) at {user_line()}")
+    return int(offset)
+
+
 def ref(value: str, axes, shape, dtype, batched, axis: Axis | None, offset: int, init: Node | None = None,
         where: str | None = None) -> Node:
     """Read named value ``value`` at index ``axis + offset`` (offset 0: the same index)."""
+    check_delay(f"{value}[{axis.name if axis is not None else ''}{offset:+d}]", offset)
     label = value if not offset else f"{value}[{axis.name}{offset:+d}]"
     return make("ref", [] if init is None else [init], name=label, where=where or user_line(),
                 value=value, axis=axis, offset=int(offset), shape=tuple(shape), dtype=dtype,

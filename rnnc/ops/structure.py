@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnc.errors import ShapeError
+from rnnc.ir.node import user_line
 from rnnc.ops.registry import as_node, make, register, shape_error
 
 
@@ -67,7 +69,11 @@ def _one_hot_np(node, y):
 
 
 def _one_hot_shape(inputs, attrs):
-    if inputs[0].shape != ():
+    (y,) = inputs
+    if y.dtype != "int":
+        raise shape_error("one_hot", inputs, f"{y.label()} is {y.dtype}; class indices must be an integer value "
+                                              "(an input with dtype='int')")
+    if y.shape != ():
         raise shape_error("one_hot", inputs, "expects one class index per sample and step")
     return (attrs["classes"],), "float"
 
@@ -119,8 +125,16 @@ def concat(xs, axis: int = -1):
 
 
 def slice_features(x, start: int, stop: int):
-    """``x[..., start:stop]`` on the last feature dimension."""
-    return make("slice", [x], start=int(start), stop=int(stop))
+    """``x[..., start:stop]`` on the last feature dimension (``0 <= start < stop <= size``)."""
+    return make("slice", [x], start=_int_arg("slice_features", "start", start),
+                stop=_int_arg("slice_features", "stop", stop))
+
+
+def _int_arg(op: str, what: str, value) -> int:
+    """An integer argument given by the user (a Python or numpy int, not a bool)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {what} must be an int, got {value!r} at {user_line()}")
+    return int(value)
 
 
 def split(x, sizes):
@@ -136,26 +150,89 @@ def split(x, sizes):
 
 
 def feature_index(x, key):
-    """``x[a:b]`` or ``x[k]`` on the last feature dimension (features only; loop axes use references)."""
+    """``x[k]`` or ``x[a:b]`` on the last feature dimension (features only; loop axes use references).
+
+    Indices follow Python within range: ``-size <= k < size`` (``-1`` is the last feature); a slice's bounds lie
+    in ``[-size, size]`` and select at least one feature, with step 1. Anything else is refused, never wrapped
+    or clamped.
+    """
+    x = as_node(x)
+    written = f"{_written_name(x)}[{_key_text(key)}]"
+    if not x.shape:
+        raise ShapeError(f"{written}: {x.label()} is a scalar (shape ()); it has no features to index "
+                         f"at {user_line()}")
+    size = x.shape[-1]
     if isinstance(key, slice):
-        if key.step not in (None, 1):
-            raise ValueError("feature slices take step 1")
-        start, stop, _ = key.indices(x.shape[-1] if x.shape else 0)
+        start, stop = _slice_bounds(written, key, size)
         return slice_features(x, start, stop)
-    if isinstance(key, int):
-        k = key % x.shape[-1] if x.shape else key
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        if not -size <= key < size:
+            raise ShapeError(f"{written}: feature index {int(key)} is out of range for {size} features "
+                             f"(valid: {-size} to {size - 1}) at {user_line()}")
+        k = int(key) % size
         return reshape(slice_features(x, k, k + 1), x.shape[:-1])
-    raise TypeError(f"{x.label()}: features are indexed with an int or a slice, got {key!r}")
+    raise TypeError(f"{written}: features are indexed with an int or a slice, got {type(key).__name__} "
+                    f"at {user_line()}")
+
+
+def _written_name(x) -> str:
+    """How the user wrote ``x``: ``x[t]`` for a reference at the current index, else its label."""
+    if x.op == "ref" and not x.attr("offset") and x.axes:
+        return f"{x.name}[{', '.join(a.name for a in x.axes)}]"
+    return x.label()
+
+
+def _key_text(key) -> str:
+    """The index as the user wrote it: ``7``, ``5:9``, ``:2``."""
+    def text(v):
+        if v is None:
+            return ""
+        return str(int(v)) if isinstance(v, np.integer) else repr(v)
+
+    if not isinstance(key, slice):
+        return text(key)
+    out = f"{text(key.start)}:{text(key.stop)}"
+    return out if key.step is None else f"{out}:{text(key.step)}"
+
+
+def _slice_bounds(written: str, key: slice, size: int) -> tuple[int, int]:
+    """Bounds of a feature slice, checked against ``size`` features and normalised to ``0 <= a < b <= size``."""
+    if key.step is not None and (isinstance(key.step, (bool, np.bool_)) or key.step != 1):
+        raise ValueError(f"{written}: feature slices take step 1 at {user_line()}")
+    bounds = []
+    for value, default in ((key.start, 0), (key.stop, size)):
+        if value is None:
+            value = default
+        elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{written}: slice bounds must be ints, got {value!r} at {user_line()}")
+        elif not -size <= value <= size:
+            raise ShapeError(f"{written}: slice bound {int(value)} is out of range for {size} features "
+                             f"(valid: {-size} to {size}) at {user_line()}")
+        bounds.append(int(value) % size if value < 0 else int(value))
+    start, stop = bounds
+    if start >= stop:
+        raise ShapeError(f"{written}: the slice selects no features of the {size} there are at {user_line()}")
+    return start, stop
 
 
 def reshape(x, shape):
-    """Reshape the per-sample features (loop axes and batch are untouched)."""
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return make("reshape", [x], shape=shape)
+    """Reshape the per-sample features (loop axes and batch are untouched); ``shape`` holds positive ints."""
+    items = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    if not isinstance(items, (tuple, list)) or any(
+            isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) or s < 1 for s in items):
+        raise ShapeError(f"reshape of {as_node(x).label()}: shape must be a positive int or a tuple of them, "
+                         f"got {shape!r} at {user_line()}")
+    return make("reshape", [x], shape=tuple(int(s) for s in items))
 
 
 def one_hot(y, classes: int):
-    """One-hot vectors of length ``classes`` for integer class indices."""
+    """One-hot vectors of length ``classes`` for integer class indices: :math:`e_k = [y = k]`, ``0 <= k < classes``.
+
+    ``y`` must be an integer value (an input declared with ``dtype="int"``) and ``classes >= 1``.
+    """
+    if isinstance(classes, (bool, np.bool_)) or not isinstance(classes, (int, np.integer)) or classes < 1:
+        raise ValueError(f"one_hot of {as_node(y).label()}: classes must be an int >= 1, got {classes!r} "
+                         f"at {user_line()}")
     return make("one_hot", [y], classes=int(classes))
 
 

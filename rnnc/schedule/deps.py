@@ -50,6 +50,17 @@ def _describe(nodes, named) -> str:
     return "\n".join(f"  {named.get(n, n.label())} ({n.op}) at {n.where}" for n in nodes)
 
 
+def _headline(nodes, named):
+    """The node a one-line report quotes: the first signal definition among ``nodes`` (else the first node)."""
+    return next((n for n in nodes if n in named and n.op != "ref"), nodes[0])
+
+
+def _names(nodes, named) -> str:
+    """The signals on a cycle, once each in order: ``h -> g``."""
+    seen = list(dict.fromkeys(named[n] for n in nodes if n in named and n.op != "ref"))
+    return " -> ".join(seen) if seen else nodes[0].label()
+
+
 def _check_component(dg: nx.DiGraph, nodes: set, named: dict) -> Component:
     sub = dg.subgraph(nodes)
     shifts = {(d["shift"][0], d["shift"][1] > 0) for _, _, d in sub.edges(data=True) if d["shift"]}
@@ -60,13 +71,20 @@ def _check_component(dg: nx.DiGraph, nodes: set, named: dict) -> Component:
         cycle = None
     if cycle:
         loop = [u for u, _ in cycle]
-        raise CycleError("algebraic loop: a cycle with no delayed reference (write h[t-1], not h[t]):\n"
+        head = _headline(loop, named)
+        axis = head.axes[0].name if head.axes else "t"
+        name = named.get(head, "h")
+        raise CycleError(f"{head.where}: algebraic loop through {_names(loop, named)} with no delayed reference "
+                         f"(read a signal on it at a shift such as {name}[{axis}-1], not {name}[{axis}]); the cycle:\n"
                          + _describe(loop, named))
     if len(shifts) > 1:
-        raise GraphError("one recurrence runs along several axes or in both directions ("
+        members = sorted(nodes, key=lambda n: n.id)
+        head = _headline(members, named)
+        raise GraphError(f"{head.where}: the recurrence through {_names(members, named)} runs along several axes "
+                         "or in both directions ("
                          + ", ".join(f"{a.name}{'+' if pos else '-'}" for a, pos in sorted(
                              shifts, key=lambda s: (s[0].order, s[1]))) + "); split it into separate signals:\n"
-                         + _describe(sorted(nodes, key=lambda n: n.id), named))
+                         + _describe(members, named))
     (axis, positive), = shifts
     for _, v, d in sub.edges(data=True):
         if axis in d["all"]:
@@ -86,7 +104,8 @@ def components(graph: Graph) -> tuple[nx.DiGraph, list[Component]]:
         if len(scc) == 1:
             (n,) = scc
             if dg.has_edge(n, n):
-                raise CycleError(f"{named.get(n, n.label())} at {n.where} reads itself at the same index")
+                raise CycleError(f"{n.where}: algebraic loop: {named.get(n, n.label())} reads itself at the same "
+                                 "index")
             comps.append(Component((n,)))
         else:
             comps.append(_check_component(dg, set(scc), named))
