@@ -10,18 +10,23 @@ found, in this order:
 
 ``MODEL.py:NAME`` picks the variable (or zero-argument function) ``NAME`` instead.
 
-Errors in the user's file are reported as one line quoting its ``file:line`` (exit code 2), not as a
-traceback through rnnc; ``--traceback`` shows the full traceback.
+Every failure of the user's file, data or arguments is reported by :func:`run_command`, the one wrapper
+around every subcommand, as one line ``FILE:LINE: error: Kind: message`` (``FILE:LINE`` is the user's line;
+an option such as ``--batch`` or a file stands in for it when the arguments are at fault) with exit code 2;
+``--traceback`` shows the full traceback before that line. Ctrl-C exits with 130 and one line; an rnnc bug
+keeps its traceback and exits with 1. Sizes are checked by the argument types of :mod:`rnnc.cli_support`
+and the folders of output files are created.
 
 Adding a subcommand: write ``def cmd_x(args) -> int`` and a ``def _x_args(parser)`` that declares its
-arguments, then add one :class:`Command` line to :data:`COMMANDS`.
+arguments (the user's file as the positional ``model``, sizes with the checked types, outputs with
+``output_file``), then add one :class:`Command` line to :data:`COMMANDS`.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,17 +35,31 @@ import numpy as np
 import rnnc as rc
 from rnnc.cli_support import (
     UserError,
+    axis_sizes,
+    call_user,
+    check_axes,
+    def_line,
+    error_line,
+    existing_file,
     finite_difference_table,
+    input_shape,
+    interrupt_line,
     load_model,
     load_namespace,
+    make_output_folders,
+    merge_sizes,
     model_table,
-    parse_sizes,
+    nonnegative_int,
+    output_file,
     pick_model,
+    positive_float,
+    positive_int,
     random_inputs,
-    user_error_line,
+    split_spec,
 )
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 OUTPUT_FORMATS = (".svg", ".png", ".pdf", ".dot")
 
 
@@ -50,7 +69,7 @@ def _maybe_grad(model, want: bool):
         return model
     grad = getattr(rc, "grad", None)
     if grad is None:
-        raise UserError("--grad needs rc.grad, which this rnnc version does not provide")
+        raise UserError("rc.grad is not provided by this rnnc version", where="--grad")
     return grad(model)
 
 
@@ -61,10 +80,10 @@ def _graph(obj):
 # ---------------------------------------------------------------------------------------------- subcommands
 def _render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL.py", help="Python file defining a Model (MODEL.py[:NAME])")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.svg|OUT.png",
+    p.add_argument("-o", "--output", required=True, metavar="OUT.svg|OUT.png", type=output_file(*OUTPUT_FORMATS),
                    help="where to write the drawing; the format follows the extension "
                         f"({', '.join(OUTPUT_FORMATS)})")
-    p.add_argument("--unroll", action="append", metavar="AXIS=SIZE",
+    p.add_argument("--unroll", action="append", metavar="AXIS=SIZE", type=axis_sizes,
                    help="draw the unrolled graph for these axis sizes, e.g. t=4 or i=3,j=3 (repeatable); "
                         "without it the folded graph is drawn, delays as back arcs")
     p.add_argument("--grad", action="store_true", help="draw the gradient (BPTT) model instead")
@@ -73,17 +92,14 @@ def _render_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_render(args) -> int:
     """Draw the folded model, or its unrolled graph, to SVG or PNG."""
-    ext = os.path.splitext(args.output)[1].lower()
-    if ext not in OUTPUT_FORMATS:
-        raise UserError(f"-o {args.output!r}: the output must end in {', '.join(OUTPUT_FORMATS)}")
-    obj = _maybe_grad(load_model(args.model), args.grad)
-    sizes = parse_sizes(args.unroll)
+    model = load_model(args.model)
+    sizes = merge_sizes(args.unroll)
+    check_axes(model, sizes, "--unroll")
+    obj = _maybe_grad(model, args.grad)
     if sizes:
         from rnnc.schedule.unroll import unroll
 
         obj = unroll(_graph(obj), sizes)
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(out_dir, exist_ok=True)
     print(f"wrote {rc.render(obj, args.output, detail=args.detail)}")
     return 0
 
@@ -101,12 +117,13 @@ def cmd_schedule(args) -> int:
 
 def _gradcheck_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL.py", help="Python file defining a Model with a loss (MODEL.py[:NAME])")
-    p.add_argument("--size", action="append", metavar="AXIS=SIZE",
+    p.add_argument("--size", action="append", metavar="AXIS=SIZE", type=axis_sizes,
                    help="loop axis sizes of the random inputs, e.g. t=5 (default 4 for every axis)")
-    p.add_argument("--batch", type=int, default=2, help="batch size of the random inputs (default 2)")
-    p.add_argument("--entries", type=int, default=6, help="entries checked per param (default 6)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the inputs, params and entries (default 0)")
-    p.add_argument("--tol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
+    p.add_argument("--batch", type=positive_int, default=2, help="batch size of the random inputs (default 2)")
+    p.add_argument("--entries", type=positive_int, default=6, help="entries checked per param (default 6)")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of the inputs, params and entries (default 0)")
+    p.add_argument("--tol", type=positive_float, default=1e-5, help="relative tolerance (default 1e-5)")
 
 
 def cmd_gradcheck(args) -> int:
@@ -117,8 +134,10 @@ def cmd_gradcheck(args) -> int:
     """
     model = load_model(args.model)
     if not model.loss_terms:
-        raise UserError(f"{args.model}: model {model.name!r} has no loss (m.loss(...)) to differentiate")
-    rows = finite_difference_table(model, parse_sizes(args.size), args.batch, args.entries, args.seed)
+        raise UserError(f"model {model.name!r} has no loss (m.loss(...)) to differentiate")
+    sizes = merge_sizes(args.size)
+    check_axes(model, sizes, "--size")
+    rows = finite_difference_table(model, sizes, args.batch, args.entries, args.seed)
     print(f"{'param':<12} {'shape':<12} {'max rel err':>12}  result")
     failed = 0
     for name, shape, err in rows:
@@ -159,30 +178,35 @@ def cmd_compile(args) -> int:
 
 def _summary_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL.py", help="a Model (MODEL.py[:NAME]), or a file defining 'classifier'")
-    p.add_argument("--input-shape", metavar="C,H,W", help="per-sample input shape, for a list of layers")
-    p.add_argument("--size", action="append", metavar="AXIS=SIZE", help="loop axis sizes (default 4 each)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the memory estimate (default 1)")
+    p.add_argument("--input-shape", metavar="C,H,W", type=input_shape,
+                   help="per-sample input shape, for a list of layers")
+    p.add_argument("--size", action="append", metavar="AXIS=SIZE", type=axis_sizes,
+                   help="loop axis sizes (default 4 each)")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size of the memory estimate (default 1)")
 
 
 def cmd_summary(args) -> int:
     """Shapes, parameter counts and memory: ``rc.summary`` for a Classifier, a value table for a Model."""
-    path, _, name = args.model.partition(":")
+    path, name = split_spec(args.model)
     ns = load_namespace(path)
     target = ns.get(name or "classifier", ns.get("layers"))
     if target is not None and not isinstance(target, rc.Model) and (hasattr(target, "layers") or args.input_shape):
-        shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
-        print(rc.summary(target, shape, batch=args.batch))
+        print(rc.summary(target, args.input_shape, batch=args.batch))
         return 0
     model = pick_model(ns, path, name)
-    print(model_table(model, parse_sizes(args.size), args.batch))
+    sizes = merge_sizes(args.size)
+    check_axes(model, sizes, "--size")
+    print(model_table(model, sizes, args.batch))
     return 0
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL.py", help="Python file defining a Model (MODEL.py[:NAME])")
-    p.add_argument("--size", action="append", metavar="AXIS=SIZE", help="loop axis sizes (default t=32)")
-    p.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
-    p.add_argument("--repeat", type=int, default=5, help="timed calls per entry (default 5; the best is shown)")
+    p.add_argument("--size", action="append", metavar="AXIS=SIZE", type=axis_sizes,
+                   help="loop axis sizes (default t=32)")
+    p.add_argument("--batch", type=positive_int, default=16, help="batch size (default 16)")
+    p.add_argument("--repeat", type=positive_int, default=5,
+                   help="timed calls per entry (default 5; the best is shown)")
     p.add_argument("--no-interpret", action="store_true", help="skip the numpy interpreter's rows")
     p.add_argument("--no-compiled", action="store_true", help="skip the compiled rows")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
@@ -192,7 +216,7 @@ def _best_time(fn, repeat: int) -> float:
     import time
 
     best = float("inf")
-    for _ in range(max(repeat, 1)):
+    for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t0)
@@ -208,10 +232,11 @@ def cmd_bench(args) -> int:
     """
     import time
 
-    path, _, name = args.model.partition(":")
+    path, name = split_spec(args.model)
     namespace = load_namespace(path)
     model = pick_model(namespace, path, name)
-    sizes = {"t": 32, **parse_sizes(args.size)}
+    check_axes(model, merge_sizes(args.size), "--size")
+    sizes = {"t": 32, **merge_sizes(args.size)}
     inputs = random_inputs(model, sizes, args.batch, 0)
     params = model.init_params(seed=0, dtype=args.dtype)
     run = {"sizes": {a.name: sizes.get(a.name, 4) for a in model.graph.axes()}, "batch": args.batch}
@@ -227,7 +252,7 @@ def cmd_bench(args) -> int:
         entries.append(("compiled forward", lambda: f.forward(inputs, params), True))
         if has_loss:
             entries.append(("compiled loss+grad", lambda: f.loss_and_grad(inputs, params), True))
-    peers = namespace["bench_peers"](inputs, params) if callable(namespace.get("bench_peers")) else {}
+    peers = call_user(namespace["bench_peers"], inputs, params) if callable(namespace.get("bench_peers")) else {}
     if peers:
         _check_peers(model, inputs, params, run, peers)
     entries += [(f"{peer} loss+grad", fn, True) for peer, fn in peers.items()]
@@ -250,30 +275,36 @@ def _check_peers(model, inputs, params, run, peers) -> None:
     for peer, fn in peers.items():
         got = fn()
         if not np.isclose(got, want, rtol=1e-3):
-            raise UserError(f"bench_peers: {peer} computes loss {got:.6g}, rnnc's interpreter {want:.6g}")
+            raise UserError(f"bench_peers: {peer} computes loss {got:.6g}, rnnc's interpreter {want:.6g}",
+                            where=def_line(fn))
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("example", metavar="EXAMPLE.py", help="a file defining train(steps=, seed=, save=), e.g. "
-                                                         "examples/hello.py")
-    p.add_argument("--steps", type=int, help="training steps (the example's default otherwise)")
-    p.add_argument("--epochs", type=int, help="training epochs, for the examples that count epochs")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save", metavar="PARAMS.npz", help="write the trained params here")
+    p.add_argument("model", metavar="EXAMPLE.py", help="a file defining train(steps=, seed=, save=), e.g. "
+                                                       "examples/hello.py")
+    p.add_argument("--steps", type=positive_int, help="training steps (the example's default otherwise)")
+    p.add_argument("--epochs", type=positive_int, help="training epochs, for the examples that count epochs")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--save", metavar="PARAMS.npz", type=output_file(),
+                   help="write the trained params here (missing folders are created)")
 
 
 def cmd_train(args) -> int:
     """Train an example that defines ``train(steps=..., seed=0, save=None, ...)`` (``epochs=`` for those that
     count epochs; see examples/)."""
-    ns = load_namespace(args.example)
-    if not callable(ns.get("train")):
-        raise UserError(f"{args.example} defines no train() function; the training examples are hello.py, "
-                        f"char_lstm.py, seq2seq.py and many_to_one.py")
-    kwargs = {"seed": args.seed, "save": args.save}
+    ns = load_namespace(args.model)
+    train = ns.get("train")
+    if not callable(train):
+        raise UserError("the file defines no train() function; the training examples are hello.py, "
+                        "char_lstm.py, seq2seq.py and many_to_one.py")
+    kwargs = {"seed": args.seed, "save": args.save and str(args.save)}
     for key in ("steps", "epochs"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
-    out = ns["train"](**kwargs)
+    out = call_user(train, **kwargs)
+    if not isinstance(out, dict):
+        raise UserError(f"train() returned {type(out).__name__}; rnnc train expects a dict such as "
+                        f"{{'loss': ..., 'losses': [...]}}", where=def_line(train))
     summary = {k: v for k, v in out.items() if isinstance(v, (int, float, str))}
     if out.get("losses"):
         summary["final loss"] = float(np.mean(out["losses"][-10:]))
@@ -284,21 +315,25 @@ def cmd_train(args) -> int:
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("example", metavar="EXAMPLE.py", help="a file defining predict(params, prompt)")
-    p.add_argument("--params", required=True, metavar="PARAMS.npz", help="params written by rnnc train --save")
+    p.add_argument("model", metavar="EXAMPLE.py", help="a file defining predict(params, prompt)")
+    p.add_argument("--params", required=True, metavar="PARAMS.npz", type=existing_file,
+                   help="params written by rnnc train --save")
     p.add_argument("--prompt", help="the example's input (letters, digits, numbers...); its default otherwise")
 
 
 def cmd_predict(args) -> int:
     """Run a trained example on ``--prompt`` with params saved by ``rnnc train --save``."""
-    ns = load_namespace(args.example)
-    if not callable(ns.get("predict")):
-        raise UserError(f"{args.example} defines no predict(params, prompt) function")
-    if not os.path.isfile(args.params):
-        raise UserError(f"--params {args.params!r} does not exist")
-    with np.load(args.params, allow_pickle=False) as data:
-        params = {k: data[k] for k in data.files}
-    print(ns["predict"](params, args.prompt) if args.prompt is not None else ns["predict"](params))
+    ns = load_namespace(args.model)
+    predict = ns.get("predict")
+    if not callable(predict):
+        raise UserError("the file defines no predict(params, prompt) function")
+    try:
+        with np.load(args.params, allow_pickle=False) as data:
+            params = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise UserError(f"{args.params!r} is not a params file written by rnnc train --save "
+                        f"({type(e).__name__}: {e})", where="--params") from None
+    print(call_user(predict, params, args.prompt) if args.prompt is not None else call_user(predict, params))
     return 0
 
 
@@ -325,8 +360,20 @@ COMMANDS: list[Command] = [
 
 
 # ---------------------------------------------------------------------------------------------- entry point
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose refusals are one line, ``--option: error: message``, with exit code 2."""
+
+    def error(self, message: str):
+        where, sep, rest = message.partition(": ")
+        if sep and where.startswith("argument "):
+            where = where[len("argument "):]
+        else:
+            where, rest = self.prog, message
+        self.exit(EXIT_USER_ERROR, f"{where}: error: {rest} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rnnc", description="rnnc: a compiler for recurrent neural networks written as equations.",
         epilog="A MODEL.py defines a module-level 'model', a build() function, or exactly one rc.Model.")
     parser.add_argument("--version", action="version", version=f"rnnc {rc.__version__}")
@@ -335,30 +382,47 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd in COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.help, description=(cmd.run.__doc__ or cmd.help).strip())
         cmd.add_arguments(p)
+        p.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full Python traceback of an error")
         p.set_defaults(run=cmd.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``rnnc`` command; returns the exit code (0 ok, 2 error in the input, 1 internal error)."""
-    args = build_parser().parse_args(argv)
+    """Run the ``rnnc`` command; returns the exit code (0 ok, 2 error in the input, 130 interrupted, 1 an rnnc
+    bug, which keeps its traceback)."""
     try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:          # --help, --version, or a refused argument (its one line is printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USER_ERROR)
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run ``args.run``: the one place where failures become one line on stderr.
+
+    A failure of the user's file, data or arguments (anything :func:`rnnc.cli_support.error_line` can place,
+    ``sys.exit`` in the user's file included) prints ``FILE:LINE: error: Kind: message`` and returns 2; Ctrl-C
+    prints one line and returns 130; anything else is an rnnc bug and propagates with its traceback.
+    """
+    user_file = split_spec(args.model)[0] if getattr(args, "model", None) else ""
+    try:
+        make_output_folders(args)
         return args.run(args)
-    except UserError as e:
-        return _fail(f"rnnc: error: {e}", args)
-    except Exception as e:  # noqa: BLE001 - everything else is sorted into user errors and rnnc bugs
-        user_file = getattr(args, "model", "").partition(":")[0]
-        line = user_error_line(e, user_file)
+    except KeyboardInterrupt as e:
+        return _fail(e, interrupt_line(e, user_file), args, EXIT_INTERRUPTED)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - sorted into user errors and rnnc bugs just below
+        line = error_line(e, user_file)
         if line is None:
             raise
-        return _fail(line, args)
+        return _fail(e, line, args, EXIT_USER_ERROR)
 
 
-def _fail(message: str, args) -> int:
+def _fail(exc: BaseException, line: str, args, code: int) -> int:
     if getattr(args, "traceback", False):
-        traceback.print_exc()
-    print(message, file=sys.stderr)
-    return EXIT_USER_ERROR
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    print(line, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""What the ``rnnc`` command needs besides its subcommands: loading the user's MODEL.py (see :mod:`rnnc.cli`
-for how the model is found), parsing sizes, random inputs, the finite-difference and model tables, and
-sorting an exception into "the user's file at line N" or an rnnc bug."""
+"""What the ``rnnc`` command needs besides its subcommands: argument types that refuse bad values, loading
+the user's MODEL.py (see :mod:`rnnc.cli` for how the model is found), random inputs, the finite-difference and
+model tables, and sorting an exception into one line ``FILE:LINE: error: Kind: message`` or an rnnc bug."""
 from __future__ import annotations
 
+import argparse
+import inspect
 import os
+import re
 import runpy
 import sys
 import traceback
@@ -15,69 +18,210 @@ from rnnc.errors import RnncError
 
 
 class UserError(Exception):
-    """A mistake in the command line or in the user's MODEL.py; reported as one line, exit code 2."""
+    """A mistake in the command line or in the user's files; reported as ``WHERE: error: message``, exit code 2.
+
+    ``where`` is the user's ``file:line``, a file, or the option at fault (``--params``).
+    """
+
+    def __init__(self, message: str, where: str | None = None):
+        super().__init__(message)
+        self.where = where
 
 
-def load_model(spec: str):
-    """Run ``spec`` (``path.py`` or ``path.py:NAME``) and return the Model it defines (see module docstring)."""
-    path, _, name = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
+# ---------------------------------------------------------------------------------------------- argument types
+# Each is an argparse ``type=``: it returns the parsed value or raises ArgumentTypeError, which argparse reports
+# as ``--option: error: message`` before any subcommand runs.
+def positive_int(text: str) -> int:
+    """An integer >= 1 (sizes, steps, epochs, repeats)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (tolerances)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def axis_sizes(text: str) -> dict[str, int]:
+    """``"t=4"`` -> ``{"t": 4}``, ``"i=3,j=2"`` -> ``{"i": 3, "j": 2}``; a bare ``"4"`` means ``t=4``."""
+    sizes: dict[str, int] = {}
+    for part in filter(None, text.split(",")):
+        axis, eq, size = (part.partition("=") if "=" in part else ("t", "=", part))
+        axis, size = axis.strip(), size.strip()
+        if not axis.isidentifier() or not size.isdigit() or int(size) < 1:
+            raise argparse.ArgumentTypeError(f"expected AXIS=SIZE with a positive size (e.g. t=4), got {part!r}")
+        sizes[axis] = int(size)
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected AXIS=SIZE (e.g. t=4), got {text!r}")
+    return sizes
+
+
+def merge_sizes(items: list[dict[str, int]] | None) -> dict[str, int]:
+    """The sizes of a repeatable ``--size``/``--unroll`` option, later ones winning."""
+    return {axis: size for item in items or [] for axis, size in item.items()}
+
+
+def input_shape(text: str) -> tuple[int, ...]:
+    """``"3,32,32"`` -> ``(3, 32, 32)``, every entry >= 1."""
+    try:
+        return tuple(positive_int(v) for v in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 3,32,32, got {text!r}") from None
+
+
+def existing_file(text: str) -> str:
+    """A path that names an existing file."""
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist" if not os.path.exists(text)
+                                         else f"{text!r} is not a file")
+    return text
+
+
+class OutputPath(str):
+    """A path the command will write; :func:`make_output_folders` creates its folder before the command runs."""
+
+
+def output_file(*extensions: str):
+    """An argparse type for an output path, optionally restricted to ``extensions`` (``".svg"``, ...)."""
+    def parse(text: str) -> OutputPath:
+        if extensions and os.path.splitext(text)[1].lower() not in extensions:
+            raise argparse.ArgumentTypeError(f"{text!r}: the output must end in {', '.join(extensions)}")
+        if os.path.isdir(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is a folder; name a file in it")
+        return OutputPath(text)
+    parse.__name__ = "output_file"
+    return parse
+
+
+def make_output_folders(args: argparse.Namespace) -> None:
+    """Create the missing folders of every :class:`OutputPath` argument (``--save out/h.npz``)."""
+    for value in vars(args).values():
+        if isinstance(value, OutputPath):
+            folder = os.path.dirname(os.path.abspath(value))
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot create the folder {folder!r} for {value!r}: {e.strerror or e}",
+                                where=value) from None
+
+
+# ---------------------------------------------------------------------------------------------- the user's file
+def split_spec(spec: str) -> tuple[str, str]:
+    """``"path.py:NAME"`` -> ``("path.py", "NAME")``; a path that exists as given is never split."""
+    if os.path.exists(spec):
+        return spec, ""
+    path, _, name = spec.partition(":")
+    return path, name
+
+
+def load_namespace(path: str) -> dict:
+    """Run ``path`` like a MODEL.py (``__name__ == "__rnnc_model__"``) and return its top-level names."""
     if not os.path.isfile(path):
-        raise UserError(f"model file {path!r} does not exist")
+        raise UserError(f"file {path!r} does not exist", where=path)
     if not path.endswith(".py"):
-        raise UserError(f"model file {path!r} must be a Python file ending in .py")
+        raise UserError(f"{path!r} must be a Python file ending in .py", where=path)
     here = os.path.dirname(os.path.abspath(path))
     sys.path.insert(0, here)
     try:
-        namespace = runpy.run_path(path, run_name="__rnnc_model__")
+        return runpy.run_path(path, run_name="__rnnc_model__")
     finally:
         if sys.path and sys.path[0] == here:
             sys.path.pop(0)
-    return pick_model(namespace, path, name)
+
+
+def load_model(spec: str):
+    """Run ``spec`` (``path.py`` or ``path.py:NAME``) and return the Model it defines (see :mod:`rnnc.cli`)."""
+    path, name = split_spec(spec)
+    return pick_model(load_namespace(path), path, name)
 
 
 def pick_model(namespace: dict, path: str, name: str = ""):
     """The Model a MODEL.py's top-level ``namespace`` defines: ``name`` if given, else the variable ``model``,
-    else ``build()``, else the only Model among its variables (a UserError naming ``path`` otherwise)."""
+    else ``build()``, else the only Model among its variables (a UserError naming ``path`` otherwise).
+
+    The model is checked (its stages scheduled) so that every command refuses an algebraic loop alike."""
     if name:
         if name not in namespace:
-            raise UserError(f"{path} defines no name {name!r}")
-        return _as_model(namespace[name], f"{path}:{name}")
-    if "model" in namespace:
-        return _as_model(namespace["model"], f"{path}: variable 'model'")
-    if callable(namespace.get("build")):
-        return _as_model(namespace["build"], f"{path}: build()")
-    found = [k for k, v in namespace.items() if isinstance(v, rc.Model) and not k.startswith("_")]
-    if len(found) == 1:
-        return namespace[found[0]]
-    if not found:
-        raise UserError(f"{path} defines no Model: set a module-level variable 'model', define build() "
-                        f"returning one, or create exactly one rc.Model at module level")
-    raise UserError(f"{path} defines several Models ({', '.join(found)}); name the one to use as "
-                    f"{path}:NAME or assign it to 'model'")
+            raise UserError(f"the file defines no name {name!r}", where=path)
+        model = _as_model(namespace[name], f"{name}")
+    elif "model" in namespace:
+        model = _as_model(namespace["model"], "variable 'model'")
+    elif callable(namespace.get("build")):
+        model = _as_model(namespace["build"], "build()")
+    else:
+        found = [k for k, v in namespace.items() if isinstance(v, rc.Model) and not k.startswith("_")]
+        if not found:
+            raise UserError("the file defines no Model: set a module-level variable 'model', define build() "
+                            "returning one, or create exactly one rc.Model at module level", where=path)
+        if len(found) > 1:
+            raise UserError(f"the file defines several Models ({', '.join(found)}); name the one to use as "
+                            f"{path}:NAME or assign it to 'model'", where=path)
+        model = namespace[found[0]]
+    rc.schedule(model)
+    return model
 
 
 def _as_model(obj, what: str):
     if callable(obj) and not isinstance(obj, rc.Model):
-        obj = obj()
+        obj = call_user(obj)
     if not isinstance(obj, rc.Model):
         raise UserError(f"{what} should be an rnnc Model, got {type(obj).__name__}")
     return obj
 
 
-def parse_sizes(items: list[str] | None) -> dict[str, int]:
-    """``["t=4"]`` or ``["i=3,j=2"]`` -> ``{"t": 4}`` / ``{"i": 3, "j": 2}``; a bare ``4`` means ``t=4``."""
-    sizes: dict[str, int] = {}
-    for item in items or []:
-        for part in filter(None, item.split(",")):
-            axis, eq, size = part.partition("=")
-            if not eq and axis.strip().isdigit():
-                axis, eq, size = "t", "=", axis
-            if not eq or not axis.strip().isidentifier() or not size.strip().isdigit() or int(size) < 1:
-                raise UserError(f"--unroll expects AXIS=SIZE with a positive size (e.g. t=4), got {part!r}")
-            sizes[axis.strip()] = int(size)
-    return sizes
+def call_user(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` for a function of the user's file, refusing a wrong signature at its ``def`` line
+    (``def build(n)``) instead of a TypeError raised inside rnnc."""
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as e:
+        name = getattr(fn, "__name__", "function")
+        shown = [type(a).__name__ for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+        raise UserError(f"TypeError: {name}() {e}; rnnc calls {name}({', '.join(shown)})",
+                        where=def_line(fn)) from None
+    except ValueError:              # no signature to check (a builtin): let the call say what is wrong
+        pass
+    return fn(*args, **kwargs)
 
 
+def def_line(fn) -> str | None:
+    """``file:line`` of the ``def`` of a Python function, None for other callables."""
+    code = getattr(fn, "__code__", None)
+    return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else None
+
+
+def check_axes(model, sizes: dict[str, int], option: str) -> None:
+    """Refuse sizes for axes the model does not have (``--unroll k=4``), naming the option."""
+    names = [a.name for a in model.graph.axes()]
+    unknown = [axis for axis in sizes if axis not in names]
+    if unknown:
+        raise UserError(f"model {model.name!r} has no axis {unknown[0]!r} (its axes: {', '.join(names) or 'none'})",
+                        where=option)
+
+
+# ---------------------------------------------------------------------------------------------- tables
 def _class_counts(graph) -> dict[str, int]:
     """For integer inputs used as class indices, the number of classes (so random targets are valid)."""
     counts: dict[str, int] = {}
@@ -139,19 +283,6 @@ def finite_difference_table(model, sizes, batch, entries, seed) -> list[tuple[st
     return rows
 
 
-def load_namespace(path: str) -> dict:
-    """Run ``path`` like a MODEL.py (``__name__ == "__rnnc_model__"``) and return its top-level names."""
-    if not os.path.isfile(path) or not path.endswith(".py"):
-        raise UserError(f"{path!r} is not an existing Python file")
-    here = os.path.dirname(os.path.abspath(path))
-    sys.path.insert(0, here)
-    try:
-        return runpy.run_path(path, run_name="__rnnc_model__")
-    finally:
-        if sys.path and sys.path[0] == here:
-            sys.path.pop(0)
-
-
 def model_table(model, sizes: dict, batch: int) -> str:
     """Params, inputs and signals of ``model`` with shapes and sizes, and the float32 memory they take."""
     graph = model.graph
@@ -174,29 +305,81 @@ def model_table(model, sizes: dict, batch: int) -> str:
     return "\n".join(lines)
 
 
-def user_error_line(exc: BaseException, user_file: str) -> str | None:
-    """One line for an exception caused by the user's model file, or None for an rnnc bug.
+# ---------------------------------------------------------------------------------------------- error lines
+def error_line(exc: BaseException, user_file: str) -> str | None:
+    """One line ``WHERE: error: Kind: message`` for a failure of the user's file, data or arguments, or None
+    for an rnnc bug (which keeps its traceback).
 
-    rnnc's own errors already quote the user's ``file:line``; any other exception raised while the user's
-    file ran is located at the innermost frame of the traceback inside that file.
+    WHERE is the ``file:line`` an rnnc error quotes in the user's file, else the innermost frame of the
+    traceback inside that file, else the option or file at fault.
     """
-    kind = type(exc).__name__
+    if isinstance(exc, UserError):
+        return f"{exc.where or user_file or 'rnnc'}: error: {one_line(str(exc))}"
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{exc.filename}:{exc.lineno}: error: SyntaxError: {exc.msg}"
-    where = None
-    if user_file:
-        target = os.path.abspath(user_file)
-        for frame, lineno in traceback.walk_tb(exc.__traceback__):
-            if os.path.abspath(frame.f_code.co_filename) == target:
-                where = f"{frame.f_code.co_filename}:{lineno}"
-    message = str(exc).strip() or kind
-    if isinstance(exc, RnncError):
-        return f"rnnc: error: {kind}: {message}" if where is None or where in message else \
-            f"{where}: error: {kind}: {message}"
-    if where is not None:
-        return f"{where}: error: {kind}: {message}"
-    if isinstance(exc, (ValueError, TypeError, KeyError)) and _raised_by_rnnc_api(exc):
-        return f"rnnc: error: {kind}: {message}"
+    frame = _innermost_user_frame(exc, user_file)
+    where = _quoted_line(str(exc), user_file) if isinstance(exc, RnncError) else None
+    where = where or (frame and f"{frame[0].co_filename}:{frame[1]}")
+    kind = type(exc).__name__
+    if isinstance(exc, SystemExit):
+        if frame is None:
+            return None
+        who = "the model file" if frame[0].co_name == "<module>" else f"{frame[0].co_name}()"
+        when = " while being loaded" if frame[0].co_name == "<module>" else ""
+        return f"{where}: error: SystemExit: {who} called sys.exit({exc.code!r}){when}"
+    if where is None:
+        if isinstance(exc, OSError) and exc.filename:
+            where = str(exc.filename)
+        elif isinstance(exc, RnncError) or (isinstance(exc, (ValueError, TypeError, KeyError))
+                                            and _raised_by_rnnc_api(exc)):
+            where = user_file or "rnnc"
+        else:
+            return None
+    message = one_line(str(exc)) or kind
+    if message.startswith(f"{where}: "):      # the error leads with the user's line already
+        message = message[len(where) + 2:]
+    return f"{where}: error: {kind}: {message}"
+
+
+def interrupt_line(exc: BaseException, user_file: str) -> str:
+    """The one line for Ctrl-C: where the user's file was when it came, if it was running."""
+    frame = _innermost_user_frame(exc, user_file)
+    return f"{f'{frame[0].co_filename}:{frame[1]}' if frame else 'rnnc'}: interrupted (KeyboardInterrupt)"
+
+
+def one_line(message: str) -> str:
+    """A multi-line message on one line: a line ending in ':' runs on into the next, others are joined by '; '."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    out = lines[0] if lines else ""
+    for prev, line in zip(lines, lines[1:]):
+        out += (" " if prev.endswith(":") else "; ") + line
+    return out
+
+
+def _innermost_user_frame(exc: BaseException, user_file: str):
+    """``(code, lineno)`` of the innermost traceback frame inside ``user_file``, or None."""
+    if not user_file:
+        return None
+    target = os.path.abspath(user_file)
+    found = None
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if os.path.abspath(frame.f_code.co_filename) == target:
+            found = (frame.f_code, lineno)
+    return found
+
+
+_FILE_LINE = re.compile(r"([^\s'\"()]+):(\d+)")
+
+
+def _quoted_line(message: str, user_file: str) -> str | None:
+    """The first ``file:line`` in an rnnc error's message that lies in the user's file (rnnc's errors quote the
+    line where the user created the node at fault)."""
+    if not user_file:
+        return None
+    target = os.path.abspath(user_file)
+    for match in _FILE_LINE.finditer(message):
+        if os.path.abspath(match.group(1)) == target:
+            return match.group(0)
     return None
 
 
