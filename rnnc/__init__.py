@@ -6,7 +6,7 @@ scans, unrolls and draws it, interprets it in numpy, derives its BPTT gradients 
 from rnnc.autodiff import GradModel, grad
 from rnnc.dsl import init
 from rnnc.dsl.model import Model, axes, t
-from rnnc.errors import CycleError, GraphError, RnncError, ShapeError
+from rnnc.errors import CycleError, GraphError, InputError, RnncError, ShapeError
 from rnnc.interpret import interpret, interpret_unrolled
 from rnnc.io import load, save
 from rnnc.ir.node import Axis
@@ -48,7 +48,7 @@ from rnnc.viz import render
 __version__ = "0.1.0"
 
 __all__ = [
-    "CycleError", "GraphError", "RnncError", "ShapeError", "Axis", "Model", "axes", "t", "init",
+    "CycleError", "GraphError", "InputError", "RnncError", "ShapeError", "Axis", "Model", "axes", "t", "init",
     "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "square", "where",
     "matmul", "concat", "split", "reshape", "one_hot", "softmax", "log_softmax", "softmax_cross_entropy",
     "binary_cross_entropy", "mse", "fsum", "fmean", "fmax", "batch_mean", "schedule", "interpret",

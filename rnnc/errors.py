@@ -18,3 +18,11 @@ class CycleError(GraphError):
 
 class ShapeError(RnncError, ValueError):
     """Shapes do not fit an op's shape rule."""
+
+
+class InputError(RnncError, ValueError):
+    """An array, state or size handed to a compiled or interpreted model is out of range: a class index past
+    the logits, a length past its axis, a history shorter than a delay, a non-positive size, a NaN.
+
+    The message is one line naming the input, the bad value, where it is and what would be valid.
+    """

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnnc.errors import InputError
+from rnnc.interpret.boundary import as_int64, check_binding, check_sizes
 from rnnc.ir.graph import Graph, static_sizes
 
 
@@ -35,12 +37,14 @@ def resolve_dtype(params: dict, dtype) -> np.dtype:
 
 
 def bind(graph: Graph, inputs: dict, params: dict, dtype=None, sizes=None, batch=None,
-         optional=()) -> Binding:
+         optional=(), check_finite: bool = False) -> Binding:
     """Check ``inputs`` and ``params`` against ``graph``; raise ``ValueError`` naming what is wrong.
 
-    Inputs named in ``optional`` (targets only the loss needs) may be left out.
+    Inputs named in ``optional`` (targets only the loss needs) may be left out. Sizes, index ranges and
+    (with ``check_finite``) NaN / Inf are checked by :mod:`rnnc.interpret.boundary`, raising ``InputError``.
     """
     dt = resolve_dtype(params, dtype)
+    sizes, batch = check_sizes(sizes, batch)
     inputs = dict(inputs)
     used = {n.name for n in graph.nodes if n.op in ("input", "lengths")}
     unknown = sorted(set(inputs) - set(graph.inputs))
@@ -53,8 +57,8 @@ def bind(graph: Graph, inputs: dict, params: dict, dtype=None, sizes=None, batch
                          f"(expected layouts: " + ", ".join(
                              f"{n} {_layout(graph.inputs[n])}" for n in missing) + ")")
     axis_sizes = {a.name: s for a, s in static_sizes(graph).items()}
-    for name, size in (sizes or {}).items():
-        if axis_sizes.setdefault(name, int(size)) != int(size):
+    for name, size in sizes.items():
+        if axis_sizes.setdefault(name, size) != size:
             raise ValueError(f"sizes= gives axis {name!r} size {size}, but the model fixes it at {axis_sizes[name]}")
     b = batch
     arrays = {}
@@ -71,15 +75,17 @@ def bind(graph: Graph, inputs: dict, params: dict, dtype=None, sizes=None, batch
                 raise ValueError(f"input {name!r}: expected real numbers, got dtype {arr.dtype}")
             arr = arr.astype(dt, copy=False)
         elif arr.dtype.kind not in "iu":
-            raise ValueError(f"input {name!r}: expected integers (dtype int), got dtype {arr.dtype}")
+            raise InputError(f"input {name!r}: expected integers (dtype int), got dtype {arr.dtype}")
         else:
-            arr = arr.astype(np.int64, copy=False)
+            arr = as_int64(name, arr)
         for axis, size in zip(node.axes, arr.shape):
             prev = axis_sizes.setdefault(axis.name, size)
             if prev != size:
                 raise ValueError(f"input {name!r}: axis {axis.name!r} has size {size}, but another input "
                                  f"or sizes= gives {prev}")
         nb = arr.shape[len(node.axes)]
+        if nb == 0:
+            raise InputError(f"input {name!r}: batch size 0; a call needs at least one sample")
         if b is None:
             b = nb
         elif nb != b:
@@ -90,13 +96,11 @@ def bind(graph: Graph, inputs: dict, params: dict, dtype=None, sizes=None, batch
         if axis.name not in axis_sizes:
             raise ValueError(f"the size of axis {axis.name!r} is unknown: no input varies along it; "
                              f"pass sizes={{{axis.name!r}: N}}")
+        if axis_sizes[axis.name] == 0:
+            given = next((f"input {n!r}" for n, node in graph.inputs.items() if n in inputs and axis in node.axes),
+                         "sizes=")
+            raise InputError(f"axis {axis.name!r} has size 0 ({given}); a sequence needs at least one step")
         sizes_by_axis[axis] = axis_sizes[axis.name]
-    for axis, lnode in graph.lengths.items():
-        if lnode in arrays:
-            lens = arrays[lnode]
-            if lens.min(initial=1) < 1 or lens.max(initial=1) > sizes_by_axis[axis]:
-                raise ValueError(f"input {lnode.name!r}: lengths must lie in [1, {sizes_by_axis[axis]}] "
-                                 f"(the size of axis {axis.name!r}), got {lens.min()}..{lens.max()}")
     for name, node in graph.params.items():
         if name not in params:
             raise ValueError(f"param {name!r} is missing (shape {node.shape}); m.init_params() makes them all")
@@ -106,4 +110,6 @@ def bind(graph: Graph, inputs: dict, params: dict, dtype=None, sizes=None, batch
         if arr.dtype.kind != "f":
             raise ValueError(f"param {name!r}: expected floats, got dtype {arr.dtype}")
         arrays[node] = arr.astype(dt, copy=False)
-    return Binding(arrays, sizes_by_axis, b if b is not None else 1, dt)
+    binding = Binding(arrays, sizes_by_axis, b if b is not None else 1, dt)
+    check_binding(graph, binding, check_finite)
+    return binding

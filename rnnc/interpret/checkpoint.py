@@ -103,9 +103,9 @@ class CheckpointInterpreter(Interpreter):
         return lazy
 
     # ------------------------------------------------------------------ running
-    def run(self, inputs, params, dtype=None, sizes=None, batch=None):
+    def run(self, inputs, params, dtype=None, sizes=None, batch=None, check_finite=False):
         self.saved, self.segment = {}, {}
-        return super().run(inputs, params, dtype, sizes, batch)
+        return super().run(inputs, params, dtype, sizes, batch, check_finite)
 
     def _scan(self, stage, nodes, env, b):
         k_stage = self.schedule.index(stage) if stage in self.schedule else None

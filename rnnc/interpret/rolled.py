@@ -61,10 +61,10 @@ class Interpreter:
         self.schedule = sched or build_schedule(graph)
         self.readers = _readers(graph)
 
-    def run(self, inputs, params, dtype=None, sizes=None, batch=None) -> Result:
+    def run(self, inputs, params, dtype=None, sizes=None, batch=None, check_finite=False) -> Result:
         g = self.graph
         optional = _loss_only_inputs(g)
-        b = bind(g, inputs, params, dtype, sizes, batch, optional=optional)
+        b = bind(g, inputs, params, dtype, sizes, batch, optional=optional, check_finite=check_finite)
         skip = self._unreachable(b)
         env = dict(b.arrays)
         for node in g.nodes:
@@ -178,7 +178,8 @@ class Interpreter:
         return evaluate(node, arrays, in_axes, out_axes, b.sizes, b.batch, b.dtype, {axis: k})
 
 
-def interpret(model, inputs: dict, params: dict, dtype=None, sizes=None, batch=None) -> Result:
+def interpret(model, inputs: dict, params: dict, dtype=None, sizes=None, batch=None,
+              check_finite: bool = False) -> Result:
     """Run a model (or gradient model) in numpy: ``rc.interpret(m, {"x": X, "y": Y}, params)``.
 
     Parameters
@@ -189,9 +190,13 @@ def interpret(model, inputs: dict, params: dict, dtype=None, sizes=None, batch=N
     dtype : "float32" or "float64"; default: float64 if the params are, else float32.
     sizes : dict axis name -> size, for axes no input varies along (e.g. an autonomous system).
     batch : batch size when no input is batched (default 1).
+    check_finite : refuse NaN / Inf in any float input or param (``InputError`` naming it and where).
+
+    Sizes must be positive integers; integer inputs that index (class labels, ``one_hot`` indices, lengths)
+    must be in range: see :mod:`rnnc.interpret.boundary`. ``rc.compile``'d models check the same.
     """
     graph = model if isinstance(model, Graph) else model.graph
-    return interpreter_for(graph).run(inputs, params, dtype, sizes, batch)
+    return interpreter_for(graph).run(inputs, params, dtype, sizes, batch, check_finite)
 
 
 _INTERPRETERS: weakref.WeakKeyDictionary[Graph, Interpreter] = weakref.WeakKeyDictionary()

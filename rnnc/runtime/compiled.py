@@ -14,6 +14,8 @@ import warnings
 import numpy as np
 
 from rnnc.errors import GraphError
+from rnnc.interpret.boundary import check_finite as check_finite_arrays
+from rnnc.interpret.boundary import check_state, state_batch
 from rnnc.interpret.rolled import Result, _loss_only_inputs
 from rnnc.ir.graph import Graph
 from rnnc.passes.dce import prune
@@ -71,48 +73,65 @@ class Compiled:
         return {name: dict(k.stats) for name, k in self._kernels.items()}
 
     # ------------------------------------------------------------------ entry points
-    def forward(self, inputs: dict, params: dict) -> Result:
-        """Outputs by name, and the loss when every input the loss needs is given."""
+    def forward(self, inputs: dict, params: dict, sizes: dict | None = None, batch: int | None = None,
+                check_finite: bool = False) -> Result:
+        """Outputs by name, and the loss when every input the loss needs is given.
+
+        ``sizes`` (axis name -> size) and ``batch`` size axes no input varies along (an autonomous model);
+        ``check_finite`` refuses NaN / Inf in the float inputs and params. Inputs are checked as
+        ``rc.interpret`` checks them (:mod:`rnnc.interpret.boundary`) before the kernel runs.
+        """
         has_targets = self.graph.loss is not None and all(n in inputs for n in self._optional)
         k = self.kernel("loss" if has_targets else "outputs")
-        b = k.bind(inputs, params, optional=self._optional)
+        b = k.bind(inputs, params, optional=self._optional, sizes=sizes, batch=batch, check_finite=check_finite)
         bufs = k.call(b)
         outs = {name: k.result(bufs, "outputs", name) for name in k.source_graph.outputs}
         loss = float(k.result(bufs, "loss")) if has_targets else None
         return Result(outs, loss)
 
-    def loss_and_grad(self, inputs: dict, params: dict) -> tuple[float, dict]:
-        """:math:`L` and :math:`\\partial L / \\partial w` for every param (or the ``wrt`` names)."""
+    def loss_and_grad(self, inputs: dict, params: dict, sizes: dict | None = None, batch: int | None = None,
+                      check_finite: bool = False) -> tuple[float, dict]:
+        """:math:`L` and :math:`\\partial L / \\partial w` for every param (or the ``wrt`` names); ``sizes``,
+        ``batch`` and ``check_finite`` as in :meth:`forward`."""
         k = self.kernel("grad")
-        b = k.bind(inputs, params)
+        b = k.bind(inputs, params, sizes=sizes, batch=batch, check_finite=check_finite)
         bufs = k.call(b)
         grads = {name: k.result(bufs, "grads", name) for name in k.source_graph.grads}
         return float(k.result(bufs, "loss")), grads
 
-    def step(self, state, inputs_t: dict, params: dict):
+    def step(self, state, inputs_t: dict, params: dict, batch: int | None = None, check_finite: bool = False):
         """One step of every forward recurrence: ``(state, outputs at this step)``.
 
         ``inputs_t`` holds each sequence input at one index, laid out ``(B, *shape)``; ``state`` is None
-        at the start, then what the previous call returned.
+        at the start, then what the previous call returned: for each delayed value, its last ``depth`` steps
+        ``(depth, B, *shape)`` (checked against the model's delays, batch and feature sizes). ``batch`` sizes
+        the first step of a model without inputs (later steps take it from the state).
         """
         k = self.kernel("step")
-        seq = {name: np.asarray(v)[None] if name in k.source_graph.inputs and k.source_graph.inputs[name].axes
-               else v for name, v in inputs_t.items()}
-        b = k.bind(seq, params)
+        g = k.source_graph
+        seq = {name: np.asarray(v)[None] if name in g.inputs and g.inputs[name].axes else v
+               for name, v in inputs_t.items()}
+        if batch is None and not seq:
+            batch = state_batch(state)
+        b = k.bind(seq, params, sizes={a.name: 1 for a in g.axes()}, batch=batch, check_finite=check_finite)
+        expected = {}
+        for name, (_hvar, _svar, depth) in k.layout.hist.items():
+            value = g.values[name]
+            expected[name] = (depth,) + ((b.batch,) if value.batched else ()) + value.shape
+        hists = check_state(state, expected, k.dtype)
+        if check_finite:
+            check_finite_arrays(hists, "step(): state ")
         extra = {}
-        for name, (hvar, svar, depth) in k.layout.hist.items():
-            value = k.source_graph.values[name]
-            shape = (depth,) + ((b.batch,) if value.batched else ()) + value.shape
-            hist = None if state is None else state.get(name)
-            extra[hvar] = np.ascontiguousarray(hist, dtype=k.dtype) if hist is not None else np.zeros(shape, k.dtype)
-            extra[svar] = 1 if hist is not None else 0
+        for name, (hvar, svar, _depth) in k.layout.hist.items():
+            extra[hvar] = hists[name] if state is not None else np.zeros(expected[name], k.dtype)
+            extra[svar] = 1 if state is not None else 0
         bufs = k.call(b, extra)
         new_state = {}
         for name, (hvar, _svar, depth) in k.layout.hist.items():
-            node = k.source_graph.values[name]
+            node = g.values[name]
             now = k.result(bufs, "values", name) if node.op not in ("input",) else b.arrays[node]
             new_state[name] = np.concatenate([extra[hvar], now], axis=0)[-depth:]
-        outs = {name: k.result(bufs, "outputs", name)[0] for name in k.source_graph.outputs}
+        outs = {name: k.result(bufs, "outputs", name)[0] for name in g.outputs}
         return new_state, outs
 
 

@@ -21,6 +21,7 @@ from rnnc.backends.cache import load, store
 from rnnc.backends.cpu.emit import BATCH
 from rnnc.backends.cuda.render import CudaRenderer
 from rnnc.interpret.bind import bind
+from rnnc.interpret.boundary import index_plan
 from rnnc.interpret.rolled import Result
 from rnnc.passes import run_pipeline
 from rnnc.runtime.compiled import Compiled
@@ -69,19 +70,21 @@ class CudaKernel(Kernel):
         self.to_host = to_host
         self.threads = None
 
-    def bind(self, inputs, params, optional=()):
-        """Check like the CPU backend; device arrays are checked by shape and dtype, not copied."""
+    def bind(self, inputs, params, optional=(), sizes=None, batch=None, check_finite: bool = False):
+        """Check like the CPU backend; device arrays are checked by shape and dtype, not copied — except the
+        inputs whose values the boundary checks (lengths, class labels, one-hot indices: all of them with
+        ``check_finite``), which are copied to the host first."""
         on_dev = {}
         host_in, host_par = {}, {}
-        lengths = {n.name for n in self.source_graph.lengths.values()}
+        on_host = index_plan(self.source_graph).index_inputs
         for src, dst in ((inputs, host_in), (params, host_par)):
             for name, v in src.items():
-                if is_device_array(v) and name not in lengths:
+                if is_device_array(v) and not check_finite and name not in on_host:
                     on_dev[name] = _as_device(v)
                     dst[name] = _placeholder(on_dev[name])
                 else:
                     dst[name] = v.copy_to_host() if is_device_array(v) else v
-        b = bind(self.source_graph, host_in, host_par, self.dtype, optional=optional)
+        b = bind(self.source_graph, host_in, host_par, self.dtype, sizes, batch, optional, check_finite)
         for node in list(b.arrays):
             dev = on_dev.get(node.name)
             if dev is not None and node.op in ("input", "param"):
@@ -186,15 +189,16 @@ class CudaCompiled(Compiled):
         finally:
             k.to_host = old
 
-    def forward(self, inputs: dict, params: dict, to_host: bool | None = None) -> Result:
+    def forward(self, inputs: dict, params: dict, to_host: bool | None = None, **checks) -> Result:
+        """As on the CPU (``sizes``, ``batch``, ``check_finite`` in ``checks``)."""
         has_targets = self.graph.loss is not None and all(n in inputs for n in self._optional)
         return self._with_host("loss" if has_targets else "outputs", to_host,
-                               lambda: Compiled.forward(self, inputs, params))
+                               lambda: Compiled.forward(self, inputs, params, **checks))
 
-    def loss_and_grad(self, inputs: dict, params: dict, to_host: bool | None = None):
-        return self._with_host("grad", to_host, lambda: Compiled.loss_and_grad(self, inputs, params))
+    def loss_and_grad(self, inputs: dict, params: dict, to_host: bool | None = None, **checks):
+        return self._with_host("grad", to_host, lambda: Compiled.loss_and_grad(self, inputs, params, **checks))
 
-    def step(self, state, inputs_t: dict, params: dict):
+    def step(self, state, inputs_t: dict, params: dict, **checks):
         """As on the CPU; the state and the step's outputs are host arrays."""
         inputs_t = {k: v.copy_to_host() if is_device_array(v) else v for k, v in inputs_t.items()}
-        return self._with_host("step", True, lambda: Compiled.step(self, state, inputs_t, params))
+        return self._with_host("step", True, lambda: Compiled.step(self, state, inputs_t, params, **checks))

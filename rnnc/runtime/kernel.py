@@ -136,8 +136,9 @@ class Kernel:
         body = self.path.read_text().rpartition(FOOTER)[0]
         return body.rpartition("# built with ")[0].rstrip("\n") + "\n"
 
-    def bind(self, inputs, params, optional=()):
-        return bind(self.source_graph, inputs, params, self.dtype, optional=optional)
+    def bind(self, inputs, params, optional=(), sizes=None, batch=None, check_finite: bool = False):
+        """The checked binding of a call (:func:`rnnc.interpret.bind.bind`: the interpreter's checks)."""
+        return bind(self.source_graph, inputs, params, self.dtype, sizes, batch, optional, check_finite)
 
     def buffers(self, sizes: dict) -> dict:
         """Buffers for these sizes (``{Axis or BATCH: n}``), allocated once and reused (zeroed views of one block,
