@@ -1,0 +1,92 @@
+"""The names users give rnnc (model, axes, inputs, params, signals, outputs): one rule they follow, and the one
+way they reach generated code.
+
+A name is a Python identifier that is not a keyword and does not start with ``__``. Generated code never uses
+a user's name as an identifier (its variables are rnnc's own: ``v3``, ``i0``, ``stage_2``...); a name appears
+only in a comment or the module docstring, written by :func:`safe_comment`. The rule is checked where a name
+is declared (:class:`rnnc.ir.node.Axis`, :class:`rnnc.dsl.model.Model`) and again, by
+:func:`check_graph_names`, when a graph is keyed for the cache or rendered to source, so a name changed or
+forged after declaration cannot get through either.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+
+#: characters Python's tokenizer or ``str.splitlines`` take as the end of a line
+LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+#: a node's label for a shifted reference: ``h[t-1]`` (``value[axis+offset]``)
+_REF_LABEL = re.compile(r"(?P<value>[^\[\]]+)\[(?P<axis>[^\[\]+-]+)[+-]\d+\]")
+
+
+def _plain(text: str) -> str:
+    """``text`` as an exact ``str`` (a subclass's overridden methods play no part in checking or writing it)."""
+    return str.__str__(text)
+
+
+def is_name(name) -> bool:
+    """Does ``name`` follow the rule: a ``str`` that is an identifier, not a keyword, no leading ``__``?"""
+    if not isinstance(name, str):
+        return False
+    name = _plain(name)
+    return name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("__")
+
+
+def check_name(name, what: str) -> str:
+    """Return ``name`` (as an exact ``str``) if it follows the rule (:func:`is_name`); else raise a one-line
+    ``ValueError`` naming ``what`` (``"axis"``, ``"model"``...), the name's ``repr()`` and the user's ``file:line``."""
+    if not is_name(name):
+        from rnnc.ir.node import user_line
+
+        shown = str.__repr__(_plain(name)) if isinstance(name, str) else f"of type {type(name).__name__}"
+        raise ValueError(f"{what} name {shown} is not a valid Python identifier (letters, digits, _; "
+                         f"no leading digit, no keyword, no leading '__') at {user_line()}")
+    return _plain(name)
+
+
+def check_label(label, what: str) -> str:
+    """A node's label: a name, or a shifted reference's ``value[axis±k]`` made of two names."""
+    ref = _REF_LABEL.fullmatch(label) if isinstance(label, str) else None
+    if ref is not None and is_name(ref["value"]) and is_name(ref["axis"]):
+        return label
+    return check_name(label, what)
+
+
+def safe_comment(name, bare: bool = False) -> str:
+    """``name`` as it may appear in a comment or a docstring of generated code: its ``repr()`` (``'h'``), or
+    with ``bare`` a plain identifier as it is (``h``).
+
+    Whatever ``name`` holds, the text is one line with no quote that can end a string: ``repr()`` escapes every
+    non-printable character (line breaks such as ``\\n``, ``\\x0b``, ``\\x85``, ``\\u2028`` among them), ``"`` is
+    written ``\\x22``, and any other character that Python or ``str.splitlines`` take as a line break is
+    escaped too. Renderers call this only for names :func:`check_graph_names` has accepted; the escaping is
+    the second line of defence.
+    """
+    name = _plain(name if isinstance(name, str) else str(name))
+    if bare and name.isidentifier():
+        return name
+    text = str.__repr__(name).replace('"', "\\x22")
+    return "".join(f"\\u{ord(c):04x}" if c in LINE_BREAKS or not c.isprintable() else c for c in text)
+
+
+def check_graph_names(graph) -> None:
+    """Check every name of ``graph`` that generated code or a cache key could carry: the model's, every loop
+    axis', every named leaf, value, output, gradient and initial value, and each node's label. Raises a one-line
+    ``ValueError`` naming the first one that breaks the rule (see :func:`check_name`)."""
+    check_name(graph.name, "model")
+    for axis in graph.axes():
+        check_name(axis.name, "axis")
+    for what, table in (("input", graph.inputs), ("param", graph.params), ("value", graph.values),
+                        ("output", graph.outputs), ("gradient", graph.grads), ("initial value", graph.inits)):
+        for name in table:
+            check_name(name, what)
+    for name in graph.signals:
+        check_name(name, "signal")
+    for node in graph.nodes:
+        if node.name is not None:
+            check_label(node.name, f"{node.op} node")
+        if node.op == "ref":
+            check_name(node.attr("value"), "reference")
+
+
+__all__ = ["LINE_BREAKS", "is_name", "check_name", "check_label", "safe_comment", "check_graph_names"]
