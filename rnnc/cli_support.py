@@ -336,8 +336,10 @@ def error_line(exc: BaseException, user_file: str) -> str | None:
         else:
             return None
     message = one_line(str(exc)) or kind
-    if message.startswith(f"{where}: "):      # the error leads with the user's line already
+    if message.startswith(f"{where}: "):      # the error quotes the user's line already: once is enough
         message = message[len(where) + 2:]
+    elif message.endswith(f" at {where}"):
+        message = message[:-len(where) - 4]
     return f"{where}: error: {kind}: {message}"
 
 
