@@ -27,8 +27,8 @@ def _check_leaf(model, leaf, used_at: str) -> None:
     """Refuse a param or input node that ``model`` did not declare (one taken from another model)."""
     table, kind = _OWN[leaf.op]
     if getattr(model, table).get(leaf.name) is not leaf:
-        raise GraphError(f"{kind} {leaf.name!r} (declared at {leaf.where}) is used at {used_at} but is not a "
-                         f"{kind} of model {model.name!r}; declare it on this model")
+        raise GraphError(f"{kind} {leaf.name!r} is used at {used_at} in model {model.name!r}, but it was declared "
+                         f"at {leaf.where} on another model; declare it on this one")
 
 
 def _check_refs(model, roots):

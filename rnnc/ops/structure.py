@@ -211,7 +211,7 @@ def _slice_bounds(written: str, key: slice, size: int) -> tuple[int, int]:
         bounds.append(int(value) % size if value < 0 else int(value))
     start, stop = bounds
     if start >= stop:
-        raise ShapeError(f"{written}: the slice selects no features of the {size} there are at {user_line()}")
+        raise ShapeError(f"{written}: the slice is empty ({start}:{stop} of {size} features) at {user_line()}")
     return start, stop
 
 
