@@ -187,6 +187,24 @@ def check_binding(graph: Graph, binding, finite: bool = False) -> None:
                           if node in binding.arrays}, kind[:-1] + " ")
 
 
+def check_data(graph: Graph, data: dict, finite: bool = False) -> None:
+    """Check a whole data set (input name -> array, laid out like a call's inputs with every sample on the
+    batch axis) once, before training on it: the index inputs' ranges, and with ``finite`` NaN / Inf in the
+    float inputs. Positions name the sample in the data set. Names ``graph`` does not read are ignored."""
+    sizes = {}
+    for name, node in graph.inputs.items():
+        if name in data:
+            for axis, n in zip(node.axes, np.shape(data[name])):
+                sizes.setdefault(axis, n)
+    for check in index_plan(graph).leaves:
+        name = check.operand.name
+        arr = np.asarray(data[name]) if name in data else None
+        if arr is not None and arr.dtype.kind in "iu" and arr.size:
+            _in_range(check, as_int64(name, arr), sizes, f"input {name!r}")
+    if finite:
+        check_finite({k: v for k, v in data.items() if k in graph.inputs}, "input ")
+
+
 def _evaluate_int(graph: Graph, operand: Node, env: dict, binding):
     """``operand``'s array over its whole layout, computed in numpy from the integer inputs it reads (as a map
     stage would); None when one of them was not handed in."""
@@ -283,5 +301,5 @@ def check_state(state, expected: dict, dtype) -> dict:
     return out
 
 
-__all__ = ["IndexCheck", "Plan", "as_int64", "check_binding", "check_finite", "check_sizes", "check_state",
-           "index_plan", "positive_int", "state_batch"]
+__all__ = ["IndexCheck", "Plan", "as_int64", "check_binding", "check_data", "check_finite", "check_sizes",
+           "check_state", "index_plan", "positive_int", "state_batch"]

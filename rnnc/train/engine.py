@@ -27,10 +27,10 @@ class InterpretEngine:
 
     name = "interpret"
 
-    def __init__(self, model, dtype: str = "float32"):
+    def __init__(self, model, dtype: str = "float32", check_finite: bool = False):
         from rnnc.ir.graph import Graph
 
-        self.model, self.dtype = model, dtype
+        self.model, self.dtype, self.check_finite = model, dtype, check_finite
         self.graph = model if isinstance(model, Graph) else model.graph
         self._grad_graph = None
 
@@ -46,13 +46,13 @@ class InterpretEngine:
     def loss_and_grad(self, batch: dict, params: dict) -> Step:
         from rnnc.interpret import interpret
 
-        res = interpret(self.grad_graph, batch, params, dtype=self.dtype)
+        res = interpret(self.grad_graph, batch, params, dtype=self.dtype, check_finite=self.check_finite)
         return Step(res.loss, res.grads, res.outputs)
 
     def forward(self, batch: dict, params: dict) -> dict:
         from rnnc.interpret import interpret
 
-        res = interpret(self.graph, batch, params, dtype=self.dtype)
+        res = interpret(self.graph, batch, params, dtype=self.dtype, check_finite=self.check_finite)
         return {**res.outputs, "loss": res.loss}
 
 
@@ -66,10 +66,11 @@ class CompiledEngine:
 
     name = "compiled"
 
-    def __init__(self, model, dtype: str = "float32", target: str = "cpu", threads: int | None = None):
+    def __init__(self, model, dtype: str = "float32", target: str = "cpu", threads: int | None = None,
+                 check_finite: bool = False):
         import rnnc
 
-        self.model, self.dtype, self.target = model, dtype, target
+        self.model, self.dtype, self.target, self.check_finite = model, dtype, target, check_finite
         # on CUDA, gradients and outputs come back as numpy arrays: the optimisers and the trainer are numpy
         extra = {"results": "host"} if target == "cuda" else {"threads": threads}
         self.fn = rnnc.compile(model, target=target, dtype=dtype, **extra)
@@ -89,10 +90,10 @@ class CompiledEngine:
         params = _cast(params, self.dtype)
         if self.target == "cpu":
             k = self.kernel()
-            bufs = k.call(k.bind(batch, params))
+            bufs = k.call(k.bind(batch, params, check_finite=self.check_finite))
             return Step(float(k.result(bufs, "loss")), {n: k.result(bufs, "grads", n) for n in k.names("grads")},
                         {n: k.result(bufs, "outputs", n) for n in k.names("outputs")})
-        out = self.fn.loss_and_grad(batch, params)
+        out = self.fn.loss_and_grad(batch, params, check_finite=self.check_finite)
         if isinstance(out, tuple):
             loss, grads = out[0], out[1]
             outputs = out[2] if len(out) > 2 else None
@@ -103,7 +104,7 @@ class CompiledEngine:
         return Step(float(loss), dict(grads), dict(outputs or {}))
 
     def forward(self, batch, params) -> dict:
-        out = self.fn.forward(batch, _cast(params, self.dtype))
+        out = self.fn.forward(batch, _cast(params, self.dtype), check_finite=self.check_finite)
         if isinstance(out, dict):
             return out
         return {**dict(out.outputs), "loss": getattr(out, "loss", None)}
@@ -113,10 +114,10 @@ class AutoEngine:
     """The compiled engine, or, when the backend lacks a rule for one of the model's ops, the interpreter —
     with a warning naming the op, never silently."""
 
-    def __init__(self, model, dtype: str = "float32"):
-        self.model, self.dtype = model, dtype
+    def __init__(self, model, dtype: str = "float32", check_finite: bool = False):
+        self.model, self.dtype, self.check_finite = model, dtype, check_finite
         try:
-            self.impl = CompiledEngine(model, dtype)
+            self.impl = CompiledEngine(model, dtype, check_finite=check_finite)
         except Exception as e:  # noqa: BLE001 - reported below, then the reference runs
             self._fallback(e)
         self.name = self.impl.name
@@ -126,7 +127,7 @@ class AutoEngine:
 
         warnings.warn(f"rnnc.train: compiled engine unavailable for model {getattr(self.model, 'name', '?')!r} "
                       f"({type(err).__name__}: {err}); training with the numpy interpreter", stacklevel=3)
-        self.impl = InterpretEngine(self.model, self.dtype)
+        self.impl = InterpretEngine(self.model, self.dtype, self.check_finite)
 
     def _call(self, method, batch, params):
         try:
@@ -149,16 +150,17 @@ def _cast(params, dtype):
     return {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
 
 
-def make_engine(model, kind: str = "auto", dtype: str = "float32"):
-    """``"interpret"``, ``"compiled"`` or ``"auto"`` (compiled when ``rc.compile`` exists, else interpreted)."""
+def make_engine(model, kind: str = "auto", dtype: str = "float32", check_finite: bool = False):
+    """``"interpret"``, ``"compiled"`` or ``"auto"`` (compiled when ``rc.compile`` exists, else interpreted).
+    ``check_finite``: every call refuses NaN / Inf in its float inputs and params (``InputError``)."""
     import rnnc
 
     if kind == "interpret":
-        return InterpretEngine(model, dtype)
+        return InterpretEngine(model, dtype, check_finite)
     if kind == "compiled":
-        return CompiledEngine(model, dtype)
+        return CompiledEngine(model, dtype, check_finite=check_finite)
     if kind == "auto" and hasattr(rnnc, "compile"):
-        return AutoEngine(model, dtype)
+        return AutoEngine(model, dtype, check_finite)
     if kind != "auto":
         raise ValueError(f"engine must be 'auto', 'interpret' or 'compiled', got {kind!r}")
-    return InterpretEngine(model, dtype)
+    return InterpretEngine(model, dtype, check_finite)

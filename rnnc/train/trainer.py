@@ -10,8 +10,10 @@ import time
 
 import numpy as np
 
-from rnnc.train.checkpoint import CheckpointError, atomic_savez, load_npz, split_prefixed
+from rnnc.interpret.boundary import check_data
+from rnnc.train.checkpoint import CheckpointError, atomic_savez, load_checkpoint
 from rnnc.train.engine import make_engine
+from rnnc.train.interrupts import DeferredInterrupts
 from rnnc.train.optim import clip_global_norm
 
 
@@ -39,23 +41,28 @@ class Trainer:
     engine : "auto", "interpret" or "compiled" (see :mod:`rnnc.train.engine`).
     augment : callable ``(batch, rng) -> batch`` applied to each training batch (e.g.
         :class:`~rnnc.train.augment.FlipShift`), ``rng`` seeded by (seed, epoch, batch index), or None.
+    check_finite : refuse NaN / Inf in the data, the params and every step's inputs (``InputError`` naming
+        them); class labels and lengths are range-checked over the whole data set before training either way.
     """
 
     def __init__(self, model, optimizer, batch_size: int = 32, seed: int = 0, dtype: str = "float32",
                  schedule=None, clip: float | None = None, checkpoint: str | None = None, engine: str = "auto",
-                 progress: bool = True, params: dict | None = None, augment=None):
+                 progress: bool = True, params: dict | None = None, augment=None, check_finite: bool = True):
         self.model = model
         self.train_net, self.eval_net = _nets(model)
         self.optimizer, self.batch_size, self.seed, self.dtype = optimizer, int(batch_size), int(seed), dtype
         self.schedule, self.clip, self.checkpoint, self.progress = schedule, clip, checkpoint, progress
         self.augment = augment
-        self.engine = make_engine(self.train_net.model, engine, dtype)
-        self.eval_engine = make_engine(self.eval_net.model, "interpret" if engine == "interpret" else engine, dtype)
+        self.check_finite = check_finite
+        self.engine = make_engine(self.train_net.model, engine, dtype, check_finite)
+        self.eval_engine = make_engine(self.eval_net.model, "interpret" if engine == "interpret" else engine, dtype,
+                                       check_finite)
         self.params = params if params is not None else self.train_net.model.init_params(seed, dtype)
         self.buffers = {k: np.full(b.shape, b.init, dtype=dtype) for k, b in self.train_net.buffers.items()}
         self.history: list[dict] = []
         self.epoch, self.batch_index = 0, 0
         self._partial = {"loss": 0.0, "correct": 0, "seen": 0}
+        self._interrupts, self._source = DeferredInterrupts(), None   # SIGINT/SIGTERM; the file resumed from
 
     # ------------------------------------------------------------------ data
     def _batch_dim(self, name: str, graph) -> int:
@@ -85,14 +92,44 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def fit(self, data: dict, epochs: int, val: dict | None = None) -> list[dict]:
         """Train until ``epochs`` epochs are done (counting those restored by :meth:`resume`); returns history."""
-        try:
+        check_data(self.train_net.model.graph, data, self.check_finite)     # bad labels: refused before step 1
+        if val is not None:
+            check_data(self.eval_net.model.graph, val, self.check_finite)
+        self._refuse_if_torn()
+        with self._interrupts:   # SIGINT/SIGTERM wait for the next safe point (rnnc.train.interrupts)
             while self.epoch < epochs:
                 self._run_epoch(data, epochs, val)
-        except KeyboardInterrupt:
-            if self.checkpoint:
-                self.save_checkpoint(self.checkpoint)
-            raise
+                self._safe_point()
+        self._safe_point()   # a signal after the last safe point, before the previous handlers came back
         return self.history
+
+    def _safe_point(self):
+        """Between two steps: if a signal came, save the checkpoint (if one is configured) and stop."""
+        name = self._interrupts.take()
+        if name is None:
+            return
+        where = f"epoch {self.epoch + 1}, {self.batch_index} batches done"
+        if self.checkpoint:
+            self.save_checkpoint(self.checkpoint)
+            raise KeyboardInterrupt(f"{name}: stopped between two steps ({where}); checkpoint saved to "
+                                    f"{self.checkpoint}")
+        raise KeyboardInterrupt(f"{name}: stopped between two steps ({where}); no checkpoint= to save to")
+
+    def _refuse_if_torn(self):
+        if self._interrupts.forced:
+            raise RuntimeError("this Trainer was stopped in the middle of a step (a second interrupt), so its "
+                               "state is not consistent; resume it from its last checkpoint")
+
+    def _check_position(self, n, batches):
+        """A resumed position must lie inside this data's epoch: fewer batches done than it has."""
+        seen = min(self.batch_index * self.batch_size, n)
+        source = self._source or "the trainer's state"
+        if self.batch_index >= batches:
+            raise CheckpointError(f"{source}: field batch_index: expected an integer in [0, {batches - 1}] "
+                                  f"({n} samples in batches of {self.batch_size}), got {self.batch_index}")
+        if self._partial["seen"] != seen:
+            raise CheckpointError(f"{source}: field partial.seen: expected {seen} ({self.batch_index} batches "
+                                  f"done of {n} samples), got {self._partial['seen']}")
 
     def _run_epoch(self, data, epochs, val):
         graph = self.train_net.model.graph
@@ -100,11 +137,13 @@ class Trainer:
         perm = np.random.default_rng([self.seed, self.epoch]).permutation(n)
         noise_rng = np.random.default_rng([self.seed, self.epoch, 1])
         starts = list(range(0, n, self.batch_size))
+        self._check_position(n, len(starts))
         for k in range(self.batch_index):   # replay the noise already drawn this epoch
             self._noise(self._take(data, perm[starts[k]:starts[k] + self.batch_size], graph), noise_rng)
         bar = _bar(len(starts), self.batch_index, f"epoch {self.epoch + 1}/{epochs}", self.progress)
         t0, seen0 = time.perf_counter(), self._partial["seen"]
         while self.batch_index < len(starts):
+            self._safe_point()
             s = starts[self.batch_index]
             idx = perm[s:s + self.batch_size]
             batch = self._take(data, idx, graph)
@@ -179,30 +218,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str) -> None:
-        """Write params, buffers, optimizer state, position (epoch, batch) and history atomically."""
+        """Write params, buffers, optimizer state, position (epoch, batch) and history atomically. A signal
+        during the write waits for it to finish (inside :meth:`fit`)."""
+        self._refuse_if_torn()
         arrays = {**{f"param/{k}": v for k, v in self.params.items()},
                   **{f"buffer/{k}": v for k, v in self.buffers.items()},
                   **{f"optim/{k}": np.asarray(v) for k, v in self.optimizer.state_dict().items()}}
         meta = {"epoch": self.epoch, "batch_index": self.batch_index, "seed": self.seed, "dtype": self.dtype,
                 "batch_size": self.batch_size, "history": self.history, "partial": self._partial,
                 "optimizer": type(self.optimizer).__name__, "spec": _spec(self.model)}
-        atomic_savez(path, arrays, meta, "rnnc-checkpoint")
+        with self._interrupts.saving():
+            atomic_savez(path, arrays, meta, "rnnc-checkpoint")
 
     def resume(self, path: str) -> Trainer:
         """Restore a checkpoint written by this trainer's configuration; :meth:`fit` then continues exactly."""
-        arrays, meta = load_npz(path, "rnnc-checkpoint")
-        for key, mine in (("seed", self.seed), ("dtype", self.dtype), ("batch_size", self.batch_size),
-                          ("optimizer", type(self.optimizer).__name__), ("spec", _spec(self.model))):
-            if meta.get(key) != mine:
-                raise CheckpointError(f"{path}: written with {key}={meta.get(key)!r}, this trainer has {mine!r}")
-        params = split_prefixed(arrays, "param/")
-        if set(params) != set(self.params):
-            raise CheckpointError(f"{path}: params {sorted(params)} do not match the model's {sorted(self.params)}")
-        self.params = params
-        self.buffers = split_prefixed(arrays, "buffer/")
-        self.optimizer.load_state_dict(split_prefixed(arrays, "optim/"))
-        self.epoch, self.batch_index = int(meta["epoch"]), int(meta["batch_index"])
+        config = {"seed": self.seed, "dtype": self.dtype, "batch_size": self.batch_size,
+                  "optimizer": type(self.optimizer).__name__, "spec": _spec(self.model)}
+        params, buffers, state, meta = load_checkpoint(path, self.params, self.buffers, self.optimizer, config)
+        self.params, self.buffers = params, buffers
+        self.optimizer.load_state_dict(state)
+        self.epoch, self.batch_index = meta["epoch"], meta["batch_index"]
         self.history, self._partial = list(meta["history"]), dict(meta["partial"])
+        self._source, self._interrupts.forced = path, False
         return self
 
 
