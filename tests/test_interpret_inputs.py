@@ -89,7 +89,7 @@ def test_lengths_out_of_range():
     inp = case.make_inputs(np.random.default_rng(0), 4, 2, np.float64)
     for bad in ([0, 2], [2, 5]):
         msg = _err(case.model, dict(inp, x_lengths=np.array(bad)), case.params())
-        assert "'x_lengths'" in msg and "[1, 4]" in msg
+        assert "'x_lengths'" in msg and "1..4" in msg and str(max(bad) if max(bad) > 4 else 0) in msg
 
 
 def test_dtype_rules(elman):
