@@ -144,6 +144,20 @@ def _attr_from_json(value, axes: list, field: str):
                            f"{_short(value)}")
 
 
+# Attrs that no shape or axes rule reads, so rebuilding a node would not notice a wrong type: checked here.
+_NUMBER, _INT, _STR = (int, float), (int,), (str,)
+_ATTR_TYPES = {"offset": _INT, "eps": _NUMBER, "mode": _STR, "k1": _INT, "k2": _INT, "shift": _INT, "src": _INT,
+               "dst": _INT, "batched": (bool,), "dtype": _STR, ("ref", "value"): _STR, ("const", "value"): _NUMBER}
+
+
+def _check_attr_type(op: str, attr: str, value, field: str) -> None:
+    types = _ATTR_TYPES.get((op, attr)) or _ATTR_TYPES.get(attr)
+    if types is not None:
+        _need(value, types, field, " or ".join(t.__name__ for t in types))
+    if attr == "shape" and op in ("input", "param", "lengths", "ref"):
+        _shape(list(value) if isinstance(value, tuple) else value, field)
+
+
 _NODE_KEYS = {"op", "inputs", "attrs", "shape", "dtype", "axes", "batched", "name", "where"}
 
 
@@ -153,6 +167,12 @@ def _shape(value, field: str) -> tuple:
         if _need(s, (int,), f"{field}[{k}]", "a positive integer") <= 0:
             raise SpecError(f"{field}[{k}]", f"expected a positive integer, got {s}")
     return tuple(value)
+
+
+def _dtype(value, field: str) -> str:
+    if value not in ("float", "int"):
+        raise SpecError(field, f"expected 'float' or 'int', got {_short(value)}")
+    return value
 
 
 def _read_node(rec, k: int, built: list, axes: list) -> Node:
@@ -170,6 +190,7 @@ def _read_node(rec, k: int, built: list, axes: list) -> Node:
         if not a.isidentifier() or a in ("name", "where"):
             raise SpecError(f"{field}.attrs", f"bad attribute name {_short(a)}")
         attrs[a] = _attr_from_json(v, axes, f"{field}.attrs.{a}")
+        _check_attr_type(op, a, attrs[a], f"{field}.attrs.{a}")
     where = _need(rec["where"], (str,), f"{field}.where", "a source location string")
     if len(where) > _MAX_WHERE or not where.isprintable():
         raise SpecError(f"{field}.where", "expected a short printable source location")
@@ -179,7 +200,7 @@ def _read_node(rec, k: int, built: list, axes: list) -> Node:
     except Exception as e:  # the op's own rules refuse the recorded attrs or inputs: the file is at fault
         raise SpecError(field, f"op {op!r} refuses its recorded inputs or attrs: {type(e).__name__}: {e}") from None
     expect = {"shape": _shape(rec["shape"], f"{field}.shape"),
-              "dtype": _need(rec["dtype"], (str,), f"{field}.dtype", "'float' or 'int'"),
+              "dtype": _dtype(rec["dtype"], f"{field}.dtype"),
               "axes": tuple(axes[_index(i, len(axes), f"{field}.axes")] for i in
                             _need(rec["axes"], (list,), f"{field}.axes", "a list of axis indices")),
               "batched": _need(rec["batched"], (bool,), f"{field}.batched", "true or false")}
