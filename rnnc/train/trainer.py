@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from rnnc.interpret.boundary import check_data
 from rnnc.train.checkpoint import CheckpointError, atomic_savez, load_checkpoint
 from rnnc.train.engine import make_engine
 from rnnc.train.interrupts import DeferredInterrupts
@@ -40,18 +41,22 @@ class Trainer:
     engine : "auto", "interpret" or "compiled" (see :mod:`rnnc.train.engine`).
     augment : callable ``(batch, rng) -> batch`` applied to each training batch (e.g.
         :class:`~rnnc.train.augment.FlipShift`), ``rng`` seeded by (seed, epoch, batch index), or None.
+    check_finite : refuse NaN / Inf in the data, the params and every step's inputs (``InputError`` naming
+        them); class labels and lengths are range-checked over the whole data set before training either way.
     """
 
     def __init__(self, model, optimizer, batch_size: int = 32, seed: int = 0, dtype: str = "float32",
                  schedule=None, clip: float | None = None, checkpoint: str | None = None, engine: str = "auto",
-                 progress: bool = True, params: dict | None = None, augment=None):
+                 progress: bool = True, params: dict | None = None, augment=None, check_finite: bool = True):
         self.model = model
         self.train_net, self.eval_net = _nets(model)
         self.optimizer, self.batch_size, self.seed, self.dtype = optimizer, int(batch_size), int(seed), dtype
         self.schedule, self.clip, self.checkpoint, self.progress = schedule, clip, checkpoint, progress
         self.augment = augment
-        self.engine = make_engine(self.train_net.model, engine, dtype)
-        self.eval_engine = make_engine(self.eval_net.model, "interpret" if engine == "interpret" else engine, dtype)
+        self.check_finite = check_finite
+        self.engine = make_engine(self.train_net.model, engine, dtype, check_finite)
+        self.eval_engine = make_engine(self.eval_net.model, "interpret" if engine == "interpret" else engine, dtype,
+                                       check_finite)
         self.params = params if params is not None else self.train_net.model.init_params(seed, dtype)
         self.buffers = {k: np.full(b.shape, b.init, dtype=dtype) for k, b in self.train_net.buffers.items()}
         self.history: list[dict] = []
@@ -87,6 +92,9 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def fit(self, data: dict, epochs: int, val: dict | None = None) -> list[dict]:
         """Train until ``epochs`` epochs are done (counting those restored by :meth:`resume`); returns history."""
+        check_data(self.train_net.model.graph, data, self.check_finite)     # bad labels: refused before step 1
+        if val is not None:
+            check_data(self.eval_net.model.graph, val, self.check_finite)
         self._refuse_if_torn()
         with self._interrupts:   # SIGINT/SIGTERM wait for the next safe point (rnnc.train.interrupts)
             while self.epoch < epochs:
