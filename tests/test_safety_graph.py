@@ -97,6 +97,9 @@ def test_slice_features_and_reshape_check_their_arguments():
     refused(TypeError, lambda: rc.ops.slice_features(x[t], 0.5, 2), "slice_features", "start")
     refused(rc.ShapeError, lambda: rc.reshape(x[t], (4, -1)), "reshape of x", "(4, -1)")
     refused(rc.ShapeError, lambda: rc.reshape(x[t], (-2, -2)), "reshape of x")
+    refused(rc.ShapeError, lambda: rc.split(x[t], [5, -1]), "split", "[5, -1]")
+    refused(rc.ShapeError, lambda: rc.split(x[t], [1.5, 2.5]), "split", "positive ints")
+    refused(ValueError, lambda: rc.fsum(x[t], 0), "axis=-1", "got 0")
 
 
 # ----------------------------------------------------------------------------- valid indices: both engines agree

@@ -94,7 +94,7 @@ def expand(g, shape, axis=None):
 
 def _feature_axis(axis):
     if axis not in (None, -1):
-        raise ValueError(f"feature reductions take axis=None (all) or axis=-1 (last), got {axis!r}")
+        raise ValueError(f"feature reductions take axis=None (all) or axis=-1 (last), got {axis!r} at {user_line()}")
     return axis
 
 

@@ -140,8 +140,11 @@ def _int_arg(op: str, what: str, value) -> int:
 def split(x, sizes):
     """Split the last feature dimension into consecutive parts of the given sizes."""
     x = as_node(x)
-    if sum(sizes) != x.shape[-1]:
-        raise shape_error("split", [x], f"sizes {list(sizes)} do not add up to {x.shape[-1]}")
+    if not isinstance(sizes, (tuple, list)) or not all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) and s >= 1 for s in sizes):
+        raise shape_error("split", [x], f"sizes must be a list of positive ints, got {sizes!r}")
+    if not x.shape or sum(sizes) != x.shape[-1]:
+        raise shape_error("split", [x], f"sizes {list(sizes)} do not add up to {x.shape[-1] if x.shape else 0}")
     out, start = [], 0
     for s in sizes:
         out.append(slice_features(x, start, start + s))
