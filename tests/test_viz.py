@@ -1,4 +1,5 @@
 """Drawings: folded and unrolled models through Graphviz (rnnc.viz)."""
+import importlib
 import re
 import shutil
 
@@ -108,21 +109,22 @@ def test_folded_lstm_and_renet_labels():
     assert ("v", "right", "Ur") in found
 
 
-def test_unrolled_elman_has_a_cluster_per_step():
+def test_unrolled_elman_has_the_lectures_nodes_and_edges():
     source = to_dot(elman().unroll(t=3)).source
-    clusters = re.findall(r"subgraph (cluster_\w+)", source)
-    assert clusters == ["cluster_t0", "cluster_t1", "cluster_t2"]
+    assert "layout=neato" in source and source.count("!\"") >= 15      # positions pinned by rnnc
+    assert re.findall(r'label="(t = \d)"', source) == ["t = 0", "t = 1", "t = 2"]
     labels = {b for _, b, _ in edges(source)} | {a for a, _, _ in edges(source)}
     assert {"h[0]", "h[1]", "h[2]", "h[-1]", "x[0]", "o[2]"} <= labels
     found = edges(source)
     assert ("h[-1]", "h[0]", "W, t-1") in found and ("h[1]", "h[2]", "W, t-1") in found
     assert ("x[1]", "h[1]", "U") in found
+    assert ("o[1]", "L[1]", "") in found and ("y[1]", "L[1]", "") in found and ("L[2]", "L", "") in found
     assert not re.search(r'label="?(@|\+|tanh)', source), "hidden ops are contracted away"
 
 
-def test_unrolled_grid_has_a_cluster_per_cell():
+def test_unrolled_grid_labels_rows_and_columns():
     source = to_dot(renet().unroll(i=2, j=2)).source
-    assert len(re.findall(r"subgraph cluster_i\d_j\d", source)) == 4
+    assert sorted(re.findall(r'label="([ij] = \d)"', source)) == ["i = 0", "i = 1", "j = 0", "j = 1"]
     found = edges(source)
     assert ("down[0,1]", "down[1,1]", "Wd, i-1") in found
     assert ("left[1,2]", "left[1,1]", "Wl, j+1") in found
@@ -158,11 +160,19 @@ def test_long_unroll_gives_a_dot_source_without_recursion():
     assert "h[1999]" in source and "h[-1]" in source
 
 
+def test_long_unrolls_show_the_first_steps_an_ellipsis_and_the_last():
+    source = to_dot(elman().unroll(t=50)).source
+    labels = {a for a, _, _ in edges(source)} | {b for _, b, _ in edges(source)}
+    assert {"h[0]", "h[1]", "h[2]", "h[49]", "⋯"} <= labels and "h[3]" not in labels
+    assert ("h[2]", "⋯", "W, t-1") in edges(source) and ("⋯", "h[49]", "W, t-1") in edges(source)
+    assert "h[3]" in to_dot(elman().unroll(t=50), max_steps=None).source
+
+
 def test_render_guards_big_drawings_but_writes_dot(tmp_path):
     g = elman().unroll(t=50)
     with pytest.raises(ValueError, match="max_nodes"):
-        render(g, tmp_path / "big.svg", max_nodes=100)
-    render(g, tmp_path / "big.dot", max_nodes=100)
+        render(g, tmp_path / "big.svg", max_nodes=100, max_steps=None)
+    render(g, tmp_path / "big.dot", max_nodes=100, max_steps=None)
     assert "h[49]" in (tmp_path / "big.dot").read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["big.dot"]
 
@@ -177,8 +187,7 @@ def test_bad_suffix_and_bad_object(tmp_path):
 
 
 def test_missing_dot_says_how_to_install(tmp_path, monkeypatch):
-    import rnnc.viz.render as r
-
+    r = importlib.import_module("rnnc.viz.render")      # the module (rnnc.viz.render is also the function)
     monkeypatch.setattr(r.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="apt-get install graphviz"):
         render(elman(), tmp_path / "e.svg")

@@ -1,13 +1,9 @@
-"""Drawings of folded models and unrolled graphs (Graphviz)."""
+"""Drawings of folded models, unrolled graphs and gradient models (Graphviz).
 
+``render(obj, path)`` writes a drawing, ``to_dot(obj)`` returns the Graphviz graph, ``svg(obj)`` its SVG text;
+``folded`` draws models with delays as back arcs, ``unrolled`` one column per step at positions computed in
+``layout``, ``names`` holds the names drawings show (``L[t]``, ``δh``, ``∂L/∂W``).
+"""
+from rnnc.viz.render import render, svg, to_dot
 
-def render(*a, **k):
-    from rnnc.viz.render import render as _render
-
-    return _render(*a, **k)
-
-
-def to_dot(*a, **k):
-    from rnnc.viz.render import to_dot as _to_dot
-
-    return _to_dot(*a, **k)
+__all__ = ["render", "svg", "to_dot"]

@@ -36,12 +36,17 @@ class Canvas:
             self.ids[key] = f"n{len(self.ids)}"
         return self.ids[key]
 
-    def node(self, key, kind: str, label: str, tooltip: str = "", into=None, sub: str = "") -> None:
-        (into or self.dot).node(self.node_id(key), **style.node_attrs(kind, label, tooltip, sub))
+    def node(self, key, kind: str, label: str, tooltip: str = "", into=None, sub: str = "", **extra) -> None:
+        (into or self.dot).node(self.node_id(key), **style.node_attrs(kind, label, tooltip, sub), **extra)
 
-    def edge(self, src, dst, label: str = "", delay: bool = False, init: bool = False, into=None) -> None:
+    def edge(self, src, dst, label: str = "", delay: bool = False, init: bool = False, into=None,
+             read: bool = False) -> None:
+        """An edge; ``delay``: through a delayed reference (dashed), ``init``: into an initial value
+        (dotted), ``read``: a gradient reading a forward value (light)."""
         attrs = {"label": f" {label} "} if label else {}
-        if delay:
+        if read:
+            attrs.update(style.READ_EDGE)
+        elif delay:
             attrs.update(style.DELAY_EDGE, **({"constraint": "false"} if self.loose_delays else {}))
         elif init:
             attrs.update(style.INIT_EDGE)

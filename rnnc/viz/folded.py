@@ -16,11 +16,12 @@ from rnnc.viz.canvas import Canvas, delay_of, reduction_label
 from rnnc.viz.contract import Path, contract
 
 
-def folded_dot(graph: Graph, detail: bool = False, params: bool | None = None, rankdir: str = "BT",
+def folded_dot(graph: Graph, detail: str = "values", params: bool | None = None, rankdir: str = "BT",
                title: bool = True) -> tuple[graphviz.Digraph, int]:
-    """Draw ``graph`` folded; returns the Digraph and its number of nodes."""
+    """Draw ``graph`` folded; ``detail`` is ``"values"``, ``"cells"`` or ``"ops"`` (see
+    :func:`rnnc.viz.to_dot`). Returns the Digraph and its number of nodes."""
     canvas = Canvas(graph.name, rankdir, graph.name if title else None)
-    if detail:
+    if detail == "ops":
         _detailed(canvas, graph, params is not False)
     else:
         _named_only(canvas, graph, bool(params))

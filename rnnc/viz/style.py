@@ -24,6 +24,7 @@ GRAPH_ATTR = {"fontname": FONT, "nodesep": "0.35", "ranksep": "0.45", "bgcolor":
 NODE_ATTR = {"fontname": FONT, "fontsize": "13", "style": "filled", "penwidth": "1.2"}
 EDGE_ATTR = {"fontname": FONT, "fontsize": "10", "arrowsize": "0.7", "color": "#444444"}
 DELAY_EDGE = {"style": "dashed", "color": "#b04a3c", "fontcolor": "#b04a3c"}
+READ_EDGE = {"color": "#c8c8c8", "arrowsize": "0.5", "penwidth": "0.8"}
 INIT_EDGE = {"style": "dotted", "color": "#777777", "fontcolor": "#777777"}
 
 

@@ -1,170 +1,176 @@
-"""The unrolled drawing: one cluster per step (per grid cell), values labelled ``h[2]``, ``h[-1]``.
+"""The unrolled drawing: the lecture's "deployed" graph, one column per step, values labelled ``h[2]``, ``h[-1]``.
 
 By default hidden ops are contracted away (see :mod:`rnnc.viz.contract`): the drawing keeps the named
-values, the inputs and the initial values, with edges labelled by the params met and, for edges that came
-through a delayed reference, the delay (``W, t-1``), as in the lecture's unrolled ("deployed") figures.
-``detail=True`` keeps every node.
+values, the initial values and the per-step losses ``L[t]``, with edges labelled by the params met and,
+for edges that came through a delayed reference, the delay (``W, t-1``). ``detail=True`` keeps every node.
+Positions come from :mod:`rnnc.viz.layout` (steps left to right in order, inputs at the bottom, a 2-D
+recurrence as a grid); Graphviz only draws the pinned nodes and routes the edges (``layout=neato``).
 """
 from __future__ import annotations
 
 import graphviz
 import networkx as nx
 
-from rnnc.viz import style
+from rnnc.viz import layout, style
 from rnnc.viz.canvas import Canvas
 from rnnc.viz.contract import contract
+from rnnc.viz.names import Names, names_of, transposed
 
 
-def unrolled_dot(g: nx.DiGraph, detail: bool = False, params: bool | None = None, rankdir: str = "BT",
-                 title: bool = True, hints: bool = True, loose_delays: bool = True
-                 ) -> tuple[graphviz.Digraph, int]:
+def unrolled_dot(g: nx.DiGraph, detail: bool = False, params: bool | None = None, title: bool = True,
+                 max_steps: int | None = 8) -> tuple[graphviz.Digraph, int]:
     """Draw an unrolled graph from ``m.unroll(...)``; returns the Digraph and its number of nodes.
 
-    ``hints`` adds invisible layout edges (cells in index order, initial values level with what they feed);
-    ``loose_delays`` keeps delayed edges out of the ranking (steps side by side rather than a staircase).
+    ``max_steps``: an axis with more steps is drawn as its first steps, an ellipsis and its last step
+    (None: every step).
     """
     graph = g.graph["graph"]
-    sizes = g.graph["sizes"]
+    names = names_of(graph)
     with_params = detail if params is None else bool(params)
-    nodes = g.nodes
-
-    def kept(n) -> bool:
-        d = nodes[n]
-        if d["op"] == "param":
-            return with_params
-        return detail or d["op"] == "initial" or d["value"] is not None
-
-    def param(n):
-        d = nodes[n]
-        return d["value"] if d["op"] == "param" and not with_params else None
-
+    terms = _loss_terms(g, graph)
     order = list(nx.topological_sort(g))
-    # reductions are visible in an unrolled drawing (all steps point at the sum), so edges carry no "sum t"
+    keep = _keeper(g, names, with_params, detail, terms)
     edges = contract(order, lambda n: ((p, g.edges[p, n].get("delay")) for p in g.predecessors(n)),
-                     lambda n: (n, None) if kept(n) else None, param, lambda n: None, kept)
-    steps = ", ".join(f"{a.name}={s}" for a, s in sizes.items())
-    canvas = Canvas(graph.name, rankdir, f"{graph.name} unrolled ({steps})" if title else None,
-                    loose_delays)
-    clusters = _draw_nodes(canvas, g, graph, [n for n in order if kept(n)], sizes, detail)
-    for dst, incoming in edges.items():
-        for (src, delay), path in incoming.items():
-            canvas.edge(src, dst, path.label(delay), delay=delay is not None)
-    if hints:
-        _arrange(canvas, g, edges, clusters, sizes)
-    _sinks_on_top(canvas, g, clusters.get(None, []))
+                     lambda n: (n, None) if keep(n) else None, lambda n: _hidden_param(g, n, with_params),
+                     lambda n: None, keep)
+    axes = {a: layout.Axis(s, max_steps) for a, s in g.graph["sizes"].items()}
+    items = {n: _item(g, n, names, terms, detail) for n in order if keep(n)}
+    drawn = _elide(items, edges, axes)
+    table = layout.place(list(items.values()), [(s, d, delayed, label) for s, d, label, delayed in drawn], axes)
+    steps = ", ".join(f"{a.name}={s}" for a, s in g.graph["sizes"].items())
+    canvas = Canvas(graph.name, "BT", f"{graph.name} unrolled ({steps})" if title else None)
+    canvas.dot.graph_attr.update(layout="neato", inputscale="72", splines="true", outputorder="edgesfirst")
+    for it in table.items.values():
+        _draw(canvas, g, graph, it, detail)
+    for k, (text, x, y) in enumerate(table.labels):
+        canvas.dot.node(f"step{k}", label=text, shape="plaintext", style="", fontsize="11",
+                        fontcolor="#777777", pos=f"{x:.1f},{y:.1f}!")
+    backward = {key for key, it in items.items() if it.role != "ellipsis" and g.nodes[key]["ir"] in names.backward}
+    for src, dst, label, delayed in drawn:
+        if dst in backward and src not in backward:    # a gradient reading a forward value
+            canvas.edge(src, dst, label, read=True)
+        else:
+            canvas.edge(src, dst, label, delay=delayed, init=items[dst].role == "initial")
     return canvas.dot, len(canvas.ids)
 
 
-def _sinks_on_top(canvas: Canvas, g: nx.DiGraph, loose: list) -> None:
-    """Axis-free results (the loss, gradients) drawn in one row above every step."""
-    sinks = [n for n in loose if g.nodes[n]["op"] not in ("initial", "param", "input") and not g.out_degree(n)]
-    if len(sinks) > 1:
-        with canvas.dot.subgraph() as row:
-            row.attr(rank="max" if canvas.dot.graph_attr.get("rankdir", "BT") == "BT" else "min")
-            for n in sinks:
-                row.node(canvas.node_id(n))
+def _keeper(g: nx.DiGraph, names: Names, with_params: bool, detail: bool, terms: dict):
+    nodes = g.nodes
+
+    def keep(n) -> bool:
+        d = nodes[n]
+        if d["op"] in ("param", "initial"):
+            return with_params if d["op"] == "param" else d["value"] not in names.hidden or detail
+        if d["value"] is not None and d["value"] in names.hidden:
+            return detail
+        return detail or d["value"] is not None or n in terms
+    return keep
 
 
-def _arrange(canvas: Canvas, g: nx.DiGraph, edges: dict, clusters: dict, sizes: dict) -> None:
-    """Layout hints, all invisible edges: a hidden *spine* node below everything whose ordered out-edges
-    (``ordering=out``) set the cells left to right in index order (grid cells row by row), with each
-    initial value ``h[-1]`` level with the ``h[0]`` it feeds, before the cells (after them for reverse
-    scans)."""
-    cells = [clusters[k] for k in sorted(k for k in clusters if k is not None)]
-    if not cells:
-        return
-    last = max(sizes, key=lambda a: a.order)
-    before, after = _initials(g, edges, last)
-    canvas.dot.node("spine", shape="point", width="0", height="0", style="invis", ordering="out", label="")
-    for init, dst in before:
-        _invisible(canvas, "spine", init, minlen=_level(edges, dst, clusters) + 1)
-    for cell in cells:
-        for n in _ends(edges, cell):
-            _invisible(canvas, "spine", n)
-    for init, dst in after:
-        _invisible(canvas, "spine", init, minlen=_level(edges, dst, clusters) + 1)
-
-
-def _initials(g: nx.DiGraph, edges: dict, last) -> tuple[list, list]:
-    """Initial values read along the last axis, each with the node it feeds (the same value's, if any),
-    split into those read before the first index and after the last one."""
-    partner: dict = {}
-    for dst, incoming in edges.items():
-        for src, _ in incoming:
-            if g.nodes[src]["op"] == "initial" and g.nodes[dst]["op"] != "initial":
-                same = g.nodes[dst]["value"] == g.nodes[src]["value"]
-                if src not in partner or (same and not partner[src][1]):
-                    partner[src] = (dst, same)
-    before, after = [], []
-    for init, (dst, _) in partner.items():
-        index = g.nodes[init]["index"]
-        along = [a for a, k in index.items() if k != g.nodes[dst]["index"].get(a)]
-        if along and along[0] is last:
-            (before if index[last] < 0 else after).append((init, dst))
-    return before, after
-
-
-def _level(edges: dict, n, clusters: dict) -> int:
-    """Longest path of drawn, undelayed edges to ``n`` from the bottom of its cell (inputs: level 0)."""
-    cell = next((set(m) for k, m in clusters.items() if k is not None and n in m), {n})
-    level, frontier = 0, {n}
-    while level <= len(cell):
-        frontier = {s for f in frontier for (s, delay) in edges.get(f, {}) if s in cell and not delay}
-        if not frontier:
-            break
-        level += 1
-    return level
-
-
-def _invisible(canvas: Canvas, a, b, minlen: int = 1) -> None:
-    ids = [x if x == "spine" else canvas.node_id(x) for x in (a, b)]
-    canvas.dot.edge(*ids, style="invis", **({"minlen": str(minlen)} if minlen != 1 else {}))
-
-
-def _ends(edges: dict, members: list) -> list:
-    """The nodes of a cell that no undelayed drawn edge inside the cell enters (its bottom)."""
-    inside = set(members)
-    return [n for n in members if not any(s in inside and not d for (s, d) in edges.get(n, {}))]
-
-
-def _cluster_key(d: dict, sizes: dict):
-    """The step (or grid cell) a node is drawn in, or None for nodes outside the steps."""
-    index = d["index"]
-    if not index or d["op"] == "initial":
-        return None
-    if any(not 0 <= k < sizes[a] for a, k in index.items()):
-        return None
-    return tuple((a.order, a.name, k) for a, k in sorted(index.items(), key=lambda p: p[0].order))
-
-
-def _draw_nodes(canvas: Canvas, g: nx.DiGraph, graph, kept: list, sizes: dict, detail: bool) -> dict:
-    clusters: dict = {}
-    for n in kept:
-        clusters.setdefault(_cluster_key(g.nodes[n], sizes), []).append(n)
-    for key in sorted(clusters, key=lambda k: (k is not None, k or ())):
-        if key is None:
-            for n in clusters[key]:
-                _node(canvas, g, graph, n, detail)
-            continue
-        name = "cluster_" + "_".join(f"{a}{k}" for _, a, k in key)
-        with canvas.dot.subgraph(name=name) as sub:
-            sub.attr(label=", ".join(f"{a} = {k}" for _, a, k in key), style="rounded,filled",
-                     color="#cccccc", fillcolor="#fafafa", fontsize="11", fontcolor="#666666")
-            for n in clusters[key]:
-                _node(canvas, g, graph, n, detail, into=sub)
-    return clusters
-
-
-def _node(canvas: Canvas, g: nx.DiGraph, graph, n, detail: bool, into=None) -> None:
+def _hidden_param(g: nx.DiGraph, n, with_params: bool) -> str | None:
+    """A param not drawn as a node is collected into edge labels (``Wᵀ`` when read transposed)."""
     d = g.nodes[n]
-    node = d["ir"]
-    sub = style.defining_op(node) if detail and d["value"] is not None and d["op"] != "initial" else ""
-    if d["op"] == "initial":
-        kind, label = "initial", d["label"]
-    elif d["op"] == "param":
-        kind, label = "param", d["label"]
+    if d["op"] == "param" and not with_params:
+        return d["value"]
+    if d["op"] == "transpose" and not with_params:
+        (p,) = g.predecessors(n)
+        if g.nodes[p]["op"] == "param":
+            return transposed(g.nodes[p]["value"])
+    return None
+
+
+def _loss_terms(g: nx.DiGraph, graph) -> dict:
+    """Per-step losses: unnamed per-step nodes summed over an axis on the way to the loss -> their label."""
+    if graph.loss is None:
+        return {}
+    root = next((n for n in g if g.nodes[n]["ir"] is graph.loss and g.nodes[n]["op"] != "initial"), None)
+    if root is None:
+        return {}
+    towards, stack = {root}, [root]
+    while stack:
+        for p in g.predecessors(stack.pop()):
+            if p not in towards and g.nodes[p]["value"] is None and g.nodes[p]["op"] not in ("param", "initial"):
+                towards.add(p)
+                stack.append(p)
+    found, below = {}, set()      # below: partial sums of per-step losses (a grid's row sums)
+    for n in nx.topological_sort(g.subgraph(towards)):
+        d = g.nodes[n]
+        if any(p in found or p in below for p in g.predecessors(n)):
+            below.add(n)
+        elif d["index"] and any(s in towards and len(g.nodes[s]["index"]) < len(d["index"])
+                                for s in g.successors(n)):
+            found[n] = d["ir"]
+    kinds = sorted({ir.id for ir in found.values()})
+    return {n: "L" if len(kinds) == 1 else f"L{kinds.index(ir.id) + 1}" for n, ir in found.items()}
+
+
+def _label(base: str, index: dict) -> str:
+    return f"{base}[{','.join(str(k) for k in index.values())}]" if index else base
+
+
+def _item(g: nx.DiGraph, n, names: Names, terms: dict, detail: bool) -> layout.Item:
+    d = g.nodes[n]
+    index = dict(sorted(d["index"].items(), key=lambda p: p[0].order))
+    if n in terms:
+        label = _label(terms[n], index)
     elif d["value"] is not None:
-        kind, label = style.value_kind(graph, node, d["value"]), d["label"]
+        label = _label(names.of(d["ir"], d["value"]) if d["op"] != "initial" else d["value"], index)
     else:
-        kind, label = "op", style.op_label(node)
-    canvas.node(n, kind, label, style.describe(node), into=into, sub=sub)
+        label = style.op_label(d["ir"])
+    value = ("term", d["ir"].id) if n in terms else d["value"] if d["value"] is not None else d["ir"].id
+    if d["op"] == "initial":
+        role = "initial"
+    elif index:
+        role = "value"
+    else:
+        role = "source" if not g.in_degree(n) else "free"
+    return layout.Item(n, value, tuple(index), tuple(index.values()), role, label, loss_term=n in terms)
+
+
+def _elide(items: dict, edges: dict, axes: dict) -> list[tuple]:
+    """Drop the items of steps hidden behind an ellipsis; an edge with one hidden end ends at an ellipsis
+    item in the hidden item's row. Returns the drawn edges ``(src, dst, label, delayed)``."""
+    hidden = {key for key, it in items.items()
+              if it.role == "value" and any(axes[a].slot(k) is None for a, k in zip(it.axes, it.index))}
+
+    def stand_in(key):
+        it = items[key]
+        index = tuple(None if axes[a].slot(k) is None else k for a, k in zip(it.axes, it.index))
+        dots = ("…", it.value, index)
+        if dots not in items:
+            items[dots] = layout.Item(dots, it.value, it.axes, index, "ellipsis", "⋯")
+        return dots
+
+    drawn = {}
+    for dst, incoming in edges.items():
+        for (src, delay), path in incoming.items():
+            if src not in items or dst not in items or (src in hidden and dst in hidden):
+                continue
+            a = stand_in(src) if src in hidden else src
+            b = stand_in(dst) if dst in hidden else dst
+            drawn.setdefault((a, b, delay is not None), path.label(delay))
+    for key in hidden:
+        del items[key]
+    return [(a, b, label, delayed) for (a, b, delayed), label in drawn.items()]
+
+
+def _draw(canvas: Canvas, g: nx.DiGraph, graph, it: layout.Item, detail: bool) -> None:
+    pos = {"pos": f"{it.x:.1f},{it.y:.1f}!"}
+    if it.role == "ellipsis":
+        canvas.dot.node(canvas.node_id(it.key), label=it.label, shape="plaintext", style="", fontsize="18",
+                        **pos)
+        return
+    d = g.nodes[it.key]
+    node = d["ir"]
+    if d["op"] == "initial":
+        kind = "initial"
+    elif d["op"] == "param":
+        kind = "param"
+    elif it.loss_term:
+        kind = "loss"
+    elif d["value"] is not None:
+        kind = style.value_kind(graph, node, d["value"])
+    else:
+        kind = "op"
+    sub = style.defining_op(node) if detail and d["value"] is not None and d["op"] != "initial" else ""
+    canvas.node(it.key, kind, it.label, style.describe(node), sub=sub, **pos)
