@@ -40,7 +40,7 @@ class Canvas:
         (into or self.dot).node(self.node_id(key), **style.node_attrs(kind, label, tooltip, sub), **extra)
 
     def edge(self, src, dst, label: str = "", delay: bool = False, init: bool = False, into=None,
-             read: bool = False) -> None:
+             read: bool = False, **extra) -> None:
         """An edge; ``delay``: through a delayed reference (dashed), ``init``: into an initial value
         (dotted), ``read``: a gradient reading a forward value (light)."""
         attrs = {"label": f" {label} "} if label else {}
@@ -50,4 +50,4 @@ class Canvas:
             attrs.update(style.DELAY_EDGE, **({"constraint": "false"} if self.loose_delays else {}))
         elif init:
             attrs.update(style.INIT_EDGE)
-        (into or self.dot).edge(self.node_id(src), self.node_id(dst), **attrs)
+        (into or self.dot).edge(self.node_id(src), self.node_id(dst), **attrs, **extra)

@@ -36,7 +36,7 @@ def unrolled_dot(g: nx.DiGraph, detail: bool = False, params: bool | None = None
     axes = {a: layout.Axis(s, max_steps) for a, s in g.graph["sizes"].items()}
     items = {n: _item(g, n, names, terms, detail) for n in order if keep(n)}
     drawn = _elide(items, edges, axes)
-    table = layout.place(list(items.values()), [(s, d, delayed, label) for s, d, label, delayed in drawn], axes)
+    table = layout.place(list(items.values()), [(s, d, delay is not None, label) for s, d, label, delay in drawn], axes)
     steps = ", ".join(f"{a.name}={s}" for a, s in g.graph["sizes"].items())
     canvas = Canvas(graph.name, "BT", f"{graph.name} unrolled ({steps})" if title else None)
     canvas.dot.graph_attr.update(layout="neato", inputscale="72", splines="true", outputorder="edgesfirst")
@@ -46,11 +46,12 @@ def unrolled_dot(g: nx.DiGraph, detail: bool = False, params: bool | None = None
         canvas.dot.node(f"step{k}", label=text, shape="plaintext", style="", fontsize="11",
                         fontcolor="#777777", pos=f"{x:.1f},{y:.1f}!")
     backward = {key for key, it in items.items() if it.role != "ellipsis" and g.nodes[key]["ir"] in names.backward}
-    for src, dst, label, delayed in drawn:
-        if dst in backward and src not in backward:    # a gradient reading a forward value
-            canvas.edge(src, dst, label, read=True)
-        else:
-            canvas.edge(src, dst, label, delay=delayed, init=items[dst].role == "initial")
+    for src, dst, label, delay in drawn:
+        read = dst in backward and src not in backward     # a gradient reading a forward value
+        init = items[dst].role == "initial"
+        kind = "read" if read else "delay" if delay else "initial" if init else "step"
+        canvas.edge(src, dst, label, delay=delay is not None, init=init, read=read,
+                    **{"class": f"{kind} {delay}" if delay else kind})
     return canvas.dot, len(canvas.ids)
 
 
@@ -129,7 +130,7 @@ def _item(g: nx.DiGraph, n, names: Names, terms: dict, detail: bool) -> layout.I
 
 def _elide(items: dict, edges: dict, axes: dict) -> list[tuple]:
     """Drop the items of steps hidden behind an ellipsis; an edge with one hidden end ends at an ellipsis
-    item in the hidden item's row. Returns the drawn edges ``(src, dst, label, delayed)``."""
+    item in the hidden item's row. Returns the drawn edges ``(src, dst, label, delay or None)``."""
     hidden = {key for key, it in items.items()
               if it.role == "value" and any(axes[a].slot(k) is None for a, k in zip(it.axes, it.index))}
 
@@ -148,14 +149,18 @@ def _elide(items: dict, edges: dict, axes: dict) -> list[tuple]:
                 continue
             a = stand_in(src) if src in hidden else src
             b = stand_in(dst) if dst in hidden else dst
-            drawn.setdefault((a, b, delay is not None), path.label(delay))
+            drawn.setdefault((a, b, delay), path.label(delay))
     for key in hidden:
         del items[key]
-    return [(a, b, label, delayed) for (a, b, delayed), label in drawn.items()]
+    return [(a, b, label, delay) for (a, b, delay), label in drawn.items()]
 
 
 def _draw(canvas: Canvas, g: nx.DiGraph, graph, it: layout.Item, detail: bool) -> None:
-    pos = {"pos": f"{it.x:.1f},{it.y:.1f}!"}
+    """One node at its place; its SVG/JSON class says what it is and where: ``value t_0``, ``initial t_-1``,
+    ``value i_0 j_1``, ``ellipsis t_…``, ``loss value t_2``, ``free``."""
+    steps = " ".join(f"{a.name}_{'…' if k is None else k}" for a, k in zip(it.axes, it.index))
+    role = f"loss {it.role}" if it.loss_term else it.role
+    pos = {"pos": f"{it.x:.1f},{it.y:.1f}!", "class": f"{role} {steps}".strip()}
     if it.role == "ellipsis":
         canvas.dot.node(canvas.node_id(it.key), label=it.label, shape="plaintext", style="", fontsize="18",
                         **pos)
