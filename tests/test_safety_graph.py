@@ -220,6 +220,16 @@ def test_the_shapes_of_the_issue_and_the_valid_kinds():
     assert m.input("s", ()).shape == ()
 
 
+def test_bad_inits_are_refused_at_the_declaration():
+    m = rc.Model("m")
+    refused(ValueError, lambda: m.param("W", 3, init="identity"), "param 'W'", "Identity", "(3,)")
+    refused(ValueError, lambda: m.param("W", (), init=rc.init.Orthogonal()), "param 'W'", "Orthogonal")
+    refused(ValueError, lambda: m.param("W", (2, 2), init=np.ones(3)), "param 'W'", "(3,)")
+    refused(TypeError, lambda: m.param("W", (2, 2), init={"a": 1}), "param 'W'", "dict")
+    refused(TypeError, lambda: m.param("W", (2,), init=np.array(["a", "b"])), "param 'W'")
+    assert not m.params
+
+
 @given(st.one_of(st.text(min_size=1, max_size=3), st.integers(), st.none(),
                  st.lists(st.one_of(st.text(max_size=2), st.integers(), st.none()), min_size=1, max_size=3)))
 def test_axes_that_are_not_rc_axis_values_are_refused(bad):

@@ -130,13 +130,17 @@ def resolve(init, shape, name: str):
     """Check an ``init=`` argument and return an Initializer or a fixed array."""
     if init is None:
         return default_init(shape)
-    if isinstance(init, Initializer):
-        return init
     if isinstance(init, str):
         if init not in NAMED:
             raise ValueError(f"param {name!r}: unknown init {init!r}; expected one of {sorted(NAMED)} "
                              f"at {user_line()}")
-        return NAMED[init]
+        init = NAMED[init]
+    if isinstance(init, Initializer):
+        if isinstance(init, Identity) and len(shape) != 2 or isinstance(init, Orthogonal) and not shape:
+            need = "a matrix" if isinstance(init, Identity) else "at least one dimension"
+            raise ValueError(f"param {name!r}: {type(init).__name__} init needs {need}, got shape {tuple(shape)} "
+                             f"at {user_line()}")
+        return init
     if isinstance(init, (int, float, np.integer, np.floating)) and not isinstance(init, (bool, np.bool_)):
         return Constant(float(init))
     try:
