@@ -217,3 +217,31 @@ def test_save_refuses_params_that_do_not_fit(tmp_path):
     with pytest.raises(ValueError, match="forward model"):
         rc.save(tmp_path / "m.rnnc", rc.grad(case.model).graph, params)
     assert not (tmp_path / "m.rnnc").exists()
+
+
+def test_nn_image_model_with_grid_and_batch_norm_round_trips(tmp_path):
+    import rnnc.nn as nn
+
+    clf = nn.Classifier((nn.Conv2d(3, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"),
+                         nn.SpatialRNN(block=(2, 2), hidden=2), nn.Flatten(), nn.Dense(3)), (1, 4, 4))
+    net = clf.build(train=False)
+    params = net.model.init_params(seed=0)
+    rc.save(tmp_path / "img.rnnc", net, params)
+    model, loaded = rc.load(tmp_path / "img.rnnc")
+    inputs = {"x": np.random.default_rng(0).normal(size=(2, 1, 4, 4)), "y": np.array([0, 2])}
+    want, got = rc.interpret(net.model, inputs, params), rc.interpret(model, inputs, loaded)
+    assert got.loss == want.loss and np.array_equal(got.outputs["probs"], want.outputs["probs"])
+
+
+def test_custom_initializer_falls_back_to_the_saved_values(tmp_path):
+    class Twos(rc.init.Initializer):
+        def __call__(self, rng, shape):
+            return np.full(shape, 2.0)
+
+    m = rc.Model("custom")
+    x = m.input("x", 2)
+    W = m.param("W", (2, 2), init=Twos())
+    m.output("y", W @ x[rc.t])
+    rc.save(tmp_path / "c.rnnc", m, {"W": np.eye(2)})
+    model, _ = rc.load(tmp_path / "c.rnnc")
+    assert np.array_equal(model.init_params()["W"], np.eye(2, dtype=np.float32))

@@ -69,7 +69,7 @@ def _graph_of(model) -> Graph:
     obj = inner if isinstance(inner, Model) else model
     if isinstance(obj, Graph):
         return obj
-    if isinstance(obj, Model):
+    if isinstance(obj, Model) or isinstance(getattr(obj, "graph", None), Graph):
         return obj.graph
     raise TypeError(f"rc.save takes an rc.Model (or nn.Network), got {type(model).__name__}")
 
@@ -105,15 +105,18 @@ def save(path, model, params: dict) -> None:
     Raises
     ------
     ValueError
-        If ``params`` do not match the model, or a node has an attribute with no JSON form.
+        If ``params`` do not match the model, or the spec would not load back (an attribute with no JSON form,
+        a name that is not an identifier, two loop axes with one name): the file is then not written.
     """
     graph = _graph_of(model)
     try:
         spec, init_arrays = graph_to_spec(graph)
+        arrays = {**_param_arrays(graph, params), **init_arrays}
+        text = json.dumps(spec)
+        spec_to_graph(json.loads(text), arrays)     # what load would refuse is refused now, not after saving
     except SpecError as e:
         raise ValueError(f"rc.save({os.fspath(path)!r}): cannot describe the model: {e}") from None
-    arrays = {**_param_arrays(graph, params), **init_arrays,
-              "__spec__": np.frombuffer(json.dumps(spec).encode(), dtype=np.uint8)}
+    arrays["__spec__"] = np.frombuffer(text.encode(), dtype=np.uint8)
     atomic_savez(os.fspath(path), arrays, {"spec_version": SPEC_VERSION}, KIND)
 
 

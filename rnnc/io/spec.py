@@ -39,9 +39,11 @@ class SpecError(ValueError):
 # ---------------------------------------------------------------------------------------------- writing
 def _attr_to_json(value: Any, axes: dict, where: str) -> Any:
     if isinstance(value, Axis):
-        return {"axis": axes[value]}
+        return {"axis": axes.setdefault(value, len(axes))}
     if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
@@ -49,6 +51,12 @@ def _attr_to_json(value: Any, axes: dict, where: str) -> Any:
     if isinstance(value, (tuple, list)):
         return [_attr_to_json(v, axes, where) for v in value]
     raise SpecError(where, f"attribute value {value!r} of type {type(value).__name__} has no JSON form")
+
+
+def _where(where: str) -> str:
+    """A source location as the reader accepts it: printable, at most ``_MAX_WHERE`` characters (the end kept)."""
+    text = "".join(c if c.isprintable() else "?" for c in str(where))
+    return text[-_MAX_WHERE:]
 
 
 def _init_to_json(name: str, spec) -> tuple[dict, dict]:
@@ -77,12 +85,15 @@ def graph_to_spec(graph: Graph) -> tuple[dict, dict]:
         nodes.append({"op": n.op, "inputs": [index[i] for i in n.inputs],
                       "attrs": {a: _attr_to_json(v, axes, f"nodes[{k}].attrs.{a}") for a, v in n.attrs.items()},
                       "shape": list(n.shape), "dtype": n.dtype, "axes": [axes[a] for a in n.axes],
-                      "batched": bool(n.batched), "name": n.name, "where": n.where})
+                      "batched": bool(n.batched), "name": n.name, "where": _where(n.where)})
+    names = [a.name for a in axes]
+    if len(set(names)) != len(names):
+        raise SpecError("axes", f"two loop axes of {graph.name!r} share a name ({names}); give each a new name")
     init_json, arrays = {}, {}
     for name, spec in graph.param_inits.items():
         init_json[name], extra = _init_to_json(name, spec)
         arrays.update(extra)
-    spec = {"version": SPEC_VERSION, "name": graph.name, "axes": [a.name for a in axes], "nodes": nodes,
+    spec = {"version": SPEC_VERSION, "name": graph.name, "axes": names, "nodes": nodes,
             "inputs": {k: index[v] for k, v in graph.inputs.items()},
             "params": {k: index[v] for k, v in graph.params.items()}, "param_inits": init_json,
             "values": {k: index[v] for k, v in graph.values.items()}, "signals": list(graph.signals),
