@@ -1,8 +1,9 @@
 """``Trainer``: shuffled mini-batches, epochs, evaluation, progress, history and exact resumption.
 
 Determinism: epoch ``e`` shuffles with ``default_rng([seed, e])`` and draws dropout masks from
-``default_rng([seed, e, 1])``, so a run resumed from a checkpoint (saved at the end of every epoch and on
-Ctrl-C, with the batch it stopped at) repeats the same arithmetic bit for bit.
+``default_rng([seed, e, 1])``, so a run resumed from a checkpoint (saved at the end of every epoch and when
+SIGINT/SIGTERM stop ``fit``, always between two steps: :mod:`rnnc.train.interrupts`) repeats the same
+arithmetic bit for bit.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ class Trainer:
     batch_size, seed, dtype : mini-batch size, the seed of everything random, float32 / float64.
     schedule : callable ``(base_lr, epoch, frac) -> lr`` (StepLR, CosineLR) or None.
     clip : global-norm clipping threshold or None.
-    checkpoint : path of the checkpoint written every epoch and on Ctrl-C, or None.
+    checkpoint : path of the checkpoint written every epoch and when Ctrl-C (SIGINT) or SIGTERM stops ``fit``
+        (at the next safe point between steps), or None.
     engine : "auto", "interpret" or "compiled" (see :mod:`rnnc.train.engine`).
     augment : callable ``(batch, rng) -> batch`` applied to each training batch (e.g.
         :class:`~rnnc.train.augment.FlipShift`), ``rng`` seeded by (seed, epoch, batch index), or None.
