@@ -65,8 +65,11 @@ class DeferredInterrupts:
             raise KeyboardInterrupt(f"second {name}: stopped in the middle of a step; nothing saved")
         if self.pending is None:
             self.pending = name
-            os.write(2, f"rnnc: {name} received; stopping after this step (send it again to stop at once, "
-                        f"without saving)\n".encode())
+            try:   # os.write, not print: a handler may run in the middle of another write to stderr
+                os.write(2, f"rnnc: {name} received; stopping after this step (send it again to stop at once, "
+                            f"without saving)\n".encode())
+            except OSError:   # no stderr: the notice is only a courtesy
+                pass
 
     @contextlib.contextmanager
     def saving(self):
