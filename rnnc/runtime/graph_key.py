@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnc.ir.names import check_graph_names
 from rnnc.ir.node import Axis, AxisShift, Node
 
 _CODE_DIRS = ("ops", "ir", "schedule", "passes", "backends/cpu", "runtime", "autodiff")
@@ -79,7 +80,10 @@ def _canon(value, index: dict, axes: dict) -> str:
 
 
 def graph_key(graph, *options) -> str:
-    """Hex key of ``graph`` and ``options`` (see the module docstring); raises :class:`Unkeyable`."""
+    """Hex key of ``graph`` and ``options`` (see the module docstring); raises :class:`Unkeyable`. A name that
+    breaks the rule of names (changed or forged after declaration) is refused here too, before a cached module
+    is looked up: ``ValueError`` (:func:`rnnc.ir.names.check_graph_names`)."""
+    check_graph_names(graph)
     index = {n: k for k, n in enumerate(graph.nodes)}
     axes = {a: k for k, a in enumerate(graph.axes())}
     h = hashlib.sha256(code_digest().encode())

@@ -11,6 +11,9 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from rnnc.errors import RnncError
+from rnnc.ir.names import LINE_BREAKS, safe_comment
+
 BATCH = "B"
 
 
@@ -51,6 +54,22 @@ def align_feats(feats, out_shape, in_shape) -> list:
     return out
 
 
+def one_line(tag: str) -> str:
+    """``tag`` if it can end a line of generated code as a comment: no line break of any kind in it (user names
+    in a tag come through :func:`rnnc.ir.names.safe_comment`, so this holds unless a template has a bug)."""
+    if any(c in LINE_BREAKS for c in tag):
+        raise RnncError(f"internal: a comment of generated code must be one line, got {safe_comment(tag)}")
+    return tag
+
+
+def one_line_breaks(src: str) -> str:
+    """``src``, a generated module, if ``\\n`` is its only kind of line break (a ``\\r``, ``\\x0b`` or ``\\u2028`` in a
+    comment would start a new line for Python's tokenizer or ``str.splitlines``)."""
+    if len(src.splitlines()) != len(src.split("\n")) - src.endswith("\n"):
+        raise RnncError("internal: generated code holds a line break other than \\n")
+    return src
+
+
 class Emitter:
     """Writes lines of Python with indentation; ``tag`` is appended to each line as a comment."""
 
@@ -59,6 +78,15 @@ class Emitter:
         self.depth = 0
         self.tag = ""
         self._fresh = 0
+
+    @property
+    def tag(self) -> str:
+        """The comment each line gets (the IR node it comes from); one line, see :func:`one_line`."""
+        return self._tag
+
+    @tag.setter
+    def tag(self, text: str) -> None:
+        self._tag = one_line(text)
 
     def line(self, text: str) -> None:
         comment = f"  # {self.tag}" if self.tag and not text.lstrip().startswith("#") else ""

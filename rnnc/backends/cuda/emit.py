@@ -23,6 +23,8 @@ from contextlib import contextmanager
 
 from numba import config
 
+from rnnc.backends.cpu.emit import one_line
+
 THREADS = 128                                     # threads per block of a map kernel
 SIM_THREADS = 4                                   # threads of a map kernel in the simulator (one block)
 MODULE_GLOBALS = frozenset({"math", "F", "cuda", "np", "lib"}) | frozenset(dir(builtins))
@@ -96,6 +98,15 @@ class CudaEmitter:
             self._cur.depth = value
         else:
             self.host_depth = value
+
+    @property
+    def tag(self) -> str:
+        """The comment each line gets (the IR node it comes from); one line, see :func:`one_line`."""
+        return self._tag
+
+    @tag.setter
+    def tag(self, text: str) -> None:
+        self._tag = one_line(text)
 
     @property
     def in_kernel(self) -> bool:
