@@ -302,3 +302,14 @@ def test_the_trainer_checks_finite_values_by_default():
                   engine="interpret", check_finite=False)
     off.fit({"x": X, "y": y}, epochs=1)
     assert np.isnan(off.history[0]["loss"])
+
+
+def test_the_trainer_refuses_a_param_that_holds_nan_before_the_step():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(16, 4)), rng.integers(0, 3, size=16)
+    tr = Trainer(tiny_classifier(), Adam(0.01), batch_size=8, dtype="float64", progress=False, engine="compiled")
+    name = sorted(tr.params)[0]
+    tr.params[name] = tr.params[name].copy()
+    tr.params[name].flat[1] = np.inf
+    with pytest.raises(InputError, match=rf"param '{name}' holds inf at index"):
+        tr.fit({"x": X, "y": y}, epochs=1)

@@ -37,11 +37,12 @@ def resolve_dtype(params: dict, dtype) -> np.dtype:
 
 
 def bind(graph: Graph, inputs: dict, params: dict, dtype=None, sizes=None, batch=None,
-         optional=(), check_finite: bool = False) -> Binding:
+         optional=(), check_finite: bool | str = False) -> Binding:
     """Check ``inputs`` and ``params`` against ``graph``; raise ``ValueError`` naming what is wrong.
 
     Inputs named in ``optional`` (targets only the loss needs) may be left out. Sizes, index ranges and
-    (with ``check_finite``) NaN / Inf are checked by :mod:`rnnc.interpret.boundary`, raising ``InputError``.
+    (with ``check_finite``; ``"params"``: in the params only) NaN / Inf are checked by
+    :mod:`rnnc.interpret.boundary`, raising ``InputError``.
     """
     dt = resolve_dtype(params, dtype)
     sizes, batch = check_sizes(sizes, batch)

@@ -167,9 +167,10 @@ def as_int64(name: str, arr: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- indices
 
 
-def check_binding(graph: Graph, binding, finite: bool = False) -> None:
+def check_binding(graph: Graph, binding, finite: bool | str = False) -> None:
     """The per-call checks of a bound call (see :func:`rnnc.interpret.bind.bind`): index ranges, and with
-    ``finite`` NaN / Inf in the float inputs and params."""
+    ``finite`` NaN / Inf in the float inputs and params (``finite="params"``: in the params only — what the
+    Trainer checks on each step, having checked its whole data set once)."""
     plan = index_plan(graph)
     for check in plan.leaves:
         arr = binding.arrays.get(check.operand)
@@ -182,7 +183,7 @@ def check_binding(graph: Graph, binding, finite: bool = False) -> None:
             if arr is not None and arr.size:
                 _in_range(check, arr, binding.sizes, f"the value computed from input {check.source}")
     if finite:
-        for kind in ("inputs", "params"):
+        for kind in ("params",) if finite == "params" else ("inputs", "params"):
             check_finite({name: binding.arrays[node] for name, node in getattr(graph, kind).items()
                           if node in binding.arrays}, kind[:-1] + " ")
 

@@ -190,7 +190,8 @@ def interpret(model, inputs: dict, params: dict, dtype=None, sizes=None, batch=N
     dtype : "float32" or "float64"; default: float64 if the params are, else float32.
     sizes : dict axis name -> size, for axes no input varies along (e.g. an autonomous system).
     batch : batch size when no input is batched (default 1).
-    check_finite : refuse NaN / Inf in any float input or param (``InputError`` naming it and where).
+    check_finite : refuse NaN / Inf in any float input or param (``InputError`` naming it and where);
+        ``"params"``: in the params only.
 
     Sizes must be positive integers; integer inputs that index (class labels, ``one_hot`` indices, lengths)
     must be in range: see :mod:`rnnc.interpret.boundary`. ``rc.compile``'d models check the same.

@@ -74,12 +74,13 @@ class Compiled:
 
     # ------------------------------------------------------------------ entry points
     def forward(self, inputs: dict, params: dict, sizes: dict | None = None, batch: int | None = None,
-                check_finite: bool = False) -> Result:
+                check_finite: bool | str = False) -> Result:
         """Outputs by name, and the loss when every input the loss needs is given.
 
         ``sizes`` (axis name -> size) and ``batch`` size axes no input varies along (an autonomous model);
-        ``check_finite`` refuses NaN / Inf in the float inputs and params. Inputs are checked as
-        ``rc.interpret`` checks them (:mod:`rnnc.interpret.boundary`) before the kernel runs.
+        ``check_finite`` refuses NaN / Inf in the float inputs and params (``"params"``: the params only).
+        Inputs are checked as ``rc.interpret`` checks them (:mod:`rnnc.interpret.boundary`) before the kernel
+        runs.
         """
         has_targets = self.graph.loss is not None and all(n in inputs for n in self._optional)
         k = self.kernel("loss" if has_targets else "outputs")
@@ -90,7 +91,7 @@ class Compiled:
         return Result(outs, loss)
 
     def loss_and_grad(self, inputs: dict, params: dict, sizes: dict | None = None, batch: int | None = None,
-                      check_finite: bool = False) -> tuple[float, dict]:
+                      check_finite: bool | str = False) -> tuple[float, dict]:
         """:math:`L` and :math:`\\partial L / \\partial w` for every param (or the ``wrt`` names); ``sizes``,
         ``batch`` and ``check_finite`` as in :meth:`forward`."""
         k = self.kernel("grad")
@@ -99,7 +100,7 @@ class Compiled:
         grads = {name: k.result(bufs, "grads", name) for name in k.source_graph.grads}
         return float(k.result(bufs, "loss")), grads
 
-    def step(self, state, inputs_t: dict, params: dict, batch: int | None = None, check_finite: bool = False):
+    def step(self, state, inputs_t: dict, params: dict, batch: int | None = None, check_finite: bool | str = False):
         """One step of every forward recurrence: ``(state, outputs at this step)``.
 
         ``inputs_t`` holds each sequence input at one index, laid out ``(B, *shape)``; ``state`` is None

@@ -2,10 +2,11 @@
 
 The key is a SHA-256 over a canonical text of the graph (every node's op, attrs, shape, dtype, axes, batch
 flag, inputs by position and name; the named leaves and roots), the kernel options (dtype,
-stream, passes) and the versions that shape generated code: rnnc, Numba, numpy and a digest of the rnnc
-source files that compile a graph (ops, ir, schedule, passes, CPU backend, runtime). Any change to those
-files gives new keys, so a stale module is never reused. Walking the graph is linear and takes milliseconds;
-the rendered module keeps its own content hash (the cache's integrity check). Source locations are left out
+stream, passes) and the versions that shape generated code: rnnc, Numba (and whether ``NUMBA_BOUNDSCHECK`` is
+on), numpy and a digest of the rnnc source files that compile a graph (ops, ir, schedule, passes, CPU backend,
+runtime). Any change to those files gives new keys, so a stale module is never reused. Walking the graph is
+linear and takes milliseconds; the rendered module keeps its own content hash (the cache's integrity check).
+Source locations are left out
 (of the key and of the generated code): the same model built by a training script, a benchmark and the command
 line is one computation, compiled once — nodes that autodiff and the passes create carry the location of
 whatever called them, which would otherwise make every calling script a new kernel.
@@ -37,6 +38,8 @@ def code_digest() -> str:
 
     root = Path(rnnc.__file__).parent
     h = hashlib.sha256(f"rnnc {rnnc.__version__} numba {numba.__version__} numpy {np.__version__}".encode())
+    if numba.config.BOUNDSCHECK:            # NUMBA_BOUNDSCHECK=1 builds are kept apart from normal ones
+        h.update(b"boundscheck")
     for sub in _CODE_DIRS:
         for path in sorted((root / sub).glob("*.py")):
             h.update(path.name.encode())

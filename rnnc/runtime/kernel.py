@@ -112,6 +112,8 @@ class Kernel:
             renderer.split_scans = renderer.parallel_gemms = renderer.lag_views = True
             rendered = renderer.render()
             source = rendered.source + f"\n\nMETA = {to_meta(rendered, self.graph)!r}\n"
+            if _boundscheck():          # its own file, so Numba's cache never mixes checked and unchecked builds
+                source += "# built with NUMBA_BOUNDSCHECK=1\n"
             path = store_keyed(key, source) if key else store(source)[0]
         self.path = path
         self.module = load(path)
@@ -247,6 +249,12 @@ class Kernel:
 
     def names(self, role: str) -> list:
         return [n for r, n in self.layout.results if r == role]
+
+
+def _boundscheck() -> bool:
+    import numba
+
+    return bool(numba.config.BOUNDSCHECK)
 
 
 _BLAS = None

@@ -152,7 +152,8 @@ def _cast(params, dtype):
 
 def make_engine(model, kind: str = "auto", dtype: str = "float32", check_finite: bool = False):
     """``"interpret"``, ``"compiled"`` or ``"auto"`` (compiled when ``rc.compile`` exists, else interpreted).
-    ``check_finite``: every call refuses NaN / Inf in its float inputs and params (``InputError``)."""
+    ``check_finite``: every call refuses NaN / Inf in its float inputs and params (``InputError``); ``"params"``:
+    in its params only."""
     import rnnc
 
     if kind == "interpret":

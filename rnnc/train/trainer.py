@@ -43,8 +43,9 @@ class Trainer:
     engine : "auto", "interpret" or "compiled" (see :mod:`rnnc.train.engine`).
     augment : callable ``(batch, rng) -> batch`` applied to each training batch (e.g.
         :class:`~rnnc.train.augment.FlipShift`), ``rng`` seeded by (seed, epoch, batch index), or None.
-    check_finite : refuse NaN / Inf in the data, the params and every step's inputs (``InputError`` naming
-        them); class labels and lengths are range-checked over the whole data set before training either way.
+    check_finite : refuse NaN / Inf in the data (checked once by :meth:`fit`) and in the params before every
+        step (``InputError`` naming them); class labels and lengths are range-checked over the whole data set
+        before training either way.
     """
 
     def __init__(self, model, optimizer, batch_size: int = 32, seed: int = 0, dtype: str = "float32",
@@ -56,9 +57,10 @@ class Trainer:
         self.schedule, self.clip, self.checkpoint, self.progress = schedule, clip, checkpoint, progress
         self.augment = augment
         self.check_finite = check_finite
-        self.engine = make_engine(self.train_net.model, engine, dtype, check_finite)
+        finite = "params" if check_finite else False     # the data: once, in fit()
+        self.engine = make_engine(self.train_net.model, engine, dtype, finite)
         self.eval_engine = make_engine(self.eval_net.model, "interpret" if engine == "interpret" else engine, dtype,
-                                       check_finite)
+                                       finite)
         self.params = params if params is not None else self.train_net.model.init_params(seed, dtype)
         self.buffers = {k: np.full(b.shape, b.init, dtype=dtype) for k, b in self.train_net.buffers.items()}
         self.history: list[dict] = []
