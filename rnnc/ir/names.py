@@ -56,16 +56,17 @@ def safe_comment(name, bare: bool = False) -> str:
     """``name`` as it may appear in a comment or a docstring of generated code: its ``repr()`` (``'h'``), or
     with ``bare`` a plain identifier as it is (``h``).
 
-    Whatever ``name`` holds, the text is one line with no quote that can end a string: ``repr()`` escapes every
-    non-printable character (line breaks such as ``\\n``, ``\\x0b``, ``\\x85``, ``\\u2028`` among them), ``"`` is
-    written ``\\x22``, and any other character that Python or ``str.splitlines`` take as a line break is
-    escaped too. Renderers call this only for names :func:`check_graph_names` has accepted; the escaping is
-    the second line of defence.
+    Whatever ``name`` holds, the text is one line with no quote that can end a string, and still a Python literal
+    equal to ``name``: ``repr()`` escapes every non-printable character (line breaks such as ``\\n``, ``\\x0b``,
+    ``\\x85``, ``\\u2028`` among them) and ``'``, ``"`` is written ``\\x22``, and any other character that Python
+    or ``str.splitlines`` take as a line break is escaped too. Renderers call this only for names that
+    :func:`check_graph_names` has accepted; the escaping is the second line of defence.
     """
     name = _plain(name if isinstance(name, str) else str(name))
     if bare and name.isidentifier():
         return name
-    text = str.__repr__(name).replace('"', "\\x22")
+    text = str.__repr__(name + '"')[:-2] + "'"        # always '...': a '"' in it makes repr() pick single quotes
+    text = text.replace('"', "\\x22")
     return "".join(f"\\u{ord(c):04x}" if c in LINE_BREAKS or not c.isprintable() else c for c in text)
 
 

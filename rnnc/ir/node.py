@@ -26,10 +26,17 @@ def user_line() -> str:
     frame = sys._getframe(1)
     while frame is not None:
         path = frame.f_code.co_filename
-        if not os.path.abspath(path).startswith(_PACKAGE_DIR + os.sep):
+        if not os.path.abspath(path).startswith(_PACKAGE_DIR + os.sep) and not _generated_init(frame):
             return f"{path}:{frame.f_lineno}"
         frame = frame.f_back
     return "<rnnc>"
+
+
+def _generated_init(frame) -> bool:
+    """Is ``frame`` the ``__init__`` that ``dataclass`` wrote for a class of rnnc (``rc.Axis("i")``)?"""
+    if frame.f_code.co_filename != "<string>" or frame.f_code.co_name != "__init__":
+        return False
+    return type(frame.f_locals.get("self")).__module__.startswith("rnnc.")
 
 
 @dataclass(frozen=True, eq=False)

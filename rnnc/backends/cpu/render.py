@@ -91,6 +91,8 @@ class Renderer:
 
     def __init__(self, graph: Graph, dtype: str, sched: Schedule | None = None, stream: bool = False):
         check_graph_names(graph)        # names reach comments only, and only once checked (rnnc.ir.names)
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.graph, self.dtype, self.stream = graph, dtype, stream
         self.schedule = sched or build_schedule(graph)
         self.axes = graph.axes()
