@@ -45,7 +45,7 @@ def renet(C=3, H=4):
     return m
 
 
-def lstm(X=3, H=4):
+def lstm(X=3, H=4, loss=False):
     m = rc.Model("lstm")
     x = m.input("x", X)
     h, c = m.signal("h", H), m.signal("c", H)
@@ -57,6 +57,8 @@ def lstm(X=3, H=4):
     c[t] = f * c[t - 1] + i * g
     h[t] = o * rc.tanh(c[t])
     m.output("h_out", h[t])
+    if loss:
+        m.loss(rc.fsum(rc.square(h[t])))
     return m
 
 
@@ -92,7 +94,7 @@ def test_folded_elman_is_the_lecture_figure():
     assert ("x", "h", "U") in found
     assert ("h", "h", "W, t-1") in found          # the recurrent back arc
     assert ("h", "o", "V") in found
-    assert ("o", "loss", "sum t") in found
+    assert ("o", "L", "sum t") in found           # the loss is L, as in the lecture
     assert 't-1' in to_dot(elman()).source
     back = next(line for line in to_dot(elman()).source.splitlines() if "t-1" in line)
     assert "constraint=false" in back and "dashed" in back
@@ -152,7 +154,71 @@ def test_gradient_style_model_draws_adjoints():
     graph = m.graph.replace(grads={"W": rc.sum(d_h[t], t)})
     source = to_dot(graph).source
     assert ("d_h", "d_h", "W, t+1") in edges(source)
-    assert "grad_W" in source and "#f9dcc0" in source    # the adjoint look
+    assert "∂L/∂W" in source and "grad_W" not in source and "#f9dcc0" in source    # the adjoint look
+
+
+def pattern2():
+    """The lecture's pattern 2: the previous output feeds the hidden layer, written inline."""
+    m = rc.Model("pattern2")
+    x, y = m.input("x", 3), m.input("y", (), dtype="int")
+    U, W, V = m.param("U", (4, 3)), m.param("W", (4, 2)), m.param("V", (2, 4))
+    o = m.signal("o", 2)
+    o[t] = V @ rc.tanh(U @ x[t] + W @ o[t - 1])
+    m.loss(rc.softmax_cross_entropy(o[t], y[t]))
+    return m
+
+
+def test_inline_values_with_their_own_weights_are_drawn():
+    found = edges(to_dot(pattern2()).source)
+    assert ("x", "h", "U") in found and ("h", "o", "V") in found and ("o", "h", "W, t-1") in found
+    m = rc.Model("jordan")
+    x = m.input("x", 1)
+    Wx, Uy, V = m.param("W", (5, 1)), m.param("U", (5, 1)), m.param("V", (1, 5))
+    out = m.signal("out", 1)
+    hidden = rc.tanh(Wx @ x[t] + Uy @ out[t - 1])     # named by the line's assignment
+    out[t] = rc.sigmoid(V @ hidden)
+    found = edges(to_dot(m).source)
+    assert ("x", "hidden", "W") in found and ("hidden", "out", "V") in found and ("out", "hidden", "U, t-1") in found
+    unrolled = edges(to_dot(pattern2().unroll(t=2)).source)
+    assert ("x[1]", "h[1]", "U") in unrolled and ("h[1]", "o[1]", "V") in unrolled
+    assert ("o[0]", "h[1]", "W, t-1") in unrolled
+    assert "tanh" not in {a for a, _, _ in edges(to_dot(lstm()).source)}   # gates feed no weights: not drawn
+
+
+def test_gradient_model_uses_the_lectures_names():
+    found = edges(to_dot(rc.grad(elman())).source)
+    labels = {a for a, _, _ in found} | {b for _, b, _ in found}
+    assert {"δh", "∂L/∂W", "∂L/∂U", "L"} <= labels
+    assert not [lab for lab in labels if lab.startswith(("d_", "grad_"))]
+    assert ("δh", "δh", "Wᵀ, t+1") in found                 # δh[t] is fed by δh[t+1] through Wᵀ
+    assert ("o", "δh", "Vᵀ") in found                        # and by ∂L/∂o through Vᵀ
+    assert ("δh", "∂L/∂W", "") in found
+
+
+def test_cells_collapse_an_lstm_gradient():
+    source = to_dot(rc.grad(lstm(loss=True)), detail="cells").source
+    found = edges(source)
+    labels = {a for a, _, _ in found} | {b for _, b, _ in found}
+    assert "h, c" in labels and "δh, δc" in labels
+    assert ("δh, δc", "δh, δc", "t+1") in found and ("h, c", "h, c", "t-1") in found
+    grads = next(lab for lab in labels if lab.startswith("∂L/∂ "))
+    assert all(name in grads for name in ("Wf", "Wi", "Wo", "Wg"))
+    with pytest.raises(ValueError, match="cells"):
+        to_dot(lstm().unroll(t=2), detail="cells")
+    with pytest.raises(ValueError, match="detail"):
+        to_dot(lstm(), detail="gates")
+
+
+@needs_dot
+def test_drawings_fit_a_page():
+    import json
+
+    drawings = [(rc.grad(lstm(loss=True)), {"detail": "cells"}), (lstm(loss=True).unroll(t=4), {}),
+                (renet().unroll(i=2, j=2), {}), (elman().unroll(t=30), {})]
+    for obj, options in drawings:
+        data = json.loads(to_dot(obj, **options).pipe(format="json"))
+        width_pt = float(data["bb"].split(",")[2])
+        assert width_pt * 96 / 72 <= 1600, (obj, width_pt)
 
 
 def test_long_unroll_gives_a_dot_source_without_recursion():

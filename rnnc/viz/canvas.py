@@ -37,7 +37,7 @@ class Canvas:
         return self.ids[key]
 
     def node(self, key, kind: str, label: str, tooltip: str = "", into=None, sub: str = "", **extra) -> None:
-        (into or self.dot).node(self.node_id(key), **style.node_attrs(kind, label, tooltip, sub), **extra)
+        (into or self.dot).node(self.node_id(key), **{**style.node_attrs(kind, label, tooltip, sub), **extra})
 
     def edge(self, src, dst, label: str = "", delay: bool = False, init: bool = False, into=None,
              read: bool = False, **extra) -> None:

@@ -46,7 +46,9 @@ def contract(order: Iterable[Hashable],
     ----------
     order : nodes in topological order (inputs first).
     preds(n) : ``(pred, delay)`` pairs; ``delay`` (e.g. ``"t-1"``) or None.
-    source(n) : ``(key, delay)`` when consumers see ``n`` as the drawn value ``key``; None otherwise.
+    source(n) : ``(key, delay)`` when consumers see ``n`` as the drawn value ``key``; a dict
+        ``{(key, delay): Path}`` when they see it as those values (a reference to a hidden value); None
+        otherwise.
     param(n) : a param's name when ``n`` is a hidden param (collected into labels), else None.
     via(n) : a reduction label for op ``n`` (e.g. ``"sum t"``), else None.
     keep(n) : whether the edges into ``n`` are wanted.
@@ -64,7 +66,7 @@ def contract(order: Iterable[Hashable],
         if keep(n):
             edges[n] = incoming
         src = source(n)
-        shown[n] = {src: Path()} if src is not None else incoming
+        shown[n] = src if isinstance(src, dict) else {src: Path()} if src is not None else incoming
     return edges
 
 

@@ -41,15 +41,17 @@ def unrolled_dot(g: nx.DiGraph, detail: bool = False, params: bool | None = None
     canvas = Canvas(graph.name, "BT", f"{graph.name} unrolled ({steps})" if title else None)
     canvas.dot.graph_attr.update(layout="neato", inputscale="72", splines="true", outputorder="edgesfirst")
     for it in table.items.values():
-        _draw(canvas, g, graph, it, detail)
+        _draw(canvas, g, graph, names, it, detail)
     for k, (text, x, y) in enumerate(table.labels):
         canvas.dot.node(f"step{k}", label=text, shape="plaintext", style="", fontsize="11",
                         fontcolor="#777777", pos=f"{x:.1f},{y:.1f}!")
     backward = {key for key, it in items.items() if it.role != "ellipsis" and g.nodes[key]["ir"] in names.backward}
+    grads = set(graph.grads.values())
     for src, dst, label, delay in drawn:
         read = dst in backward and src not in backward     # a gradient reading a forward value
         init = items[dst].role == "initial"
         kind = "read" if read else "delay" if delay else "initial" if init else "step"
+        label = "" if read and g.nodes[dst]["ir"] in grads else label
         canvas.edge(src, dst, label, delay=delay is not None, init=init, read=read,
                     **{"class": f"{kind} {delay}" if delay else kind})
     return canvas.dot, len(canvas.ids)
@@ -64,7 +66,7 @@ def _keeper(g: nx.DiGraph, names: Names, with_params: bool, detail: bool, terms:
             return with_params if d["op"] == "param" else d["value"] not in names.hidden or detail
         if d["value"] is not None and d["value"] in names.hidden:
             return detail
-        return detail or d["value"] is not None or n in terms
+        return detail or d["value"] is not None or n in terms or d["ir"] in names.inline
     return keep
 
 
@@ -116,6 +118,8 @@ def _item(g: nx.DiGraph, n, names: Names, terms: dict, detail: bool) -> layout.I
         label = _label(terms[n], index)
     elif d["value"] is not None:
         label = _label(names.of(d["ir"], d["value"]) if d["op"] != "initial" else d["value"], index)
+    elif d["ir"] in names.inline:
+        label = _label(names.inline[d["ir"]], index)
     else:
         label = style.op_label(d["ir"])
     value = ("term", d["ir"].id) if n in terms else d["value"] if d["value"] is not None else d["ir"].id
@@ -155,7 +159,7 @@ def _elide(items: dict, edges: dict, axes: dict) -> list[tuple]:
     return [(a, b, label, delay) for (a, b, delay), label in drawn.items()]
 
 
-def _draw(canvas: Canvas, g: nx.DiGraph, graph, it: layout.Item, detail: bool) -> None:
+def _draw(canvas: Canvas, g: nx.DiGraph, graph, names: Names, it: layout.Item, detail: bool) -> None:
     """One node at its place; its SVG/JSON class says what it is and where: ``value t_0``, ``initial t_-1``,
     ``value i_0 j_1``, ``ellipsis t_…``, ``loss value t_2``, ``free``."""
     steps = " ".join(f"{a.name}_{'…' if k is None else k}" for a, k in zip(it.axes, it.index))
@@ -176,6 +180,6 @@ def _draw(canvas: Canvas, g: nx.DiGraph, graph, it: layout.Item, detail: bool) -
     elif d["value"] is not None:
         kind = style.value_kind(graph, node, d["value"])
     else:
-        kind = "op"
+        kind = "signal" if node in names.inline else "op"
     sub = style.defining_op(node) if detail and d["value"] is not None and d["op"] != "initial" else ""
     canvas.node(it.key, kind, it.label, style.describe(node), sub=sub, **pos)
