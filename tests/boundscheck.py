@@ -32,7 +32,7 @@ def environment() -> dict:
 
 def main(argv: list[str]) -> int:
     args = argv or DIFFERENTIAL
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider", *args]
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", *args]
     return subprocess.call(cmd, cwd=ROOT, env=environment())
 
 
