@@ -264,3 +264,10 @@ def test_missing_dot_says_how_to_install(tmp_path, monkeypatch):
 def test_repr_svg():
     svg = elman()._repr_svg_()
     assert isinstance(svg, str) and svg.lstrip().startswith(("<?xml", "<svg", "<!--")) and "</svg>" in svg
+
+
+@needs_dot
+def test_repr_svg_of_unrolled_and_gradient_models():
+    for obj, text in ((elman().unroll(t=3), "h[2]"), (rc.grad(elman()), "δh")):
+        svg = obj._repr_svg_()
+        assert "</svg>" in svg and text in svg

@@ -29,9 +29,9 @@ class GradModel:
         return init_params(self.graph, seed, dtype)
 
     def _repr_svg_(self) -> str:
-        from rnnc.viz import to_dot
+        from rnnc.viz import svg
 
-        return to_dot(self.graph).pipe(format="svg").decode()
+        return svg(self.graph)
 
     def __repr__(self) -> str:
         return f"<GradModel {self.name}: grads of {', '.join(self.graph.grads)}>"

@@ -39,7 +39,16 @@ def _label(node: Node, named: dict, index) -> str:
     return f"{base}[{','.join(map(str, index))}]" if index else base
 
 
-def unroll(graph: Graph, sizes: dict) -> nx.DiGraph:
+class Unrolled(nx.DiGraph):
+    """The unrolled graph: a ``networkx.DiGraph`` that Jupyter shows drawn (``rc.render`` draws it to a file)."""
+
+    def _repr_svg_(self) -> str:
+        from rnnc.viz import svg
+
+        return svg(self)
+
+
+def unroll(graph: Graph, sizes: dict) -> Unrolled:
     """Unroll ``graph`` for ``sizes`` (axis name -> size), e.g. ``unroll(g, {"t": 4})``."""
     by_name = {a.name: a for a in graph.axes()}
     sizes = {**{a.name: s for a, s in static_sizes(graph).items()}, **sizes}
@@ -53,7 +62,7 @@ def unroll(graph: Graph, sizes: dict) -> nx.DiGraph:
                          f"m.unroll({missing[0]}=4)")
     axis_sizes = {by_name[n]: int(s) for n, s in sizes.items()}
     named = graph.named()
-    g = nx.DiGraph(graph=graph, sizes=axis_sizes, name=graph.name)
+    g = Unrolled(graph=graph, sizes=axis_sizes, name=graph.name)
     for node in graph.nodes:
         if node.op == "ref":
             continue
