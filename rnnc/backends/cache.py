@@ -93,9 +93,14 @@ def usable_dir(folder: Path | None = None) -> Path:
     why = refusal(folder)
     if why is None:
         return folder
-    warnings.warn(f"rnnc cache folder {str(folder)!r} is not used: {why}; compiling in a private temporary "
-                  f"folder instead (removed at exit)", RuntimeWarning, stacklevel=3)
+    if (str(folder), why) not in _WARNED:                  # once per folder and reason in a process
+        _WARNED.add((str(folder), why))
+        warnings.warn(f"rnnc cache folder {str(folder)!r} is not used: {why}; compiling in a private temporary "
+                      f"folder instead (removed at exit)", RuntimeWarning, stacklevel=3)
     return _private_temp()
+
+
+_WARNED: set = set()
 
 
 @functools.lru_cache(maxsize=1)
