@@ -69,7 +69,7 @@ def edges(source: str) -> list[tuple[str, str, str]]:
     out = []
     for a, b, rest in re.findall(r"^\s*(n\d+) -> (n\d+)(.*)$", source, re.M):
         m = re.search(r'label=" ([^"]*) "', rest)
-        out.append((labels[a], labels[b], m.group(1) if m else ""))
+        out.append((labels[a], labels[b], m.group(1).removesuffix("\\n") if m else ""))
     return out
 
 

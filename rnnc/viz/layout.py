@@ -24,8 +24,10 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 ROW = 62.0          # between rows of a template
-GAP = 30.0          # between cells
+GAP = 24.0          # between cells
+PAD = 12.0          # between nodes side by side
 SHOWN_FIRST = 3     # steps shown before the ellipsis of a long axis
+FREE_PER_ROW = 3    # axis-free values side by side right of the table, then a row higher
 
 
 @dataclass
@@ -88,10 +90,18 @@ class Table:
     labels: list = field(default_factory=list)
 
 
-def width_of(label: str) -> float:
-    """A node's drawn width in points, measured on Graphviz's Helvetica 13 pt: a circle for labels of up to
-    three characters, else an ellipse (at least 54 pt) about 8.5 pt per character plus its margins."""
-    return 36.0 if len(label) <= 3 else max(54.0, 8.5 * len(label) + 22.0)
+# Helvetica advance widths (em) of the narrow and wide characters; the rest are about 0.556 em
+_EM = {**dict.fromkeys("il.,:;|!'[]() ", 0.25), **dict.fromkeys("frtjI-/", 0.33),
+       **dict.fromkeys("mwMW", 0.83), **dict.fromkeys("ABCDEGHKNOQRUVXY", 0.7)}
+
+
+def width_of(label: str, font: float = 13.0) -> float:
+    """A node's drawn width in points, fitted to Graphviz's ellipses around Helvetica 13 pt labels (a
+    circle for labels of up to three characters)."""
+    if len(label) <= 3:
+        return 36.0
+    text = font * sum(_EM.get(ch, 0.556) for ch in label)
+    return max(54.0, 1.6 * text + 20.0)
 
 
 def place(items: list[Item], edges: list[tuple], axes: dict) -> Table:
@@ -129,18 +139,19 @@ def _place_block(members: list, block_axes: tuple, edges: list, by_key: dict, ax
     """Place one block (the items sharing ``block_axes``) with its left edge at ``cursor``; returns the
     x where the next block may start."""
     tpl = _template(members, edges, by_key, block_axes)
-    node_w = max(it.width for it in members if it.role == "value")
-    lane_w = node_w + 14.0
-    keys = {it.key for it in members}
-    label_w = max((5.8 * len(label) + 14.0 for src, dst, delayed, label in edges
-                   if delayed and src in keys and dst in keys), default=0.0)
-    cell_w, cell_h = tpl.lanes * lane_w, tpl.rows * ROW
-    init_x = max(lane_w + GAP, node_w + label_w)
+    lane_x, cell_w, node_w = _lanes(members, tpl)
+    lane_w = node_w + PAD
+    keys = {it.key: it for it in members}
+    delayed = [(src, dst, label) for src, dst, is_delayed, label in edges if is_delayed and src in keys and dst in keys]
+    label_w = max((5.8 * len(label) + 14.0 for _, _, label in delayed), default=0.0)
+    chain_w = max((keys[dst].width for _, dst, _ in delayed), default=node_w)   # what the delayed edges join
+    cell_h = tpl.rows * ROW
+    init_x = max(lane_w + GAP, chain_w + label_w)
     col_axis = block_axes[-1]
     row_axis = block_axes[0] if len(block_axes) > 1 else None
     last_col = axes[col_axis].visible()[-1][1]
     last_row = axes[row_axis].visible()[-1][1] if row_axis else 0
-    step_x, step_y = max(cell_w + GAP, node_w + label_w), cell_h + GAP
+    step_x, step_y = max(cell_w + GAP, chain_w + label_w), cell_h + GAP
     first_col = min(_slot_of(it, col_axis, axes) for it in members)
     origin = cursor + lane_w / 2 - first_col * init_x
     for it in members:
@@ -150,9 +161,9 @@ def _place_block(members: list, block_axes: tuple, edges: list, by_key: dict, ax
         if col < 0:          # initial values stand one lane apart, outside the cells
             it.x = origin + col * init_x
         elif col > last_col:
-            it.x = origin + last_col * step_x + cell_w - lane_w + (col - last_col) * init_x
+            it.x = origin + last_col * step_x + lane_x[-1] + (col - last_col) * init_x
         else:
-            it.x = origin + col * step_x + lane * lane_w
+            it.x = origin + col * step_x + lane_x[lane]
         if cell_row < 0:
             it.y = (tpl.rows - 1) * ROW - cell_row * ROW
         elif cell_row > last_row:
@@ -165,8 +176,22 @@ def _place_block(members: list, block_axes: tuple, edges: list, by_key: dict, ax
         x = origin + first_col * init_x - 0.8 * lane_w
         for k, slot in axes[row_axis].visible():
             table.labels.append((_step(row_axis, k), x, -slot * step_y + (tpl.rows - 1) * ROW / 2))
-    right = max(origin + last_col * step_x + cell_w - lane_w, max(it.x for it in members))
+    right = max(origin + last_col * step_x + lane_x[-1], max(it.x for it in members))
     return right + lane_w / 2 + GAP
+
+
+def _lanes(members: list, tpl: Template) -> tuple[list, float, float]:
+    """The x of each lane's centre (lane 0 at 0), the width of a cell, and the widest node: each lane as
+    wide as its widest node."""
+    widths = [0.0] * tpl.lanes
+    for it in members:
+        if it.role == "value":
+            lane = tpl.at[it.value][0]
+            widths[lane] = max(widths[lane], it.width + PAD)
+    centres = [0.0]
+    for a, b in zip(widths, widths[1:]):
+        centres.append(centres[-1] + (a + b) / 2)
+    return centres, sum(widths), max(widths) - PAD
 
 
 def _step(axis, k: int | None) -> str:
@@ -255,9 +280,11 @@ def _place_free(items: list, edges: list, by_key: dict, right: float, bottom: fl
     for it in items:
         if it.axes or it.role not in ("free", "source") or it.key not in preds:
             continue
-        it.y = max(p.y for p in preds[it.key]) + ROW
-        lane = taken.setdefault(round(it.y), [])
-        it.x = right + sum(lane) + it.width / 2
+        y = max(p.y for p in preds[it.key]) + ROW
+        while len(taken.get(round(y), [])) >= FREE_PER_ROW:    # a full row: the next one up
+            y += ROW
+        lane = taken.setdefault(round(y), [])
+        it.x, it.y = right + sum(lane) + it.width / 2, y
         lane.append(it.width + 16.0)
     below = bottom - ROW
     for it in reversed(items):

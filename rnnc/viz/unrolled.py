@@ -52,6 +52,8 @@ def unrolled_dot(g: nx.DiGraph, detail: bool = False, params: bool | None = None
         init = items[dst].role == "initial"
         kind = "read" if read else "delay" if delay else "initial" if init else "step"
         label = "" if read and g.nodes[dst]["ir"] in grads else label
+        if label and abs(items[src].y - items[dst].y) < 1:
+            label += "\\n"      # Graphviz centres a label on its edge: an empty second line lifts it above
         canvas.edge(src, dst, label, delay=delay is not None, init=init, read=read,
                     **{"class": f"{kind} {delay}" if delay else kind})
     return canvas.dot, len(canvas.ids)
