@@ -5,6 +5,11 @@ program (one loop, no temporaries in a backend).
 A program is a tuple of instructions ``(op, shape, attrs, args)``; an arg is ``("in", k)`` (the fused
 node's k-th input) or ``("t", j)`` (the result of instruction j). The last instruction is the result.
 ``slice`` and ``expand`` fuse too (they only remap feature indices).
+
+A program holds at most :data:`MAX_FUSED` instructions: a longer chain (2,000 chained adds, 2,000 nested
+``tanh``) becomes several fused nodes, each result stored and read by the next. Numba's and LLVM's compile time
+grows faster than linearly with the size of one loop body, so bounded bodies keep compile time linear in the
+model's size; an LSTM step's programs hold at most 18 instructions, so the bound never splits a cell's body.
 """
 from __future__ import annotations
 
@@ -14,6 +19,10 @@ from rnnc.ops import OPS
 from rnnc.ops.registry import register
 from rnnc.passes.common import remap, uses
 from rnnc.schedule.schedule import build_schedule
+
+#: most instructions in one fused program (and, in the CPU renderer, in one loop nest of sibling programs):
+#: 500 chained adds in one loop body took Numba 16.6 s to compile, in eight bodies of 64 about 4 s (measured)
+MAX_FUSED = 64
 
 FUSABLE = frozenset({"add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt",
                      "square", "positive", "where", "slice", "expand"})
@@ -50,7 +59,8 @@ def _program(node, inputs):
 
 
 def _splice(prog, leaves, sub_prog, sub_inputs):
-    """Append ``sub_prog`` (over ``sub_inputs``) to ``prog``; returns the arg naming its result."""
+    """Append ``sub_prog`` (over ``sub_inputs``) to ``prog``; returns the arg naming its result. ``leaves`` maps
+    each input of the fused node to its position, in order."""
     base = len(prog)
     for op, shape, attrs, args in sub_prog:
         new_args = []
@@ -63,12 +73,8 @@ def _splice(prog, leaves, sub_prog, sub_inputs):
     return ("t", len(prog) - 1)
 
 
-def _leaf(leaves, node) -> int:
-    for k, n in enumerate(leaves):
-        if n is node:
-            return k
-    leaves.append(node)
-    return len(leaves) - 1
+def _leaf(leaves: dict, node) -> int:
+    return leaves.setdefault(node, len(leaves))      # nodes hash by identity
 
 
 #: ops cheap enough to recompute inside a scan rather than store in a map and read back (no transcendentals)
@@ -106,15 +112,20 @@ def fuse(graph: Graph) -> Graph:
     def fn(node, inputs, mapping):
         if node.op not in FUSABLE and node.op != "fused":
             return None
-        if not any(inlinable(old, node) for old in node.inputs):
+        own, _ = _program(node, inputs)
+        size, inline = len(own), []
+        for old, new in zip(node.inputs, inputs):      # inline inputs, in order, while at most MAX_FUSED
+            grow = len(_program(new, new.inputs)[0]) if inlinable(old, node) else 0
+            inline.append(0 < grow <= MAX_FUSED - size)
+            size += grow if inline[-1] else 0
+        if not any(inline):
             return None
-        prog, leaves, args = [], [], []
-        for old, new in zip(node.inputs, inputs):
-            if inlinable(old, node):
+        prog, leaves, args = [], {}, []
+        for new, spliced in zip(inputs, inline):
+            if spliced:
                 args.append(_splice(prog, leaves, *_program(new, new.inputs)))
             else:
                 args.append(("in", _leaf(leaves, new)))
-        own, own_inputs = _program(node, inputs)
         # rewrite the node's own instructions: its ("in", k) args become the args computed above
         base = len(prog)
         for op, shape, attrs, a in own:

@@ -51,17 +51,20 @@ def merge_sums(graph: Graph, scan_max_cols: int | None = None) -> Graph:
         k = stage_of.get(leaf)
         return k is None or stages[k].kind == "map" or scan_max_cols is None or leaf.inputs[0].shape[1] <= scan_max_cols
 
-    roots = {}
-    for n in graph.nodes:
-        if n.op != "add":
+    # outermost trees first (consumers before inputs): a tree that merges, or that holds fewer than two
+    # products at all, settles every add inside it, so a chain of n adds is walked once, not n times
+    roots, settled = {}, set()
+    for n in reversed(graph.nodes):
+        if n.op != "add" or n in settled:
             continue
-        leaves = _leaves(n, inner, stage_of.get(n))
+        stage = stage_of.get(n)
+        leaves = _leaves(n, inner, stage)
         prods = [leaf for leaf in leaves if mergeable(leaf, n)]
-        if len(prods) > 1 and len({p.inputs[1] for p in prods}) == len(prods):
+        merges = len(prods) > 1 and len({p.inputs[1] for p in prods}) == len(prods)
+        if merges:
             roots[n] = (leaves, prods)
-    # keep only outermost trees: a root inside another root's tree is opened by it
-    opened = {m for n, (leaves, _) in roots.items() for m in _inner_nodes(n, leaves)}
-    roots = {n: v for n, v in roots.items() if n not in opened}
+        if merges or sum(_candidate(leaf) and stage_of.get(leaf) == stage for leaf in leaves) < 2:
+            settled |= _inner_nodes(n, leaves)
     if not roots:
         return graph
 

@@ -283,11 +283,14 @@ class Renderer:
     def _joins(self, group, node) -> bool:
         """May ``node`` share the loop nest of ``group``: same index space, and no element of a member's
         buffer read at another index or through another name (a slice view, a stacked buffer)?"""
-        from rnnc.backends.cpu.ops_ewise import member_reads, same_step
+        from rnnc.backends.cpu.ops_ewise import member_reads, program_of, same_step
+        from rnnc.passes.fuse import MAX_FUSED
 
         first = group[0]
         if self.space(node) != self.space(first) or node.shape != first.shape:
             return False
+        if sum(len(program_of(m)) for m in group + [node]) > MAX_FUSED:
+            return False        # a loop body of bounded size, as a fused program's (compile time: see fuse.py)
         feats = [f"f{k}" for k in range(len(node.shape))]
         if math.prod(node.shape) > GROUP_MAX_FEATURES and len(self._arrays(group + [node], feats)) > GROUP_MAX_ARRAYS:
             return False
