@@ -35,7 +35,8 @@ class Item:
     """A node to place. ``value`` is what the node is an instance of (shared by every step); ``axes`` and
     ``index`` say which step (out of range for an initial value); ``role`` is one of ``value``,
     ``initial``, ``ellipsis`` (steps left out), ``source`` (an axis-free leaf, such as a param) or ``free``
-    (another axis-free node); ``loss_term`` marks a per-step loss ``L[t]``."""
+    (another axis-free node); ``loss_term`` marks a per-step loss ``L[t]``, ``backward`` an adjoint ``δh[t]`` of a
+    gradient model (drawn above every forward value)."""
 
     key: Hashable
     value: Hashable
@@ -44,6 +45,7 @@ class Item:
     role: str
     label: str
     loss_term: bool = False
+    backward: bool = False
     x: float = 0.0
     y: float = 0.0
 
@@ -230,7 +232,9 @@ def _template(members: list, edges: list, by_key: dict, block_axes: tuple) -> Te
             along[b.value] |= {ax for ax, i, j in zip(a.axes, a.index, b.index) if i != j}
         elif a.role == "value" and a.value in order and a.value != b.value and a.index == b.index:
             preds[b.value].add(a.value)
-    level = _levels(order, preds, {it.value for it in members if it.role == "value" and it.loss_term})
+    values = [it for it in members if it.role == "value"]
+    level = _levels(order, preds, {it.value for it in values if it.loss_term},
+                    {it.value for it in values if it.backward})
     own_row = {v for v in order if block_axes[-1] in along[v]}
     own_lane = [v for v in order if len(block_axes) > 1 and along[v] - {block_axes[-1]}]
     rows: dict = {}
@@ -245,12 +249,16 @@ def _template(members: list, edges: list, by_key: dict, block_axes: tuple) -> Te
     return Template(at, len(rows), lanes)
 
 
-def _levels(order: dict, preds: dict, loss_terms: set) -> dict:
-    """Longest path of undelayed edges (values in topological order); sources one row below their lowest
-    reader; each per-step loss above whatever else shares its row."""
+def _levels(order: dict, preds: dict, loss_terms: set, backward: set) -> dict:
+    """Longest path of undelayed edges (values in topological order), adjoints above the forward values;
+    sources one row below their lowest reader; each per-step loss above whatever else shares its row."""
     level: dict = {}
     for v in order:
         level[v] = 1 + max((level[p] for p in preds[v]), default=-1)
+    top = max((level[v] for v in order if v not in backward and v not in loss_terms), default=-1)
+    for v in order:
+        if v in backward:
+            level[v] = max(top + 1, 1 + max((level[p] for p in preds[v]), default=-1))
     for lv in sorted({level[v] for v in loss_terms}, reverse=True):
         if any(level[v] == lv and v not in loss_terms for v in order):
             for v in order:

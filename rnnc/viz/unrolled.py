@@ -131,7 +131,8 @@ def _item(g: nx.DiGraph, n, names: Names, terms: dict, detail: bool) -> layout.I
         role = "value"
     else:
         role = "source" if not g.in_degree(n) else "free"
-    return layout.Item(n, value, tuple(index), tuple(index.values()), role, label, loss_term=n in terms)
+    return layout.Item(n, value, tuple(index), tuple(index.values()), role, label, loss_term=n in terms,
+                       backward=d["ir"] in names.backward)
 
 
 def _elide(items: dict, edges: dict, axes: dict) -> list[tuple]:
