@@ -45,7 +45,11 @@ class IndexCheck:
     low: int
     high: int | Axis
     what: str           # "class label of softmax_cross_entropy (at model.py:12)"
-    source: str         # the input the operand comes from, by name
+    sources: tuple      # the names of the inputs the operand's values come from
+
+    @property
+    def source(self) -> str:
+        return ", ".join(map(repr, self.sources))
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class Plan:
     @property
     def index_inputs(self) -> frozenset:
         """Names of the inputs an index check reads (directly or through a computation)."""
-        return frozenset(c.source for c in self.leaves + self.computed)
+        return frozenset(name for c in self.leaves + self.computed for name in c.sources)
 
 
 _PLANS: weakref.WeakKeyDictionary[Graph, Plan] = weakref.WeakKeyDictionary()
@@ -73,7 +77,7 @@ def index_plan(graph: Graph) -> Plan:
 
 
 def _make_plan(graph: Graph) -> Plan:
-    leaves = [IndexCheck(node, 1, axis, f"length along axis {axis.name!r}", node.name)
+    leaves = [IndexCheck(node, 1, axis, f"length along axis {axis.name!r}", (node.name,))
               for axis, node in graph.lengths.items()]
     computed = []
     # the loss's label first: where a gradient's one_hot reads the same labels, the user's own op is named
@@ -104,7 +108,7 @@ def _tightest(checks) -> tuple:
     return tuple(best.values())
 
 
-def _trace(graph: Graph, operand: Node, what: str) -> tuple[Node, str]:
+def _trace(graph: Graph, operand: Node, what: str) -> tuple[Node, tuple]:
     """The leaf ``operand`` copies its values from (through :data:`_PASS` ops), or ``operand`` itself when
     it computes them from integer inputs; with the input names it reads."""
     node = operand
@@ -114,14 +118,13 @@ def _trace(graph: Graph, operand: Node, what: str) -> tuple[Node, str]:
             break
         node = src
     if node.op in ("input", "lengths"):
-        return node, node.name
+        return node, (node.name,)
     cone = _cone(graph, node)
     floats = [n for n in cone if n.dtype != "int"]
     if floats:
         raise GraphError(f"the {what} depends on float values ({floats[0].label()} at {floats[0].where}); rnnc "
                          "range-checks indices only when they come from integer inputs")
-    names = sorted(n.name for n in cone if n.op in ("input", "lengths"))
-    return node, ", ".join(map(repr, names)) or "constants"
+    return node, tuple(sorted(n.name for n in cone if n.op in ("input", "lengths")))
 
 
 def _cone(graph: Graph, node: Node) -> list:
@@ -175,7 +178,7 @@ def check_binding(graph: Graph, binding, finite: bool | str = False) -> None:
     for check in plan.leaves:
         arr = binding.arrays.get(check.operand)
         if arr is not None and arr.size:
-            _in_range(check, arr, binding.sizes, f"input {check.source!r}")
+            _in_range(check, arr, binding.sizes, f"input {check.source}")
     if plan.computed:
         env = dict(binding.arrays)
         for check in plan.computed:
