@@ -77,7 +77,8 @@ def value_kind(graph, node, name: str) -> str:
 
 
 OP_SYMBOLS = {"add": "+", "sub": "−", "mul": "×", "div": "÷", "neg": "−x", "matmul": "@", "concat": "concat",
-              "asum": "Σ", "amean": "mean", "batch_mean": "mean_b", "to_batch": "to_batch"}
+              "asum": "Σ", "amean": "mean", "batch_mean": "mean_b", "to_batch": "to_batch",
+              "transpose": "ᵀ", "outer_sum": "Σ outer", "batch_spread": "copy over batch", "edge_sum": "Σ edge"}
 
 
 def op_label(node) -> str:
