@@ -25,7 +25,7 @@ def lstm(inputs: int, hidden: int, classes: int) -> rc.Model:
     hp = h[t - 1]
 
     def gate(name):
-        return m.param(f"W{name}", (hidden, inputs)) @ x[t] + m.param(f"U{name}", (hidden, hidden)) @ hp \
+        return m.param(f"U{name}", (hidden, inputs)) @ x[t] + m.param(f"W{name}", (hidden, hidden)) @ hp \
             + m.param(f"b{name}", hidden)
 
     i, f, o, g = rc.sigmoid(gate("i")), rc.sigmoid(gate("f")), rc.sigmoid(gate("o")), rc.tanh(gate("g"))

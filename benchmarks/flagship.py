@@ -61,7 +61,7 @@ def torch_model(widths=R.FASHION_WIDTHS, hidden=R.FASHION_HIDDEN, classes=10):
 
 
 def copy_rnnc_params(model, params: dict) -> None:
-    """Load rnnc's params (names ``bnK_gamma``, ``convK_W``, ``rnnK_W/U/b`` in build order) into the PyTorch
+    """Load rnnc's params (names ``bnK_gamma``, ``convK_W``, ``rnnK_U/W/b`` in build order) into the PyTorch
     model; each RNN's second bias ``b_hh`` is set to zero (rnnc's Elman cell has one bias)."""
     import torch
 
@@ -86,8 +86,8 @@ def copy_rnnc_params(model, params: dict) -> None:
                 for rnn in (mod.v, mod.h):
                     for suffix in ("", "_reverse"):
                         k = take("rnn")
-                        put(getattr(rnn, f"weight_ih_l0{suffix}"), params[f"{k}_W"])
-                        put(getattr(rnn, f"weight_hh_l0{suffix}"), params[f"{k}_U"])
+                        put(getattr(rnn, f"weight_ih_l0{suffix}"), params[f"{k}_U"])
+                        put(getattr(rnn, f"weight_hh_l0{suffix}"), params[f"{k}_W"])
                         put(getattr(rnn, f"bias_ih_l0{suffix}"), params[f"{k}_b"])
                         getattr(rnn, f"bias_hh_l0{suffix}").zero_()
 

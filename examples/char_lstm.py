@@ -185,8 +185,8 @@ def _torch_peer(inputs, params, layers):
     lstm = torch.nn.LSTM(len(CHARS), hidden, num_layers=layers).to(dtype)
     with torch.no_grad():
         for k in range(layers):
-            getattr(lstm, f"weight_ih_l{k}").copy_(torch.as_tensor(params[f"lstm{k + 1}_W"]))
-            getattr(lstm, f"weight_hh_l{k}").copy_(torch.as_tensor(params[f"lstm{k + 1}_U"]))
+            getattr(lstm, f"weight_ih_l{k}").copy_(torch.as_tensor(params[f"lstm{k + 1}_U"]))
+            getattr(lstm, f"weight_hh_l{k}").copy_(torch.as_tensor(params[f"lstm{k + 1}_W"]))
             getattr(lstm, f"bias_ih_l{k}").copy_(torch.as_tensor(params[f"lstm{k + 1}_b"]))
             getattr(lstm, f"bias_hh_l{k}").zero_()
     wo = torch.tensor(params["Wo"], requires_grad=True)
@@ -216,11 +216,11 @@ def _jax_peer(inputs, params, layers):
     def loss_fn(p, x, y, h0, c0):
         seq = jax.nn.one_hot(x, len(CHARS), dtype=p["Wo"].dtype)
         for k in range(layers):
-            W, U, b = p[f"lstm{k + 1}_W"], p[f"lstm{k + 1}_U"], p[f"lstm{k + 1}_b"]
+            U, W, b = p[f"lstm{k + 1}_U"], p[f"lstm{k + 1}_W"], p[f"lstm{k + 1}_b"]
 
-            def step(carry, x_t, W=W, U=U, b=b):
+            def step(carry, x_t, U=U, W=W, b=b):
                 h, c = carry
-                i, f, g, o = jnp.split(x_t @ W.T + h @ U.T + b, 4, axis=-1)
+                i, f, g, o = jnp.split(x_t @ U.T + h @ W.T + b, 4, axis=-1)
                 c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
                 h = jax.nn.sigmoid(o) * jnp.tanh(c)
                 return (h, c), h

@@ -336,7 +336,8 @@ def save_sample(index: int, path: str) -> int:
     else:
         import matplotlib.image as mpimg
 
-        mpimg.imsave(path, x[index, 0], cmap="gray", vmin=0, vmax=255)
+        grey = np.clip(np.rint(x[index, 0]), 0, 255).astype(np.uint8)
+        mpimg.imsave(path, np.repeat(grey[..., None], 3, -1))     # 8-bit RGB: exact (a colormap is not)
     return int(y[index])
 
 

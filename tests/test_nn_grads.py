@@ -37,12 +37,27 @@ def seq_model(layer, D=2, classes=3):
 
 @pytest.mark.parametrize("layer", [nn.Elman(3, transition=1, deep_output=(2,)), nn.Jordan(3, 2),
                                    nn.LSTM(3, peephole=True), nn.LSTM(2, coupled=True),
+                                   nn.LSTM(2, peephole=True, coupled=True),
                                    nn.Bidirectional(nn.GRUCell(2))], ids=lambda x: type(x).__name__)
 def test_recurrent_layer_grads(layer):
     m = seq_model(layer)
     p = m.init_params(0, "float64")
     inputs = {"x": RNG.standard_normal((4, 2, 2)), "y": RNG.integers(0, 3, (4, 2))}
     fd_check(m, inputs, p)
+
+
+@pytest.mark.parametrize("peephole", [False, True])
+def test_coupled_lstm_has_no_forget_weights(peephole):
+    """A coupled LSTM (f = 1 - i) stacks only the gates i, g, o: no param is allocated for the forget gate, and
+    every param it has gets a gradient that is not identically zero."""
+    m = seq_model(nn.LSTM(3, peephole=peephole, coupled=True))
+    p = m.init_params(0, "float64")
+    assert p["rnn1_U"].shape == (9, 2) and p["rnn1_W"].shape == (9, 3) and p["rnn1_b"].shape == (9,)
+    assert "rnn1_pf" not in p and ("rnn1_pi" in p) == peephole
+    p = {k: v + RNG.standard_normal(v.shape) * 0.3 for k, v in p.items()}
+    inputs = {"x": RNG.standard_normal((4, 2, 2)), "y": RNG.integers(0, 3, (4, 2))}
+    grads = rc.interpret(rc.grad(m), inputs, p, dtype="float64").grads
+    assert all(np.abs(grads[k]).max() > 1e-6 for k in p), {k: np.abs(g).max() for k, g in grads.items()}
 
 
 def test_conv_bn_spatial_classifier_grads():
@@ -63,8 +78,8 @@ def _torch_rnn(kind, p, name, D, H):
     torch = _torch()
     mod = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(D, H).double()
     with torch.no_grad():
-        mod.weight_ih_l0.copy_(torch.tensor(p[f"{name}_W"]))
-        mod.weight_hh_l0.copy_(torch.tensor(p[f"{name}_U"]))
+        mod.weight_ih_l0.copy_(torch.tensor(p[f"{name}_U"]))
+        mod.weight_hh_l0.copy_(torch.tensor(p[f"{name}_W"]))
         if kind == "lstm":
             mod.bias_ih_l0.copy_(torch.tensor(p[f"{name}_b"]))
             mod.bias_hh_l0.zero_()
@@ -92,8 +107,8 @@ def test_lstm_gru_match_torch(kind):
     np.testing.assert_allclose(ours, out.detach().numpy(), atol=1e-12)
     (out.sum() / B).backward()
     g = rc.interpret(rc.grad(m), {"x": X}, p, dtype="float64").grads
-    np.testing.assert_allclose(g["rnn1_W"], mod.weight_ih_l0.grad.numpy(), atol=1e-10)
-    np.testing.assert_allclose(g["rnn1_U"], mod.weight_hh_l0.grad.numpy(), atol=1e-10)
+    np.testing.assert_allclose(g["rnn1_U"], mod.weight_ih_l0.grad.numpy(), atol=1e-10)
+    np.testing.assert_allclose(g["rnn1_W"], mod.weight_hh_l0.grad.numpy(), atol=1e-10)
 
 
 def test_batchnorm_running_stats_match_torch():

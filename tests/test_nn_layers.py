@@ -1,4 +1,6 @@
 """rnnc.nn layers: forward against hand-written numpy, gradients by finite differences (float64)."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -88,7 +90,7 @@ def test_elman_and_deep_options():
     y, p, _ = run(lambda net, x: nn.Elman(3, transition=1, deep_output=(2,))(net, x), {"x": (x, ax)})
 
     def step(xt, h):
-        h = np.tanh(xt @ p["rnn1_W"].T + h @ p["rnn1_U"].T + p["rnn1_b"])
+        h = np.tanh(xt @ p["rnn1_U"].T + h @ p["rnn1_W"].T + p["rnn1_b"])
         return np.tanh(h @ p["rnn1_T1"].T + p["rnn1_Tb1"])
     hs = np.stack(scan(step, x, np.zeros((3, 3))))
     np.testing.assert_allclose(y, np.tanh(hs @ p["rnn1_D1"].T + p["rnn1_Db1"]), atol=1e-12)
@@ -99,7 +101,7 @@ def test_jordan():
     y, p, _ = run(lambda net, x: nn.Jordan(4, 2)(net, x), {"x": (x, ax)})
 
     def step(xt, yp):
-        h = np.tanh(xt @ p["rnn1_W"].T + yp @ p["rnn1_U"].T + p["rnn1_b"])
+        h = np.tanh(xt @ p["rnn1_U"].T + yp @ p["rnn1_W"].T + p["rnn1_b"])
         return np.tanh(h @ p["rnn1_V"].T + p["rnn1_c"])
     np.testing.assert_allclose(y, np.stack(scan(step, x, np.zeros((3, 2)))), atol=1e-12)
 
@@ -107,10 +109,14 @@ def test_jordan():
 def lstm_ref(x, p, name, H, peephole=False, coupled=False, reverse=False):
     def step(xt, state):
         h, c = state
-        z = xt @ p[f"{name}_W"].T + h @ p[f"{name}_U"].T + p[f"{name}_b"]
-        zi, zf, zg, zo = np.split(z, 4, -1)
+        z = xt @ p[f"{name}_U"].T + h @ p[f"{name}_W"].T + p[f"{name}_b"]
+        if coupled:                                     # no forget-gate rows: the stacks hold i, g, o
+            (zi, zg, zo), zf = np.split(z, 3, -1), None
+        else:
+            zi, zf, zg, zo = np.split(z, 4, -1)
         if peephole:
-            zi, zf = zi + p[f"{name}_pi"] * c, zf + p[f"{name}_pf"] * c
+            zi = zi + p[f"{name}_pi"] * c
+            zf = None if coupled else zf + p[f"{name}_pf"] * c
         i = sig(zi)
         f = 1 - i if coupled else sig(zf)
         c = f * c + i * np.tanh(zg)
@@ -120,7 +126,7 @@ def lstm_ref(x, p, name, H, peephole=False, coupled=False, reverse=False):
     return np.stack([h for h, _ in out])
 
 
-@pytest.mark.parametrize("peephole,coupled", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("peephole,coupled", [(False, False), (True, False), (False, True), (True, True)])
 def test_lstm(peephole, coupled):
     x, ax = seq()
     y, p, _ = run(lambda net, x: nn.LSTM(3, peephole=peephole, coupled=coupled)(net, x), {"x": (x, ax)})
@@ -129,8 +135,8 @@ def test_lstm(peephole, coupled):
 
 def gru_ref(x, p, name, H, reverse=False):
     def step(xt, h):
-        xr, xz, xn = np.split(xt @ p[f"{name}_W"].T + p[f"{name}_bx"], 3, -1)
-        hr, hz, hn = np.split(h @ p[f"{name}_U"].T + p[f"{name}_bh"], 3, -1)
+        xr, xz, xn = np.split(xt @ p[f"{name}_U"].T + p[f"{name}_bx"], 3, -1)
+        hr, hz, hn = np.split(h @ p[f"{name}_W"].T + p[f"{name}_bh"], 3, -1)
         r, z = sig(xr + hr), sig(xz + hz)
         return (1 - z) * np.tanh(xn + r * hn) + z * h
     return np.stack(scan(step, x, np.zeros((x.shape[1], H)), reverse))
@@ -147,21 +153,21 @@ def test_learned_initial_state():
     x, ax = seq()
     y, p, _ = run(lambda net, x: nn.Elman(3, initial="learned")(net, x), {"x": (x, ax)})
     h0 = np.broadcast_to(p["rnn1_init0"], (3, 3))
-    ref = scan(lambda xt, h: np.tanh(xt @ p["rnn1_W"].T + h @ p["rnn1_U"].T + p["rnn1_b"]), x, h0)
+    ref = scan(lambda xt, h: np.tanh(xt @ p["rnn1_U"].T + h @ p["rnn1_W"].T + p["rnn1_b"]), x, h0)
     np.testing.assert_allclose(y, np.stack(ref), atol=1e-12)
 
 
 class ScaledTanhCell(nn.Cell):
-    """A user cell: h = tanh(a * (W x + U h_prev))."""
+    """A user cell: h = tanh(a * (U x + W h_prev))."""
 
     hidden = 3
 
     def declare(self, net, name, input_size):
-        return {"W": net.param(f"{name}_W", (3, input_size)), "U": net.param(f"{name}_U", (3, 3)),
+        return {"U": net.param(f"{name}_U", (3, input_size)), "W": net.param(f"{name}_W", (3, 3)),
                 "a": net.param(f"{name}_a", (), 1.0)}
 
     def step(self, p, x, prev):
-        return (rc.tanh(p["a"] * (p["W"] @ x + p["U"] @ prev[0])),)
+        return (rc.tanh(p["a"] * (p["U"] @ x + p["W"] @ prev[0])),)
 
 
 def test_user_cell_in_bidirectional():
@@ -169,7 +175,7 @@ def test_user_cell_in_bidirectional():
     y, p, _ = run(lambda net, x: nn.Bidirectional(ScaledTanhCell())(net, x), {"x": (x, ax)})
 
     def ref(name, reverse):
-        return np.stack(scan(lambda xt, h: np.tanh(p[f"{name}_a"] * (xt @ p[f"{name}_W"].T + h @ p[f"{name}_U"].T)),
+        return np.stack(scan(lambda xt, h: np.tanh(p[f"{name}_a"] * (xt @ p[f"{name}_U"].T + h @ p[f"{name}_W"].T)),
                              x, np.zeros((3, 3)), reverse))
     np.testing.assert_allclose(y, np.concatenate([ref("rnn1", False), ref("rnn2", True)], -1), atol=1e-12)
 
@@ -187,7 +193,7 @@ def spatial_ref(x, p, block, U):
         h = np.zeros((inp.shape[1 - axis], B, U))
         for k in (range(n - 1, -1, -1) if reverse else range(n)):
             xk = inp[k] if axis == 0 else inp[:, k]
-            h = np.tanh(xk @ p[f"{name}_W"].T + h @ p[f"{name}_U"].T + p[f"{name}_b"])
+            h = np.tanh(xk @ p[f"{name}_U"].T + h @ p[f"{name}_W"].T + p[f"{name}_b"])
             if axis == 0:
                 out[k] = h
             else:
@@ -228,3 +234,65 @@ def test_spec_round_trip():
     assert back.spec() == clf.spec()
     with pytest.raises(ValueError, match="unknown layer type"):
         nn.from_spec({"layer": "os.system", "command": "true"})
+
+
+def without_weight_names(spec):
+    """``spec`` as an rnnc before the lecture names wrote it: no ``weight_names`` marks."""
+    if isinstance(spec, dict):
+        return {k: without_weight_names(v) for k, v in spec.items() if k != "weight_names"}
+    return [without_weight_names(v) for v in spec] if isinstance(spec, list) else spec
+
+
+@pytest.mark.parametrize("layer, where, kind", [
+    (nn.LSTM(3), "layer.cell", "LSTMCell"), (nn.Bidirectional(nn.GRUCell(2)), "layer.cell", "GRUCell"),
+    (nn.Jordan(3, 2), "layer.cell", "JordanCell"), (nn.SpatialRNN((2, 2), hidden=3), "layer", "SpatialRNN"),
+])
+def test_specs_from_before_the_lecture_names_are_refused(layer, where, kind):
+    """Input weights were W and recurrent weights U; arrays saved so would load swapped (silently when square)."""
+    assert nn.from_spec(layer.spec()) == layer
+    with pytest.raises(nn.SpecError) as err:
+        nn.from_spec(without_weight_names(layer.spec()))
+    msg = str(err.value)
+    assert msg.startswith(f"{where}: saved by an older rnnc whose {kind} named its input weights W") and \
+        "U (input -> hidden) and W (hidden -> hidden)" in msg and '"weight_names": 2' in msg, msg
+
+
+@nn.register_layer
+@dataclasses.dataclass
+class HalfCell(nn.Cell):
+    """A registered user cell: h = (U x + W h_prev) / 2."""
+
+    hidden: int = 2
+
+    def declare(self, net, name, input_size):
+        return {"U": net.param(f"{name}_U", (2, input_size)), "W": net.param(f"{name}_W", (2, 2))}
+
+    def step(self, p, x, prev):
+        return (0.5 * (p["U"] @ x + p["W"] @ prev[0]),)
+
+
+def test_user_cells_need_no_weight_names_mark():
+    layer = nn.Recurrent(HalfCell())
+    assert layer.spec()["cell"]["weight_names"] == 2
+    assert nn.from_spec(without_weight_names(layer.spec())) == layer
+
+
+def test_model_files_from_before_the_lecture_names_are_refused(tmp_path):
+    import json
+
+    from rnnc.train.checkpoint import CheckpointError, atomic_savez, load_model, save_model
+
+    clf = nn.Classifier((nn.SpatialRNN((2, 2), hidden=3), nn.Flatten(), nn.Dense(2)), (1, 4, 4))
+    params = clf.build().model.init_params()
+    base = str(tmp_path / "old")
+    save_model(base, clf, params)
+    load_model(base)
+    with open(base + ".json") as f:
+        meta = json.load(f)
+    meta["spec"] = without_weight_names(meta["spec"])
+    atomic_savez(base + ".npz", {f"param/{k}": v for k, v in params.items()}, {"spec": meta["spec"]}, "rnnc-model")
+    with open(base + ".json", "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(CheckpointError, match=r"old\.json: field spec\.layers\[0\]: saved by an older rnnc whose "
+                                              r"SpatialRNN named its input weights W"):
+        load_model(base)

@@ -93,9 +93,14 @@ class Model:
 
     # ------------------------------------------------------------------ declarations
     def _claim(self, name: str, what: str) -> str:
+        """Check ``name`` for a new ``what``: a valid name used by no other input, param, signal or output,
+        except that an output may share a signal's name (``m.output("h", h[t])``): outputs are looked up only
+        among outputs (the result's ``outputs`` dict), so the two never meet."""
         check_name(name, what)
         for kind, table in (("input", self.inputs), ("param", self.params), ("signal", self.signals),
                             ("output", self.outputs)):
+            if {what, kind} == {"output", "signal"}:
+                continue
             if name in table:
                 raise GraphError(f"{what} name {name!r} is already used by a {kind} of model "
                                  f"{self.name!r} (at {user_line()})")
@@ -150,7 +155,8 @@ class Model:
         return self.signals[name]
 
     def output(self, name: str, expr) -> Node:
-        """Name a value as a model output (returned by ``interpret`` / ``forward``)."""
+        """Name a value as a model output (returned by ``interpret`` / ``forward``); the name may be a
+        signal's (``m.output("h", h[t])``), not an input's or a param's."""
         self._claim(name, "output")
         self.outputs[name] = as_node(expr)
         self._changed()

@@ -25,9 +25,10 @@ from rnnc.nn.layers import (
 )
 from rnnc.nn.recurrent import GRU, LSTM, Bidirectional, Elman, Jordan, Recurrent, SpatialRNN
 from rnnc.nn.spec import SpecError, from_spec
+from rnnc.nn.torch_weights import from_torch, to_torch
 
 __all__ = ["ACTIVATIONS", "LAYERS", "BufferSpec", "Layer", "Network", "activate", "from_spec", "network",
            "register_layer", "Cell", "ElmanCell", "GRUCell", "JordanCell", "LSTMCell", "Activation", "AvgPool2d",
            "BatchNorm", "Conv2d", "Dense", "Dropout", "Flatten", "MaxPool2d", "Normalizer", "Sequential", "Softmax",
            "Stack", "GRU", "LSTM", "Bidirectional", "Elman", "Jordan", "Recurrent", "SpatialRNN", "Classifier",
-           "SpecError"]
+           "SpecError", "from_torch", "to_torch"]

@@ -36,13 +36,22 @@ class Cell:
     def spec(self) -> dict:
         from rnnc.nn.base import Layer
 
-        return Layer.spec(self)
+        return {**Layer.spec(self), "weight_names": WEIGHT_NAMES}
 
 
-def _gates(net, name, n_gates, hidden, input_size, init, recurrent_init, suffix=""):
-    return {"W" + suffix: net.param(f"{name}_W{suffix}", (n_gates * hidden, input_size), init or inits.GlorotUniform()),
-            "U" + suffix: net.param(f"{name}_U{suffix}", (n_gates * hidden, hidden),
-                                    recurrent_init or _stacked_orthogonal(n_gates, hidden))}
+#: The names of the built-in cells' weights, recorded in their saved specs: 2 since rnnc uses the lectures' names
+#: (``U`` input -> hidden, ``W`` hidden -> hidden, ``V`` hidden -> output); before, ``W`` and ``U`` were swapped.
+WEIGHT_NAMES = 2
+#: The layers whose saved specs need that mark (a user's cell names its own weights; ``SpatialRNN`` makes an
+#: ``ElmanCell`` when its ``cell`` is null).
+RENAMED_LAYERS = ("ElmanCell", "JordanCell", "LSTMCell", "GRUCell", "SpatialRNN")
+
+
+def _gates(net, name, n_gates, hidden, input_size, init, recurrent_init):
+    """The stacked weights of ``n_gates`` gates: ``U`` (n H, D) on the input, ``W`` (n H, H) on the state."""
+    return {"U": net.param(f"{name}_U", (n_gates * hidden, input_size), init or inits.GlorotUniform()),
+            "W": net.param(f"{name}_W", (n_gates * hidden, hidden),
+                           recurrent_init or _stacked_orthogonal(n_gates, hidden))}
 
 
 def _stacked_orthogonal(n, hidden):
@@ -52,7 +61,7 @@ def _stacked_orthogonal(n, hidden):
 @register_layer
 @dataclass
 class ElmanCell(Cell):
-    """Elman: :math:`h_t = f(W x_t + U h_{t-1} + b)`."""
+    """Elman: :math:`h_t = f(U x_t + W h_{t-1} + b)`; params ``U`` (H, D), ``W`` (H, H), ``b`` (H,)."""
 
     hidden: int
     activation: str = "tanh"
@@ -65,14 +74,15 @@ class ElmanCell(Cell):
         return p
 
     def step(self, p, x, prev):
-        return (activate(self.activation, p["W"] @ x + p["U"] @ prev[0] + p["b"]),)
+        return (activate(self.activation, p["U"] @ x + p["W"] @ prev[0] + p["b"]),)
 
 
 @register_layer
 @dataclass
 class JordanCell(Cell):
-    """Jordan: the output feeds back. :math:`h_t = f(W x_t + U y_{t-1} + b)`, :math:`y_t = g(V h_t + c)`;
-    the state (and the layer's output) is :math:`y` of size ``output``."""
+    """Jordan: the output feeds back. :math:`h_t = f(U x_t + W y_{t-1} + b)`, :math:`y_t = g(V h_t + c)`;
+    the state (and the layer's output) is :math:`y` of size ``output``. Params ``U`` (H, D), ``W`` (H, O),
+    ``b`` (H,), ``V`` (O, H), ``c`` (O,)."""
 
     hidden: int
     output: int
@@ -85,30 +95,33 @@ class JordanCell(Cell):
 
     def declare(self, net, name, input_size):
         g = self.init or inits.GlorotUniform()
-        return {"W": net.param(f"{name}_W", (self.hidden, input_size), g),
-                "U": net.param(f"{name}_U", (self.hidden, self.output), g),
+        return {"U": net.param(f"{name}_U", (self.hidden, input_size), g),
+                "W": net.param(f"{name}_W", (self.hidden, self.output), g),
                 "b": net.param(f"{name}_b", self.hidden, "zeros"),
                 "V": net.param(f"{name}_V", (self.output, self.hidden), g),
                 "c": net.param(f"{name}_c", self.output, "zeros")}
 
     def step(self, p, x, prev):
-        h = activate(self.activation, p["W"] @ x + p["U"] @ prev[0] + p["b"])
+        h = activate(self.activation, p["U"] @ x + p["W"] @ prev[0] + p["b"])
         return (activate(self.output_activation, p["V"] @ h + p["c"]),)
 
 
 @register_layer
 @dataclass
 class LSTMCell(Cell):
-    """LSTM (gate order i, f, g, o as in PyTorch; stacked weights ``W`` (4H, D), ``U`` (4H, H), bias ``b``):
+    """LSTM (gate order i, f, g, o as in PyTorch; stacked weights ``U`` (4H, D) on the input, ``W`` (4H, H) on
+    the state, one bias ``b`` (4H,)):
 
     .. math::
-        i = \\sigma(W_i x + U_i h_{t-1} + b_i [+ p_i \\odot c_{t-1}]),\\quad
-        f = \\sigma(W_f x + U_f h_{t-1} + b_f [+ p_f \\odot c_{t-1}])\\ \\text{or}\\ 1 - i\\ (\\text{coupled}),\\\\
-        g = \\tanh(W_g x + U_g h_{t-1} + b_g),\\quad c_t = f \\odot c_{t-1} + i \\odot g,\\\\
-        o = \\sigma(W_o x + U_o h_{t-1} + b_o [+ p_o \\odot c_t]),\\quad h_t = o \\odot \\tanh(c_t).
+        i = \\sigma(U_i x + W_i h_{t-1} + b_i [+ p_i \\odot c_{t-1}]),\\quad
+        f = \\sigma(U_f x + W_f h_{t-1} + b_f [+ p_f \\odot c_{t-1}])\\ \\text{or}\\ 1 - i\\ (\\text{coupled}),\\\\
+        g = \\tanh(U_g x + W_g h_{t-1} + b_g),\\quad c_t = f \\odot c_{t-1} + i \\odot g,\\\\
+        o = \\sigma(U_o x + W_o h_{t-1} + b_o [+ p_o \\odot c_t]),\\quad h_t = o \\odot \\tanh(c_t).
 
     ``peephole`` adds the bracketed terms, ``coupled`` ties the forget gate to the input gate (Greff et al.,
-    "LSTM: A Search Space Odyssey"); ``forget_bias`` initialises :math:`b_f`. States: (h, c).
+    "LSTM: A Search Space Odyssey"): a coupled cell has no forget-gate weights at all, its stacks hold the gates
+    (i, g, o) and are (3H, D), (3H, H), (3H,), and with ``peephole`` it has no ``pf``. ``forget_bias``
+    initialises :math:`b_f`. States: (h, c).
     """
 
     hidden: int
@@ -118,44 +131,52 @@ class LSTMCell(Cell):
     init: object = None
     recurrent_init: object = None
 
+    def gates(self) -> tuple[str, ...]:
+        """The gates whose weights are stacked, in order: ``("i", "f", "g", "o")``, or ``("i", "g", "o")``
+        when coupled."""
+        return ("i", "g", "o") if self.coupled else ("i", "f", "g", "o")
+
     def state_sizes(self):
         return (self.hidden, self.hidden)
 
     def declare(self, net, name, input_size):
         import numpy as np
 
-        hsz = self.hidden
-        p = _gates(net, name, 4, hsz, input_size, self.init, self.recurrent_init)
-        b0 = np.zeros(4 * hsz)
-        b0[hsz:2 * hsz] = self.forget_bias
-        p["b"] = net.param(f"{name}_b", 4 * hsz, b0)
+        hsz, gates = self.hidden, self.gates()
+        p = _gates(net, name, len(gates), hsz, input_size, self.init, self.recurrent_init)
+        b0 = np.zeros(len(gates) * hsz)
+        if "f" in gates:
+            b0[hsz:2 * hsz] = self.forget_bias
+        p["b"] = net.param(f"{name}_b", len(gates) * hsz, b0)
         if self.peephole:
             for gate in ("i", "f", "o"):
-                p["p" + gate] = net.param(f"{name}_p{gate}", hsz, "zeros")
+                if gate in gates:
+                    p["p" + gate] = net.param(f"{name}_p{gate}", hsz, "zeros")
         return p
 
     def step(self, p, x, prev):
         h, c = prev
-        hsz = self.hidden
-        zi, zf, zg, zo = split(p["W"] @ x + p["U"] @ h + p["b"], [hsz] * 4)
+        z = dict(zip(self.gates(), split(p["U"] @ x + p["W"] @ h + p["b"], [self.hidden] * len(self.gates()))))
         if self.peephole:
-            zi, zf = zi + p["pi"] * c, zf + p["pf"] * c
-        i = sigmoid(zi)
-        f = 1.0 - i if self.coupled else sigmoid(zf)
-        c_new = f * c + i * tanh(zg)
-        if self.peephole:
-            zo = zo + p["po"] * c_new
+            z["i"] = z["i"] + p["pi"] * c
+            if not self.coupled:
+                z["f"] = z["f"] + p["pf"] * c
+        i = sigmoid(z["i"])
+        f = 1.0 - i if self.coupled else sigmoid(z["f"])
+        c_new = f * c + i * tanh(z["g"])
+        zo = z["o"] + p["po"] * c_new if self.peephole else z["o"]
         return sigmoid(zo) * tanh(c_new), c_new
 
 
 @register_layer
 @dataclass
 class GRUCell(Cell):
-    """GRU (PyTorch's convention, gate order r, z, n; input bias ``bx`` and recurrent bias ``bh``):
+    """GRU (PyTorch's convention, gate order r, z, n; input bias ``bx`` and recurrent bias ``bh``; weights ``U``
+    (3H, D) on the input and ``W`` (3H, H) on the state):
 
     .. math::
-        r = \\sigma(W_r x + b^x_r + U_r h_{t-1} + b^h_r),\\quad z = \\sigma(W_z x + b^x_z + U_z h_{t-1} + b^h_z),\\\\
-        n = \\tanh(W_n x + b^x_n + r \\odot (U_n h_{t-1} + b^h_n)),\\quad h_t = (1 - z) \\odot n + z \\odot h_{t-1}.
+        r = \\sigma(U_r x + b^x_r + W_r h_{t-1} + b^h_r),\\quad z = \\sigma(U_z x + b^x_z + W_z h_{t-1} + b^h_z),\\\\
+        n = \\tanh(U_n x + b^x_n + r \\odot (W_n h_{t-1} + b^h_n)),\\quad h_t = (1 - z) \\odot n + z \\odot h_{t-1}.
     """
 
     hidden: int
@@ -171,11 +192,11 @@ class GRUCell(Cell):
     def step(self, p, x, prev):
         (h,) = prev
         hs = [self.hidden] * 3
-        xr, xz, xn = split(p["W"] @ x + p["bx"], hs)
-        hr, hz, hn = split(p["U"] @ h + p["bh"], hs)
+        xr, xz, xn = split(p["U"] @ x + p["bx"], hs)
+        hr, hz, hn = split(p["W"] @ h + p["bh"], hs)
         r, z = sigmoid(xr + hr), sigmoid(xz + hz)
         n = tanh(xn + r * hn)
         return ((1.0 - z) * n + z * h,)
 
 
-__all__ = ["Cell", "ElmanCell", "JordanCell", "LSTMCell", "GRUCell", "concat"]
+__all__ = ["WEIGHT_NAMES", "Cell", "ElmanCell", "JordanCell", "LSTMCell", "GRUCell", "concat"]

@@ -9,7 +9,7 @@ from rnnc.dsl.model import axes as make_axes
 from rnnc.errors import GraphError
 from rnnc.ir.node import Axis, user_line
 from rnnc.nn.base import Layer, Network, activate, register_layer
-from rnnc.nn.cells import ElmanCell, GRUCell, JordanCell, LSTMCell
+from rnnc.nn.cells import WEIGHT_NAMES, ElmanCell, GRUCell, JordanCell, LSTMCell
 from rnnc.ops import concat, image
 
 
@@ -138,6 +138,9 @@ class SpatialRNN(Layer):
     activation: str = "tanh"
     pad: bool = False
     prefix = "srnn"
+
+    def spec(self) -> dict:
+        return {**Layer.spec(self), "weight_names": WEIGHT_NAMES}
 
     def build(self, net, x):
         cell = self.cell if self.cell is not None else ElmanCell(self.hidden, self.activation)

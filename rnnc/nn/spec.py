@@ -47,6 +47,7 @@ def from_spec(spec: dict, where: str = "layer", depth: int = 0):
     if not isinstance(spec, dict) or not isinstance(kind, str) or kind not in LAYERS:
         raise SpecError(f"{where}: unknown layer type {kind!r}; expected one of {sorted(LAYERS)}")
     cls = LAYERS[kind]
+    spec = _check_weight_names(cls, spec, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(str(k) for k in spec if k != "layer" and k not in fields)
     if unknown:
@@ -60,6 +61,24 @@ def from_spec(spec: dict, where: str = "layer", depth: int = 0):
             args[key] = _from_json(value, f"{where}.{key}", depth + 1)
             _check_field(fields[key], args[key], f"{where}.{key}")
     return cls(**args)
+
+
+def _check_weight_names(cls: type, spec: dict, where: str) -> dict:
+    """A cell's spec without its ``weight_names`` mark. Refused for rnnc's own cells (and ``SpatialRNN``,
+    which makes one) when saved before they took the lectures' names (``U`` input -> hidden, ``W`` hidden ->
+    hidden): their arrays ``..._W`` and ``..._U`` meant the other way round and would load into the wrong
+    matrices, silently where the two have the same shape."""
+    from rnnc.nn.cells import RENAMED_LAYERS, WEIGHT_NAMES, Cell
+
+    if not issubclass(cls, Cell) and cls.__name__ not in RENAMED_LAYERS:
+        return spec
+    mark = spec.get("weight_names")
+    if cls.__name__ in RENAMED_LAYERS and mark != WEIGHT_NAMES:
+        raise SpecError(f"{where}: saved by an older rnnc whose {cls.__name__} named its input weights W and its "
+                        "recurrent weights U; they are now U (input -> hidden) and W (hidden -> hidden), as in the "
+                        "lectures, so the arrays would load into the wrong matrices: retrain, or swap <layer>_W and "
+                        f'<layer>_U and add "weight_names": {WEIGHT_NAMES} to this spec')
+    return {k: v for k, v in spec.items() if k != "weight_names"}
 
 
 def _required(f: dataclasses.Field) -> bool:
