@@ -5,7 +5,7 @@ needs exactly one remembered bit — the previous output:
 
 .. math::
 
-    h_t = \\tanh(W x_t + U y_{t-1} + b), \\qquad y_t = \\sigma(V h_t + c), \\qquad
+    h_t = \\tanh(U x_t + W y_{t-1} + b), \\qquad y_t = \\sigma(V h_t + c), \\qquad
     L = \\sum_t \\mathrm{BCE}(y_t, x_1 \\oplus \\dots \\oplus x_t)
 
 **Autonomous system** (no input at all: the state evolves on its own from a learned initial state):
@@ -42,13 +42,13 @@ def jordan(hidden: int = 8) -> rc.Model:
     m = rc.Model("jordan")
     x = m.input("x", 1)                                   # bits as floats (T, B, 1)
     target = m.input("target", 1)                         # running parity (T, B, 1)
-    W = m.param("W", (hidden, 1))
-    U = m.param("U", (hidden, 1))
+    U = m.param("U", (hidden, 1))                         # input -> hidden
+    W = m.param("W", (hidden, 1))                         # previous output -> hidden
     b = m.param("b", hidden, init="zeros")
-    V = m.param("V", (1, hidden))
+    V = m.param("V", (1, hidden))                         # hidden -> output
     c = m.param("c", 1, init="zeros")
     y = m.signal("y", 1)
-    h = rc.tanh(W @ x[t] + U @ y[t - 1] + b)
+    h = rc.tanh(U @ x[t] + W @ y[t - 1] + b)
     y[t] = rc.sigmoid(V @ h + c)
     m.output("out", y[t])
     m.loss(rc.binary_cross_entropy(y[t], target[t]))

@@ -141,7 +141,7 @@ def test_adjoint_of_h_matches_finite_differences():
     # at the loss step: dL/dh[T-1] = 2 V^T (V h[T-1] - z) / 4 (mse is the mean over the 4 features)
     np.testing.assert_allclose(adjoint[-1, 0], 2 * p["V"].T @ (p["V"] @ h[-1, 0] - data["z"][0]) / 4, rtol=1e-8)
     # one step back: dL/dh[T-2] = W^T (diag(1 - h[T-1]^2) dL/dh[T-1])
-    W = p["elman_U"]
+    W = p["elman_W"]                                                # the recurrent weights (hidden -> hidden)
     np.testing.assert_allclose(adjoint[-2, 0], W.T @ ((1 - h[-1, 0] ** 2) * adjoint[-1, 0]), rtol=1e-8)
 
 

@@ -97,12 +97,12 @@ def _layer(cell, axis, reverse, transition, deep_output, initial):
 
 
 def Elman(hidden, activation="tanh", axis=None, reverse=False, transition=0, deep_output=(), initial="zeros"):
-    """An Elman layer: :math:`h_t = f(W x_t + U h_{t-1} + b)` (see :class:`ElmanCell`, :class:`Recurrent`)."""
+    """An Elman layer: :math:`h_t = f(U x_t + W h_{t-1} + b)` (see :class:`ElmanCell`, :class:`Recurrent`)."""
     return _layer(ElmanCell(hidden, activation), axis, reverse, transition, deep_output, initial)
 
 
 def Jordan(hidden, output, activation="tanh", output_activation="tanh", axis=None, reverse=False):
-    """A Jordan layer: :math:`h_t = f(W x_t + U y_{t-1} + b)`, :math:`y_t = g(V h_t + c)` (see :class:`JordanCell`)."""
+    """A Jordan layer: :math:`h_t = f(U x_t + W y_{t-1} + b)`, :math:`y_t = g(V h_t + c)` (see :class:`JordanCell`)."""
     return _layer(JordanCell(hidden, output, activation, output_activation), axis, reverse, 0, (), "zeros")
 
 
