@@ -88,7 +88,8 @@ CHECKPOINT_SCHEMA = {
     "dtype": _TEXT,
     "optimizer": _TEXT,
     "spec": ("a model spec (object) or null", lambda v: v is None or isinstance(v, dict)),
-    "partial": {"loss": _NUMBER, "correct": _COUNT, "seen": _COUNT},   # sums over the epoch in progress
+    "partial": {"loss": _NUMBER, "seen": _COUNT,                          # sums over the epoch in progress:
+                "correct": _COUNT, "sq": _NUMBER, "count": _COUNT},         # the metric's (rnnc.train.metrics)
     "history": [{"*": _NUMBER}],                                        # one row per epoch done
 }
 

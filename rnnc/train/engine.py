@@ -3,6 +3,9 @@
 :class:`InterpretEngine` runs the numpy reference (``rc.interpret(rc.grad(m), ...)``); :class:`CompiledEngine`
 runs ``rc.compile(m, target=...)``; :class:`AutoEngine` uses the compiled one and falls back to the
 interpreter, with a warning, where the backend lacks an op. :func:`make_engine` picks one.
+
+``grad_options`` (``truncate=(k1, k2)``, ``checkpoint=k``) reach :func:`rnnc.grad` in every engine, so the
+gradients of truncated BPTT are the same whichever engine computes them.
 """
 from __future__ import annotations
 
@@ -27,11 +30,12 @@ class InterpretEngine:
 
     name = "interpret"
 
-    def __init__(self, model, dtype: str = "float32", check_finite: bool = False):
+    def __init__(self, model, dtype: str = "float32", check_finite: bool = False, **grad_options):
         from rnnc.ir.graph import Graph
 
         self.model, self.dtype, self.check_finite = model, dtype, check_finite
         self.graph = model if isinstance(model, Graph) else model.graph
+        self.grad_options = grad_options
         self._grad_graph = None
 
     @property
@@ -40,7 +44,7 @@ class InterpretEngine:
         if self._grad_graph is None:
             from rnnc.autodiff import grad
 
-            self._grad_graph = grad(self.model).graph
+            self._grad_graph = grad(self.model, **self.grad_options).graph
         return self._grad_graph
 
     def loss_and_grad(self, batch: dict, params: dict) -> Step:
@@ -67,13 +71,14 @@ class CompiledEngine:
     name = "compiled"
 
     def __init__(self, model, dtype: str = "float32", target: str = "cpu", threads: int | None = None,
-                 check_finite: bool = False):
+                 check_finite: bool = False, **grad_options):
         import rnnc
 
         self.model, self.dtype, self.target, self.check_finite = model, dtype, target, check_finite
+        self.grad_options = grad_options
         # on CUDA, gradients and outputs come back as numpy arrays: the optimisers and the trainer are numpy
         extra = {"results": "host"} if target == "cuda" else {"threads": threads}
-        self.fn = rnnc.compile(model, target=target, dtype=dtype, **extra)
+        self.fn = rnnc.compile(model, target=target, dtype=dtype, **extra, **grad_options)
         self._kernel = None
 
     def kernel(self):
@@ -83,7 +88,8 @@ class CompiledEngine:
             from rnnc.passes.dce import prune
             from rnnc.runtime.kernel import Kernel
 
-            self._kernel = Kernel(prune(grad(self.model).graph), self.fn.dtype, threads=self.fn.threads)
+            self._kernel = Kernel(prune(grad(self.model, **self.grad_options).graph), self.fn.dtype,
+                                  threads=self.fn.threads)
         return self._kernel
 
     def loss_and_grad(self, batch, params) -> Step:
@@ -114,10 +120,11 @@ class AutoEngine:
     """The compiled engine, or, when the backend lacks a rule for one of the model's ops, the interpreter —
     with a warning naming the op, never silently."""
 
-    def __init__(self, model, dtype: str = "float32", check_finite: bool = False):
+    def __init__(self, model, dtype: str = "float32", check_finite: bool = False, **grad_options):
         self.model, self.dtype, self.check_finite = model, dtype, check_finite
+        self.grad_options = grad_options
         try:
-            self.impl = CompiledEngine(model, dtype, check_finite=check_finite)
+            self.impl = CompiledEngine(model, dtype, check_finite=check_finite, **grad_options)
         except Exception as e:  # noqa: BLE001 - reported below, then the reference runs
             self._fallback(e)
         self.name = self.impl.name
@@ -127,7 +134,7 @@ class AutoEngine:
 
         warnings.warn(f"rnnc.train: compiled engine unavailable for model {getattr(self.model, 'name', '?')!r} "
                       f"({type(err).__name__}: {err}); training with the numpy interpreter", stacklevel=3)
-        self.impl = InterpretEngine(self.model, self.dtype, self.check_finite)
+        self.impl = InterpretEngine(self.model, self.dtype, self.check_finite, **self.grad_options)
 
     def _call(self, method, batch, params):
         try:
@@ -150,18 +157,18 @@ def _cast(params, dtype):
     return {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
 
 
-def make_engine(model, kind: str = "auto", dtype: str = "float32", check_finite: bool = False):
+def make_engine(model, kind: str = "auto", dtype: str = "float32", check_finite: bool = False, **grad_options):
     """``"interpret"``, ``"compiled"`` or ``"auto"`` (compiled when ``rc.compile`` exists, else interpreted).
     ``check_finite``: every call refuses NaN / Inf in its float inputs and params (``InputError``); ``"params"``:
-    in its params only."""
+    in its params only. ``grad_options`` go to :func:`rnnc.grad` (``truncate=(k1, k2)``)."""
     import rnnc
 
     if kind == "interpret":
-        return InterpretEngine(model, dtype, check_finite)
+        return InterpretEngine(model, dtype, check_finite, **grad_options)
     if kind == "compiled":
-        return CompiledEngine(model, dtype, check_finite=check_finite)
+        return CompiledEngine(model, dtype, check_finite=check_finite, **grad_options)
     if kind == "auto" and hasattr(rnnc, "compile"):
-        return AutoEngine(model, dtype, check_finite)
+        return AutoEngine(model, dtype, check_finite, **grad_options)
     if kind != "auto":
         raise ValueError(f"engine must be 'auto', 'interpret' or 'compiled', got {kind!r}")
-    return InterpretEngine(model, dtype, check_finite)
+    return InterpretEngine(model, dtype, check_finite, **grad_options)

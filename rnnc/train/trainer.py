@@ -1,5 +1,11 @@
 """``Trainer``: shuffled mini-batches, epochs, evaluation, progress, history and exact resumption.
 
+It trains any :class:`~rnnc.Model` with a loss (``Trainer(m, Adam())``), an :class:`~rnnc.nn.Network`, a
+``(train_net, eval_net)`` pair or a :class:`~rnnc.nn.Classifier`. Besides the loss it reports the metric that
+follows the loss (:mod:`rnnc.train.metrics`): accuracy for classification losses, MSE for ``mse``. A compiled
+engine is compiled before the first batch ("compiling N stages... 4.2 s"), so epoch times and samples/s count
+training only.
+
 Determinism: epoch ``e`` shuffles with ``default_rng([seed, e])`` and draws dropout masks from
 ``default_rng([seed, e, 1])``, so a run resumed from a checkpoint (saved at the end of every epoch and when
 SIGINT/SIGTERM stop ``fit``, always between two steps: :mod:`rnnc.train.interrupts`) repeats the same
@@ -7,6 +13,7 @@ arithmetic bit for bit.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -15,25 +22,42 @@ from rnnc.interpret.boundary import check_data
 from rnnc.train.checkpoint import CheckpointError, atomic_savez, load_checkpoint
 from rnnc.train.engine import make_engine
 from rnnc.train.interrupts import DeferredInterrupts
+from rnnc.train.metrics import Metrics
 from rnnc.train.optim import clip_global_norm
 
 
 def _nets(model):
-    from rnnc.nn.base import Network
+    """``(train_net, eval_net)``: a Model's or a Network's own network twice, a Classifier's two builds."""
+    from rnnc.dsl.model import Model
+    from rnnc.nn.base import Network, network
 
     if isinstance(model, tuple):
-        return model
-    if isinstance(model, Network):
-        return model, model
-    return model.build(train=True), model.build(train=False)
+        nets = model
+    elif isinstance(model, (Network, Model)):
+        net = network(model)            # a plain Model: the network its layers registered, or a new one
+        nets = (net, net)
+    elif callable(getattr(model, "build", None)):
+        nets = (model.build(train=True), model.build(train=False))
+    else:
+        raise TypeError(f"Trainer trains an rc.Model with a loss, an nn.Network or an nn.Classifier, "
+                        f"got {type(model).__name__}")
+    for net in nets:
+        if net.model.graph.loss is None:
+            raise ValueError(f"model {net.model.name!r} has no loss to train: add one with m.loss(...)")
+    return nets
 
 
 class Trainer:
-    """Train a :class:`~rnnc.nn.Classifier` (or a ``(train_net, eval_net)`` pair of :class:`~rnnc.nn.Network`).
+    """Train an :class:`~rnnc.Model` with a loss, a :class:`~rnnc.nn.Classifier` or a ``(train_net, eval_net)``
+    pair of :class:`~rnnc.nn.Network`.
+
+    The data is a dict of arrays named after the model's inputs, laid out as a call's inputs with every sample
+    on the batch axis: ``(T, B, ...)`` for a sequence input, ``(B,)`` for ``<name>_lengths``, ``(B, ...)``
+    for a per-sample input.
 
     Parameters
     ----------
-    model : Classifier, Network or (Network, Network)
+    model : Model, Classifier, Network or (Network, Network)
     optimizer : GradientDescentMomentum, Adam, ...
     batch_size, seed, dtype : mini-batch size, the seed of everything random, float32 / float64.
     schedule : callable ``(base_lr, epoch, frac) -> lr`` (StepLR, CosineLR) or None.
@@ -46,11 +70,15 @@ class Trainer:
     check_finite : refuse NaN / Inf in the data (checked once by :meth:`fit`) and in the params before every
         step (``InputError`` naming them); class labels and lengths are range-checked over the whole data set
         before training either way.
+    truncate : (k1, k2) or None
+        Truncated BPTT (``rc.grad(m, truncate=(k1, k2))``, see ``docs/bptt.md``); None: full BPTT.
+    progress : show a progress bar per epoch and the compile time of a compiled engine (on stderr).
     """
 
     def __init__(self, model, optimizer, batch_size: int = 32, seed: int = 0, dtype: str = "float32",
                  schedule=None, clip: float | None = None, checkpoint: str | None = None, engine: str = "auto",
-                 progress: bool = True, params: dict | None = None, augment=None, check_finite: bool = True):
+                 progress: bool = True, params: dict | None = None, augment=None, check_finite: bool = True,
+                 truncate: tuple | None = None):
         self.model = model
         self.train_net, self.eval_net = _nets(model)
         self.optimizer, self.batch_size, self.seed, self.dtype = optimizer, int(batch_size), int(seed), dtype
@@ -58,15 +86,19 @@ class Trainer:
         self.augment = augment
         self.check_finite = check_finite
         finite = "params" if check_finite else False     # the data: once, in fit()
-        self.engine = make_engine(self.train_net.model, engine, dtype, finite)
-        self.eval_engine = make_engine(self.eval_net.model, "interpret" if engine == "interpret" else engine, dtype,
-                                       finite)
+        self.metrics = Metrics(self.train_net.model.graph)          # the graph plus the predictions it reads
+        self.eval_metrics = Metrics(self.eval_net.model.graph)
+        options = {"truncate": tuple(truncate)} if truncate is not None else {}
+        self.engine = make_engine(self.metrics.graph, engine, dtype, finite, **options)
+        self.eval_engine = make_engine(self.eval_metrics.graph, "interpret" if engine == "interpret" else engine,
+                                       dtype, finite)
         self.params = params if params is not None else self.train_net.model.init_params(seed, dtype)
         self.buffers = {k: np.full(b.shape, b.init, dtype=dtype) for k, b in self.train_net.buffers.items()}
         self.history: list[dict] = []
         self.epoch, self.batch_index = 0, 0
-        self._partial = {"loss": 0.0, "correct": 0, "seen": 0}
+        self._partial = _no_sums()
         self._interrupts, self._source = DeferredInterrupts(), None   # SIGINT/SIGTERM; the file resumed from
+        self._compiled = False              # compiled before the first batch (see _compile)
 
     # ------------------------------------------------------------------ data
     def _batch_dim(self, name: str, graph) -> int:
@@ -100,12 +132,35 @@ class Trainer:
         if val is not None:
             check_data(self.eval_net.model.graph, val, self.check_finite)
         self._refuse_if_torn()
+        self._compile(data, val)      # before the signal handlers: Ctrl-C during a long compile stops at once
         with self._interrupts:   # SIGINT/SIGTERM wait for the next safe point (rnnc.train.interrupts)
             while self.epoch < epochs:
                 self._run_epoch(data, epochs, val)
                 self._safe_point()
         self._safe_point()   # a signal after the last safe point, before the previous handlers came back
         return self.history
+
+    def _compile(self, data, val):
+        """Run a compiled engine once on the first samples (parameters untouched) so that Numba compiles, or
+        loads its cache, before the first timed batch; say so, with the time it took, when ``progress``."""
+        if self._compiled or self.engine.name != "compiled":
+            return
+        from rnnc.schedule import schedule
+
+        graph = self.train_net.model.graph
+        stages = len(schedule(graph))
+        _say(f"compiling {stages} stage{'s' * (stages != 1)} of {graph.name!r} (forward and gradient)... ",
+             self.progress)
+        t0 = time.perf_counter()
+        batch = self._take(data, np.arange(min(self.batch_size, self._count(data, graph))), graph)
+        batch.update(self._noise(batch, np.random.default_rng(0)))       # its own masks: the run's stay as they are
+        self.engine.loss_and_grad(batch, self.params)
+        if val is not None and self.eval_engine.name == "compiled":
+            eval_graph = self.eval_net.model.graph
+            small = np.arange(min(self.batch_size, self._count(val, eval_graph)))
+            self.eval_engine.forward(self._take(val, small, eval_graph), self.eval_params())
+        self._compiled = True
+        _say(f"{time.perf_counter() - t0:.1f} s\n", self.progress)
 
     def _safe_point(self):
         """Between two steps: if a signal came, save the checkpoint (if one is configured) and stop."""
@@ -160,7 +215,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{self._partial['loss'] / self._partial['seen']:.4f}", samples_s=f"{rate:.0f}")
         bar.close()
-        self._end_epoch(val, time.perf_counter() - t0)
+        self._end_epoch(val, time.perf_counter() - t0, self._partial["seen"] - seen0)
 
     def _step(self, batch, size, frac):
         step = self.engine.loss_and_grad(batch, self.params)
@@ -170,8 +225,7 @@ class Trainer:
         self._update_buffers(step.outputs, size)
         self._partial["loss"] += float(step.loss) * size
         self._partial["seen"] += size
-        if "probs" in step.outputs and "y" in batch:
-            self._partial["correct"] += int((step.outputs["probs"].argmax(-1) == batch["y"]).sum())
+        _add_sums(self._partial, self.metrics, step.outputs, batch)
 
     def _update_buffers(self, outputs, batch_size):
         for name, spec in self.train_net.buffers.items():
@@ -181,15 +235,17 @@ class Trainer:
                 stat = stat * (count / max(count - 1, 1))
             self.buffers[name] = ((1 - spec.momentum) * self.buffers[name] + spec.momentum * stat).astype(self.dtype)
 
-    def _end_epoch(self, val, seconds):
+    def _end_epoch(self, val, seconds, timed):
+        """The epoch's row: loss and metric over the epoch, ``seconds`` of training (steps only: no compile, no
+        validation) and ``samples_s`` over the samples trained in them (this session's part of a resumed epoch)."""
         p = self._partial
-        row = {"epoch": self.epoch + 1, "loss": p["loss"] / max(p["seen"], 1),
-               "accuracy": p["correct"] / max(p["seen"], 1), "seconds": seconds}
+        row = {"epoch": self.epoch + 1, "loss": p["loss"] / max(p["seen"], 1), **_metric_row(p, self.metrics),
+               "seconds": seconds, "samples_s": timed / max(seconds, 1e-9)}
         if val is not None:
             row.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
         self.history.append(row)
         self.epoch, self.batch_index = self.epoch + 1, 0
-        self._partial = {"loss": 0.0, "correct": 0, "seen": 0}
+        self._partial = _no_sums()
         if self.checkpoint:
             self.save_checkpoint(self.checkpoint)
 
@@ -197,28 +253,51 @@ class Trainer:
     def eval_params(self) -> dict:
         return {**self.params, **self.buffers}
 
-    def predict(self, data: dict, batch_size: int | None = None) -> np.ndarray:
-        """Class probabilities of every sample (evaluation mode: running statistics, no dropout)."""
+    def forward(self, data: dict, batch_size: int | None = None) -> dict:
+        """Every output of the model for every sample (evaluation mode: running statistics, no dropout), each
+        laid out like the data, samples on the batch axis."""
         return self._eval(data, batch_size)[0]
 
+    def predict(self, data: dict, batch_size: int | None = None) -> np.ndarray:
+        """Class probabilities of every sample: the ``probs`` output (see :meth:`forward` for any output)."""
+        outputs = self.forward(data, batch_size)
+        if "probs" not in outputs:
+            raise ValueError(f"model {self.eval_net.model.name!r} has no output 'probs' (its outputs: "
+                             f"{', '.join(outputs) or 'none'}); Trainer.forward(data) returns all of them")
+        return outputs["probs"]
+
     def evaluate(self, data: dict, batch_size: int | None = None) -> dict:
-        """Mean loss and accuracy over ``data`` in evaluation mode."""
-        probs, loss = self._eval(data, batch_size)
-        out = {"loss": loss}
-        if "y" in data:
-            out["accuracy"] = float((probs.argmax(-1) == data["y"]).mean())
-        return out
+        """Mean loss over ``data`` in evaluation mode, and the metric that follows the loss (``accuracy`` or
+        ``mse``, see :mod:`rnnc.train.metrics`)."""
+        _, sums = self._eval(data, batch_size)
+        if sums is None:
+            graph = self.eval_net.model.graph
+            missing = sorted(k for k in graph.inputs if k not in data)
+            raise ValueError(f"evaluate: the loss of model {graph.name!r} reads inputs the data lacks: "
+                             f"{', '.join(missing)}")
+        return {"loss": sums["loss"] / max(sums["seen"], 1), **_metric_row(sums, self.eval_metrics)}
 
     def _eval(self, data, batch_size):
+        """``(outputs, sums)`` over ``data`` in batches; ``sums`` None when the loss could not be computed."""
         graph = self.eval_net.model.graph
         n, bs = self._count(data, graph), batch_size or max(self.batch_size, 256)
-        probs, total = [], 0.0
+        parts: dict = {name: [] for name in graph.outputs}
+        sums = _no_sums()
         for s in range(0, n, bs):
             idx = np.arange(s, min(s + bs, n))
-            out = self.eval_engine.forward(self._take(data, idx, graph), self.eval_params())
-            probs.append(out["probs"])
-            total += float(out["loss"] or 0.0) * len(idx)
-        return np.concatenate(probs), total / n
+            batch = self._take(data, idx, graph)
+            out = self.eval_engine.forward(batch, self.eval_params())
+            for name in parts:
+                parts[name].append(out[name])
+            if sums is not None and out.get("loss") is not None:
+                sums["loss"] += float(out["loss"]) * len(idx)
+                sums["seen"] += len(idx)
+                _add_sums(sums, self.eval_metrics, out, batch)
+            else:
+                sums = None
+        outputs = {name: np.concatenate(arrs, axis=len(graph.outputs[name].axes)) if graph.outputs[name].batched
+                   else arrs[0] for name, arrs in parts.items()}
+        return outputs, sums
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str) -> None:
@@ -249,6 +328,27 @@ class Trainer:
 
 def _spec(model):
     return model.spec() if hasattr(model, "spec") else None
+
+
+def _no_sums() -> dict:
+    """An epoch's running sums: loss x samples, samples, and the metric's numerator (``correct`` predictions
+    or ``sq``, squared errors) over ``count`` predictions or elements (:mod:`rnnc.train.metrics`)."""
+    return {"loss": 0.0, "seen": 0, "correct": 0, "sq": 0.0, "count": 0}
+
+
+def _add_sums(sums: dict, metrics: Metrics, outputs: dict, batch: dict) -> None:
+    hit, count = metrics.sums(outputs, batch)
+    sums["correct" if metrics.kind == "accuracy" else "sq"] += hit
+    sums["count"] += count
+
+
+def _metric_row(sums: dict, metrics: Metrics) -> dict:
+    return metrics.row(sums["correct"] if metrics.kind == "accuracy" else sums["sq"], sums["count"])
+
+
+def _say(text: str, enabled: bool) -> None:
+    if enabled:
+        print(text, end="", file=sys.stderr, flush=True)
 
 
 class _NoBar:
