@@ -18,7 +18,8 @@ needs exactly one remembered bit — the previous output:
 Fitted on 2 periods, it is then run for 4 (``rc.interpret(..., sizes={"t": T})`` sets the length of an axis
 no input fixes) and keeps oscillating.
 
-    python examples/jordan_autonomous.py                       # trains both, writes the drawings to docs/img
+    python examples/jordan_autonomous.py                       # trains both, drawings to out/jordan_autonomous
+    python examples/jordan_autonomous.py --out docs/img        # regenerate the drawings of the docs
     rnnc render examples/jordan_autonomous.py:jordan --unroll t=4 -o jordan.svg
     rnnc render examples/jordan_autonomous.py:autonomous --unroll t=4 -o autonomous.svg
 """
@@ -34,7 +35,7 @@ from rnnc import t
 from rnnc.train import Adam
 
 PERIOD = 12
-IMG = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "img"))
+OUT = os.path.join("out", "jordan_autonomous")     # under the working folder; --out docs/img for the docs
 
 
 def jordan(hidden: int = 8) -> rc.Model:
@@ -113,7 +114,7 @@ def train_autonomous(steps: int = 400, seed: int = 0) -> dict:
     return {"params": params, "losses": losses, "rollout": rollout, "target": wave(4 * PERIOD)[:, 0, 0]}
 
 
-def draw(out_dir: str = IMG, fmt: str = "svg") -> list[str]:
+def draw(out_dir: str = OUT, fmt: str = "svg") -> list[str]:
     """Folded and unrolled (t = 4) drawings of both models: ``examples_{jordan,autonomous}_{folded,unrolled}``."""
     os.makedirs(out_dir, exist_ok=True)
     written = []
@@ -127,7 +128,8 @@ def draw(out_dir: str = IMG, fmt: str = "svg") -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--img", default=IMG, help="where the drawings go (default docs/img)")
+    ap.add_argument("--out", "--img", dest="out", default=OUT,
+                    help=f"where the drawings go (default {OUT}; docs/img regenerates the docs' drawings)")
     args = ap.parse_args(argv)
     j = train_jordan(args.steps)
     print(f"Jordan network, running parity: loss {j['losses'][0]:.3f} -> {j['losses'][-1]:.3f}, "
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     err = np.abs(a["rollout"] - a["target"])
     print(f"autonomous system: loss {a['losses'][0]:.3f} -> {a['losses'][-1]:.4f}; max error over the fitted "
           f"2 periods {err[:2 * PERIOD].max():.3f}, over the next 2 {err[2 * PERIOD:].max():.3f}")
-    for path in draw(args.img):
+    for path in draw(args.out):
         print(f"wrote {path}")
     return 0
 

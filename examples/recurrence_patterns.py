@@ -8,7 +8,8 @@
 3. **a single output after reading the whole sequence**:
    :math:`h_t = \\tanh(U x_t + W h_{t-1} + b)`, :math:`o = V h_T + c` (``h.last(t)``), one loss per sequence.
 
-    python examples/recurrence_patterns.py                # writes docs/img/examples_pattern{1,2,3}_unrolled.svg
+    python examples/recurrence_patterns.py                # writes out/recurrence_patterns/examples_pattern*.svg
+    python examples/recurrence_patterns.py --out docs/img # regenerate the drawings of the docs
     rnnc render examples/recurrence_patterns.py:output_to_hidden --unroll t=4 -o pattern2.svg
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import rnnc as rc
 from rnnc import t
 
-IMG = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "img"))
+OUT = os.path.join("out", "recurrence_patterns")     # under the working folder; --out docs/img for the docs
 
 
 def _start(name: str, n_in: int, hidden: int, n_out: int, per_step: bool = True):
@@ -70,7 +71,7 @@ PATTERNS = {"pattern1": hidden_to_hidden, "pattern2": output_to_hidden, "pattern
 build = hidden_to_hidden     # the default model of ``rnnc render examples/recurrence_patterns.py``
 
 
-def draw(out_dir: str = IMG, steps: int = 4, fmt: str = "svg") -> list[str]:
+def draw(out_dir: str = OUT, steps: int = 4, fmt: str = "svg") -> list[str]:
     """``examples_pattern{1,2,3}_unrolled.<fmt>``: each pattern unrolled over ``steps`` steps."""
     os.makedirs(out_dir, exist_ok=True)
     return [str(rc.render(make().unroll(t=steps), os.path.join(out_dir, f"examples_{key}_unrolled.{fmt}")))
@@ -79,12 +80,13 @@ def draw(out_dir: str = IMG, steps: int = 4, fmt: str = "svg") -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--img", default=IMG, help="where the drawings go (default docs/img)")
+    ap.add_argument("--out", "--img", dest="out", default=OUT,
+                    help=f"where the drawings go (default {OUT}; docs/img regenerates the docs' drawings)")
     ap.add_argument("--steps", type=int, default=4, help="steps to unroll (default 4)")
     args = ap.parse_args(argv)
     for key, make in PATTERNS.items():
         print(f"{key}: {make.__doc__.splitlines()[0]}\n{rc.schedule(make())}\n")
-    for path in draw(args.img, args.steps):
+    for path in draw(args.out, args.steps):
         print(f"wrote {path}")
     return 0
 

@@ -387,7 +387,8 @@ def main(argv=None) -> int:
     e.add_argument("index", type=int)
     e.add_argument("path")
     d = sub.add_parser("render", help="draw the SpatialRNN block folded and unrolled on a 2x2 grid")
-    d.add_argument("folder", nargs="?", default="docs/img")
+    d.add_argument("folder", nargs="?", default="out/flagship",
+                   help="where the drawings go (default out/flagship; docs/img regenerates the docs' drawings)")
     d.add_argument("--format", default="svg", choices=("svg", "png", "pdf", "dot"))
     args = p.parse_args(argv)
     if args.cmd == "summary":

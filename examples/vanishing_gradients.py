@@ -11,7 +11,8 @@ z \\odot h_{t-1}`) only when the gates lean towards keeping the old state: the r
 forget / update gate bias; at a plain initialisation (left panel, gates near 1/2) they vanish as fast as the
 Elman cell or faster.
 
-    python examples/vanishing_gradients.py          # writes docs/img/examples_vanishing_gradients.png
+    python examples/vanishing_gradients.py                  # writes out/vanishing_gradients/<the figure>.png
+    python examples/vanishing_gradients.py --out docs/img   # regenerate the docs' figure
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import rnnc as rc
 from rnnc import t
 from rnnc.nn import ElmanCell, GRUCell, LSTMCell, network
 
-IMG = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "img"))
+OUT = os.path.join("out", "vanishing_gradients")     # under the working folder; --out docs/img for the docs
+FIGURE = "examples_vanishing_gradients.png"
 CELLS = {"Elman": ElmanCell, "LSTM": LSTMCell, "GRU": GRUCell}
 GATE = {"LSTM": "lstm_b", "GRU": "gru_bx"}      # the bias holding the forget (LSTM) / update (GRU) gate, 2nd block
 
@@ -93,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--gate-bias", type=float, default=2.0, help="the right panel's gate bias (default 2)")
-    ap.add_argument("-o", "--output", default=os.path.join(IMG, "examples_vanishing_gradients.png"))
+    ap.add_argument("--out", default=OUT, help=f"folder for {FIGURE} (default {OUT}; docs/img regenerates the "
+                    "docs' figure)")
+    ap.add_argument("-o", "--output", default=None, help="the figure's path instead (overrides --out)")
     args = ap.parse_args(argv)
     panels = {}
     for bias in (0.0, args.gate_bias):
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             at = [d for d in (10, 25, args.steps - 1) if d < args.steps]
             print(f"{title:32s} {kind:6s} relative norm at d = {at}: "
                   + ", ".join(f"{norms[d] / norms[0]:.1e}" for d in at))
-    print(f"wrote {plot(panels, args.output)}")
+    print(f"wrote {plot(panels, args.output or os.path.join(args.out, FIGURE))}")
     return 0
 
 

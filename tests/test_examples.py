@@ -145,6 +145,29 @@ def test_adjoint_of_h_matches_finite_differences():
     np.testing.assert_allclose(adjoint[-2, 0], W.T @ ((1 - h[-1, 0] ** 2) * adjoint[-1, 0]), rtol=1e-8)
 
 
+def test_readme_lists_every_example_with_a_command():
+    rows = [line for line in (EXAMPLES / "README.md").read_text().splitlines() if line.startswith("| [")]
+    listed = {line.split("](")[0][3:] for line in rows}
+    assert listed == {p.name for p in EXAMPLES.glob("*.py")}, "examples/README.md must list every example"
+    assert all(line.rstrip(" |").endswith("`") for line in rows), "each row ends with its command"
+
+
+def test_examples_write_under_out_unless_told(tmp_path, monkeypatch):
+    """Nothing lands in the repository's docs/img by default: folders default to out/<example>; --out docs/img
+    is how the docs' figures are regenerated."""
+    for path in EXAMPLES.glob("*.py"):
+        text = path.read_text()
+        assert '"docs", "img"' not in text and 'default="docs/img"' not in text, path.name
+    for name in ("jordan_autonomous", "recurrence_patterns", "vanishing_gradients"):
+        assert Path(example(name).OUT).parts[0] == "out", name
+    monkeypatch.chdir(tmp_path)
+    vg = example("vanishing_gradients")
+    monkeypatch.setattr(vg, "adjoint_norms", lambda kind, steps, gate_bias=0.0: np.linspace(1.0, 0.5, steps))
+    assert vg.main(["--steps", "3"]) == 0
+    assert (tmp_path / "out" / "vanishing_gradients" / vg.FIGURE).exists()
+    assert vg.main(["--steps", "3", "--out", "figs"]) == 0 and (tmp_path / "figs" / vg.FIGURE).exists()
+
+
 # ---------------------------------------------------------------------------------------------- command line
 def test_cli_train_then_predict_hello(tmp_path, capsys):
     from rnnc.cli import main
