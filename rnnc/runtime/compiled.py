@@ -9,6 +9,7 @@ Each entry point is one kernel (see :class:`rnnc.runtime.kernel.Kernel`), built 
 """
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -28,8 +29,9 @@ class Compiled:
     """A compiled model. ``f.forward(inputs, params)``, ``f.loss_and_grad(inputs, params)``,
     ``f.step(state, inputs_t, params)``; ``f.source`` is the generated module, ``f.stats`` timings."""
 
-    def __init__(self, model, dtype: str = "float32", passes=None, threads: int | None = None, **grad_options):
-        self.threads = threads
+    def __init__(self, model, dtype: str = "float32", passes=None, threads: int | None = None,
+                 verbose: bool = False, **grad_options):
+        self.threads, self.verbose, self._reported = threads, verbose, set()
         self.model = model
         self.graph: Graph = model if isinstance(model, Graph) else model.graph
         if np.dtype(dtype) not in (np.dtype("float32"), np.dtype("float64")):
@@ -47,6 +49,16 @@ class Compiled:
             self._kernels[variant] = Kernel(self._graph_of(variant), self.dtype, stream=variant == "step",
                                             passes=self.passes, threads=self.threads)
         return self._kernels[variant]
+
+    def _report(self, variant: str, k: Kernel) -> None:
+        """With ``verbose``: after a kernel's first call, say what was compiled and what came from the cache."""
+        if not self.verbose or variant in self._reported:
+            return
+        self._reported.add(variant)
+        module = "module loaded from the cache" if k.stats["cache_hit"] else "module generated"
+        print(f"rc.compile: {self.graph.name!r} {variant} kernel: {module} in {k.stats['render_s']:.2f} s "
+              f"({k.path}); first call, Numba's compile or cache load included, {k.stats['compile_s']:.2f} s",
+              file=sys.stderr, flush=True)
 
     def _graph_of(self, variant: str) -> Graph:
         g = self.graph
@@ -86,6 +98,7 @@ class Compiled:
         k = self.kernel("loss" if has_targets else "outputs")
         b = k.bind(inputs, params, optional=self._optional, sizes=sizes, batch=batch, check_finite=check_finite)
         bufs = k.call(b)
+        self._report("loss" if has_targets else "outputs", k)
         outs = {name: k.result(bufs, "outputs", name) for name in k.source_graph.outputs}
         loss = float(k.result(bufs, "loss")) if has_targets else None
         return Result(outs, loss)
@@ -97,6 +110,7 @@ class Compiled:
         k = self.kernel("grad")
         b = k.bind(inputs, params, sizes=sizes, batch=batch, check_finite=check_finite)
         bufs = k.call(b)
+        self._report("grad", k)
         grads = {name: k.result(bufs, "grads", name) for name in k.source_graph.grads}
         return float(k.result(bufs, "loss")), grads
 
@@ -127,6 +141,7 @@ class Compiled:
             extra[hvar] = hists[name] if state is not None else np.zeros(expected[name], k.dtype)
             extra[svar] = 1 if state is not None else 0
         bufs = k.call(b, extra)
+        self._report("step", k)
         new_state = {}
         for name, (hvar, _svar, depth) in k.layout.hist.items():
             node = g.values[name]
@@ -150,7 +165,7 @@ def _streamable(graph: Graph) -> Graph:
 
 
 def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | None = None,
-            **grad_options) -> Compiled:  # noqa: A001
+            verbose: bool = False, **grad_options) -> Compiled:  # noqa: A001
     """Compile ``model`` for ``target`` ("cpu"): ``f = rc.compile(m)``; see :class:`Compiled`.
 
     ``threads``: how many threads a call may use (default: ``NUMBA_NUM_THREADS``, the CPU count unless set).
@@ -162,7 +177,8 @@ def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | N
     ``grad_options`` (``wrt``, ``truncate``, ``checkpoint``) are passed to :func:`rnnc.grad` for
     ``loss_and_grad``. With ``checkpoint=k`` the compiled gradients equal the checkpointed ones, but the
     compiled kernel still keeps every step's values: the memory saving is the interpreter's only (for now), and
-    ``compile`` says so with a ``RuntimeWarning``.
+    ``compile`` says so with a ``RuntimeWarning``. ``verbose=True`` prints one line on stderr per kernel after
+    its first call: which kernel, whether its module was generated or loaded from the cache, and the times.
     """
     if grad_options.get("checkpoint"):
         warnings.warn(f"rc.compile(checkpoint={grad_options['checkpoint']!r}): the compiled kernel computes the "
@@ -174,4 +190,4 @@ def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | N
         return CudaCompiled(model, dtype, **grad_options)
     if target != "cpu":
         raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
-    return Compiled(model, dtype, threads=threads, **grad_options)
+    return Compiled(model, dtype, threads=threads, verbose=verbose, **grad_options)
