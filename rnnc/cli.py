@@ -8,7 +8,9 @@ found, in this order:
 2. a function ``build()`` taking no arguments and returning a Model;
 3. the only Model instance among the module's top-level variables.
 
-``MODEL.py:NAME`` picks the variable (or zero-argument function) ``NAME`` instead.
+``MODEL.py:NAME`` picks the variable (or zero-argument function) ``NAME`` instead. ``render``, ``schedule``,
+``gradcheck``, ``compile`` and ``predict`` also take a portable ``MODEL.rnnc`` (``rc.save``, ``rnnc train
+--save``): it is loaded and checked, never run.
 
 Every failure of the user's file, data or arguments is reported by :func:`run_command`, the one wrapper
 around every subcommand, as one line ``FILE:LINE: error: Kind: message`` (``FILE:LINE`` is the user's line;
@@ -57,6 +59,7 @@ from rnnc.cli_support import (
     random_inputs,
     split_spec,
 )
+from rnnc.cli_train import predict_portable, train_on_data, truncation
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -280,22 +283,45 @@ def _check_peers(model, inputs, params, run, peers) -> None:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="EXAMPLE.py", help="a file defining train(steps=, seed=, save=), e.g. "
-                                                       "examples/hello.py")
-    p.add_argument("--steps", type=positive_int, help="training steps (the example's default otherwise)")
-    p.add_argument("--epochs", type=positive_int, help="training epochs, for the examples that count epochs")
+    p.add_argument("model", metavar="MODEL.py", help="a file defining a Model with a loss (MODEL.py[:NAME]), "
+                                                     "trained on --data; or an example with its own train()")
+    p.add_argument("--data", metavar="TRAIN.npz", type=existing_file,
+                   help="training arrays named after the model's inputs: x (T, B, ...), x_lengths (B,) for an "
+                        "input with lengths=True (pad with rnnc.data.pad), y (B,) or (T, B) ...")
+    p.add_argument("--val", metavar="VAL.npz", type=existing_file, help="validation arrays, evaluated each epoch")
+    p.add_argument("--epochs", type=positive_int, help="training epochs (default 10 with --data)")
+    p.add_argument("--batch", type=positive_int, default=32, help="mini-batch size (default 32)")
+    p.add_argument("--optimizer", default="adam", choices=("adam", "momentum", "sgd"), help="(default adam)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default 1e-3 for adam, 0.01 otherwise)")
+    p.add_argument("--clip", type=positive_float, help="clip gradients to this global norm")
+    p.add_argument("--truncate", metavar="K1,K2", type=truncation,
+                   help="truncated BPTT: chunks of K1 steps, gradients flow back K2 steps (see docs/bptt.md)")
+    p.add_argument("--engine", default="auto", choices=("auto", "compiled", "interpret"),
+                   help="compiled kernels, the numpy interpreter, or auto: compiled where the backend has "
+                        "every op (default)")
+    p.add_argument("--checkpoint", metavar="DIR", help="save the training state in DIR every epoch and on Ctrl-C")
+    p.add_argument("--resume", action="store_true", help="continue exactly from the checkpoint in --checkpoint DIR")
+    p.add_argument("--steps", type=positive_int, help="training steps, for an example's own train()")
     p.add_argument("--seed", type=nonnegative_int, default=0)
-    p.add_argument("--save", metavar="PARAMS.npz", type=output_file(),
-                   help="write the trained params here (missing folders are created)")
+    p.add_argument("--save", metavar="MODEL.rnnc", type=output_file(),
+                   help="with --data: write the trained model as a portable MODEL.rnnc (rc.save); for an "
+                        "example's train(): its params (PARAMS.npz)")
 
 
 def cmd_train(args) -> int:
-    """Train an example that defines ``train(steps=..., seed=0, save=None, ...)`` (``epochs=`` for those that
-    count epochs; see examples/)."""
-    ns = load_namespace(args.model)
+    """Train a model file on your data: ``rnnc train MODEL.py --data TRAIN.npz [--val VAL.npz]``, the arrays
+    matched to the model's inputs by name; or run an example's own ``train(steps=..., seed=0, save=None, ...)``
+    (``epochs=`` for those that count epochs; see examples/)."""
+    path, name = split_spec(args.model)
+    ns = load_namespace(path)
     train = ns.get("train")
+    if args.data is not None:
+        return train_on_data(args, pick_model(ns, path, name))
+    if args.val is not None:
+        raise UserError("--val needs --data TRAIN.npz", where="--val")
     if not callable(train):
-        raise UserError("the file defines no train() function; the training examples are hello.py, "
+        raise UserError("the file defines no train() function: give --data TRAIN.npz (arrays named after the "
+                        "model's inputs) to train its model; the examples with their own train() are hello.py, "
                         "char_lstm.py, seq2seq.py and many_to_one.py")
     kwargs = {"seed": args.seed, "save": args.save and str(args.save)}
     for key in ("steps", "epochs"):
@@ -315,14 +341,28 @@ def cmd_train(args) -> int:
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="EXAMPLE.py", help="a file defining predict(params, prompt)")
-    p.add_argument("--params", required=True, metavar="PARAMS.npz", type=existing_file,
-                   help="params written by rnnc train --save")
-    p.add_argument("--prompt", help="the example's input (letters, digits, numbers...); its default otherwise")
+    p.add_argument("model", metavar="MODEL.rnnc|EXAMPLE.py",
+                   help="a portable model file (rc.save, rnnc train --save), or a file defining predict(params, "
+                        "prompt)")
+    p.add_argument("--input", metavar="X.npz", type=existing_file,
+                   help="for MODEL.rnnc: its inputs, named as the model's (targets optional: then the loss too)")
+    p.add_argument("-o", "--output", metavar="OUT.npz", type=output_file(".npz"),
+                   help="for MODEL.rnnc: where the outputs are written")
+    p.add_argument("--engine", default="compiled", choices=("compiled", "interpret"),
+                   help="for MODEL.rnnc: rc.compile (default) or the numpy interpreter")
+    p.add_argument("--params", metavar="PARAMS.npz", type=existing_file,
+                   help="for EXAMPLE.py: params written by rnnc train --save")
+    p.add_argument("--prompt", help="for EXAMPLE.py: its input (letters, digits, numbers...); its default otherwise")
 
 
 def cmd_predict(args) -> int:
-    """Run a trained example on ``--prompt`` with params saved by ``rnnc train --save``."""
+    """Run a portable ``MODEL.rnnc`` on ``--input X.npz`` and write its outputs to ``-o OUT.npz``; or run a
+    trained example on ``--prompt`` with params saved by ``rnnc train --save``."""
+    if split_spec(args.model)[0].endswith(".rnnc"):
+        return predict_portable(args)
+    if args.params is None:
+        raise UserError("an example's predict() needs --params PARAMS.npz (written by rnnc train --save)",
+                        where="--params")
     ns = load_namespace(args.model)
     predict = ns.get("predict")
     if not callable(predict):
@@ -354,8 +394,10 @@ COMMANDS: list[Command] = [
     Command("compile", "compile a model to CPU kernels; --emit-source prints them", _compile_args, cmd_compile),
     Command("summary", "shapes, parameter counts and memory of a model", _summary_args, cmd_summary),
     Command("bench", "time the interpreter and the compiled kernels", _bench_args, cmd_bench),
-    Command("train", "train an example (a file with train())", _train_args, cmd_train),
-    Command("predict", "run a trained example on an input", _predict_args, cmd_predict),
+    Command("train", "train a model file on .npz data (--data), or an example with its own train()", _train_args,
+            cmd_train),
+    Command("predict", "run a .rnnc model file on .npz inputs, or a trained example on a prompt", _predict_args,
+            cmd_predict),
 ]
 
 

@@ -152,8 +152,13 @@ def load_namespace(path: str) -> dict:
 
 
 def load_model(spec: str):
-    """Run ``spec`` (``path.py`` or ``path.py:NAME``) and return the Model it defines (see :mod:`rnnc.cli`)."""
+    """Run ``spec`` (``path.py`` or ``path.py:NAME``) and return the Model it defines (see :mod:`rnnc.cli`);
+    a portable ``path.rnnc`` (written by ``rc.save``) is loaded, not run."""
     path, name = split_spec(spec)
+    if path.endswith(".rnnc") and not name:
+        from rnnc.cli_train import load_portable
+
+        return load_portable(path)[0]
     return pick_model(load_namespace(path), path, name)
 
 
