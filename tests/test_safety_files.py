@@ -434,3 +434,16 @@ def test_a_pickled_array_in_a_checkpoint_is_refused(tmp_path):
     with pytest.raises(CheckpointError) as err:
         trainer().resume(path)
     one_line_naming(err, path, "truncated or corrupt")
+
+
+def test_a_checkpoint_from_before_the_lecture_names_says_why(tmp_path, saved):
+    """A spec saved before rnnc.nn took the lecture's names (no ``weight_names`` mark) is refused with the
+    reason, not only as a spec that differs."""
+    arrays, meta = saved
+    old = nn.Classifier((nn.SpatialRNN(4), nn.Flatten(), nn.Dense(2), nn.Softmax()), (1, 4, 4)).spec()
+    del old["layers"][0]["weight_names"]
+    path = str(tmp_path / "old.npz")
+    resign(path, arrays, {**meta, "spec": old})
+    with pytest.raises(CheckpointError) as err:
+        trainer().resume(path)
+    one_line_naming(err, path, "spec.layers[0]", "older rnnc")

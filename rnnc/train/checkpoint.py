@@ -140,6 +140,8 @@ def load_checkpoint(path: str, params: dict, buffers: dict, optimizer, config: d
     check_meta(path, meta)
     for key, mine in config.items():
         if meta[key] != mine:
+            if key == "spec" and isinstance(meta[key], dict):
+                _classifier(path, meta[key])   # a spec this rnnc cannot build (an older one) says why
             raise CheckpointError(f"{path}: field {key}: written with {key}={show(meta[key])}, this trainer has "
                                   f"{show(mine)}")
     if len(meta["history"]) != meta["epoch"]:
