@@ -20,6 +20,7 @@ import numpy as np
 
 from rnnc.interpret.boundary import check_data
 from rnnc.train.checkpoint import CheckpointError, atomic_savez, load_checkpoint
+from rnnc.train.distributed import data_parallel
 from rnnc.train.engine import make_engine
 from rnnc.train.interrupts import DeferredInterrupts
 from rnnc.train.metrics import Metrics
@@ -73,12 +74,15 @@ class Trainer:
     truncate : (k1, k2) or None
         Truncated BPTT (``rc.grad(m, truncate=(k1, k2))``, see ``docs/bptt.md``); None: full BPTT.
     progress : show a progress bar per epoch and the compile time of a compiled engine (on stderr).
+    comm : an mpi4py communicator (``MPI.COMM_WORLD``) or a :class:`~rnnc.train.distributed.DataParallel`: train
+        data-parallel over its ranks (``docs/distributed.md``); the results equal one process's with the same
+        ``batch_size`` (the global batch). Progress from rank 0 only; rank 0 writes the checkpoints.
     """
 
     def __init__(self, model, optimizer, batch_size: int = 32, seed: int = 0, dtype: str = "float32",
                  schedule=None, clip: float | None = None, checkpoint: str | None = None, engine: str = "auto",
                  progress: bool = True, params: dict | None = None, augment=None, check_finite: bool = True,
-                 truncate: tuple | None = None):
+                 truncate: tuple | None = None, comm=None):
         self.model = model
         self.train_net, self.eval_net = _nets(model)
         self.optimizer, self.batch_size, self.seed, self.dtype = optimizer, int(batch_size), int(seed), dtype
@@ -99,6 +103,8 @@ class Trainer:
         self._partial = _no_sums()
         self._interrupts, self._source = DeferredInterrupts(), None   # SIGINT/SIGTERM; the file resumed from
         self._compiled = False              # compiled before the first batch (see _compile)
+        self.parallel = data_parallel(comm)     # None: one process (rnnc.train.distributed)
+        self.progress = progress and (self.parallel is None or self.parallel.is_root)
 
     # ------------------------------------------------------------------ data
     def _batch_dim(self, name: str, graph) -> int:
@@ -165,6 +171,8 @@ class Trainer:
     def _safe_point(self):
         """Between two steps: if a signal came, save the checkpoint (if one is configured) and stop."""
         name = self._interrupts.take()
+        if self.parallel is not None:     # every rank stops at the same step, or none does
+            name = self.parallel.agree(name)
         if name is None:
             return
         where = f"epoch {self.epoch + 1}, {self.batch_index} batches done"
@@ -209,6 +217,8 @@ class Trainer:
             if self.augment is not None:
                 batch = self.augment(batch, np.random.default_rng([self.seed, self.epoch, 2, self.batch_index]))
             batch.update(self._noise(batch, noise_rng))
+            if self.parallel is not None:     # this rank's rows; the random draws above are the global batch's
+                batch = self.parallel.local(batch, len(idx), lambda k: self._batch_dim(k, graph))
             self._step(batch, len(idx), self.batch_index / len(starts))
             self.batch_index += 1
             rate = (self._partial["seen"] - seen0) / max(time.perf_counter() - t0, 1e-9)
@@ -218,14 +228,19 @@ class Trainer:
         self._end_epoch(val, time.perf_counter() - t0, self._partial["seen"] - seen0)
 
     def _step(self, batch, size, frac):
-        step = self.engine.loss_and_grad(batch, self.params)
+        if self.parallel is None:
+            step = self.engine.loss_and_grad(batch, self.params)
+            hit, count = self.metrics.sums(step.outputs, batch)
+        else:       # the global batch's loss, gradient and metric sums, from every rank's rows
+            step, hit, count = self.parallel.step(self.engine, batch, size, self.params, self.metrics,
+                                                  self.train_net.buffers)
         grads, norm = clip_global_norm(step.grads, self.clip)
         lr = self.schedule(self.optimizer.lr, self.epoch, frac) if self.schedule else None
         self.optimizer.step(self.params, grads, lr)
         self._update_buffers(step.outputs, size)
         self._partial["loss"] += float(step.loss) * size
         self._partial["seen"] += size
-        _add_sums(self._partial, self.metrics, step.outputs, batch)
+        _add_hits(self._partial, self.metrics, hit, count)
 
     def _update_buffers(self, outputs, batch_size):
         for name, spec in self.train_net.buffers.items():
@@ -311,7 +326,10 @@ class Trainer:
                 "batch_size": self.batch_size, "history": self.history, "partial": self._partial,
                 "optimizer": type(self.optimizer).__name__, "spec": _spec(self.model)}
         with self._interrupts.saving():
-            atomic_savez(path, arrays, meta, "rnnc-checkpoint")
+            if self.parallel is None:
+                atomic_savez(path, arrays, meta, "rnnc-checkpoint")
+            else:   # rank 0 writes, the others wait for it (collective: every rank saves at the same point)
+                self.parallel.save(lambda: atomic_savez(path, arrays, meta, "rnnc-checkpoint"))
 
     def resume(self, path: str) -> Trainer:
         """Restore a checkpoint written by this trainer's configuration; :meth:`fit` then continues exactly."""
@@ -337,7 +355,10 @@ def _no_sums() -> dict:
 
 
 def _add_sums(sums: dict, metrics: Metrics, outputs: dict, batch: dict) -> None:
-    hit, count = metrics.sums(outputs, batch)
+    _add_hits(sums, metrics, *metrics.sums(outputs, batch))
+
+
+def _add_hits(sums: dict, metrics: Metrics, hit, count: int) -> None:
     sums["correct" if metrics.kind == "accuracy" else "sq"] += hit
     sums["count"] += count
 

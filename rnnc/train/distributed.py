@@ -1,0 +1,253 @@
+"""Data-parallel training over MPI: ``Trainer(..., comm=MPI.COMM_WORLD)`` run by ``mpiexec -n N``.
+
+Every rank holds the whole model and the same parameters. Each global batch of ``batch_size`` rows (the batch one
+process would train on, :mod:`rnnc.train.sampler`) is cut into ``N`` contiguous parts; rank ``r`` computes the
+loss and gradient of its ``n_r`` rows with the compiled kernel, and one ``Allreduce`` makes every rank's
+gradient the global batch's:
+
+.. math:: g = \\frac{1}{n} \\sum_r n_r\\, g_r,\\qquad n = \\sum_r n_r
+
+(rnnc's losses are means over the batch, so ``n_r g_r`` is the sum of rank ``r``'s per-sample gradients and the
+weighted sum is exactly the single-process gradient, also when ``n`` does not split evenly). Every rank then
+applies the same optimizer step to the same numbers, so parameters stay identical; a checksum gathered every
+``check_every`` steps proves it (:class:`DivergedError` naming the ranks otherwise).
+
+The gradients travel in one flat buffer cut into buckets of about ``bucket_bytes``: bucket ``i``'s non-blocking
+``Iallreduce`` starts as soon as it is packed, so its reduction overlaps the packing of the next buckets and the
+unpacking of the earlier ones. The engine's ``loss_and_grad`` returns all gradients together when the backward
+pass ends, so the reduction cannot start *during* the backward pass (see ``docs/distributed.md``).
+
+The same step reduces, in a small float64 buffer, the loss and metric sums (history and progress are the global
+batch's, and samples/s counts every rank) and, with ``sync_batchnorm=True``, the batch-norm statistics.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+
+import numpy as np
+
+from rnnc.train.engine import Step
+from rnnc.train.sampler import split
+
+_SIGNALS = ("SIGINT", "SIGTERM")
+
+
+class DivergedError(RuntimeError):
+    """The parameters are no longer the same on every rank."""
+
+
+class DataParallel:
+    """How a :class:`~rnnc.train.Trainer` shares its work with the other ranks of an MPI communicator.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator (``MPI.COMM_WORLD``).
+    sync_batchnorm : bool
+        False (default): each rank's batch-norm running statistics follow its own rows (as PyTorch's
+        ``BatchNorm`` under ``DistributedDataParallel``); rank 0's are saved. True: every rank's running statistics
+        follow the global batch's mean and variance, from the all-reduced sums :math:`\\sum x` and
+        :math:`\\sum x^2` of every rank (``SyncBatchNorm``'s statistics; see the docs for the forward pass).
+    check_every : int
+        Compare a checksum of the parameters across ranks every this many steps (and at the first step).
+    bucket_bytes : int
+        Size of one gradient bucket (one ``Iallreduce``).
+
+    The trainer calls it at four points: :meth:`local` (this rank's rows of a global batch), :meth:`step` (loss,
+    gradient and metric sums of the global batch), :meth:`agree` (stop at a safe point on every rank or none) and
+    :meth:`save` (rank 0 writes, the others wait). Those are collective: every rank calls them in the same order.
+    """
+
+    def __init__(self, comm, sync_batchnorm: bool = False, check_every: int = 100, bucket_bytes: int = 4 << 20):
+        self.comm = comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.sync_batchnorm, self.check_every, self.bucket_bytes = sync_batchnorm, int(check_every), int(bucket_bytes)
+        self.steps = 0
+        self.comm_seconds = 0.0       # time spent in the gradient reduction (packing, waiting, unpacking)
+        self._layout = None
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    # ------------------------------------------------------------------ rows
+    def rows(self, size: int) -> slice:
+        """This rank's part of a global batch of ``size`` rows (:func:`rnnc.train.sampler.split`)."""
+        return split(size, self.size)[self.rank]
+
+    def local(self, batch: dict, size: int, axis_of) -> dict:
+        """This rank's rows of every array of a global ``batch`` (``axis_of(name)``: its batch axis)."""
+        part = self.rows(size)
+        out = {}
+        for name, v in batch.items():
+            index = [slice(None)] * v.ndim
+            index[axis_of(name)] = part
+            out[name] = v[tuple(index)]
+        return out
+
+    # ------------------------------------------------------------------ one step
+    def step(self, engine, batch: dict, size: int, params: dict, metrics, buffers: dict) -> tuple[Step, float, int]:
+        """Loss, gradient and metric sums of the global batch of ``size`` rows, from this rank's rows ``batch``.
+
+        Returns ``(step, hit, count)``: ``step.loss`` and ``step.grads`` are the global batch's mean loss and
+        gradient, ``step.outputs`` this rank's outputs with, under ``sync_batchnorm``, the statistics the
+        ``buffers`` follow replaced by the global batch's; ``hit, count`` the metric's sums over every rank."""
+        if self.steps % self.check_every == 0:
+            self.check_params(params)
+        self.steps += 1
+        mine = self.rows(size).stop - self.rows(size).start
+        if mine:
+            local = engine.loss_and_grad(batch, params)
+            hit, count = metrics.sums(local.outputs, batch)
+        else:   # a short last batch leaves this rank no rows: it adds zeros to every sum
+            local = Step(0.0, {k: np.zeros_like(v) for k, v in params.items()}, {})
+            hit, count = 0, 0
+        stats = self._stats(buffers, local.outputs, mine)
+        extras = np.array([local.loss * mine, hit, count, *stats[1]], dtype=np.float64)
+        grads, extras = self._allreduce(local.grads, params, mine, size, extras)
+        outputs = dict(local.outputs)
+        if self.sync_batchnorm:
+            outputs.update(self._global_stats(stats[0], extras[3:], size))
+        elif mine:
+            outputs.update(_local_unbiased(buffers, outputs, mine, size))
+        hit = int(round(extras[1])) if metrics.kind == "accuracy" else float(extras[1])
+        return Step(extras[0] / size, grads, outputs), hit, int(round(extras[2]))
+
+    def _allreduce(self, grads: dict, params: dict, mine: int, size: int, extras: np.ndarray):
+        """Sum ``mine * grads`` and ``extras`` over the ranks, bucket by bucket; returns (grads / size, extras)."""
+        t0 = time.perf_counter()
+        flat, buckets = self._buffers(params)
+        requests = []
+        for lo, hi, segments in buckets:
+            for name, a, b, off in segments:
+                np.multiply(np.ravel(grads[name])[a - off:b - off], mine, out=flat[a:b])
+            requests.append(self.comm.Iallreduce(_in_place(), flat[lo:hi]))
+        requests.append(self.comm.Iallreduce(_in_place(), extras))
+        out = {name: np.empty(np.shape(p), dtype=flat.dtype) for name, p in params.items()}
+        for (_, _, segments), request in zip(buckets, requests):
+            request.Wait()
+            for name, a, b, off in segments:
+                np.divide(flat[a:b], size, out=out[name].reshape(-1)[a - off:b - off])
+        requests[-1].Wait()
+        self.comm_seconds += time.perf_counter() - t0
+        return out, extras
+
+    def _buffers(self, params: dict):
+        """The flat gradient buffer and its buckets ``(lo, hi, [(name, a, b, offset of name)])``, built once."""
+        key = tuple((k, np.shape(v), np.asarray(v).dtype.str) for k, v in sorted(params.items()))
+        if self._layout is None or self._layout[0] != key:
+            dtype = np.result_type(*(np.asarray(v).dtype for v in params.values()))
+            sizes = [(k, int(np.prod(shape))) for k, shape, _ in key]
+            total = sum(n for _, n in sizes)
+            step = max(1, self.bucket_bytes // dtype.itemsize)
+            buckets = []
+            for lo in range(0, max(total, 1), step):
+                hi, segments, off = min(lo + step, total), [], 0
+                for name, n in sizes:
+                    a, b = max(lo, off), min(hi, off + n)
+                    if a < b:
+                        segments.append((name, a, b, off))
+                    off += n
+                buckets.append((lo, hi, segments))
+            self._layout = (key, np.zeros(total, dtype=dtype), buckets)
+        return self._layout[1], self._layout[2]
+
+    # ------------------------------------------------------------------ batch norm
+    def _stats(self, buffers: dict, outputs: dict, mine: int) -> tuple[list, list]:
+        """Under ``sync_batchnorm``: the statistics the buffers follow, and this rank's sums of them:
+        :math:`n_r \\mu_r` for a mean, :math:`n_r (\\sigma_r^2 + \\mu_r^2)` (a sum of squares) for the variance of
+        a ``*_batch_var`` whose ``*_batch_mean`` is also kept, :math:`n_r s_r` for any other statistic."""
+        if not self.sync_batchnorm:
+            return [], []
+        names = sorted({spec.stat for spec in buffers.values()})
+        layout, sums = [], []
+        for stat in names:
+            mean = stat[:-len("var")] + "mean" if stat.endswith("_batch_var") else None
+            mean = mean if mean in names else None
+            shape = tuple(next(spec for spec in buffers.values() if spec.stat == stat).shape)
+            s = np.asarray(outputs[stat], dtype=np.float64) if mine else np.zeros(shape)
+            if mean is not None and mine:
+                s = s + np.asarray(outputs[mean], dtype=np.float64) ** 2
+            layout.append((stat, mean, s.shape))
+            sums.extend((s * mine).ravel())
+        return layout, sums
+
+    def _global_stats(self, layout: list, sums: np.ndarray, size: int) -> dict:
+        out, at, means = {}, 0, {}
+        for stat, _, shape in layout:
+            n = int(np.prod(shape))
+            out[stat] = sums[at:at + n].reshape(shape) / size
+            at += n
+        for stat, mean, _ in layout:
+            if mean is not None:   # E[x^2] - E[x]^2 over the global batch
+                means[stat] = out[stat] - out[mean] ** 2
+        out.update(means)
+        return out
+
+    # ------------------------------------------------------------------ checks, stops, saves
+    def check_params(self, params: dict) -> None:
+        """Gather a CRC-32 of every rank's parameters (names, dtypes, shapes and bytes); raise
+        :class:`DivergedError` on every rank, naming the ranks that differ from rank 0, when they are not equal."""
+        crc = 0
+        for name in sorted(params):
+            a = np.ascontiguousarray(params[name])
+            crc = zlib.crc32(f"{name}|{a.dtype.str}|{a.shape}|".encode(), crc)
+            crc = zlib.crc32(a.data if a.size else b"", crc)
+        crcs = self.comm.allgather(crc)
+        bad = [r for r, c in enumerate(crcs) if c != crcs[0]]
+        if bad:
+            raise DivergedError(f"rnnc.distributed: the parameters of rank{'s' * (len(bad) > 1)} "
+                                f"{', '.join(map(str, bad))} differ from rank 0's before step {self.steps + 1} "
+                                f"(CRC-32 {', '.join(f'{c:08x}' for c in crcs)}, ranks 0..{self.size - 1}); every "
+                                f"rank must start from the same parameters (same seed or the same params=)")
+
+    def agree(self, signal: str | None) -> str | None:
+        """The signal any rank received since the last safe point (SIGTERM before SIGINT), the same on every rank,
+        so that every rank stops at the same step."""
+        from mpi4py import MPI
+
+        code = np.array([_SIGNALS.index(signal) + 1 if signal in _SIGNALS else 0], dtype=np.int32)
+        self.comm.Allreduce(MPI.IN_PLACE, code, op=MPI.MAX)
+        return _SIGNALS[code[0] - 1] if code[0] else None
+
+    def save(self, write) -> None:
+        """Rank 0 calls ``write()``; every rank returns once it is done, and raises if it failed."""
+        error = None
+        if self.is_root:
+            try:
+                write()
+            except BaseException as e:
+                self.comm.bcast(f"{type(e).__name__}: {e}", root=0)
+                raise
+        error = self.comm.bcast(error, root=0)
+        if error is not None:
+            raise RuntimeError(f"rnnc.distributed: rank 0 could not write the checkpoint: {error}")
+
+
+def _local_unbiased(buffers: dict, outputs: dict, mine: int, size: int) -> dict:
+    """Per-rank statistics of ``mine`` rows that the trainer corrects as if they were ``size`` rows'
+    (:math:`c = N / (N - 1)`, ``N`` = rows x values per row): pre-scaled by :math:`c(mine) / c(size)` so that
+    the running variance is the unbiased variance of this rank's rows."""
+    out = {}
+    for spec in buffers.values():
+        if spec.unbiased:
+            here, there = mine * spec.per_sample, size * spec.per_sample
+            ratio = (here / max(here - 1, 1)) / (there / max(there - 1, 1))
+            out[spec.stat] = np.asarray(outputs[spec.stat]) * ratio
+    return out
+
+
+def _in_place():
+    from mpi4py import MPI
+
+    return MPI.IN_PLACE
+
+
+def data_parallel(comm) -> DataParallel | None:
+    """``Trainer(comm=...)``: None, an mpi4py communicator or a configured :class:`DataParallel`."""
+    if comm is None or isinstance(comm, DataParallel):
+        return comm
+    if not callable(getattr(comm, "Iallreduce", None)):
+        raise TypeError(f"comm must be an mpi4py communicator (MPI.COMM_WORLD) or a DataParallel, "
+                        f"got {type(comm).__name__}")
+    return DataParallel(comm)
