@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnc.data.bucket import bucket_indices
+from rnnc.train.files import atomic_write
 
 
 def npz_to_folder(npz_path, folder) -> Path:
@@ -27,7 +28,9 @@ def npz_to_folder(npz_path, folder) -> Path:
         for name in z.files:
             if not name.isidentifier():
                 raise ValueError(f"{npz_path}: member {name!r}: expected an identifier as a field name")
-            np.save(folder / f"{name}.npy", z[name], allow_pickle=False)
+            member = z[name]
+            atomic_write(str(folder / f"{name}.npy"), lambda f, a=member: np.save(f, a, allow_pickle=False),
+                         ".npy")
     return folder
 
 

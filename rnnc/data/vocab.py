@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
+
+from rnnc.train.files import atomic_write
 
 SPECIALS = ("<pad>", "<unk>", "<end>")
 LEVELS = ("char", "word")
@@ -90,16 +90,7 @@ class Vocab:
         atomically."""
         text = json.dumps({"format": _FORMAT, "version": _VERSION, "level": self.level,
                            "tokens": self.tokens[len(SPECIALS):]}, ensure_ascii=False)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(str(path), lambda f: f.write(text.encode("utf-8")), ".json")
 
     @classmethod
     def load(cls, path) -> Vocab:
