@@ -134,7 +134,7 @@ def test_step_matches_whole_sequence():
     full = f.forward(inputs, params)
     state, outs = None, []
     for k in range(T):
-        state, o = f.step(state, {"x": inputs["x"][k]}, params)
+        o, state = f.step({"x": inputs["x"][k]}, state, params)
         outs.append(o)
     for name, v in full.outputs.items():
         assert close(np.stack([o[name] for o in outs]), v, 1e-10), name
@@ -144,7 +144,7 @@ def test_step_refuses_whole_axis_models():
     case, f = compiled("many_to_one", "float64")
     inputs, params = _data(case)
     with pytest.raises(rc.GraphError, match="whole axis"):
-        f.step(None, {"x": inputs["x"][0]}, params)
+        f.step({"x": inputs["x"][0]}, None, params)
 
 
 def test_source_is_readable_and_traceable():

@@ -215,7 +215,7 @@ def test_an_autonomous_model_runs_compiled():
     assert loss == pytest.approx(ref.loss, rel=1e-12)
     state, outs = None, []
     for _ in range(5):
-        state, o = f.step(state, {}, p, batch=3 if state is None else None)
+        o, state = f.step({}, state, p, batch=3 if state is None else None)
         outs.append(o["state"])
     np.testing.assert_allclose(np.stack(outs), ref.outputs["state"], rtol=1e-12)
     with pytest.raises(ValueError, match=r"sizes=\{'t': N\}"):
@@ -228,7 +228,7 @@ def test_an_autonomous_model_runs_compiled():
 def step_start():
     c, f = case("two_tap")
     inp, p = data("two_tap")
-    state, _ = f.step(None, {"x": inp["x"][0]}, p)
+    _, state = f.step({"x": inp["x"][0]}, None, p)
     return f, inp, p, state
 
 
@@ -239,7 +239,7 @@ def test_a_history_of_the_wrong_shape_is_refused(shape):
     if shape == state["h"].shape:
         return
     with pytest.raises(InputError) as err:
-        f.step({"h": np.zeros(shape)}, {"x": inp["x"][1]}, p)
+        f.step({"x": inp["x"][1]}, {"h": np.zeros(shape)}, p)
     msg = str(err.value)
     assert "\n" not in msg and "state 'h'" in msg and str(state["h"].shape) in msg and str(shape) in msg
 
@@ -255,7 +255,7 @@ def test_step_states_are_checked_against_the_models_delays(bad, needle):
     f, inp, p, state = step_start()
     state = {"h": bad} if not isinstance(bad, (dict, list, str)) else bad
     with pytest.raises(InputError) as err:
-        f.step(state, {"x": inp["x"][1]}, p)
+        f.step({"x": inp["x"][1]}, state, p)
     assert "\n" not in str(err.value) and needle in str(err.value) and "step()" in str(err.value)
 
 
@@ -264,8 +264,8 @@ def test_step_check_finite_names_the_state():
     bad = state["h"].copy()
     bad[1, 0, 2] = np.inf
     with pytest.raises(InputError, match=r"state 'h' holds inf at index \(1, 0, 2\)"):
-        f.step({"h": bad}, {"x": inp["x"][1]}, p, check_finite=True)
-    f.step(state, {"x": inp["x"][1]}, p, check_finite=True)
+        f.step({"x": inp["x"][1]}, {"h": bad}, p, check_finite=True)
+    f.step({"x": inp["x"][1]}, state, p, check_finite=True)
 
 
 # ------------------------------------------------------------------------------------------- the Trainer

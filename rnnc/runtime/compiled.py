@@ -11,26 +11,29 @@ from __future__ import annotations
 
 import sys
 import warnings
+import weakref
 
 import numpy as np
 
 from rnnc.errors import GraphError
 from rnnc.interpret.boundary import check_finite as check_finite_arrays
-from rnnc.interpret.boundary import check_state, state_batch
+from rnnc.interpret.boundary import check_state, positive_int, state_batch
+from rnnc.interpret.evaluate import initial_fill
 from rnnc.interpret.rolled import Result, _loss_only_inputs
 from rnnc.ir.graph import Graph
-from rnnc.passes.dce import prune
+from rnnc.passes.dce import needed, prune
 from rnnc.runtime.kernel import Kernel
 
 _WHOLE_AXIS = ("last", "first", "asum", "amean", "at_index", "edge_sum", "spread")
 
 
 class Compiled:
-    """A compiled model. ``f.forward(inputs, params)``, ``f.loss_and_grad(inputs, params)``,
-    ``f.step(state, inputs_t, params)``; ``f.source`` is the generated module, ``f.stats`` timings."""
+    """A compiled model. ``f.forward(inputs, params)``, ``f.loss_and_grad(inputs, params)``; for streaming
+    ``f.initial_state(batch)`` and ``outputs, state = f.step(inputs_t, state, params)``; with ``feedback``
+    ``f.generate(params, prime, steps)``. ``f.source`` is the generated module, ``f.stats`` timings."""
 
     def __init__(self, model, dtype: str = "float32", passes=None, threads: int | None = None,
-                 verbose: bool = False, **grad_options):
+                 verbose: bool = False, feedback: dict | None = None, **grad_options):
         self.threads, self.verbose, self._reported = threads, verbose, set()
         self.model = model
         self.graph: Graph = model if isinstance(model, Graph) else model.graph
@@ -41,6 +44,11 @@ class Compiled:
         self.passes = passes
         self._kernels: dict = {}
         self._optional = _loss_only_inputs(self.graph)
+        self.feedback = None
+        if feedback is not None:             # checked now, so a wrong name fails at compile, not at generate
+            from rnnc.runtime.generate import feedback_of
+
+            self.feedback = feedback_of(self.graph, feedback)
 
     # ------------------------------------------------------------------ kernels
     def kernel(self, variant: str) -> Kernel:
@@ -71,7 +79,7 @@ class Compiled:
 
             gg = grad(self.model, **self.grad_options).graph
             return prune(gg, outputs=False)
-        if variant == "step":
+        if variant == "step":         # outputs that need the whole axis (h.last(t)) are left out
             return _streamable(prune(g, loss=False, grads=False))
         raise ValueError(f"unknown kernel variant {variant!r}")
 
@@ -114,25 +122,51 @@ class Compiled:
         grads = {name: k.result(bufs, "grads", name) for name in k.source_graph.grads}
         return float(k.result(bufs, "loss")), grads
 
-    def step(self, state, inputs_t: dict, params: dict, batch: int | None = None, check_finite: bool | str = False):
-        """One step of every forward recurrence: ``(state, outputs at this step)``.
+    def initial_state(self, batch: int | None = None, params: dict | None = None,
+                      inputs: dict | None = None) -> dict:
+        """The state before the first step, for :meth:`step`: for each delayed value ``s``, its last ``depth``
+        steps ``(depth, B, *shape)`` as the model's delays see them before index 0, i.e. its initial value
+        (zeros unless ``m.initial`` sets one) repeated ``depth`` times.
 
-        ``inputs_t`` holds each sequence input at one index, laid out ``(B, *shape)``; ``state`` is None
+        An initial value read from params or from axis-free inputs (``m.initial(h, m.input("h0", n, axes=()))``)
+        is computed from ``params`` / ``inputs``, which it then needs; ``batch`` defaults to the inputs' batch,
+        else 1. ``step(x, initial_state(B, params, inputs), params)`` equals ``step(x, None, params)`` with
+        those inputs.
+        """
+        return initial_histories(self.kernel("step"), batch, params, inputs)
+
+    def step(self, inputs_t: dict, state, params: dict, batch: int | None = None,
+             check_finite: bool | str = False) -> tuple[dict, dict]:
+        """One step of every forward recurrence: ``outputs, state = f.step(inputs_t, state, params)``.
+
+        ``inputs_t`` holds each sequence input at one index, laid out ``(B, *shape)``, and any axis-free input
+        the step reads; ``state`` is :meth:`initial_state` (or None: initial values read from ``inputs_t``)
         at the start, then what the previous call returned: for each delayed value, its last ``depth`` steps
-        ``(depth, B, *shape)`` (checked against the model's delays, batch and feature sizes). ``batch`` sizes
-        the first step of a model without inputs (later steps take it from the state).
+        ``(depth, B, *shape)`` (checked against the model's delays, batch and feature sizes). An axis-free
+        input that only sets an initial value is not needed once a state is given. ``batch`` sizes the first
+        step of a model without inputs (later steps take it from the state). Outputs that need the whole axis
+        (``h.last(t)``) are not computed by a step. Streaming ``T`` steps equals :meth:`forward` over ``T``:
+
+        .. code-block:: python
+
+            state = f.initial_state(B)
+            for k in range(T):
+                out, state = f.step({"x": x[k]}, state, params)      # out["y"] == forward(...)["y"][k]
         """
         k = self.kernel("step")
         g = k.source_graph
+        if inputs_t is None or (isinstance(inputs_t, dict) and inputs_t and set(inputs_t) <= set(k.layout.hist)
+                                and not set(inputs_t) & set(g.inputs)):
+            raise TypeError("step(inputs_t, state, params) takes the step's inputs first and returns "
+                            "(outputs, state); this call looks like the old step(state, inputs_t, params)")
         seq = {name: np.asarray(v)[None] if name in g.inputs and g.inputs[name].axes else v
                for name, v in inputs_t.items()}
         if batch is None and not seq:
             batch = state_batch(state)
+        if state is not None:
+            seq.update(_placeholders(g, seq, batch or state_batch(state) or 1, k.dtype))
         b = k.bind(seq, params, sizes={a.name: 1 for a in g.axes()}, batch=batch, check_finite=check_finite)
-        expected = {}
-        for name, (_hvar, _svar, depth) in k.layout.hist.items():
-            value = g.values[name]
-            expected[name] = (depth,) + ((b.batch,) if value.batched else ()) + value.shape
+        expected = _history_shapes(k, b.batch)
         hists = check_state(state, expected, k.dtype)
         if check_finite:
             check_finite_arrays(hists, "step(): state ")
@@ -148,24 +182,138 @@ class Compiled:
             now = k.result(bufs, "values", name) if node.op not in ("input",) else b.arrays[node]
             new_state[name] = np.concatenate([extra[hvar], now], axis=0)[-depth:]
         outs = {name: k.result(bufs, "outputs", name)[0] for name in g.outputs}
-        return new_state, outs
+        return outs, new_state
+
+    def generate(self, params: dict, prime, steps: int, temperature: float = 1.0, top_k: int | None = None,
+                 seed=None, inputs: dict | None = None) -> np.ndarray:
+        """Feed ``prime``, then ``steps`` tokens drawn from the ``feedback`` output, each fed back as the next
+        input, through the compiled :meth:`step`; see :func:`rnnc.runtime.generate.generate`."""
+        from rnnc.runtime.generate import StepRunner, run
+
+        if self.feedback is None:
+            raise GraphError("generate() needs to know which output feeds which input: "
+                             "rc.compile(m, feedback={'x': 'logits'}) (input name -> output name)")
+        return run(StepRunner(self, params, self.feedback, inputs), prime, steps, self.feedback, temperature,
+                   top_k, seed)
+
+
+def _history_shapes(k: Kernel, batch: int) -> dict:
+    """Delayed value name -> the layout ``(depth, [B], *shape)`` of its history in a step state."""
+    g = k.source_graph
+    out = {}
+    for name, (_hvar, _svar, depth) in k.layout.hist.items():
+        value = g.values[name]
+        out[name] = (depth,) + ((batch,) if value.batched else ()) + value.shape
+    return out
+
+
+_INIT_ONLY: weakref.WeakKeyDictionary[Graph, frozenset] = weakref.WeakKeyDictionary()
+
+
+def init_only_inputs(graph: Graph) -> frozenset:
+    """Names of the inputs a step reads only to compute initial values (not needed once a state is given)."""
+    if graph not in _INIT_ONLY:
+        _INIT_ONLY[graph] = _init_only(graph)
+    return _INIT_ONLY[graph]
+
+
+def _init_only(graph: Graph) -> frozenset:
+    def read(n):    # through references to the values they read, but not into their initial values
+        v = graph.values.get(n.attr("value")) if n.op == "ref" else None
+        return (v,) if v is not None else ()
+
+    roots = list(graph.outputs.values()) + [graph.values[s] for s in graph.signals]
+    stack, seen = list(roots), set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(read(n) + (() if n.op == "ref" else tuple(n.inputs)))
+    used = {n.name for n in graph.nodes if n.op == "input"}
+    return frozenset(name for name in used if graph.inputs[name] not in seen)
+
+
+def _placeholders(graph: Graph, given: dict, batch: int, dtype) -> dict:
+    """Zeros for the init-only inputs a stepped call was not given (the kernel computes but never reads them)."""
+    out = {}
+    for name in init_only_inputs(graph) - set(given):
+        node = graph.inputs[name]
+        out[name] = np.zeros((batch,) + node.shape,
+                             np.int64 if node.dtype == "int" else dtype)
+    return out
+
+
+def initial_histories(k: Kernel, batch: int | None, params: dict | None, inputs: dict | None) -> dict:
+    """:meth:`Compiled.initial_state` for the step kernel ``k``: the initial values are computed by the
+    interpreter, from a graph whose outputs are the ``m.initial`` values of the delayed signals."""
+    g = k.source_graph
+    inputs = dict(inputs or {})
+    unknown = sorted(set(inputs) - set(g.inputs))
+    if unknown:
+        raise ValueError(f"initial_state(): model {g.name!r} has no input named {', '.join(map(repr, unknown))}")
+    if batch is not None:
+        batch = positive_int(batch, "batch=")
+    for name, arr in inputs.items():
+        if g.inputs[name].batched and np.ndim(arr) > len(g.inputs[name].axes):
+            batch = batch or int(np.shape(arr)[len(g.inputs[name].axes)])
+    batch = batch or 1
+    inits = {name: g.inits[name] for name in k.layout.hist if name in g.inits}
+    values = _initial_values(g, inits, inputs, params or {}, batch, k.dtype) if inits else {}
+    out = {}
+    for name, shape in _history_shapes(k, batch).items():
+        refs = [r for r in g.refs() if r.attr("value") == name and r.attr("offset") < 0]
+        ref = next((r for r in refs if r.inputs), refs[0])
+        fill = initial_fill(ref, values.get(name), g.values[name], (), {}, batch, k.dtype)
+        out[name] = np.ascontiguousarray(np.broadcast_to(fill, shape), dtype=k.dtype)
+    return out
+
+
+def _initial_values(g: Graph, inits: dict, inputs: dict, params: dict, batch: int, dtype) -> dict:
+    """Signal name -> its initial value, laid out ``([B], *shape)``, computed by :func:`rnnc.interpret`."""
+    from rnnc.interpret import interpret
+
+    sub = Graph(f"{g.name} initial values", {}, {}, {}, {}, (), dict(inits), None)
+    leaves = {n for n in sub.nodes if n.op in ("input", "param")}
+    sub = sub.replace(inputs={k: v for k, v in g.inputs.items() if v in leaves},
+                      params={k: v for k, v in g.params.items() if v in leaves},
+                      param_inits={k: v for k, v in g.param_inits.items() if g.params[k] in leaves})
+    res = interpret(sub, {k: v for k, v in inputs.items() if k in sub.inputs},
+                    {k: v for k, v in params.items() if k in sub.params}, dtype=dtype, batch=batch)
+    return res.outputs
 
 
 def _streamable(graph: Graph) -> Graph:
+    """``graph`` without the outputs a step cannot compute (those that need the whole axis, such as
+    ``h.last(t)``, or read a later step); refused when no output is left or a kept value needs one."""
+    keep = {name: node for name, node in graph.outputs.items() if _whole_axis(needed(graph, [node])) is None}
+    if graph.outputs and not keep:
+        _refuse(_whole_axis(graph.nodes))
+    if len(keep) < len(graph.outputs):
+        graph = prune(graph.replace(outputs=keep), loss=False, grads=False)
     axes = graph.axes()
     if len(axes) != 1 or graph.lengths:
         raise GraphError(f"step() runs models with one loop axis and no lengths; {graph.name!r} has axes "
                          f"{[a.name for a in axes]}" + (" and lengths" if graph.lengths else ""))
-    for n in graph.nodes:
-        if n.op in _WHOLE_AXIS:
-            raise GraphError(f"step() cannot run {n.label()} ({n.op} at {n.where}): it needs the whole axis")
-        if n.op == "ref" and n.attr("offset") > 0:
-            raise GraphError(f"step() cannot run {n.label()} at {n.where}: it reads a later step")
+    _refuse(_whole_axis(graph.nodes))
     return graph
 
 
+def _whole_axis(nodes):
+    """The first node of ``nodes`` a step cannot compute, or None."""
+    return next((n for n in nodes if n.op in _WHOLE_AXIS or (n.op == "ref" and n.attr("offset") > 0)), None)
+
+
+def _refuse(node) -> None:
+    if node is None:
+        return
+    if node.op == "ref":
+        raise GraphError(f"step() cannot run {node.label()} at {node.where}: it reads a later step")
+    raise GraphError(f"step() cannot run {node.label()} ({node.op} at {node.where}): it needs the whole axis")
+
+
 def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | None = None,
-            verbose: bool = False, **grad_options) -> Compiled:  # noqa: A001
+            verbose: bool = False, feedback: dict | None = None, **grad_options) -> Compiled:  # noqa: A001
     """Compile ``model`` for ``target`` ("cpu"): ``f = rc.compile(m)``; see :class:`Compiled`.
 
     ``threads``: how many threads a call may use (default: ``NUMBA_NUM_THREADS``, the CPU count unless set).
@@ -179,6 +327,8 @@ def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | N
     compiled kernel still keeps every step's values: the memory saving is the interpreter's only (for now), and
     ``compile`` says so with a ``RuntimeWarning``. ``verbose=True`` prints one line on stderr per kernel after
     its first call: which kernel, whether its module was generated or loaded from the cache, and the times.
+    ``feedback`` (input name -> output name, e.g. ``{"x": "logits"}``) says which output's distribution is
+    sampled and fed back as which input by :meth:`Compiled.generate` (see :mod:`rnnc.runtime.generate`).
     """
     if grad_options.get("checkpoint"):
         warnings.warn(f"rc.compile(checkpoint={grad_options['checkpoint']!r}): the compiled kernel computes the "
@@ -187,7 +337,7 @@ def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | N
     if target == "cuda":            # options scan= and results=: see rnnc.runtime.cuda.CudaCompiled
         from rnnc.runtime.cuda import CudaCompiled
 
-        return CudaCompiled(model, dtype, **grad_options)
+        return CudaCompiled(model, dtype, feedback=feedback, **grad_options)
     if target != "cpu":
         raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
-    return Compiled(model, dtype, threads=threads, verbose=verbose, **grad_options)
+    return Compiled(model, dtype, threads=threads, verbose=verbose, feedback=feedback, **grad_options)

@@ -198,7 +198,7 @@ class CudaCompiled(Compiled):
     def loss_and_grad(self, inputs: dict, params: dict, to_host: bool | None = None, **checks):
         return self._with_host("grad", to_host, lambda: Compiled.loss_and_grad(self, inputs, params, **checks))
 
-    def step(self, state, inputs_t: dict, params: dict, **checks):
-        """As on the CPU; the state and the step's outputs are host arrays."""
-        inputs_t = {k: v.copy_to_host() if is_device_array(v) else v for k, v in inputs_t.items()}
-        return self._with_host("step", True, lambda: Compiled.step(self, state, inputs_t, params, **checks))
+    def step(self, inputs_t: dict, state, params: dict, **checks):
+        """As on the CPU (``outputs, state``); the state and the step's outputs are host arrays."""
+        inputs_t = {k: v.copy_to_host() if is_device_array(v) else v for k, v in (inputs_t or {}).items()}
+        return self._with_host("step", True, lambda: Compiled.step(self, inputs_t, state, params, **checks))

@@ -141,7 +141,7 @@ def test_step_matches_forward():
     full = f.forward({"x": inputs["x"]}, params).outputs
     state = None
     for k in range(T):
-        state, outs = f.step(state, {"x": inputs["x"][k]}, params)
+        outs, state = f.step({"x": inputs["x"][k]}, state, params)
         for name, v in outs.items():
             np.testing.assert_allclose(v, full[name][k], rtol=1e-10, atol=1e-12)
 
