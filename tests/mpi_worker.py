@@ -102,6 +102,7 @@ def main():
     p.add_argument("--sync-bn", action="store_true")
     p.add_argument("--kill-at", type=int, default=-1)
     p.add_argument("--signal-at", type=int, default=-1)
+    p.add_argument("--diverge", action="store_true", help="rank 1 starts from other params")
     a = p.parse_args()
 
     comm = None
@@ -123,6 +124,8 @@ def main():
 
     tr = Trainer(model, opt, batch_size=batch, seed=3, dtype=a.dtype, engine=engine, checkpoint=a.ckpt,
                  progress=False, augment=every_step, comm=comm)
+    if a.diverge and rank == 1:
+        tr.params["W"] += 1e-12
     if a.ghost:
         tr.engine = Ghost(tr.engine, a.ghost, tr, a.sync_bn)
     if a.resume:

@@ -65,6 +65,8 @@ class DataParallel:
         self.steps = 0
         self.comm_seconds = 0.0       # time spent in the gradient reduction (packing, waiting, unpacking)
         self._layout = None
+        if self.size > 1:
+            _abort_on_uncaught(comm)
 
     @property
     def is_root(self) -> bool:
@@ -235,6 +237,29 @@ def _local_unbiased(buffers: dict, outputs: dict, mine: int, size: int) -> dict:
             ratio = (here / max(here - 1, 1)) / (there / max(there - 1, 1))
             out[spec.stat] = np.asarray(outputs[spec.stat]) * ratio
     return out
+
+
+def _abort_on_uncaught(comm) -> None:
+    """An exception that ends one rank's program ends the job: ``MPI_Abort`` after the traceback (as
+    ``python -m mpi4py`` does). Without it the other ranks would wait in their next collective for ever, and the
+    failing rank in ``MPI_Finalize``."""
+    import sys
+
+    previous = sys.excepthook
+    if getattr(previous, "rnnc_aborts", False):
+        return
+
+    def hook(kind, value, tb):
+        previous(kind, value, tb)
+        try:
+            sys.stderr.write(f"rnnc.distributed: rank {comm.Get_rank()} stopped by {kind.__name__}; ending the job "
+                             f"(MPI_Abort)\n")
+            sys.stderr.flush()
+        finally:
+            comm.Abort(1)
+
+    hook.rnnc_aborts = True
+    sys.excepthook = hook
 
 
 def _in_place():

