@@ -2,7 +2,8 @@
 
 The lecture trained 3 stacked layers of 512 LSTM units on a LaTeX textbook (and Karpathy on Linux's C
 source); here the text is every machine's ``os.path.dirname(os.__file__)/*.py``, and the network is sized for
-a CPU and the numpy interpreter. For layers :math:`l = 1..L` (:math:`x^0_t = \\mathrm{onehot}(c_t)`):
+a CPU; it trains and samples compiled (``rc.compile``). For layers :math:`l = 1..L`
+(:math:`x^0_t = \\mathrm{onehot}(c_t)`):
 
 .. math::
 
@@ -16,11 +17,14 @@ indentation, ``self.``, ``return``, brackets — Python-shaped, if not Python.
 Training is truncated BPTT done the lecture's way: the text is cut into ``B`` parallel streams, read ``T``
 characters at a time; the state at the end of a window is the initial state of the next (model inputs
 ``h1_0, c1_0, ...`` via ``m.initial``, outputs ``h1_T, c1_T, ...`` via ``h.last(t)``), and within a window the
-gradient is ``rc.grad(m, truncate=(k1, k2))``. Sampling feeds one character at a time (``T = 1``) carrying the
-state, with temperature :math:`p \\propto \\exp(\\log p / \\tau)`.
+gradient is ``rc.grad(m, truncate=(k1, k2))``, computed by one compiled kernel (loss, gradients and the final
+states). Sampling is ``rc.compile(m, feedback={"x": "logits"}).generate(...)``: the compiled ``step`` kernel
+reads the prompt one character at a time, carrying the state, then draws each next character from
+:math:`p \\propto \\exp(\\log p / \\tau)` and feeds it back (see ``docs/generation.md``).
 
-    python examples/char_lstm.py                        # 600 steps, about 10 min on 2 cores; samples at the end
-    python examples/char_lstm.py --quick                # the CI-sized run (seconds)
+    python examples/char_lstm.py                        # 600 steps on 2 cores; samples at the end
+    python examples/char_lstm.py --quick                # the CI-sized run (seconds once compiled)
+                                                        # samples and losses go to out/char_lstm (--out)
     rnnc train examples/char_lstm.py --steps 600 --save lm.npz
     rnnc predict examples/char_lstm.py --params lm.npz --prompt "def "
 """
@@ -36,10 +40,13 @@ import rnnc as rc
 from rnnc import t
 from rnnc.nn import LSTMCell, network
 from rnnc.train import Adam, clip_global_norm
+from rnnc.train.engine import CompiledEngine
 
 CHARS = "\n" + "".join(chr(k) for k in range(32, 127))    # 96 symbols; anything else reads as "?"
 INDEX = {ch: k for k, ch in enumerate(CHARS)}
 FULL = {"layers": 3, "hidden": 64, "seq": 32, "batch": 16, "truncate": (16, 16), "steps": 600, "lr": 1e-2}
+TEMPERATURES = (0.5, 0.8, 1.0)
+OUT = os.path.join("out", "char_lstm")            # under the working folder
 QUICK = {"layers": 2, "hidden": 32, "seq": 16, "batch": 8, "truncate": (8, 8), "steps": 40, "lr": 1e-2}
 
 
@@ -97,21 +104,15 @@ def next_state(model: rc.Model, outputs: dict) -> dict:
     return {name: np.asarray(outputs[name[:-2] + "_T"]) for name in zero_state(model, 1)}
 
 
-def sample(model, params, prompt: str = "\n", length: int = 200, temperature: float = 0.7, seed: int = 0) -> str:
-    """Feed ``prompt``, then draw ``length`` characters one at a time from :math:`p^{1/\\tau}` (renormalised)."""
-    rng = np.random.default_rng(seed)
-    state = zero_state(model, 1)
-    codes = [INDEX.get(ch, INDEX["?"]) for ch in prompt] or [INDEX["\n"]]
-    out = rc.interpret(model, {"x": np.array(codes)[:, None], **state}, params).outputs
-    drawn = []
-    for _ in range(length):
-        logits = np.asarray(out["logits"][-1, 0], dtype=np.float64) / max(temperature, 1e-6)
-        p = np.exp(logits - logits.max())
-        nxt = int(rng.choice(len(CHARS), p=p / p.sum()))
-        drawn.append(nxt)
-        state = next_state(model, out)
-        out = rc.interpret(model, {"x": np.array([[nxt]]), **state}, params).outputs
-    return prompt + decode(drawn)
+def sample(model, params, prompt: str = "\n", length: int = 200, temperature: float = 0.7, seed: int = 0,
+           top_k: int | None = None) -> str:
+    """Feed ``prompt``, then draw ``length`` characters one at a time from :math:`p^{1/\\tau}` (renormalised),
+    by the compiled step kernel. The same ``seed`` gives the same text."""
+    f = rc.compile(model, dtype=str(np.asarray(params["Wo"]).dtype), feedback={"x": "logits"})
+    prime = np.array([INDEX.get(ch, INDEX["?"]) for ch in prompt] or [INDEX["\n"]])
+    ids = f.generate(params, prime, length, temperature=temperature, top_k=top_k, seed=seed,
+                     inputs=zero_state(model, 1))
+    return prompt + decode(ids[len(prime):])
 
 
 def train(steps: int | None = None, seed: int = 0, save: str | None = None, quick: bool = False,
@@ -124,7 +125,7 @@ def train(steps: int | None = None, seed: int = 0, save: str | None = None, quic
     steps = steps or cfg["steps"]
     T, B = cfg["seq"], cfg["batch"]
     model = build(cfg["layers"], cfg["hidden"])
-    grad_model = rc.grad(model, truncate=tuple(cfg["truncate"]))
+    engine = CompiledEngine(model, "float32", truncate=tuple(cfg["truncate"]))   # loss, grads, final states
     params = model.init_params(seed=seed, dtype="float32")
     text = corpus(max_chars=(steps * T + 1) * B if quick else 2_000_000)
     stream = len(text) // B
@@ -135,7 +136,7 @@ def train(steps: int | None = None, seed: int = 0, save: str | None = None, quic
         if start < T:
             state = zero_state(model, B)                               # wrapped around: a fresh start
         batch = {"x": streams[start:start + T], "y": streams[start + 1:start + T + 1], **state}
-        res = rc.interpret(grad_model, batch, params)
+        res = engine.loss_and_grad(batch, params)
         grads, _ = clip_global_norm(res.grads, 5.0)
         opt.step(params, grads)
         state = next_state(model, res.outputs)
@@ -143,8 +144,8 @@ def train(steps: int | None = None, seed: int = 0, save: str | None = None, quic
         if (step + 1) % max(steps // 5, 1) == 0:
             log(f"step {step + 1:5d}  loss/char {np.mean(losses[-10:]):.3f} nats")
     texts = [sample(model, params, "def ", 120 if quick else 300, temp, seed)
-             for temp in (0.5, 0.8, 1.0)[:samples]]
-    for temp, s in zip((0.5, 0.8, 1.0), texts):
+             for temp in TEMPERATURES[:samples]]
+    for temp, s in zip(TEMPERATURES, texts):
         log(f"--- sample, temperature {temp}:\n{s}")
     if save:
         np.savez(save, **params)
@@ -247,10 +248,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, help="training steps (default 600, or 40 with --quick)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="the small CI configuration")
+    ap.add_argument("--out", default=OUT, help=f"folder for samples.txt and losses.txt (default {OUT})")
     ap.add_argument("--save", help="write the trained params to this .npz")
     args = ap.parse_args(argv)
     out = train(args.steps, args.seed, args.save, args.quick)
     print(f"loss/char: first 10 steps {np.mean(out['losses'][:10]):.3f}, last 10 {np.mean(out['losses'][-10:]):.3f}")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "samples.txt"), "w", encoding="utf-8") as f:
+        for temp, text in zip(TEMPERATURES, out["samples"]):
+            f.write(f"--- temperature {temp}, seed {args.seed}:\n{text}\n")
+    np.savetxt(os.path.join(args.out, "losses.txt"), out["losses"], fmt="%.5f")
+    print(f"samples and losses written to {args.out}")
     return 0
 
 
