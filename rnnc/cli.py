@@ -301,6 +301,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         "every op (default)")
     p.add_argument("--checkpoint", metavar="DIR", help="save the training state in DIR every epoch and on Ctrl-C")
     p.add_argument("--resume", action="store_true", help="continue exactly from the checkpoint in --checkpoint DIR")
+    p.add_argument("--distributed", action="store_true",
+                   help="with --data: data-parallel over the ranks of mpiexec -n N (pip install 'rnnc[mpi]'); "
+                        "--batch is the global batch, rank 0 prints and saves (see docs/distributed.md)")
     p.add_argument("--steps", type=positive_int, help="training steps, for an example's own train()")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--save", metavar="MODEL.rnnc", type=output_file(),
@@ -319,6 +322,8 @@ def cmd_train(args) -> int:
         return train_on_data(args, pick_model(ns, path, name))
     if args.val is not None:
         raise UserError("--val needs --data TRAIN.npz", where="--val")
+    if args.distributed:
+        raise UserError("--distributed trains a model file on --data TRAIN.npz", where="--distributed")
     if not callable(train):
         raise UserError("the file defines no train() function: give --data TRAIN.npz (arrays named after the "
                         "model's inputs) to train its model; the examples with their own train() are hello.py, "

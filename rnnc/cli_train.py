@@ -126,6 +126,7 @@ def train_on_data(args, model) -> int:
     from rnnc.interpret.boundary import check_data
     from rnnc.nn.base import network
     from rnnc.train import CheckpointError, Trainer
+    from rnnc.train.distributed import abort_on_error
 
     if args.steps is not None:
         raise UserError("--steps counts the steps of a file's own train(); with --data give --epochs",
@@ -143,22 +144,40 @@ def train_on_data(args, model) -> int:
             continue
         arrays[key] = _with_where(load_arrays, path, path, model, f"--{key}", skip=noise)
         _with_where(check_data, path, model.graph, arrays[key], True)
+    comm = _world() if args.distributed else None
+    say = print if comm is None or comm.Get_rank() == 0 else _quiet     # rank 0 speaks for the job
     trainer = Trainer(model, optimizer(args.optimizer, args.lr), batch_size=args.batch, seed=args.seed,
-                      clip=args.clip, checkpoint=_checkpoint(args), engine=args.engine, truncate=args.truncate)
+                      clip=args.clip, checkpoint=_checkpoint(args), engine=args.engine, truncate=args.truncate,
+                      comm=comm)
     if args.resume:
         try:
             trainer.resume(trainer.checkpoint)
         except CheckpointError as e:
             raise UserError(_unquoted(str(e), trainer.checkpoint), where=trainer.checkpoint) from None
-        print(f"resumed from {trainer.checkpoint}: {trainer.epoch} epochs and {trainer.batch_index} batches done")
+        say(f"resumed from {trainer.checkpoint}: {trainer.epoch} epochs and {trainer.batch_index} batches done")
     epochs = args.epochs or 10
-    for epoch in range(trainer.epoch + 1, epochs + 1):
-        row = trainer.fit(arrays["data"], epochs=epoch, val=arrays.get("val"))[-1]
-        print(epoch_line(row, epochs), flush=True)
-    if args.save:
+    with abort_on_error(comm):      # one rank's failure ends the job, rather than leaving the others waiting
+        for epoch in range(trainer.epoch + 1, epochs + 1):
+            row = trainer.fit(arrays["data"], epochs=epoch, val=arrays.get("val"))[-1]
+            say(epoch_line(row, epochs), flush=True)
+    if args.save and say is print:
         rc.save(str(args.save), model, trainer.params)
         print(f"wrote {args.save}")
     return 0
+
+
+def _world():
+    """``MPI.COMM_WORLD`` for ``--distributed`` (:mod:`rnnc.train.distributed`)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise UserError("--distributed needs mpi4py and an MPI: pip install 'rnnc[mpi]', then run "
+                        "mpiexec -n N rnnc train ... --distributed", where="--distributed") from None
+    return MPI.COMM_WORLD
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
 
 
 def _with_where(fn, path, *args, **kwargs):

@@ -22,6 +22,7 @@ batch's, and samples/s counts every rank) and, with ``sync_batchnorm=True``, the
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
 
@@ -237,6 +238,23 @@ def _local_unbiased(buffers: dict, outputs: dict, mine: int, size: int) -> dict:
             ratio = (here / max(here - 1, 1)) / (there / max(there - 1, 1))
             out[spec.stat] = np.asarray(outputs[spec.stat]) * ratio
     return out
+
+
+@contextlib.contextmanager
+def abort_on_error(comm):
+    """Inside this block an exception on one rank ends the whole job (``MPI_Abort``) after one line naming the
+    rank, for callers that catch exceptions themselves (the command line); signals still propagate."""
+    try:
+        yield
+    except Exception as e:
+        if comm is None or comm.Get_size() == 1:
+            raise
+        import sys
+
+        sys.stderr.write(f"rnnc.distributed: rank {comm.Get_rank()}: {type(e).__name__}: {e}; ending the job "
+                         f"(MPI_Abort)\n")
+        sys.stderr.flush()
+        comm.Abort(1)
 
 
 def _abort_on_uncaught(comm) -> None:
