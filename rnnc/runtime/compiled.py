@@ -43,6 +43,7 @@ class Compiled:
         self.grad_options = grad_options
         self.passes = passes
         self._kernels: dict = {}
+        self._step_sizes = None
         self._optional = _loss_only_inputs(self.graph)
         self.feedback = None
         if feedback is not None:             # checked now, so a wrong name fails at compile, not at generate
@@ -165,7 +166,9 @@ class Compiled:
             batch = state_batch(state)
         if state is not None:
             seq.update(_placeholders(g, seq, batch or state_batch(state) or 1, k.dtype))
-        b = k.bind(seq, params, sizes={a.name: 1 for a in g.axes()}, batch=batch, check_finite=check_finite)
+        if self._step_sizes is None:          # one index of the loop axis (Graph.axes() walks every node)
+            self._step_sizes = {a.name: 1 for a in g.axes()}
+        b = k.bind(seq, params, sizes=self._step_sizes, batch=batch, check_finite=check_finite)
         expected = _history_shapes(k, b.batch)
         hists = check_state(state, expected, k.dtype)
         if check_finite:
