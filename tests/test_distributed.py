@@ -139,9 +139,10 @@ def test_killed_rank_ends_the_job_and_the_checkpoint_resumes_on_one_process(refe
 def test_signal_on_one_rank_stops_all_at_one_step_and_resumes_with_another_rank_count(reference, tmp_path):
     ck = tmp_path / "ck.npz"
     out = run(2, "--model", "dsl", "--epochs", 3, "--ckpt", ck, "--signal-at", 6, "--out", tmp_path / "x.npz")
-    assert out.stdout.count("stopped between two steps (epoch 2, 2 batches done)") == 2   # both ranks, same step
+    # rank 1 takes the signal before step 7; it travels with step 7's reduction; both ranks stop after it
+    assert out.stdout.count("stopped between two steps (epoch 2, 3 batches done)") == 2
     stopped = load(tmp_path / "x.npz")
-    assert (stopped["epoch"], stopped["batch_index"]) == (1, 2)
+    assert (stopped["epoch"], stopped["batch_index"]) == (1, 3)
     run(0, "--model", "dsl", "--epochs", 3, "--resume", ck, "--out", tmp_path / "resumed.npz")   # 2 ranks -> 1
     assert_close(reference, load(tmp_path / "resumed.npz"), 1e-10)
 

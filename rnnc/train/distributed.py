@@ -66,6 +66,8 @@ class DataParallel:
         self.steps = 0
         self.comm_seconds = 0.0       # time spent in the gradient reduction (packing, waiting, unpacking)
         self._layout = None
+        self._signals = np.zeros(len(_SIGNALS))    # signals this rank took since its last step: sent with the next
+        self._agreed: str | None = None            # the signal any rank sent with the last step
         if self.size > 1:
             _abort_on_uncaught(comm)
 
@@ -106,8 +108,12 @@ class DataParallel:
             local = Step(0.0, {k: np.zeros_like(v) for k, v in params.items()}, {})
             hit, count = 0, 0
         stats = self._stats(buffers, local.outputs, mine)
-        extras = np.array([local.loss * mine, hit, count, *stats[1]], dtype=np.float64)
+        extras = np.array([local.loss * mine, hit, count, *self._signals, *stats[1]], dtype=np.float64)
+        self._signals[:] = 0
         grads, extras = self._allreduce(local.grads, params, mine, size, extras)
+        sent = extras[3:3 + len(_SIGNALS)]
+        self._agreed = next((_SIGNALS[i] for i in reversed(range(len(_SIGNALS))) if sent[i] > 0), None)
+        extras = np.concatenate([extras[:3], extras[3 + len(_SIGNALS):]])
         outputs = dict(local.outputs)
         if self.sync_batchnorm:
             outputs.update(self._global_stats(stats[0], extras[3:], size))
@@ -205,13 +211,17 @@ class DataParallel:
                                 f"rank must start from the same parameters (same seed or the same params=)")
 
     def agree(self, signal: str | None) -> str | None:
-        """The signal any rank received since the last safe point (SIGTERM before SIGINT), the same on every rank,
-        so that every rank stops at the same step."""
-        from mpi4py import MPI
-
-        code = np.array([_SIGNALS.index(signal) + 1 if signal in _SIGNALS else 0], dtype=np.int32)
-        self.comm.Allreduce(MPI.IN_PLACE, code, op=MPI.MAX)
-        return _SIGNALS[code[0] - 1] if code[0] else None
+        """At a safe point, with the signal this rank took there (or None): the signal that any rank had taken
+        before the last step (SIGTERM before SIGINT), the same on every rank, so that every rank stops at the same
+        step. No collective of its own: the signals ride in the step's reduction, so a signal stops the job one
+        step after the safe point that saw it (a signal after the last step of ``fit`` is dropped: training has
+        ended and the epoch's checkpoint is written)."""
+        if signal in _SIGNALS:
+            self._signals[_SIGNALS.index(signal)] = 1
+        agreed, self._agreed = self._agreed, None
+        if agreed is not None:
+            self._signals[:] = 0
+        return agreed
 
     def save(self, write) -> None:
         """Rank 0 calls ``write()``; every rank returns once it is done, and raises if it failed."""
