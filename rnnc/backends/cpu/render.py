@@ -14,12 +14,11 @@ everything else gets a *full* buffer. Op templates are looked up in :data:`rnnc.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 from rnnc.backends.cpu.emit import BATCH, Buf, Emitter, align_feats, feat_ranges, one_line_breaks
+from rnnc.backends.cpu.functions import CUT_MARK, PIECE_MARK, RUN_MARK, SPLIT_HI, SPLIT_LO, stage_functions
 from rnnc.backends.cpu.prologue import prologue_lines
-from rnnc.backends.cpu.row_groups import group_row_products
 from rnnc.errors import RnncError
 from rnnc.ir.graph import Graph
 from rnnc.ir.names import check_graph_names, safe_comment
@@ -70,8 +69,6 @@ GROUP_MAX_ARRAYS = 6
 ROW_LOCAL_OPS = frozenset({"fused", "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu",
                            "sqrt", "square", "positive", "where", "slice", "expand", "matmul", "concat", "ref"})
 LEAF_OPS = ("input", "param", "lengths", "const")
-#: the row block of a split scan: ``for ib in range(b0_, b1_)``, GEMMs on rows ``[b0_:b1_]``
-SPLIT_LO, SPLIT_HI = "b0_", "b1_"
 
 # ops whose CPU templates read every input through Buf.at (so an offset alias is safe)
 ALIAS_READERS = frozenset({"fused", "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu",
@@ -255,6 +252,8 @@ class Renderer:
 
         group: list = []
         for node in nodes:
+            if stage_no is not None:
+                self.em.line(CUT_MARK)       # whole loop nests before it: a long map stage may be cut here
             if stage_no is not None and self.numpy_prologue and (
                     self._prologue(node) or self._epilogue(node, stage_no)):
                 continue
@@ -529,7 +528,8 @@ class Renderer:
             from rnnc.backends.cpu.ops_ewise import MATH_HELPERS
 
             head += MATH_HELPERS[self.dtype].split("\n")
-        funcs, calls = _stage_functions(self.em.lines, self.spans, args, self.split_stages)
+        funcs, calls = stage_functions(self.em.lines, self.spans, args, [s.kind for s in self.schedule],
+                                       self.split_stages, set(self.after))
         body = []
         for k, lines in calls:
             kind = self.schedule[k - 1].kind
@@ -555,65 +555,6 @@ def gemm_version() -> str:
     from rnnc.backends.cpu.gemm import VERSION
 
     return VERSION
-
-
-_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
-# fastmath "reassoc" only (no assumptions about NaN or infinity): LLVM may reorder a sum, so the register
-# accumulations of reductions (a bias gradient summed over batch x pixels) vectorise: 2.4x faster, measured
-JIT = "@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'reassoc'})"
-
-
-#: Marks a top-level line of a stage that ``run`` executes itself (a call of a parallel kernel): the stage's
-#: function is split there, ``stage_k`` before it and ``stage_k_1``, ``stage_k_2``... after.
-RUN_MARK = "#run# "
-#: Ends a stage function's piece there (a map stage's row-local run becomes a function of its own)
-PIECE_MARK = "#piece#"
-
-
-def _stage_functions(lines, spans, args, split=frozenset()) -> tuple[list, list]:
-    """``def stage_k(<the args its lines use>)`` for each stage with code, and the lines of ``run`` for each
-    stage: ``(k, [calls])`` (the function calls, and the ``RUN_MARK`` lines between them).
-
-    A stage in ``split`` (a row-local scan) takes its row block ``b0_, b1_`` last and is called through
-    ``_blocks(stage_k, parts_, nb, ...)`` (:func:`rnnc.backends.cpu.blocks.run_blocks`): ``parts_`` blocks of
-    the batch on as many threads, each running the whole time loop on its rows, with no synchronisation per
-    step. Should a split stage's code name ``nb`` after all (it reads the whole batch somewhere), it is called
-    once with the block ``(0, nb)`` instead."""
-    funcs, calls = [], []
-    for k, start, stop in spans:
-        pieces, body = [[]], lines[start:stop]
-        for ln in body:
-            if ln.lstrip().startswith(RUN_MARK):
-                pieces.append(ln.split(RUN_MARK, 1)[1])
-                pieces.append([])
-            elif ln.lstrip().startswith(PIECE_MARK):
-                pieces.append([])
-            else:
-                pieces[-1].append(ln)
-        pieces, grouped = group_row_products(pieces, k, JIT)
-        funcs += grouped
-        out, part = [], 0
-        for piece in pieces:
-            if isinstance(piece, str):
-                out.append(f"    {piece}")
-                continue
-            code = [ln.split("  # ", 1)[0] for ln in piece if not ln.lstrip().startswith("#")]
-            if not any(c.strip() for c in code):
-                continue
-            name = f"stage_{k}" + (f"_{part}" if part else "")
-            part += 1
-            words = {w for c in code for w in _WORD.findall(c)}
-            params = [a for a in args if a in words]
-            block = [SPLIT_LO, SPLIT_HI] if SPLIT_LO in words else []
-            funcs += ["", "", JIT, f"def {name}({', '.join(params + block)}):"] + piece + ["    return 0"]
-            if not block:
-                out.append(f"    {name}({', '.join(params)})")
-            elif k not in split or "nb" in words:
-                out.append(f"    {name}({', '.join(params + ['0', 'nb'])})")
-            else:
-                out.append(f"    _blocks({', '.join([name, 'parts_', 'nb'] + params)})  # {name} in row blocks")
-        calls.append((k, out))
-    return funcs, calls
 
 
 def _stable(r: Renderer, stage):
@@ -669,4 +610,4 @@ def read_init(r: Renderer, ref, env, feats) -> str:
     return r.read(init, env, feats, ref.shape)
 
 
-__all__ = ["Renderer", "Rendered", "BufSpec", "MissingTemplate", "read_init", "align_feats"]
+__all__ = ["Renderer", "Rendered", "BufSpec", "MissingTemplate", "read_init", "align_feats", "RUN_MARK"]
