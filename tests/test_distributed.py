@@ -152,3 +152,22 @@ def test_diverged_params_stop_every_rank_naming_the_rank(tmp_path):
     out = run(2, "--model", "dsl", "--diverge", "--out", tmp_path / "x.npz", check=False)
     assert out.returncode != 0
     assert "the parameters of rank 1 differ from rank 0's before step 1" in out.stderr
+
+
+@needs_mpi
+def test_cli_distributed_prints_once_and_equals_one_process(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 20, 8))
+    np.savez(tmp_path / "d.npz", x=x, y=(x[..., 0] > 0).astype(np.int64))
+    args = [sys.executable, "-m", "rnnc", "train", os.path.join(HERE, "..", "examples", "elman.py"), "--data",
+            str(tmp_path / "d.npz"), "--epochs", "2", "--batch", "6", "--engine", "interpret"]
+    one = subprocess.run(args, capture_output=True, text=True, timeout=180, env=ENV)
+    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    two = subprocess.run(["mpiexec", *root, "--oversubscribe", "-n", "2", *args, "--distributed",
+                          "--save", str(tmp_path / "m.rnnc")], capture_output=True, text=True, timeout=180, env=ENV)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    lines = [ln for ln in two.stdout.splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == 2                                      # rank 0 only
+    strip = [ln.split("(")[0] for ln in one.stdout.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split("(")[0] for ln in lines] == strip          # the same losses and accuracies, 4 decimals
+    assert two.stdout.count("wrote ") == 1 and (tmp_path / "m.rnnc").exists()
