@@ -23,8 +23,10 @@ from rnnc.ir.graph import Graph
 from rnnc.ir.node import Node
 from rnnc.ops import as_node, opdef, ref
 from rnnc.ops.reduce import expand, spread, sum_to, to_batch
+from rnnc.ops.registry import ops_with
 
-NO_GRAD = ("const", "lengths", "step_mask", "one_hot", "positive", "max_mask")
+#: ops whose output carries no gradient (the op table's ``differentiable=False``: const, lengths, masks, one_hot)
+NO_GRAD = ops_with(differentiable=False)
 
 
 @dataclass

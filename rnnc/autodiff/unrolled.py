@@ -13,6 +13,7 @@ from rnnc.interpret.evaluate import evaluate
 from rnnc.interpret.unrolled import evaluate_unrolled
 from rnnc.ir.graph import topo_order
 from rnnc.ops import leaf, make, opdef
+from rnnc.ops.registry import LEAVES
 from rnnc.schedule.unroll import _resolve
 
 
@@ -89,7 +90,7 @@ def unrolled_gradients(g: nx.DiGraph, inputs: dict, params: dict, dtype=None, wi
                 init = attrs["init_ref"].inputs[0]
                 _push(adj, attrs["args"][0], _unbroadcast(gbar, init.batched, init.shape, node.batched))
             continue
-        if node.op in ("param", "input", "const", "lengths") or opdef(node.op).vjp is None:
+        if node.op in LEAVES or opdef(node.op).vjp is None:
             continue
         if node.op == "spread":
             _push(adj, attrs["args"][0], gbar)

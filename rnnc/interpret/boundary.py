@@ -6,7 +6,8 @@ and in a compiled kernel alike, so the two refuse the same inputs with the same 
 
 * sizes (``sizes=``, ``batch=``, and the sizes the arrays imply) are positive integers;
 * every integer input that *indexes* something is in range: a class label read by ``softmax_cross_entropy``
-  lies in ``0 .. classes - 1``, an index read by ``one_hot`` in ``0 .. classes - 1``, a length
+  lies in ``0 .. classes - 1``, an index read by ``one_hot`` in ``0 .. classes - 1``, a row read by
+  ``embedding`` in ``0 .. rows - 1`` (each op's ``indexes`` rule in the op table), a length
   ``<input>_lengths`` in ``1 .. size of its axis`` (at every position the kernel reads, padded steps
   included); an unsigned 64-bit value past the int64 range is refused, never wrapped;
 * a state handed to ``step`` holds, for each delayed value, exactly the history its delays read, laid out
@@ -30,6 +31,7 @@ import numpy as np
 from rnnc.errors import GraphError, InputError
 from rnnc.ir.graph import Graph, topo_order
 from rnnc.ir.node import Axis, Node
+from rnnc.ops.registry import opdef
 
 #: ops that pass integer values through unchanged (a selection, a move or a delay); 0 is what a delayed read
 #: gives before the start, and it is in range for every index op
@@ -90,11 +92,12 @@ def _make_plan(graph: Graph) -> Plan:
 
 
 def _index_operands(node: Node):
-    """(operand, highest valid value, description) for each integer operand of ``node`` that indexes."""
-    if node.op == "softmax_cross_entropy" and node.inputs[1].dtype == "int":
-        yield node.inputs[1], node.inputs[0].shape[0] - 1, f"class label of softmax_cross_entropy (at {node.where})"
-    elif node.op == "one_hot" and node.inputs[0].dtype == "int":
-        yield node.inputs[0], node.attr("classes") - 1, f"class index of one_hot (at {node.where})"
+    """(operand, highest valid value, description) for each integer operand of ``node`` that indexes: the op
+    table's ``indexes`` rule (softmax_cross_entropy's labels, one_hot's and embedding's indices...)."""
+    rule = opdef(node.op).indexes
+    for pos, high, what in rule(node) if rule is not None else ():
+        if node.inputs[pos].dtype == "int":
+            yield node.inputs[pos], high, f"{what} (at {node.where})"
 
 
 def _tightest(checks) -> tuple:

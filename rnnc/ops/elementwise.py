@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnc.ops import scalar as S
 from rnnc.ops.layout import pad_features
 from rnnc.ops.registry import float_dtype, make, register, shape_error
 
@@ -72,27 +73,36 @@ def _vjp_where(node, g):
     return None, _sum_to(where(c, g, zero), a), _sum_to(where(c, zero, g), b)
 
 
-_BINARY = {"add": (np.add, _vjp_add), "sub": (np.subtract, _vjp_sub),
-           "mul": (np.multiply, _vjp_mul), "div": (np.divide, _vjp_div)}
-for _name, (_fn, _vjp) in _BINARY.items():
-    register(_name, _broadcast_shape(_name), _binary(_fn), _vjp, elementwise=True)
+# name -> (numpy, VJP, scalar form, arithmetic: cheap enough to recompute in a scan)
+_BINARY = {
+    "add": (np.add, _vjp_add, lambda a, b: a + b, True),
+    "sub": (np.subtract, _vjp_sub, lambda a, b: a - b, True),
+    "mul": (np.multiply, _vjp_mul, lambda a, b: a * b, True),
+    "div": (np.divide, _vjp_div, lambda a, b: a / b, False),
+}
+for _name, (_fn, _vjp, _form, _cheap) in _BINARY.items():
+    register(_name, _broadcast_shape(_name), _binary(_fn), _vjp, elementwise=True, scalar_cpu=_form,
+             arithmetic=_cheap)
 
 _UNARY = {
-    "neg": (np.negative, lambda n, g: (-g,)),
-    "exp": (np.exp, lambda n, g: (g * n,)),
-    "log": (np.log, lambda n, g: (g / n.inputs[0],)),
-    "tanh": (np.tanh, lambda n, g: (g * (1.0 - n * n),)),
-    "sigmoid": (_sigmoid, lambda n, g: (g * (n * (1.0 - n)),)),
+    "neg": (np.negative, lambda n, g: (-g,), lambda x: -x, True),
+    "exp": (np.exp, lambda n, g: (g * n,), S.exp, False),
+    "log": (np.log, lambda n, g: (g / n.inputs[0],), S.log, False),
+    "tanh": (np.tanh, lambda n, g: (g * (1.0 - n * n),), S.tanh, False),
+    "sigmoid": (_sigmoid, lambda n, g: (g * (n * (1.0 - n)),), S.sigmoid, False),
     # relu'(x) = [x > 0] = [relu(x) > 0]: read off the output, which the next layer keeps anyway, so a
     # pre-activation that only fed the relu (a conv's bias add) fuses into it and is never stored
-    "relu": (lambda x: np.maximum(x, 0), lambda n, g: (g * positive(n),)),
-    "sqrt": (np.sqrt, lambda n, g: (g / (2.0 * n),)),
-    "square": (np.square, lambda n, g: (g * (2.0 * n.inputs[0]),)),
-    "positive": (lambda x: (x > 0).astype(x.dtype), lambda n, g: (None,)),
+    "relu": (lambda x: np.maximum(x, 0), lambda n, g: (g * positive(n),), lambda x: S.where(x > 0.0, x, 0.0),
+             False),
+    "sqrt": (np.sqrt, lambda n, g: (g / (2.0 * n),), S.sqrt, False),
+    "square": (np.square, lambda n, g: (g * (2.0 * n.inputs[0]),), lambda x: x * x, True),
+    "positive": (lambda x: (x > 0).astype(x.dtype), lambda n, g: (None,), lambda x: S.where(x > 0.0, 1.0, 0.0),
+                 True),
 }
-for _name, (_fn, _vjp) in _UNARY.items():
-    register(_name, _broadcast_shape(_name), _unary(_fn), _vjp, elementwise=True)
-register("where", _broadcast_shape("where"), _where, _vjp_where, elementwise=True)
+for _name, (_fn, _vjp, _form, _cheap) in _UNARY.items():
+    register(_name, _broadcast_shape(_name), _unary(_fn), _vjp, elementwise=True, scalar_cpu=_form,
+             arithmetic=_cheap, differentiable=_name != "positive")
+register("where", _broadcast_shape("where"), _where, _vjp_where, elementwise=True, scalar_cpu=S.where)
 
 
 def add(a, b):

@@ -460,8 +460,10 @@ def _from_grid_vjp(node, g):
     return (to_grid(g, node.attr("block"), node.attr("grid"), pad=node.attr("crop") is not None),)
 
 
-register("to_grid", _to_grid_shape, to_grid_np, _to_grid_vjp, axes=_grid_axes, aligned=False)
-register("from_grid", _from_grid_shape, from_grid_np, _from_grid_vjp, axes=_from_grid_axes, aligned=False)
+register("to_grid", _to_grid_shape, to_grid_np, _to_grid_vjp, axes=_grid_axes, aligned=False,
+         cuda_reuses_cpu=True)
+register("from_grid", _from_grid_shape, from_grid_np, _from_grid_vjp, axes=_from_grid_axes, aligned=False,
+         cuda_reuses_cpu=True)
 
 
 def to_grid(x, block, axes, pad: bool = False):

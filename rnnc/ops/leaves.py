@@ -25,10 +25,10 @@ def _leaf_np(node, *arrays):
 
 
 for _name in ("input", "param", "lengths"):
-    register(_name, _fixed_shape, _leaf_np, None, axes=_fixed_axes)
+    register(_name, _fixed_shape, _leaf_np, None, axes=_fixed_axes, leaf=True, differentiable=_name != "lengths")
 register("const", lambda i, a: ((), "float"), lambda n: np.asarray(n.attr("value")), None,
-         axes=shared_axes)
-register("ref", _fixed_shape, _leaf_np, None, axes=_fixed_axes)
+         axes=shared_axes, leaf=True, differentiable=False)
+register("ref", _fixed_shape, _leaf_np, None, axes=_fixed_axes, row_local=True)
 
 
 def _step_mask_np(node, ctx, lengths):
@@ -37,7 +37,7 @@ def _step_mask_np(node, ctx, lengths):
 
 
 register("step_mask", lambda i, a: ((), "float"), _step_mask_np, lambda n, g: (None,),
-         axes=lambda i, a: ((a["axis"],), True), aligned=False)
+         axes=lambda i, a: ((a["axis"],), True), aligned=False, cuda_reuses_cpu=True, differentiable=False)
 
 
 def leaf(op: str, name: str, shape, dtype: str, axes, batched: bool, where: str | None = None) -> Node:
@@ -104,7 +104,7 @@ def _tbptt_np(node, ctx):
 
 
 register("tbptt_mask", lambda i, a: ((), "float"), _tbptt_np, None,
-         axes=lambda i, a: ((a["axis"],), False), aligned=False)
+         axes=lambda i, a: ((a["axis"],), False), aligned=False, cuda_reuses_cpu=True)
 
 
 def tbptt_mask(axis: Axis, k1: int, k2: int, shift: int = 0, src: int = 0, dst: int = 0, mode: str = "seed"):

@@ -39,7 +39,7 @@ def _matmul_vjp(node, g):
     return ga, sum_to(matmul(transpose(a), g), b)
 
 
-register("matmul", _matmul_shape, _matmul_np, _matmul_vjp)
+register("matmul", _matmul_shape, _matmul_np, _matmul_vjp, row_local=True)
 
 
 def _transpose_shape(inputs, attrs):
@@ -50,7 +50,7 @@ def _transpose_shape(inputs, attrs):
 
 
 register("transpose", _transpose_shape, lambda n, a: np.swapaxes(a, -1, -2),
-         lambda n, g: (transpose(g),))
+         lambda n, g: (transpose(g),), cuda_reuses_cpu=True)
 
 
 def _outer_axes(inputs, attrs):

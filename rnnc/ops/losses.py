@@ -38,7 +38,12 @@ def _ce_vjp(node, g):
     return sum_to(ge * (p - target), logits), sum_to(-(ge * log_softmax(logits)), target)
 
 
-register("softmax_cross_entropy", _ce_shape, _ce_np, _ce_vjp)
+def _ce_indexes(node):
+    return [(1, node.inputs[0].shape[0] - 1, "class label of softmax_cross_entropy")] \
+        if node.inputs[1].dtype == "int" else []
+
+
+register("softmax_cross_entropy", _ce_shape, _ce_np, _ce_vjp, cuda_reuses_cpu=True, indexes=_ce_indexes)
 
 
 def _pair_shape(op):
@@ -80,8 +85,8 @@ def _mse_vjp(node, g):
     return sum_to(d, a), sum_to(-d, b)
 
 
-register("binary_cross_entropy", _pair_shape("binary_cross_entropy"), _bce_np, _bce_vjp)
-register("mse", _pair_shape("mse"), _mse_np, _mse_vjp)
+register("binary_cross_entropy", _pair_shape("binary_cross_entropy"), _bce_np, _bce_vjp, cuda_reuses_cpu=True)
+register("mse", _pair_shape("mse"), _mse_np, _mse_vjp, cuda_reuses_cpu=True)
 
 
 def softmax_cross_entropy(logits, target):

@@ -52,14 +52,17 @@ def _expand_np(node, g):
 
 
 register("fsum", _feature_reduce_shape("fsum"), lambda n, x: x.sum(_np_axes(n, x)),
-         lambda n, g: (expand(g, n.inputs[0].shape, n.attr("axis")),))
+         lambda n, g: (expand(g, n.inputs[0].shape, n.attr("axis")),), cuda_reuses_cpu=True)
 register("fmean", _feature_reduce_shape("fmean"), lambda n, x: x.mean(_np_axes(n, x)),
-         lambda n, g: (expand(g, n.inputs[0].shape, n.attr("axis")) / _count(n),))
+         lambda n, g: (expand(g, n.inputs[0].shape, n.attr("axis")) / _count(n),), cuda_reuses_cpu=True)
 register("fmax", _feature_reduce_shape("fmax"), lambda n, x: x.max(_np_axes(n, x)),
-         lambda n, g: (expand(g, n.inputs[0].shape, n.attr("axis")) * max_mask(n.inputs[0], n.attr("axis")),))
-register("max_mask", lambda i, a: (i[0].shape, "float"), _max_mask, lambda n, g: (None,))
+         lambda n, g: (expand(g, n.inputs[0].shape, n.attr("axis")) * max_mask(n.inputs[0], n.attr("axis")),),
+         cuda_reuses_cpu=True)
+register("max_mask", lambda i, a: (i[0].shape, "float"), _max_mask, lambda n, g: (None,), cuda_reuses_cpu=True,
+         differentiable=False)
 register("expand", lambda i, a: (a["shape"], "float"), _expand_np,
-         lambda n, g: (make("fsum", [g], axis=n.attr("axis")),))
+         lambda n, g: (make("fsum", [g], axis=n.attr("axis")),),
+         scalar_cpu=lambda x: x, arithmetic=True)      # in a fused loop: the dropped feature indices
 
 
 def _count(node):
@@ -216,8 +219,10 @@ def _same_shape(inputs, attrs):
     return inputs[0].shape, inputs[0].dtype
 
 
-register("last", _same_shape, _pick_np("last"), _vjp_pick("last"), axes=_minus_axis, aligned=False)
-register("first", _same_shape, _pick_np("first"), _vjp_pick("first"), axes=_minus_axis, aligned=False)
+register("last", _same_shape, _pick_np("last"), _vjp_pick("last"), axes=_minus_axis, aligned=False,
+         cuda_reuses_cpu=True)
+register("first", _same_shape, _pick_np("first"), _vjp_pick("first"), axes=_minus_axis, aligned=False,
+         cuda_reuses_cpu=True)
 register("asum", _same_shape, _asum_np(False), _vjp_asum("sum"), axes=_minus_axis, aligned=False)
 register("amean", _same_shape, _asum_np(True), _vjp_asum("mean"), axes=_minus_axis, aligned=False)
 
@@ -273,10 +278,10 @@ def _spread_vjp(node, g):
     return (sum_to(g, node.inputs[0]),)
 
 
-register("spread", _same_shape, _spread_np, _spread_vjp, axes=_plus_axis, aligned=False)
+register("spread", _same_shape, _spread_np, _spread_vjp, axes=_plus_axis, aligned=False, cuda_reuses_cpu=True)
 register("at_index", _same_shape, _at_index_np,
          lambda n, g: (make(n.attr("which"), [g, *n.inputs[1:]], axis=n.attr("axis")),
-                       *([None] * (len(n.inputs) - 1))), axes=_plus_axis, aligned=False)
+                       *([None] * (len(n.inputs) - 1))), axes=_plus_axis, aligned=False, cuda_reuses_cpu=True)
 
 
 def _edge_sum_np(node, ctx, g):
@@ -317,7 +322,7 @@ def _batch_spread_np(node, ctx, g):
 register("batch_mean", _same_shape, _batch_mean_np,
          lambda n, g: (make("batch_spread", [g]),), axes=lambda i, a: (i[0].axes, False), aligned=False)
 register("batch_spread", _same_shape, _batch_spread_np, None,
-         axes=lambda i, a: (i[0].axes, True), aligned=False)
+         axes=lambda i, a: (i[0].axes, True), aligned=False, cuda_reuses_cpu=True)
 
 
 def _to_batch_np(node, ctx, x):
@@ -329,7 +334,7 @@ def _to_batch_np(node, ctx, x):
 
 
 register("to_batch", _same_shape, _to_batch_np, lambda n, g: (sum_to(g, n.inputs[0]),),
-         axes=lambda i, a: (i[0].axes, True), aligned=False)
+         axes=lambda i, a: (i[0].axes, True), aligned=False, cuda_reuses_cpu=True)
 
 
 def spread(x, axis: Axis):

@@ -29,7 +29,8 @@ def _concat_vjp(node, g):
 
 
 register("concat", _concat_shape,
-         lambda n, *xs: np.concatenate(_lead_broadcast(xs, n.lead), axis=-1), _concat_vjp)
+         lambda n, *xs: np.concatenate(_lead_broadcast(xs, n.lead), axis=-1), _concat_vjp, row_local=True,
+         cuda_reuses_cpu=True)
 
 
 def _slice_shape(inputs, attrs):
@@ -47,9 +48,11 @@ def _pad_np(node, g):
 
 
 register("slice", _slice_shape, lambda n, x: x[..., n.attr("start"):n.attr("stop")],
-         lambda n, g: (make("pad", [g], start=n.attr("start"), size=n.inputs[0].shape[-1]),))
+         lambda n, g: (make("pad", [g], start=n.attr("start"), size=n.inputs[0].shape[-1]),),
+         scalar_cpu=lambda x: x, arithmetic=True)      # in a fused loop: a shift of the feature index
 register("pad", lambda i, a: (i[0].shape[:-1] + (a["size"],), "float"), _pad_np,
-         lambda n, g: (slice_features(g, n.attr("start"), n.attr("start") + n.inputs[0].shape[-1]),))
+         lambda n, g: (slice_features(g, n.attr("start"), n.attr("start") + n.inputs[0].shape[-1]),),
+         cuda_reuses_cpu=True)
 
 
 def _reshape_shape(inputs, attrs):
@@ -60,7 +63,7 @@ def _reshape_shape(inputs, attrs):
 
 
 register("reshape", _reshape_shape, lambda n, x: x.reshape(x.shape[:n.lead] + n.shape),
-         lambda n, g: (reshape(g, n.inputs[0].shape),))
+         lambda n, g: (reshape(g, n.inputs[0].shape),), cuda_reuses_cpu=True)
 
 
 def _one_hot_np(node, y):
@@ -78,7 +81,8 @@ def _one_hot_shape(inputs, attrs):
     return (attrs["classes"],), "float"
 
 
-register("one_hot", _one_hot_shape, _one_hot_np, lambda n, g: (None,))
+register("one_hot", _one_hot_shape, _one_hot_np, lambda n, g: (None,), cuda_reuses_cpu=True, differentiable=False,
+         indexes=lambda n: [(0, n.attr("classes") - 1, "class index of one_hot")])
 
 
 def _softmax_np(node, x):
@@ -112,8 +116,8 @@ def _log_softmax_vjp(node, g):
     return (g - exp(node) * expand(fsum(g, -1), node.shape, -1),)
 
 
-register("softmax", _vector_shape("softmax"), _softmax_np, _softmax_vjp)
-register("log_softmax", _vector_shape("log_softmax"), _log_softmax_np, _log_softmax_vjp)
+register("softmax", _vector_shape("softmax"), _softmax_np, _softmax_vjp, cuda_reuses_cpu=True)
+register("log_softmax", _vector_shape("log_softmax"), _log_softmax_np, _log_softmax_vjp, cuda_reuses_cpu=True)
 
 
 def concat(xs, axis: int = -1):

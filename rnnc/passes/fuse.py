@@ -16,7 +16,7 @@ from __future__ import annotations
 from rnnc.ir.graph import Graph, rebuild
 from rnnc.ir.node import Node
 from rnnc.ops import OPS
-from rnnc.ops.registry import register
+from rnnc.ops.registry import ops_with, register
 from rnnc.passes.common import remap, uses
 from rnnc.schedule.schedule import build_schedule
 
@@ -24,8 +24,8 @@ from rnnc.schedule.schedule import build_schedule
 #: 500 chained adds in one loop body took Numba 16.6 s to compile, in eight bodies of 64 about 4 s (measured)
 MAX_FUSED = 64
 
-FUSABLE = frozenset({"add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt",
-                     "square", "positive", "where", "slice", "expand"})
+#: ops a fused program can hold: those with a scalar form (``OpDef.scalar_cpu``), a user's among them
+FUSABLE = ops_with(fusable=True)
 
 
 class _View:
@@ -48,7 +48,8 @@ def _fused_numpy(node, *arrays):
 
 
 if "fused" not in OPS:
-    register("fused", lambda inputs, attrs: (attrs["shape"], "float"), _fused_numpy, None, elementwise=True)
+    register("fused", lambda inputs, attrs: (attrs["shape"], "float"), _fused_numpy, None, elementwise=True,
+             row_local=True, cuda_reuses_cpu=True)
 
 
 def _program(node, inputs):
@@ -78,7 +79,7 @@ def _leaf(leaves: dict, node) -> int:
 
 
 #: ops cheap enough to recompute inside a scan rather than store in a map and read back (no transcendentals)
-ARITHMETIC = frozenset({"add", "sub", "mul", "neg", "square", "positive", "slice", "expand"})
+ARITHMETIC = ops_with(arithmetic=True)
 
 
 def _arithmetic(node) -> bool:

@@ -33,7 +33,8 @@ def _rows_shape(inputs, attrs):
 
 if "take_rows" not in OPS:
     register("take_rows", _rows_shape,
-             lambda n, x: np.ascontiguousarray(x[..., n.attr("start"):n.attr("stop"), :]), None)
+             lambda n, x: np.ascontiguousarray(x[..., n.attr("start"):n.attr("stop"), :]), None,
+             cuda_reuses_cpu=True)
 
 
 def _weight_grad(node) -> bool:

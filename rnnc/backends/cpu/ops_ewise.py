@@ -7,32 +7,16 @@ index shift of ``slice`` and the dropped dims of ``expand``.
 from __future__ import annotations
 
 from rnnc.backends.cpu.emit import align_feats, feat_ranges
+from rnnc.ops.registry import OPS, ops_with
+from rnnc.ops.scalar import render as render_scalar
 
-# op -> scalar expression of its operand expressions (one table for the whole family)
-SCALAR = {
-    "add": lambda a, b: f"({a} + {b})",
-    "sub": lambda a, b: f"({a} - {b})",
-    "mul": lambda a, b: f"({a} * {b})",
-    "div": lambda a, b: f"({a} / {b})",
-    "neg": lambda a: f"(-{a})",
-    "exp": lambda a: f"math.exp({a})",
-    "log": lambda a: f"math.log({a})",
-    "tanh": lambda a: f"math.tanh({a})",
-    "sigmoid": lambda a: f"(F(1.0) / (F(1.0) + math.exp(-{a})))",
-    "relu": lambda a: f"({a} if {a} > F(0.0) else F(0.0))",
-    "sqrt": lambda a: f"math.sqrt({a})",
-    "square": lambda a: f"({a} * {a})",
-    "positive": lambda a: f"(F(1.0) if {a} > 0 else F(0.0))",
-    "where": lambda c, a, b: f"({a} if {c} != 0 else {b})",
-    "slice": lambda a: a,
-    "expand": lambda a: a,
-}
-FUSABLE = frozenset(SCALAR)
-# with ``r.vector_math`` (the CPU kernel): helpers defined in the module head (see :data:`MATH_HELPERS`).
-# They are plain jitted functions, which LLVM inlines into each stage when it links them (the same machine
-# code as Numba's ``inline="always"``, compared on an LSTM step body), without Numba's IR inlining: that took
-# about 0.1 s of compile time per call site (64 nested tanh: 13 s in one body), a plain call about 0.01 s
-VECTOR = {"tanh": lambda a: f"tanh_({a})", "sigmoid": lambda a: f"sigmoid_({a})"}
+#: ops with a scalar form (rnnc.ops.registry.OpDef.scalar_cpu): each becomes one scalar expression in the loop
+FUSABLE = ops_with(fusable=True)
+# with ``r.vector_math`` (the CPU kernel), tanh and sigmoid in a scalar form call helpers defined in the module
+# head (see :data:`MATH_HELPERS`; rnnc.ops.scalar.render). They are plain jitted functions, which LLVM inlines
+# into each stage when it links them (the same machine code as Numba's ``inline="always"``, compared on an LSTM
+# step body), without Numba's IR inlining: that took about 0.1 s of compile time per call site (64 nested tanh:
+# 13 s in one body), a plain call about 0.01 s
 
 _TANH32 = """
 @numba.njit
@@ -88,12 +72,26 @@ def _child_feats(op, attrs, shape, feats, child_shape) -> list:
     return align_feats(feats, shape, child_shape)
 
 
+def scalar_line(r, op: str, operands: list, cuda: bool = False) -> str:
+    """The scalar expression of one instruction: the op's scalar form over ``operands`` (rnnc's own expressions)."""
+    spec = OPS[op]
+    form = spec.scalar_cuda if cuda else spec.scalar_cpu
+    if form is None:
+        raise NotImplementedError(f"op {op!r} has no scalar form for the {'CUDA' if cuda else 'CPU'} backend")
+    return render_scalar(form, operands, vector_math=bool(getattr(r, "vector_math", False)) and not cuda)
+
+
 def render_ewise(r, node) -> None:
     """``out = program(inputs)`` in one loop nest over the node's index space."""
     render_ewise_group(r, [node])
 
 
-def render_ewise_group(r, nodes) -> None:
+def render_ewise_cuda(r, node) -> None:
+    """:func:`render_ewise` with each op's CUDA scalar form (``OpDef.scalar_cuda``)."""
+    render_ewise_group(r, [node], cuda=True)
+
+
+def render_ewise_group(r, nodes, cuda: bool = False) -> None:
     """Sibling elementwise nodes over the same index space in ONE loop nest (an LSTM step's gate, cell and
     hidden updates): each node's program in turn, a member read by a later member passed on in a register.
     The renderer checks that members read each other only at the same element (:func:`can_join`)."""
@@ -110,8 +108,7 @@ def render_ewise_group(r, nodes) -> None:
             reads = _reads(r, node, prog, env, root_feats, temps)
             for j, (op, _shape, _attrs, args) in enumerate(prog):
                 operands = [f"{name}{a[1]}" if a[0] == "t" else reads[(j, a)] for a in args]
-                rule = VECTOR[op] if getattr(r, "vector_math", False) and op in VECTOR else SCALAR[op]
-                r.em.line(f"{name}{j} = {rule(*operands)}")
+                r.em.line(f"{name}{j} = {scalar_line(r, op, operands, cuda)}")
             r.em.line(f"{r.out(node).at(env, root_feats)} = {name}{len(prog) - 1}")
             temps[node] = f"{name}{len(prog) - 1}"
 
@@ -152,5 +149,12 @@ def member_reads(node, root_feats) -> list:
     return [(node.inputs[arg[1]], cf) for (_j, arg), cf in _arg_feats(node, program_of(node), root_feats).items()]
 
 
-TEMPLATES = {op: render_ewise for op in FUSABLE}
-TEMPLATES["fused"] = render_ewise
+def template_for(op: str, cuda: bool = False):
+    """The loop template of an op with a scalar form (any op of :data:`FUSABLE`, registered before or after this
+    module was imported), or of ``fused``; None for other ops."""
+    if op in FUSABLE or op == "fused":
+        return render_ewise_cuda if cuda else render_ewise
+    return None
+
+
+TEMPLATES = {"fused": render_ewise}      # the others come from template_for (see rnnc.backends.cpu.ops)

@@ -22,6 +22,7 @@ from rnnc.backends.cpu.prologue import prologue_lines
 from rnnc.errors import RnncError
 from rnnc.ir.graph import Graph
 from rnnc.ir.names import check_graph_names, safe_comment
+from rnnc.ops.registry import LEAVES, ops_with
 from rnnc.schedule.schedule import Schedule, build_schedule
 
 
@@ -66,13 +67,12 @@ GROUP_MAX_ARRAYS = 6
 
 # ops whose templates index the batch only through Renderer.lead_ranges / _rows_view, so a scan built of them
 # (and of batched values only) runs as independent row blocks of the batch, one per thread (see _row_local)
-ROW_LOCAL_OPS = frozenset({"fused", "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu",
-                           "sqrt", "square", "positive", "where", "slice", "expand", "matmul", "concat", "ref"})
-LEAF_OPS = ("input", "param", "lengths", "const")
+# (the op table's ``row_local`` property, see rnnc.ops.registry.OpDef)
+ROW_LOCAL_OPS = ops_with(row_local=True)
+LEAF_OPS = LEAVES
 
 # ops whose CPU templates read every input through Buf.at (so an offset alias is safe)
-ALIAS_READERS = frozenset({"fused", "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu",
-                           "sqrt", "square", "positive", "where", "slice", "expand"})
+ALIAS_READERS = ops_with(alias_reader=True)
 
 
 class Renderer:

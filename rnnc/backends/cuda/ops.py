@@ -14,12 +14,13 @@ once over all rows (host strategy) or run as per-element dot products reading th
 """
 from __future__ import annotations
 
-from rnnc.backends.cpu import ops_linalg
+from rnnc.backends.cpu import ops_ewise, ops_linalg
 from rnnc.backends.cpu.emit import BATCH, Buf, feat_ranges
-from rnnc.backends.cpu.ops import HANDLED_BY_RENDERER
+from rnnc.backends.cpu.ops import HANDLED_BY_RENDERER, TemplateTable
 from rnnc.backends.cpu.ops import TEMPLATES as CPU_TEMPLATES
 from rnnc.backends.cpu.render import BufSpec
 from rnnc.backends.cuda import ops_batchnorm, ops_image
+from rnnc.ops.registry import ops_with
 
 
 def _reduce(r, node, out_dims, inner, elem_fn, cond=None, post=None) -> None:
@@ -171,23 +172,18 @@ def t_matmul(r, node) -> None:
 #: parallel loops, no host-side numpy or BLAS calls): they run unchanged as one-thread-per-element kernels.
 #: Any other CPU template is NOT inherited, so an op that gains a CPU form without a vetted CUDA one is
 #: reported by :func:`missing_templates` (and by the renderer, naming the node) instead of racing silently.
-REUSED = frozenset({
-    "add", "sub", "mul", "div", "neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "square", "positive",
-    "where", "slice", "expand", "fused", "transpose",
-    "fsum", "fmean", "fmax", "max_mask", "last", "first", "spread", "at_index", "batch_spread", "to_batch",
-    "step_mask", "tbptt_mask",
-    "concat", "take_rows", "pad", "reshape", "one_hot", "softmax", "log_softmax", "softmax_cross_entropy",
-    "binary_cross_entropy", "mse",
-    "to_grid", "from_grid",
-})
+#: (the op table's ``cuda_reuses_cpu`` property, see rnnc.ops.registry.OpDef.) Ops with a scalar form run the
+#: same loop with their CUDA scalar form (``OpDef.scalar_cuda``), whenever they were registered.
+REUSED = ops_with(cuda_reuses_cpu=True)
 
-TEMPLATES: dict = {op: fn for op, fn in CPU_TEMPLATES.items() if op in REUSED}
-TEMPLATES.update({
+_TABLE: dict = {op: fn for op, fn in CPU_TEMPLATES.items() if op in REUSED and ops_ewise.template_for(op) is None}
+_TABLE.update({
     "matmul": t_matmul, "outer_sum": t_outer_sum, "sum_to": t_sum_to, "asum": _axis_sum(False),
     "amean": _axis_sum(True), "edge_sum": t_edge_sum, "batch_mean": t_batch_mean,
 })
-TEMPLATES.update(ops_image.TEMPLATES)
-TEMPLATES.update(ops_batchnorm.TEMPLATES)
+_TABLE.update(ops_image.TEMPLATES)
+_TABLE.update(ops_batchnorm.TEMPLATES)
+TEMPLATES = TemplateTable(_TABLE, lambda op: ops_ewise.template_for(op, cuda=True))
 
 
 def missing_templates() -> list[str]:
