@@ -1,0 +1,163 @@
+"""examples/captioning.py: the data, the attention block's gradients (finite differences, compiled vs the
+interpreter), decoding (greedy == beam of width 1, f.generate == the interpreter reference) and the quick run."""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradcheck import check_param_grads
+
+import rnnc as rc
+from rnnc import t
+from rnnc.ops.linalg import transpose
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def example(name: str):
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    return importlib.import_module(name)
+
+
+cap = example("captioning")
+fm = example("fashion_mnist")
+needs_data = pytest.mark.skipif(not fm.available(), reason="Fashion-MNIST is not installed")
+
+
+def attention_block(P: int = 5, C: int = 3, A: int = 4, H: int = 3) -> rc.Model:
+    """The attention recurrence alone, on an axis-free input F (P x C): every op the captioning model adds."""
+    m = rc.Model("attend")
+    F = m.input("F", (P, C), axes=())
+    x = m.input("x", 2)
+    Wf, Wh, v = m.param("Wf", (C, A)), m.param("Wh", (A, H)), m.param("v", A)
+    U, W = m.param("U", (H, C + 2)), m.param("W", (H, H))
+    h = m.signal("h", H)
+    alpha = rc.softmax(rc.tanh(F @ Wf + Wh @ h[t - 1]) @ v)
+    z = rc.fsum(transpose(F) * alpha, axis=-1)
+    h[t] = rc.tanh(U @ rc.concat([x[t], z]) + W @ h[t - 1])
+    m.output("alpha", alpha)
+    m.loss(rc.mse(h[t], 0.5 + 0 * h[t]))
+    return m
+
+
+def _attention_data(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    m = attention_block()
+    params = {k: v + 0.3 * rng.normal(size=v.shape) for k, v in m.init_params(seed=1, dtype="float64").items()}
+    return m, {"F": rng.normal(size=(2, 5, 3)), "x": rng.normal(size=(3, 2, 2))}, params
+
+
+def test_attention_gradients_match_finite_differences():
+    m, inputs, params = _attention_data()
+    errors = check_param_grads(m, inputs, params)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_attention_compiled_equals_interpreter():
+    m, inputs, params = _attention_data()
+    ref = rc.interpret(rc.grad(m), inputs, params)
+    f = rc.compile(m, dtype="float64")
+    out = f.forward(inputs, params).outputs
+    np.testing.assert_allclose(out["alpha"], ref.outputs["alpha"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out["alpha"].sum(-1), 1.0, rtol=1e-12)
+    loss, grads = f.loss_and_grad(inputs, params)
+    assert np.isclose(loss, ref.loss, rtol=1e-10)
+    for k in params:
+        np.testing.assert_allclose(grads[k], ref.grads[k], rtol=1e-8, atol=1e-12)
+
+
+def test_canvases_are_seeded_and_captions_name_items_left_to_right():
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 255, size=(20, 1, 28, 28)).astype(np.uint8)
+    labels = np.arange(20) % 10
+    a, b = cap.canvases(images, labels, 8, seed=3), cap.canvases(images, labels, 8, seed=3)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["img"], cap.canvases(images, labels, 8, seed=4)["img"])
+    assert a["img"].shape == (8, 1, 28, 112) and a["w"].shape == (4, 8) and a["y"].shape == (4, 8)
+    assert (a["w"][0] == cap.START).all() and (a["y"][-1] == cap.END).all()
+    assert np.array_equal(a["w"][1:], a["y"][:-1])                     # teacher forcing: shifted by one
+    for n in range(8):
+        strips = a["img"][n, 0].reshape(28, 4, 28).transpose(1, 0, 2)  # the four slots
+        filled = [s for s in range(4) if strips[s].any()]
+        assert filled == list(a["slots"][n])
+        for k, s in enumerate(filled):                                  # the k-th word names the k-th slot
+            match = [i for i in range(20) if np.array_equal(images[i, 0], strips[s])]
+            assert cap.VOCAB.tokens[a["y"][k, n]] == cap.WORDS[labels[match[0]]]
+
+
+@needs_data
+def test_test_canvases_use_only_test_images():
+    d = cap.datasets(40, 10, 40, seed=0)
+    xt, _ = fm.load("test")
+    x, _ = fm.load("train")
+    test_items = {xt[i, 0].tobytes() for i in range(len(xt))}
+    for n in range(40):
+        for s in d["test"]["slots"][n]:
+            assert d["test"]["img"][n, 0, :, 28 * s:28 * s + 28].astype(np.uint8).tobytes() in test_items
+    assert d["train"]["img"].max() > 0 and not np.array_equal(d["train"]["img"], d["test"]["img"])
+    assert x.shape[0] == 60000
+
+
+def test_attention_on_item_counts_the_named_strip():
+    alpha = np.zeros((4, 1) + cap.GRID)
+    alpha[0, 0, :, 0:3] = 1.0 / 12                                 # columns 0-2: pixels 0-23, inside slot 0
+    alpha[1, 0, :, 7] = 1.0 / 4                                    # column 7: pixels 56-63, slot 2
+    alpha[2, 0, :, 3] = 1.0 / 4                                    # column 3: pixels 24-31, half slot 0, half 1
+    got = cap.attention_on_item(alpha, np.array([[0, 2, 1]]))
+    assert np.isclose(got, (1.0 + 1.0 + 0.5) / 3)
+
+
+@pytest.fixture(scope="module")
+def small_models():
+    out = {}
+    for kind in cap.KINDS:
+        model, f = cap.compiled(kind, hidden=8, embed=4, att=6)
+        out[kind] = (model, f, model.init_params(seed=2))
+    return out
+
+
+def test_greedy_is_beam_of_width_one_and_beam_scores_no_worse(small_models):
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, size=(3, 1, 28, 112)).astype(np.float32)
+    for kind, (_model, f, params) in small_models.items():
+        g = cap.greedy(f, params, img)
+        assert g.shape == (4, 3)
+        np.testing.assert_array_equal(cap.beam_search(f, params, img, 1), g, err_msg=kind)
+        assert cap.beam_search(f, params, img, 3).shape == (4, 3)
+
+
+def test_generate_equals_interpreter_reference(small_models):
+    from rnnc.runtime.generate import generate
+
+    img = np.random.default_rng(2).integers(0, 255, size=(2, 1, 28, 112)).astype(np.float64)
+    for kind in cap.KINDS:
+        model = cap.build(kind, hidden=8, embed=4, att=6)
+        p64 = {k: v.astype(np.float64) for k, v in model.init_params(seed=2).items()}
+        f = rc.compile(model, dtype="float64", feedback={"w": "logits"})
+        prime = np.full((1, 2), cap.START)
+        want = generate(model, p64, prime, 4, {"w": "logits"}, temperature=0, dtype="float64", inputs={"img": img})
+        np.testing.assert_array_equal(f.generate(p64, prime, 4, temperature=0, inputs={"img": img}), want)
+
+
+@needs_data
+def test_quick_run_writes_results_and_pictures(tmp_path):
+    res = cap.train(quick=True, out=tmp_path, log=lambda *_: None)
+    for kind in cap.KINDS:
+        assert res[kind]["losses"][-1] < res[kind]["losses"][0]
+        assert set(res[kind]["test"]) == {"greedy", "beam3"}
+    assert 0.0 <= res["attention"]["attention_on_item"] <= 1.0
+    for name in ("results.json", "attention.npz", "baseline.npz", "captioning_curves.png",
+                 "captioning_attention.png"):
+        assert (tmp_path / name).is_file()
+    text = cap.caption_file(str(_write_sample(tmp_path)), str(tmp_path), beam=2)
+    assert set(text) == {"greedy", "beam2"}
+
+
+def _write_sample(folder: Path) -> Path:
+    path = folder / "canvas.npy"
+    assert cap.main(["sample", str(path)]) == 0
+    return path
