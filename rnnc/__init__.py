@@ -10,27 +10,35 @@ from rnnc.errors import CycleError, GraphError, InputError, RnncError, ShapeErro
 from rnnc.interpret import interpret, interpret_unrolled
 from rnnc.io import load, save
 from rnnc.ir.node import Axis
+from rnnc.ops import absolute as abs  # noqa: A004
 from rnnc.ops import (
                       add,
                       binary_cross_entropy,
+                      clip,
                       concat,
                       div,
+                      embedding,
                       exp,
                       fmax,
                       fmean,
                       fsum,
+                      layer_norm,
                       log,
                       log_softmax,
                       matmul,
+                      maximum,
+                      minimum,
                       mse,
                       mul,
                       neg,
                       one_hot,
+                      register_op,
                       relu,
                       reshape,
                       sigmoid,
                       softmax,
                       softmax_cross_entropy,
+                      softplus,
                       split,
                       sqrt,
                       square,
@@ -38,6 +46,7 @@ from rnnc.ops import (
                       tanh,
                       where,
 )
+from rnnc.ops import power as pow  # noqa: A004
 from rnnc.ops.reduce import batch_mean
 from rnnc.reductions import first, last, mean, sum
 from rnnc.runtime import compile  # noqa: A004
@@ -53,5 +62,6 @@ __all__ = [
     "matmul", "concat", "split", "reshape", "one_hot", "softmax", "log_softmax", "softmax_cross_entropy",
     "binary_cross_entropy", "mse", "fsum", "fmean", "fmax", "batch_mean", "schedule", "interpret",
     "interpret_unrolled", "last", "first", "sum", "mean", "render", "compile", "grad", "GradModel", "summary",
-    "save", "load",
+    "save", "load", "softplus", "abs", "minimum", "maximum", "pow", "clip", "embedding", "layer_norm",
+    "register_op",
 ]

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rnnc.backends.cpu import ops_batchnorm, ops_ewise, ops_image, ops_linalg, ops_reduce, ops_structure
+from rnnc.backends.cpu import (
+    ops_batchnorm,
+    ops_embedding,
+    ops_ewise,
+    ops_image,
+    ops_linalg,
+    ops_reduce,
+    ops_structure,
+)
 from rnnc.ops.registry import LEAVES
 
 
@@ -39,7 +47,7 @@ class TemplateTable(dict):
 
 
 _TABLE: dict = {}
-for _family in (ops_ewise, ops_linalg, ops_reduce, ops_structure, ops_image, ops_batchnorm):
+for _family in (ops_ewise, ops_linalg, ops_reduce, ops_structure, ops_image, ops_batchnorm, ops_embedding):
     _TABLE.update(_family.TEMPLATES)
 TEMPLATES = TemplateTable(_TABLE, ops_ewise.template_for)
 

@@ -89,6 +89,28 @@ def _softmax(log):
     return template
 
 
+def t_layer_norm(r, node) -> None:
+    """Layer norm (:mod:`rnnc.ops.layernorm`) per row: the mean, then the variance, then the output, each an
+    inner loop over the row (no row buffer)."""
+    x, gain, bias = node.inputs
+    out, xb = r.out(node), r.buf(x)
+    dims, env, rf, rows, n = _rows(r, node, x)
+    with r.em.loops(r.lead_ranges(dims) + rows):
+        r.em.line("ln_m = F(0.0)")
+        with r.em.loops([("q", str(n))]):
+            r.em.line(f"ln_m += {xb.at(env, rf + ['q'])}")
+        r.em.line(f"ln_m = ln_m / F({float(n)!r})")
+        r.em.line("ln_v = F(0.0)")
+        with r.em.loops([("q", str(n))]):
+            r.em.line(f"ln_d = {xb.at(env, rf + ['q'])} - ln_m")
+            r.em.line("ln_v += ln_d * ln_d")
+        r.em.line(f"ln_r = F(1.0) / math.sqrt(ln_v / F({float(n)!r}) + F({float(node.attr('eps'))!r}))")
+        with r.em.loops([("q", str(n))]):
+            feats = rf + ["q"]
+            r.em.line(f"{out.at(env, feats)} = ({xb.at(env, feats)} - ln_m) * ln_r * "
+                      f"{r.read(gain, env, feats, node.shape)} + {r.read(bias, env, feats, node.shape)}")
+
+
 def t_softmax_ce(r, node) -> None:
     """:math:`\\mathrm{lse}(o) - o_y` (class index) or :math:`-\\sum_k y_k (o_k - \\mathrm{lse}(o))`."""
     logits, target = node.inputs
@@ -130,5 +152,5 @@ def _pair_loss(kind):
 TEMPLATES = {
     "concat": t_concat, "take_rows": t_take_rows, "pad": t_pad, "reshape": t_reshape, "one_hot": t_one_hot,
     "softmax": _softmax(False), "log_softmax": _softmax(True), "softmax_cross_entropy": t_softmax_ce,
-    "binary_cross_entropy": _pair_loss("bce"), "mse": _pair_loss("mse"),
+    "binary_cross_entropy": _pair_loss("bce"), "mse": _pair_loss("mse"), "layer_norm": t_layer_norm,
 }

@@ -82,6 +82,17 @@ def t_sum_to(r, node) -> None:
     _reduce(r, node, out_dims, inner, elem)
 
 
+def t_embedding_grad(r, node) -> None:
+    """The scatter-add of :func:`rnnc.backends.cpu.ops_embedding.t_embedding_grad` without races: one thread per
+    table element ``(v, j)`` sums ``g[..., j]`` over the samples and steps whose index is ``v``."""
+    g, idx = node.inputs
+    g_dims = r.space(g)
+    full = r.env(g_dims)
+    row = feat_ranges(node.shape)[0][0]
+    _reduce(r, node, r.space(node), [(r.var(d), r.size(d)) for d in g_dims],
+            lambda env, f: r.buf(g).at(full, [f[1]]), cond=f"{r.buf(idx).at(full, [])} == {row}")
+
+
 def _axis_sum(mean: bool):
     def template(r, node) -> None:
         x, axis = node.inputs[0], node.attr("axis")
@@ -179,7 +190,7 @@ REUSED = ops_with(cuda_reuses_cpu=True)
 _TABLE: dict = {op: fn for op, fn in CPU_TEMPLATES.items() if op in REUSED and ops_ewise.template_for(op) is None}
 _TABLE.update({
     "matmul": t_matmul, "outer_sum": t_outer_sum, "sum_to": t_sum_to, "asum": _axis_sum(False),
-    "amean": _axis_sum(True), "edge_sum": t_edge_sum, "batch_mean": t_batch_mean,
+    "amean": _axis_sum(True), "edge_sum": t_edge_sum, "batch_mean": t_batch_mean, "embedding_grad": t_embedding_grad,
 })
 _TABLE.update(ops_image.TEMPLATES)
 _TABLE.update(ops_batchnorm.TEMPLATES)
