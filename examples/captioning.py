@@ -228,7 +228,7 @@ def evaluate(f, params, data: dict, beam: int = 3, batch: int = 500) -> dict:
 # ----------------------------------------------------------------------------- training
 
 
-def train(quick: bool = False, epochs: int = 6, n_train: int = 6000, n_test: int = 2000, batch: int = 32,
+def train(quick: bool = False, epochs: int = 6, n_train: int = 8000, n_test: int = 2000, batch: int = 32,
           lr: float = 2e-3, seed: int = 0, beam: int = 3, out: str | Path = "out/captioning", log=print) -> dict:
     """Train both models on the same batches, compiled; score them on the test canvases; write pictures,
     ``results.json`` and the params under ``out``."""
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     tr = sub.add_parser("train", help="train both models, score them, write pictures")
     tr.add_argument("--quick", action="store_true")
     tr.add_argument("--epochs", type=int, default=6)
-    tr.add_argument("--train", type=int, default=6000, help="training canvases")
+    tr.add_argument("--train", type=int, default=8000, help="training canvases")
     tr.add_argument("--test", type=int, default=2000, help="test canvases")
     tr.add_argument("--beam", type=int, default=3)
     tr.add_argument("--seed", type=int, default=0)
