@@ -1,0 +1,99 @@
+"""The parallel image kernels give bit-identical results on one thread and on every Numba thread.
+
+Each kernel in :data:`rnnc.backends.cpu.kernels_image.PARALLEL` splits its work over samples, channels or a
+fixed number of parts (``prange``); a thread never shares a sum with another, and partial sums are combined in
+a fixed order, so the thread count cannot change a bit of the result (the flagship's runs are reproducible on
+any machine). The maps here have sample and channel counts that do not divide evenly between the threads.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from rnnc.backends.cpu import kernels_image as imk
+
+N, C, H, W, O = 37, 3, 9, 8, 5
+GEO = (1, 2, 2, 1, 2, 1)                  # conv stride (1, 2), padding (2, 1), dilation (2, 1)
+POOL = (3, 3, 2, 2, 1, 1)                 # window, stride, padding
+HO, WO = (H + 4 - 2 * 2 - 1) // 1 + 1, (W + 2 - 3) // 2 + 1
+PH, PW = (H + 2 - 3) // 2 + 1, (W + 2 - 3) // 2 + 1
+
+
+def _conv(rng, dtype, budget) -> dict:
+    """Forward, input gradient and weight gradient (on the forward's columns and filling its own)."""
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((O, C, 3, 3)).astype(dtype)
+    g = rng.standard_normal((N, O, HO, WO)).astype(dtype)
+    k, p = C * 9, HO * WO
+    cols, gm = np.zeros(N * k * p, dtype), np.zeros(N * O * p, dtype)
+    y, dx, dw, dw_fill = np.zeros(g.shape, dtype), np.zeros_like(x), np.zeros_like(w), np.zeros_like(w)
+    imk.conv2d_fwd(x, w, cols, gm, y, *GEO, budget)
+    imk.conv2d_wgrad(g, x, cols, False, gm, np.zeros(2 * imk.WGRAD_PARTS * O * k, dtype), dw, *GEO, budget)
+    imk.conv2d_wgrad(g, x, np.zeros_like(cols), True, gm, np.zeros(2 * imk.WGRAD_PARTS * O * k, dtype), dw_fill,
+                     *GEO, budget)
+    imk.conv2d_igrad(g, w, gm, np.zeros_like(cols), dx, *GEO, budget)
+    return {"conv y": y, "conv dW": dw, "conv dW (fill)": dw_fill, "conv dx": dx}
+
+
+def _pool(rng, dtype) -> dict:
+    """Max and average pooling, their gradients, and the max-pool select (the gradient's own gradient)."""
+    x = rng.integers(-3, 4, (N, C, H, W)).astype(dtype)          # many ties: the first maximum must win
+    g = rng.standard_normal((N, C, PH, PW)).astype(dtype)
+    gx = rng.standard_normal(x.shape).astype(dtype)
+    out = {name: np.zeros((N, C, PH, PW), dtype) for name in ("max", "avg", "max select")}
+    out |= {name: np.zeros_like(x) for name in ("max grad", "avg grad")}
+    imk.maxpool(x, out["max"], *POOL)
+    imk.maxpool_route(x, g, out["max grad"], *POOL, False)
+    imk.maxpool_route(x, gx, out["max select"], *POOL, True)
+    imk.avgpool(x, out["avg"], *POOL)
+    imk.avgpool_grad(g, out["avg grad"], *POOL)
+    return out
+
+
+def _norm(rng, dtype, channels) -> dict:
+    """Channel mean and its spread, the batch-norm statistics, normalisation and both backward kernels."""
+    x = (3.0 + rng.standard_normal((N, channels, H * W))).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    gamma, beta = rng.random(channels).astype(dtype), rng.random(channels).astype(dtype)
+    out = {"mean": np.zeros(channels, dtype), "spread": np.zeros_like(x), "stats": np.zeros(2 * channels, dtype),
+           "bn": np.zeros_like(x), "sums": np.zeros(2 * channels, dtype), "bn dx": np.zeros_like(x)}
+    imk.channel_mean(x, out["mean"])
+    imk.channel_spread(gamma, out["spread"], N * H * W)
+    imk.bn_stats(x, out["stats"])
+    imk.bn_apply(x, out["stats"], gamma, beta, True, 1e-5, out["bn"])
+    imk.bn_sums(g, x, out["stats"], 1e-5, out["sums"])
+    imk.bn_input_grad(g, x, out["stats"], out["sums"], gamma, True, 1e-5, out["bn dx"])
+    return out
+
+
+def _all(dtype, budget, channels) -> dict:
+    rng = np.random.default_rng(11)
+    return {**_conv(rng, dtype, budget), **_pool(rng, dtype), **_norm(rng, dtype, channels)}
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one Numba thread here")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("budget, channels", [(1, 1), (500, 3), (imk.CHUNK_FLOATS, 16)])
+def test_image_kernels_do_not_depend_on_the_thread_count(dtype, budget, channels):
+    """Conv (forward, input and weight gradients; one sample per chunk, a few, all), pooling and its gradients,
+    channel means and batch norm forward and backward: the same bits with 1 and 2 Numba threads."""
+    saved = numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            results.append(_all(dtype, budget, channels))
+    finally:
+        numba.set_num_threads(saved)
+    one, two = results
+    for name in one:
+        assert one[name].dtype == dtype and np.isfinite(one[name]).all(), name
+        np.testing.assert_array_equal(one[name], two[name], err_msg=name)
+
+
+def test_the_kernels_tested_here_are_the_parallel_ones():
+    """Every kernel of ``PARALLEL`` is covered above (a new parallel kernel needs its thread-count check)."""
+    covered = {"conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "maxpool", "maxpool_route", "avgpool", "avgpool_grad",
+               "channel_mean", "channel_spread", "bn_stats", "bn_apply", "bn_sums", "bn_input_grad"}
+    assert set(imk.PARALLEL) == covered
