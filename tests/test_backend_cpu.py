@@ -22,7 +22,7 @@ from zoo import ZOO  # noqa: E402
 import rnnc as rc  # noqa: E402
 from rnnc import t  # noqa: E402
 from rnnc.backends.cpu.ops import missing_templates  # noqa: E402
-from rnnc.backends.cpu.render import MissingTemplate, Renderer  # noqa: E402
+from rnnc.backends.cpu.render import MissingTemplate, Renderer, RenderOptions  # noqa: E402
 from rnnc.passes import run_pipeline  # noqa: E402
 from rnnc.runtime.compiled import Compiled  # noqa: E402
 
@@ -316,8 +316,8 @@ def test_every_merge_compiled(name):
     assert abs(loss - ref.loss) <= 1e-10 * max(1.0, abs(ref.loss))
     for k, v in ref.grads.items():
         assert close(grads[k], v, 1e-10), k
-    r = Renderer(run_pipeline(rc.grad(case.model).graph, MERGE_ALL), "float64")
-    r.alias_slices = r.numpy_prologue = r.vector_math = True
+    r = Renderer(run_pipeline(rc.grad(case.model).graph, MERGE_ALL), "float64",
+                 options=RenderOptions(alias_slices=True, numpy_prologue=True, vector_math=True))
     r.render()
     if name == "lstm":
         assert r.placed, "the stacked gate adjoints should be written in place"

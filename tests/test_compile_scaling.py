@@ -21,8 +21,10 @@ from test_backend_cpu import assert_matches_interpreter  # noqa: E402
 
 import rnnc as rc  # noqa: E402
 import rnnc.backends.cpu.functions as functions  # noqa: E402
-from rnnc.backends.cpu.functions import CUT_MARK, MAX_FUNCTION_LINES, RUN_MARK, stage_functions  # noqa: E402
+from rnnc.backends.cpu.functions import MAX_FUNCTION_LINES, stage_functions  # noqa: E402
+from rnnc.backends.cpu.pieces import CUT, RunCall  # noqa: E402
 from rnnc.backends.cpu.render import Renderer  # noqa: E402
+from rnnc.backends.cpu.rendered import KERNEL  # noqa: E402
 from rnnc.passes import CPU_PIPELINE, run_pipeline  # noqa: E402
 from rnnc.passes.fuse import MAX_FUSED  # noqa: E402
 
@@ -45,10 +47,7 @@ def _data(model, T=5, B=3, seed=0):
 
 
 def _render(graph) -> str:
-    r = Renderer(run_pipeline(graph, CPU_PIPELINE), "float32")
-    r.alias_slices = r.numpy_prologue = r.vector_math = True
-    r.split_scans = r.parallel_gemms = r.lag_views = True
-    return r.render().source
+    return Renderer(run_pipeline(graph, CPU_PIPELINE), "float32", options=KERNEL).render().source
 
 
 def _depth(node) -> int:
@@ -142,7 +141,6 @@ def test_the_bounds_never_split_a_cell(cell, monkeypatch):
     monkeypatch.setattr(fuse_module, "MAX_FUSED", 10**9)
     monkeypatch.setattr(functions, "MAX_FUNCTION_LINES", 10**9)
     assert [_render(g) for g in graphs] == bounded
-    assert all(CUT_MARK not in s for s in bounded)
 
 
 # ---------------------------------------------------------------- stage_functions on hand-written stages
@@ -152,21 +150,22 @@ def _loop(body: str) -> list:
 
 def test_row_block_pieces_of_consecutive_stages_share_a_function():
     lines = _loop("a[ib] = x[ib]") + _loop("b[ib] = a[ib]")
-    funcs, calls = stage_functions(lines, [(1, 0, 2), (2, 2, 4)], ["nb", "x", "a", "b"], ["scan", "scan"],
-                                   split={1, 2})
+    mod = stage_functions(lines, [(1, 0, 2), (2, 2, 4)], ["nb", "x", "a", "b"], ["scan", "scan"], split={1, 2})
+    funcs = mod.function_lines()
     assert sum(ln.startswith("def ") for ln in funcs) == 1
     assert "def stage_1(x, a, b, b0_, b1_):" in funcs
-    assert calls == [(1, ["    _blocks(stage_1, parts_, nb, x, a, b)  # stage_1 in row blocks"]), (2, [])]
+    assert [(k, [c.call() for c in cs]) for k, cs in mod.calls] == [
+        (1, ["    _blocks(stage_1, parts_, nb, x, a, b)  # stage_1 in row blocks"]), (2, [])]
 
 
 @pytest.mark.parametrize("case", ["barrier", "run line", "not split"])
 def test_pieces_are_not_packed_across_what_run_does_between_them(case):
-    lines = _loop("a[ib] = x[ib]") + (["    " + RUN_MARK + "lak.f(a, threads_)"] if case == "run line" else []) \
+    lines = _loop("a[ib] = x[ib]") + ([RunCall("lak", "f", ("a",), reads=("a",))] if case == "run line" else []) \
         + _loop("b[ib] = a[ib]")
     spans = [(1, 0, 2), (2, 2, len(lines))]
-    funcs, _ = stage_functions(lines, spans, ["nb", "x", "a", "b"], ["scan", "scan"],
-                               split={1} if case == "not split" else {1, 2},
-                               barriers={1} if case == "barrier" else set())
+    funcs = stage_functions(lines, spans, ["nb", "x", "a", "b"], ["scan", "scan"],
+                            split={1} if case == "not split" else {1, 2},
+                            barriers={1} if case == "barrier" else set()).function_lines()
     assert sum(ln.startswith("def ") for ln in funcs) == 2
 
 
@@ -174,9 +173,9 @@ def test_a_long_map_piece_is_cut_between_nodes(monkeypatch):
     monkeypatch.setattr(functions, "MAX_FUNCTION_LINES", 4)
     lines = []
     for k in range(5):
-        lines += ["    " + CUT_MARK, "    for i0 in range(n0):", f"        v{k + 1}[i0] = v{k}[i0]"]
-    funcs, calls = stage_functions(lines, [(1, 0, len(lines))], ["n0"] + [f"v{k}" for k in range(6)], ["map"])
+        lines += [CUT, "    for i0 in range(n0):", f"        v{k + 1}[i0] = v{k}[i0]"]
+    mod = stage_functions(lines, [(1, 0, len(lines))], ["n0"] + [f"v{k}" for k in range(6)], ["map"])
+    funcs, calls = mod.function_lines(), mod.calls
     assert [ln for ln in funcs if ln.startswith("def ")] == [
         "def stage_1(n0, v0, v1, v2):", "def stage_1_1(n0, v2, v3, v4):", "def stage_1_2(n0, v4, v5):"]
-    assert not any(CUT_MARK in ln for ln in funcs)
     assert len(calls[0][1]) == 3

@@ -9,27 +9,35 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import rnnc as rc  # noqa: E402
 from benchmarks.cells import CELLS  # noqa: E402
-from rnnc.backends.cpu.prologue import prologue_lines  # noqa: E402
+from rnnc.backends.cpu.prologue import PrologueEntry, prologue_lines  # noqa: E402
 
-ENTRIES = [("v2", "transpose", ["p1"], ""), ("v4", "transpose", ["p3"], ""),
-           ("v6", "concat", ["v2", "v4"], ""), ("v7", "transpose", ["v6"], ""),
-           ("v8", "transpose", ["p5"], ""), ("v9", "concat", ["v8", "v2"], "")]
+ENTRIES = [PrologueEntry("v2", "transpose", ("p1",)), PrologueEntry("v4", "transpose", ("p3",)),
+           PrologueEntry("v6", "concat", ("v2", "v4")), PrologueEntry("v7", "transpose", ("v6",)),
+           PrologueEntry("v8", "transpose", ("p5",)), PrologueEntry("v9", "concat", ("v8", "v2"))]
 
 
 def test_single_use_transposes_are_inlined_and_unread_results_dropped():
-    lines, dropped = prologue_lines(ENTRIES, "    gk.dot(a, v6, b)  # v7 = matmul(v7, v9)\n")
-    # v6 is read by stage code; v7 and v9 only by comments; v2 feeds two concats, v4 one
+    lines, dropped = prologue_lines(ENTRIES, {"gk", "a", "v6", "b"})
+    # v6 is read by stage code; v7 and v9 by nothing (the names stage code uses, not its comments: see
+    # test_prologue_reads_the_names_of_code_not_comments); v2 feeds two concats, v4 one
     assert [line.strip() for line in lines] == ["np.copyto(v2, p1.T)",
                                                 "np.concatenate((v2, p3.T,), axis=-1, out=v6)"]
     assert dropped == {"v4", "v7", "v8", "v9"}
 
 
 def test_everything_read_is_kept():
-    lines, dropped = prologue_lines(ENTRIES, "f(v7, v9)\n")
+    lines, dropped = prologue_lines(ENTRIES, {"f", "v7", "v9"})
     assert dropped == {"v4", "v8"}
     assert [line.strip() for line in lines] == [
         "np.copyto(v2, p1.T)", "np.concatenate((v2, p3.T,), axis=-1, out=v6)", "np.copyto(v7, v6.T)",
         "np.concatenate((p5.T, v2,), axis=-1, out=v9)"]
+
+
+def test_prologue_reads_the_names_of_code_not_comments():
+    from rnnc.backends.cpu.pieces import code_names
+
+    names = code_names(["    gk.dot(a, v6, b)  # v7 = matmul(v7, v9)"])
+    assert names.mentioned == {"gk", "a", "v6", "b"} and names.written == names.mentioned
 
 
 def test_lstm_forward_stacks_its_gate_matrices_without_copies():

@@ -16,23 +16,35 @@ from test_backend_cpu import assert_grads_match  # noqa: E402
 
 import rnnc as rc  # noqa: E402
 from rnnc.backends.cpu import kernels_linalg as lak  # noqa: E402
+from rnnc.backends.cpu.pieces import RunCall  # noqa: E402
 from rnnc.backends.cpu.row_groups import group_row_products  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from cells import CELLS  # noqa: E402
 
-OUTER = "lak.outer_rows(g.reshape((n0 * nb, 8)), {x}.reshape((n0 * nb, 3)), {o}, threads_)  # {o} = outer_sum"
-MATMUL = "lak.matmul_rows(g.reshape((n0 * nb, 8)), w, {o}.reshape((n0 * nb, 3)), threads_)"
+
+def OUTER(x: str, o: str) -> RunCall:
+    """``lak.outer_rows(g, x, o, threads_)`` as the renderer writes it."""
+    return RunCall("lak", "outer_rows", ("g.reshape((n0 * nb, 8))", f"{x}.reshape((n0 * nb, 3))", o),
+                   reads=("g", x), writes=(o,), comment=f"{o} = outer_sum")
+
+
+def MATMUL(o: str) -> RunCall:
+    """``lak.matmul_rows(g, w, o, threads_)``."""
+    return RunCall("lak", "matmul_rows", ("g.reshape((n0 * nb, 8))", "w", f"{o}.reshape((n0 * nb, 3))"),
+                   reads=("g", "w"), writes=(o,))
 
 
 def test_products_of_one_operand_are_grouped_over_safe_code():
     code = ["        s[f0] += g[i0, ib, f0]"]              # reads g, writes s: neither blocks the move
-    pieces = [OUTER.format(x="x", o="d1"), code, MATMUL.format(o="dx")]
+    pieces = [OUTER(x="x", o="d1"), code, MATMUL(o="dx")]
     out, funcs = group_row_products(pieces, 5, "@jit")
-    assert out[0].startswith("lak.row_products(rows_5, g.reshape") and out[1] == code and len(out) == 2
-    assert "def rows_5(a_, x0_, b1_, o1_, s0_, lo_, hi_, step_):" in funcs
-    assert sum("gk.dot_add(a_[c_:d_].T, x0_[c_:d_], s0_)" in ln for ln in funcs) == 1
-    assert "    s0_[:, :] = 0" in funcs
+    assert out[0].text().startswith("lak.row_products(rows_5, g.reshape") and out[1] == code and len(out) == 2
+    assert out[0].reads == ("g", "x", "w") and out[0].writes == ("d1", "dx")
+    (fn,) = funcs
+    assert "def rows_5(a_, x0_, b1_, o1_, s0_, lo_, hi_, step_):" in fn
+    assert sum("gk.dot_add(a_[c_:d_].T, x0_[c_:d_], s0_)" in ln for ln in fn) == 1
+    assert "    s0_[:, :] = 0" in fn
 
 
 @pytest.mark.parametrize("blocker", [
@@ -42,15 +54,15 @@ def test_products_of_one_operand_are_grouped_over_safe_code():
     ["        a, w = 1, 2"],                                # tuple targets
 ])
 def test_a_product_is_not_moved_over_code_that_conflicts(blocker):
-    pieces = [OUTER.format(x="x", o="d1"), blocker, MATMUL.format(o="dx")]
+    pieces = [OUTER(x="x", o="d1"), blocker, MATMUL(o="dx")]
     out, funcs = group_row_products(pieces, 5, "@jit")
     assert out == pieces and funcs == []
 
 
 def test_a_product_reading_another_ones_output_is_not_grouped():
-    pieces = [MATMUL.format(o="dx"), OUTER.format(x="dx", o="d1")]
+    pieces = [MATMUL(o="dx"), OUTER(x="dx", o="d1")]
     assert group_row_products(pieces, 2, "@jit") == (pieces, [])
-    pieces = [OUTER.format(x="x", o="d1"), MATMUL.format(o="x")]     # ... or writing what another one reads
+    pieces = [OUTER(x="x", o="d1"), MATMUL(o="x")]     # ... or writing what another one reads
     assert group_row_products(pieces, 2, "@jit") == (pieces, [])
 
 

@@ -13,12 +13,15 @@ from rnnc.passes.merge_matmul import merge_matmul, merge_matmul_cpu
 from rnnc.passes.merge_outer import merge_outer
 from rnnc.passes.merge_sums import merge_sums, merge_sums_cpu
 
-PIPELINE = [("cse", cse), ("fold", fold), ("dce", dce), ("merge_matmul", merge_matmul), ("cse2", cse),
-            ("fuse", fuse)]
+#: clean-ups first, then merges of products, then fusion (shared by both pipelines)
+CLEANUP = [("cse", cse), ("fold", fold), ("dce", dce)]
+FINISH = [("cse2", cse), ("fuse", fuse)]
+
+PIPELINE = CLEANUP + [("merge_matmul", merge_matmul)] + FINISH
 # the CPU backend also stacks adjoints for sums of products and weight gradients (its renderer writes them
 # straight into the stacked buffer), and keeps large per-step products and sums apart (see merge_matmul, merge_sums)
-CPU_PIPELINE = PIPELINE[:3] + [("merge_matmul", merge_matmul_cpu), ("merge_sums", merge_sums_cpu),
-                               ("merge_outer", merge_outer)] + PIPELINE[4:]
+CPU_MERGES = [("merge_matmul", merge_matmul_cpu), ("merge_sums", merge_sums_cpu), ("merge_outer", merge_outer)]
+CPU_PIPELINE = CLEANUP + CPU_MERGES + FINISH
 
 
 def run_pipeline(graph, passes=None, dump=None):

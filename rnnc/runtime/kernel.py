@@ -16,7 +16,8 @@ import numpy as np
 
 from rnnc.backends.cache import FOOTER, load, lookup, store, store_keyed
 from rnnc.backends.cpu.emit import BATCH
-from rnnc.backends.cpu.render import BufSpec, Renderer
+from rnnc.backends.cpu.render import Renderer
+from rnnc.backends.cpu.rendered import KERNEL, BufSpec
 from rnnc.interpret.bind import bind
 from rnnc.ir.graph import Graph
 from rnnc.passes import CPU_PIPELINE, run_pipeline
@@ -35,6 +36,8 @@ class Layout:
     results: dict       # ("outputs" | "grads" | "values", name) or ("loss", None) -> buffer var
     hist: dict          # value name -> (hist var, started var, depth)
     scalar: set         # result vars that hold one number
+    parallel: bool      # run() calls pieces on several threads (split scans, row-blocked products, kernels)
+    prange: bool        # ... image kernels on Numba's threads among them
 
 
 def to_meta(rendered, graph: Graph) -> dict:
@@ -59,6 +62,8 @@ def to_meta(rendered, graph: Graph) -> dict:
                     for b in rendered.buffers],
         "results": results,
         "hist": {k: list(v) for k, v in rendered.hist.items()},
+        "parallel": rendered.parallel,
+        "prange": rendered.prange,
     }
 
 
@@ -77,7 +82,7 @@ def from_meta(meta: dict, graph: Graph) -> Layout:
     leaves = {v: getattr(graph, kind)[name] for v, (kind, name) in meta["leaves"].items()}
     scalar = {b.var for b in buffers if not b.dims and not b.shape}
     return Layout(list(meta["args"]), [(v, dim(d)) for v, d in meta["sizes"]], leaves, buffers, results,
-                  {k: tuple(v) for k, v in meta["hist"].items()}, scalar)
+                  {k: tuple(v) for k, v in meta["hist"].items()}, scalar, meta["parallel"], meta["prange"])
 
 
 def _pass_names(passes) -> tuple | None:
@@ -107,10 +112,7 @@ class Kernel:
         path, text = lookup(key) if key else (None, None)
         hit = text is not None
         if not hit:
-            renderer = Renderer(self.graph, str(self.dtype), stream=stream)
-            renderer.alias_slices = renderer.numpy_prologue = renderer.vector_math = True
-            renderer.split_scans = renderer.parallel_gemms = renderer.lag_views = True
-            rendered = renderer.render()
+            rendered = Renderer(self.graph, str(self.dtype), stream=stream, options=KERNEL).render()
             source = rendered.source + f"\n\nMETA = {to_meta(rendered, self.graph)!r}\n"
             if _boundscheck():          # its own file, so Numba's cache never mixes checked and unchecked builds
                 source += "# built with NUMBA_BOUNDSCHECK=1\n"
@@ -121,8 +123,8 @@ class Kernel:
         self.stats = {"compile_s": 0.0, "cache_hit": hit, "buffer_bytes": 0, "render_s": time.perf_counter() - t0}
         self._t0 = t0
         self._compiled = False
-        self._parallel = None        # does run() call parallel pieces (see blas_threads)
-        self._prange = False         # ... image kernels on Numba's threads among them
+        self._parallel = self.layout.parallel     # does run() call parallel pieces (see blas_threads)
+        self._prange = self.layout.prange         # ... image kernels on Numba's threads among them
         self._buffers: dict = {}
 
     @property
@@ -207,10 +209,6 @@ class Kernel:
         row-blocked product; both 1 in a module with image kernels. A module without them uses BLAS
         threads: ``threads=`` when given, else 2 for map stages and for a scan's per-step products on batches
         over 32, 1 otherwise."""
-        if self._parallel is None:
-            text = self.path.read_text()
-            self._parallel = "_threads('kernel')" in text or "_threads('split')" in text
-            self._prange = "imk." in text
         most = numba_threads()
         numba_n = min(self.threads or most, most)
         # beside image kernels on Numba's (OpenMP) threads, whose workers spin after each kernel, rnnc's own

@@ -71,10 +71,11 @@ def one_line_breaks(src: str) -> str:
 
 
 class Emitter:
-    """Writes lines of Python with indentation; ``tag`` is appended to each line as a comment."""
+    """Writes lines of Python with indentation; ``tag`` is appended to each line as a comment. ``lines`` holds
+    the lines and, between them, structured pieces (:meth:`mark`)."""
 
     def __init__(self):
-        self.lines: list[str] = []
+        self.lines: list = []
         self.depth = 0
         self.tag = ""
         self._fresh = 0
@@ -87,6 +88,11 @@ class Emitter:
     @tag.setter
     def tag(self, text: str) -> None:
         self._tag = one_line(text)
+
+    def mark(self, item) -> None:
+        """Put a structured piece (:mod:`rnnc.backends.cpu.pieces`: a cut, a piece's end, a call ``run`` makes)
+        among the lines."""
+        self.lines.append(item)
 
     def line(self, text: str) -> None:
         comment = f"  # {self.tag}" if self.tag and not text.lstrip().startswith("#") else ""

@@ -78,7 +78,7 @@ def scalar_line(r, op: str, operands: list, cuda: bool = False) -> str:
     form = spec.scalar_cuda if cuda else spec.scalar_cpu
     if form is None:
         raise NotImplementedError(f"op {op!r} has no scalar form for the {'CUDA' if cuda else 'CPU'} backend")
-    return render_scalar(form, operands, vector_math=bool(getattr(r, "vector_math", False)) and not cuda)
+    return render_scalar(form, operands, vector_math=bool(r.options.vector_math) and not cuda)
 
 
 def render_ewise(r, node) -> None:

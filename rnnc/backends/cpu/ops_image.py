@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from rnnc.backends.cpu import kernels_image
 from rnnc.backends.cpu.emit import feat_ranges
-from rnnc.backends.cpu.render import BufSpec
+from rnnc.backends.cpu.pieces import RunCall
+from rnnc.backends.cpu.rendered import BufSpec
 from rnnc.errors import RnncError
 
 
@@ -52,17 +53,17 @@ def _view(r, node, dims, nrows: str, shape=None) -> str | None:
 def _call(r, name: str, *args) -> None:
     """``imk.name(args)``; the kernels' version goes in the source (so a stale cached module is never used).
     A parallel kernel (:data:`kernels_image.PARALLEL`) at a map stage's top level is called by ``run`` itself
-    between two stage functions (a ``RUN_MARK`` line); inside a loop, its serial twin is called in place."""
-    from rnnc.backends.cpu.render import RUN_MARK
-
+    between two stage functions (a :class:`~rnnc.backends.cpu.pieces.RunCall`); inside a loop, its serial twin
+    is called in place."""
     r.em.line(f"# kernels_image {kernels_image.VERSION}")
+    r.image_kernels = True          # the runtime keeps rnnc's own threads away from Numba's (blas_threads)
     call = ", ".join(str(a) for a in args)
     if name not in kernels_image.PARALLEL:
         r.em.line(f"imk.{name}({call})")
     elif r.fixed or r.em.depth != 1:
         r.em.line(f"imk.{name}_serial({call})")
     else:
-        r.em.line(f"{RUN_MARK}imk.{name}({call})" + (f"  # {r.em.tag}" if r.em.tag else ""))
+        r.em.mark(RunCall("imk", name, tuple(str(a) for a in args), comment=r.em.tag, threads=False))
 
 
 def _by_channel(shape) -> tuple:

@@ -7,7 +7,10 @@ value (a weight gradient) is ONE GEMM ``g^T x`` over all rows. Other cases run a
 from __future__ import annotations
 
 from rnnc.backends.cpu.emit import BATCH, feat_ranges
-from rnnc.backends.cpu.render import RUN_MARK, SPLIT_HI, SPLIT_LO, BufSpec
+from rnnc.backends.cpu.functions import SPLIT_HI, SPLIT_LO
+from rnnc.backends.cpu.pieces import RunCall
+from rnnc.backends.cpu.prologue import PrologueEntry
+from rnnc.backends.cpu.rendered import BufSpec
 
 
 def _rows_view(r, buf, node_dims):
@@ -69,14 +72,17 @@ def t_matmul(r, node) -> None:
                     _matmul_loops(r, node, out)
                     return
                 with r.em.loops(r.lead_ranges(outer)):
-                    r.em.line(f"gk.dot({_2d(vb, rows, N)}, {_right_operand(r, a)}, {_2d(vo, orows, M)})")
+                    r.em.line(f"gk.dot({_2d(vb, rows, N)}, {_right_operand(r, a)[0]}, {_2d(vo, orows, M)})")
                 return
             if _parallel(r, outer):
-                r.em.line(f"{RUN_MARK}lak.matmul_rows({vb}.reshape(({rows}, {N})), {_right_operand(r, a)}, "
-                          f"{vo}.reshape(({rows}, {M})), threads_)  # {r.em.tag}")
+                right, base = _right_operand(r, a)
+                r.em.mark(RunCall("lak", "matmul_rows", (f"{vb}.reshape(({rows}, {N}))", right,
+                                                         f"{vo}.reshape(({rows}, {M}))"),
+                                  reads=(r.buf(b).var, base), writes=(out.var,), comment=r.em.tag))
                 return
             with r.em.loops(r.lead_ranges(outer)):
-                r.em.line(f"gk.dot({vb}.reshape(({rows}, {N})), {_right_operand(r, a)}, {vo}.reshape(({rows}, {M})))")
+                r.em.line(f"gk.dot({vb}.reshape(({rows}, {N})), {_right_operand(r, a)[0]}, "
+                          f"{vo}.reshape(({rows}, {M})))")
             return
     _matmul_loops(r, node, out)
 
@@ -88,29 +94,29 @@ def _2d(view, rows, cols) -> str:
 
 def _parallel(r, outer=()) -> bool:
     """Does a product at this point run as a parallel kernel (a map stage's top level, no loop around it)?"""
-    return r.parallel_gemms and not r.fixed and not outer and r.em.depth == 1
+    return r.options.parallel_gemms and not r.fixed and not outer and r.em.depth == 1
 
 
-def _right_operand(r, a) -> str:
-    """``A^T`` for the GEMM: ``S`` when ``A = transpose(S)``, or an already computed ``transpose(A)`` (whole
-    C-contiguous arrays: small products with a transposed operand run up to 2x slower in OpenBLAS), or, for a
-    product inside a scan, a transposed copy ``u<k>`` that ``run()`` makes once per call of a parameter (or
-    a prologue value): OpenBLAS took 9.9 against 5.0 us for a (16 x 128) @ (128 x 128)^T step product; else
-    the view ``A.T``."""
+def _right_operand(r, a) -> tuple[str, str]:
+    """``(expression, array variable)`` of ``A^T`` for the GEMM: ``S`` when ``A = transpose(S)``, or an already
+    computed ``transpose(A)`` (whole C-contiguous arrays: small products with a transposed operand run up to
+    2x slower in OpenBLAS), or, for a product inside a scan, a transposed copy ``u<k>`` that ``run()`` makes
+    once per call of a parameter (or a prologue value): OpenBLAS took 9.9 against 5.0 us for a
+    (16 x 128) @ (128 x 128)^T step product; else the view ``A.T``."""
     for other in ([a.inputs[0]] if a.op == "transpose" else []) + [
             u for u in r.users.get(a, ()) if u.op == "transpose"]:
         src = r.bufs.get(other)
         if src is not None and _whole(src):
-            return src.var
+            return src.var, src.var
     own = r.buf(a)
-    if r.fixed and r.numpy_prologue and (a.op == "param" or a in r.in_prologue) and _whole(own):
+    if r.fixed and r.options.numpy_prologue and (a.op == "param" or a in r.in_prologue) and _whole(own):
         var = r.name(a, "u")
         if not any(b.var == var for b in r.buffers):
             r.buffers.append(BufSpec(var, (), (a.shape[1], a.shape[0])))
             tag = f"{var} = transpose({r.name(a)}), contiguous for a scan"
-            r.prologue.append((var, "transpose", [own.var], f"  # {tag}"))
-        return var
-    return f"{own.var}.T"
+            r.prologue.append(PrologueEntry(var, "transpose", (own.var,), tag))
+        return var, var
+    return f"{own.var}.T", own.var
 
 
 def _whole(buf) -> bool:
@@ -149,7 +155,8 @@ def t_outer_sum(r, node) -> None:
         rows = " * ".join(r.size(d) for d in gb.dims) or "1"
         gv, xv = f"{gb.var}.reshape(({rows}, {g.shape[0]}))", f"{xb.var}.reshape(({rows}, {b.shape[0]}))"
         if _parallel(r):
-            r.em.line(f"{RUN_MARK}lak.outer_rows({gv}, {xv}, {out.var}, threads_)  # {r.em.tag}")
+            r.em.mark(RunCall("lak", "outer_rows", (gv, xv, out.var), reads=(gb.var, xb.var), writes=(out.var,),
+                              comment=r.em.tag))
         else:
             r.em.line(f"gk.dot({gv}.T, {xv}, {out.var})")
         return

@@ -5,33 +5,46 @@ matrices), as numpy statements, with two clean-ups once the whole module is rend
   stack ``[U_i^T U_f^T ...]`` instead);
 * a transpose read only by one concatenation is no copy of its own: ``np.concatenate((p1.T, p3.T, ...))``.
 
+The entries are data (:class:`PrologueEntry`), and what the rest of the module reads is the set of names its
+code uses (:attr:`rnnc.backends.cpu.functions.StageModule.used`): nothing here reads generated text.
+
 LSTM inference T50 B32 I64 H128, five alternating pairs: 2.47-2.91 ms before, 1.98-2.35 ms after.
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
+from dataclasses import dataclass
 
 
-def prologue_lines(entries: list, used_text: str) -> tuple[list, set]:
-    """``entries``: ``(out var, "transpose" | "concat", input vars, tag)`` in order; ``used_text``: every other
-    line of the module (comments, which name IR nodes, do not count). Returns the statements to run and the
-    vars no longer computed."""
-    used = {w for line in used_text.splitlines() for w in re.findall(r"\w+", line.split("  # ", 1)[0])}
-    readers = Counter(v for _, _, ins, _ in entries for v in ins)
-    concat_inputs = {v for _, op, ins, _ in entries if op == "concat" for v in ins}
-    inline = {var: f"{ins[0]}.T" for var, op, ins, _ in entries
-              if op == "transpose" and var not in used and readers[var] == 1 and var in concat_inputs}
+@dataclass(frozen=True)
+class PrologueEntry:
+    """``out = transpose(ins[0])`` or ``out = concatenate(ins, axis=-1)``, run once per call of ``run``;
+    ``comment`` names the IR node."""
+
+    out: str
+    op: str               # "transpose" | "concat"
+    ins: tuple
+    comment: str = ""
+
+
+def prologue_lines(entries: list, used: set) -> tuple[list, set]:
+    """``entries``: :class:`PrologueEntry` values in order; ``used``: the names every other part of the module
+    uses. Returns the statements to run and the vars no longer computed."""
+    readers = Counter(v for e in entries for v in e.ins)
+    concat_inputs = {v for e in entries if e.op == "concat" for v in e.ins}
+    inline = {e.out: e.ins[0] for e in entries
+              if e.op == "transpose" and e.out not in used and readers[e.out] == 1 and e.out in concat_inputs}
     live, lines = set(used), []
-    for var, op, ins, tag in reversed(entries):
-        if var not in live or var in inline:
+    for e in reversed(entries):
+        if e.out not in live or e.out in inline:
             continue
-        if op == "transpose":
-            lines.append(f"    np.copyto({var}, {ins[0]}.T){tag}")
-            live.add(ins[0])
+        tag = f"  # {e.comment}" if e.comment else ""
+        if e.op == "transpose":
+            lines.append(f"    np.copyto({e.out}, {e.ins[0]}.T){tag}")
+            live.add(e.ins[0])
         else:
-            parts = [inline.get(v, v) for v in ins]
-            lines.append(f"    np.concatenate(({', '.join(parts)},), axis=-1, out={var}){tag}")
-            live.update(re.findall(r"\w+", " ".join(parts)))
-    dropped = {var for var, _, _, _ in entries if var not in live or var in inline}
+            parts = [f"{inline[v]}.T" if v in inline else v for v in e.ins]
+            lines.append(f"    np.concatenate(({', '.join(parts)},), axis=-1, out={e.out}){tag}")
+            live.update(inline.get(v, v) for v in e.ins)
+    dropped = {e.out for e in entries if e.out not in live or e.out in inline}
     return lines[::-1], dropped

@@ -13,10 +13,23 @@ With ``stream=True`` a read before index 0 takes the stored history ``hist[D + t
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rnnc.backends.cpu.emit import Buf, feat_ranges
-from rnnc.backends.cpu.render import LEAF_OPS, BufSpec, Renderer, read_init
+from rnnc.backends.cpu.rendered import BufSpec
+
+if TYPE_CHECKING:
+    from rnnc.backends.cpu.render import Renderer
 
 HIST = "H"
+
+
+def read_init(r: Renderer, ref, env, feats) -> str:
+    """The element a shifted reference reads out of range: its initial value, or zero."""
+    if not ref.inputs:
+        return r.lit(0.0)
+    init = ref.inputs[0]
+    return r.read(init, env, feats, ref.shape)
 
 
 def _shifted(r: Renderer, ref, env, feats, j: str) -> str:
@@ -134,7 +147,7 @@ def plan_lags(r: Renderer, stage) -> None:
             continue
         value = r.graph.value_of(ref)
         dims = r.dims(value)
-        if value not in members or value in r.bufs or value.op in LEAF_OPS or value.op == "ref" or not dims \
+        if value not in members or value in r.bufs or r.is_leaf(value) or value.op == "ref" or not dims \
                 or dims[0] != axis or r.dims(ref) != dims or tuple(ref.shape) != tuple(value.shape) \
                 or ref.dtype != value.dtype or any(axis in r.dims(i) for i in ref.inputs):
             continue
