@@ -52,7 +52,8 @@ def _pool(rng, dtype) -> dict:
 
 
 def _norm(rng, dtype, channels) -> dict:
-    """Channel mean and its spread, the batch-norm statistics, normalisation and both backward kernels."""
+    """Channel mean and its spread, the batch-norm statistics, normalisation and both backward kernels (with
+    few channels each channel's samples are summed in blocks, ``kernels_image.SUM_ITEMS``)."""
     x = (3.0 + rng.standard_normal((N, channels, H * W))).astype(dtype)
     g = rng.standard_normal(x.shape).astype(dtype)
     gamma, beta = rng.random(channels).astype(dtype), rng.random(channels).astype(dtype)
@@ -64,6 +65,10 @@ def _norm(rng, dtype, channels) -> dict:
     imk.bn_apply(x, out["stats"], gamma, beta, True, 1e-5, out["bn"])
     imk.bn_sums(g, x, out["stats"], 1e-5, out["sums"])
     imk.bn_input_grad(g, x, out["stats"], out["sums"], gamma, True, 1e-5, out["bn dx"])
+    x64 = x.astype(np.float64)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out["mean"], x64.mean(axis=(0, 2)), rtol=tol)
+    np.testing.assert_allclose(out["stats"], np.r_[x64.mean(axis=(0, 2)), x64.var(axis=(0, 2))], rtol=tol)
     return out
 
 

@@ -249,15 +249,40 @@ def avgpool_grad(g, dx, kh, kw, sh, sw, ph, pw):
                             dx[n, c, y, xx] += share
 
 
+#: Fewest work items of a per-channel sum (``channel_mean``, ``bn_stats``, ``bn_sums``): a map with fewer
+#: channels splits each channel's samples into ``SUM_ITEMS // C`` fixed blocks (the flagship's 1-channel input
+#: batch norm then runs on every thread too). The blocks' float64 partial sums are added in block order, and the
+#: blocks depend only on the shape, so the result does not depend on the thread count; with ``C >= SUM_ITEMS``
+#: there is one block per channel (one thread per channel, as before).
+SUM_ITEMS = 8
+
+
+@_jit
+def _sum_blocks(n_, c_):
+    """Sample blocks per channel of a per-channel sum over ``n_`` samples and ``c_`` channels."""
+    return max(1, min(n_, SUM_ITEMS // max(c_, 1)))
+
+
+@_jit
+def _block(i, nb, n_):
+    """Channel and samples ``[n0, n1)`` of work item ``i`` (``nb`` blocks per channel)."""
+    b = i % nb
+    return i // nb, b * n_ // nb, (b + 1) * n_ // nb
+
+
 @_pjit
 def channel_mean(x, out):
     """``out[c] = mean of x[:, c, :]`` over ``x (N, C, R)``, accumulated in float64 in four independent
-    partial sums per row (so the adds pipeline instead of waiting on one another)."""
+    partial sums per row (so the adds pipeline instead of waiting on one another), per block of samples
+    (:data:`SUM_ITEMS`), the blocks' sums added in order."""
     n_, c_, r_ = x.shape
     r4 = r_ - r_ % 4
-    for c in numba.prange(c_):
+    nb = _sum_blocks(n_, c_)
+    part = np.empty(c_ * nb)
+    for i in numba.prange(c_ * nb):
+        c, n0, n1 = _block(i, nb, n_)
         acc = 0.0
-        for n in range(n_):
+        for n in range(n0, n1):
             s0 = s1 = s2 = s3 = 0.0
             for q in range(0, r4, 4):
                 s0 += x[n, c, q]
@@ -267,6 +292,11 @@ def channel_mean(x, out):
             for q in range(r4, r_):
                 s0 += x[n, c, q]
             acc += (s0 + s1) + (s2 + s3)
+        part[i] = acc
+    for c in range(c_):
+        acc = 0.0
+        for b in range(nb):
+            acc += part[c * nb + b]
         out[c] = acc / (n_ * r_)
 
 
@@ -283,24 +313,36 @@ def channel_spread(g, out, count):
 
 # ----------------------------------------------------------------------------- batch normalisation
 # Maps ``(N, C, R)``; ``s = [mu; var]`` and ``sums = [sum g; sum g xhat]`` are ``(2C,)``. The per-channel sums
-# run one channel per thread; the elementwise passes split over (sample, channel) pairs.
+# run one (channel, block of samples) item per thread (``SUM_ITEMS``); the elementwise passes split over
+# (sample, channel) pairs.
 @_pjit_sums
 def bn_stats(x, out):
     """``out[c], out[C + c]`` = mean and biased variance of ``x[:, c, :]``: ONE pass of float64 sums of
-    ``x - k`` with ``k = x[0, c, 0]`` (a shifted origin: a mean far from zero does not cancel the variance)."""
+    ``x - k`` with ``k = x[0, c, 0]`` (a shifted origin: a mean far from zero does not cancel the variance),
+    per block of samples (:data:`SUM_ITEMS`), the blocks' sums added in order."""
     n_, c_, r_ = x.shape
     count = n_ * r_
-    for c in numba.prange(c_):
-        k = 0.0
-        if count > 0:
-            k = np.float64(x[0, c, 0])
+    nb = _sum_blocks(n_, c_)
+    part = np.empty((2, c_ * nb))
+    for i in numba.prange(c_ * nb):
+        c, n0, n1 = _block(i, nb, n_)
+        k = np.float64(x[0, c, 0]) if count > 0 else 0.0
         s1 = 0.0
         s2 = 0.0
-        for n in range(n_):
+        for n in range(n0, n1):
             for q in range(r_):
                 d = np.float64(x[n, c, q]) - k
                 s1 += d
                 s2 += d * d
+        part[0, i] = s1
+        part[1, i] = s2
+    for c in range(c_):
+        k = np.float64(x[0, c, 0]) if count > 0 else 0.0
+        s1 = 0.0
+        s2 = 0.0
+        for b in range(nb):
+            s1 += part[0, c * nb + b]
+            s2 += part[1, c * nb + b]
         m = s1 / max(count, 1)
         out[c] = k + m
         out[c_ + c] = max(s2 / max(count, 1) - m * m, 0.0)
@@ -326,17 +368,29 @@ def bn_apply(x, s, gamma, beta, affine, eps, out):
 
 @_pjit_sums
 def bn_sums(g, x, s, eps, out):
-    """``out[c] = sum g[:, c, :]``, ``out[C + c] = sum g xhat`` (float64 sums, one pass over ``g`` and ``x``)."""
+    """``out[c] = sum g[:, c, :]``, ``out[C + c] = sum g xhat`` (float64 sums, one pass over ``g`` and ``x``,
+    per block of samples (:data:`SUM_ITEMS`), the blocks' sums added in order)."""
     n_, c_, r_ = x.shape
-    for c in numba.prange(c_):
+    nb = _sum_blocks(n_, c_)
+    part = np.empty((2, c_ * nb))
+    for i in numba.prange(c_ * nb):
+        c, n0, n1 = _block(i, nb, n_)
         m = np.float64(s[c])
         s1 = 0.0
         s2 = 0.0
-        for n in range(n_):
+        for n in range(n0, n1):
             for q in range(r_):
                 gv = np.float64(g[n, c, q])
                 s1 += gv
                 s2 += gv * (np.float64(x[n, c, q]) - m)
+        part[0, i] = s1
+        part[1, i] = s2
+    for c in range(c_):
+        s1 = 0.0
+        s2 = 0.0
+        for b in range(nb):
+            s1 += part[0, c * nb + b]
+            s2 += part[1, c * nb + b]
         out[c] = s1
         out[c_ + c] = s2 / np.sqrt(np.float64(s[c_ + c]) + eps)
 
