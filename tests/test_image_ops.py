@@ -229,7 +229,7 @@ def test_from_grid_vjp_and_unrolled():
     m.output("y", im.from_grid(g, (1, 1)))
     rolled = rc.interpret(m, {"x": x}, {}, dtype="float64").outputs["y"]
     assert rolled.shape == (2, 4, 2, 2)
-    unrolled = rc.interpret_unrolled(m.unroll(), {"x": x}, {}).outputs["y"]
+    unrolled = rc.interpret_unrolled(m.unroll(), {"x": x}, {}, dtype="float64").outputs["y"]
     np.testing.assert_allclose(unrolled, rolled)
     gleaf = {"x": ("x", RNG.standard_normal((2, 2, 4, 2)))}
     k, l2 = rc.axes("vi", "vj")
