@@ -34,10 +34,11 @@ def test_everything_read_is_kept():
 
 
 def test_prologue_reads_the_names_of_code_not_comments():
-    from rnnc.backends.cpu.pieces import code_names
+    from rnnc.backends.cpu.pieces import names_used, names_written
 
-    names = code_names(["    gk.dot(a, v6, b)  # v7 = matmul(v7, v9)"])
-    assert names.mentioned == {"gk", "a", "v6", "b"} and names.written == names.mentioned
+    line = "    gk.dot(a, v6.T, b)  # v7 = matmul(v7, v9)"
+    assert names_used([line]) == {"gk", "dot", "a", "v6", "T", "b"}      # attribute names too: a superset
+    assert names_written([line]) == {"gk", "a", "v6", "b"}
 
 
 def test_lstm_forward_stacks_its_gate_matrices_without_copies():

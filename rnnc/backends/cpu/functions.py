@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rnnc.backends.cpu.pieces import CUT, JIT, PIECE_END, RunCall, StageFunction, code_names
+from rnnc.backends.cpu.pieces import CUT, JIT, PIECE_END, RunCall, StageFunction, names_used
 from rnnc.backends.cpu.row_groups import group_row_products
 
 #: the most lines of code in one generated function (a piece with no ``CUT``, such as one long scan, may
@@ -134,13 +134,13 @@ def stage_functions(items, spans, args, kinds, split=frozenset(), barriers=froze
             if isinstance(piece, RunCall):
                 current = None              # a call of run's own: nothing packs across it
                 out.append(piece)
-                used |= code_names(["    " + piece.text()]).mentioned
+                used |= names_used([piece.text()])
                 continue
             for chunk in _cut(piece):
                 size = _code_lines(chunk)
                 if not size:
                     continue
-                names = code_names(chunk).mentioned
+                names = names_used(chunk)
                 used |= names
                 form = "once" if SPLIT_LO not in names else (
                     "blocks" if k in split and "nb" not in names else "whole")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rnnc.backends.cpu.emit import BATCH, one_line_breaks
 from rnnc.backends.cpu.functions import stage_functions
-from rnnc.backends.cpu.pieces import RunCall
+from rnnc.backends.cpu.pieces import RunCall, names_used
 from rnnc.backends.cpu.prologue import prologue_lines
 from rnnc.backends.cpu.rendered import Rendered
 from rnnc.ir.names import safe_comment
@@ -78,7 +78,7 @@ def finish(r: Renderer) -> Rendered:
     candidates = [s for s, _ in sizes] + leaves + hist_args + [b.var for b in r.buffers if not b.extra]
     mod = stage_functions(r.em.lines, r.spans, candidates, [s.kind for s in r.schedule], r.split_stages,
                           set(r.after))
-    used = set(mod.used) | {w for k in r.after for line in r.after[k] for w in _after_names(line)}
+    used = set(mod.used) | names_used([line for k in r.after for line in r.after[k]])
     prologue, dropped = prologue_lines(r.prologue, used)
     r.buffers = [b for b in r.buffers if b.var not in dropped]
     bufs = [b.var for b in r.buffers if not b.extra]      # a lagged pair's base is only storage
@@ -94,8 +94,3 @@ def finish(r: Renderer) -> Rendered:
     return Rendered(src, args, sizes, dict(r.leaves), list(r.buffers), results, dict(r.hist), parallel,
                     r.image_kernels)
 
-
-def _after_names(line: str):
-    from rnnc.backends.cpu.pieces import code_names
-
-    return code_names([line]).mentioned

@@ -9,8 +9,9 @@ A stage's code is a list whose items are lines of Python (``str``) and these val
 
 :func:`rnnc.backends.cpu.functions.stage_functions` packs the lines into :class:`StageFunction` values and
 :mod:`rnnc.backends.cpu.row_groups` groups the :class:`RunCall` products, both without reading text back.
-The names a list of lines uses are found by Python's own parser (:func:`code_names`), as for CUDA kernels'
-parameters (:func:`rnnc.backends.cuda.emit.free_names`): templates never list them.
+The names a list of lines uses are found by Python's own compiler and parser (:func:`names_used`,
+:func:`names_written`), as for CUDA kernels' parameters (:func:`rnnc.backends.cuda.emit.free_names`):
+templates never list them.
 """
 from __future__ import annotations
 
@@ -86,20 +87,25 @@ class StageFunction:
         return f"    _blocks({', '.join([self.name, 'parts_', 'nb'] + params)})  # {self.name} in row blocks"
 
 
-@dataclass(frozen=True)
-class CodeNames:
-    """The names a list of generated lines mentions, and those it may write (a superset: an assignment's
-    targets, subscripts included, and every name of a call statement, since ``gk.dot(a, b, out)`` and
-    ``np.copyto(out, a)`` write an argument)."""
+def names_used(lines) -> frozenset:
+    """Every name ``lines`` (whole statements: a function body, or a part of one) mention, attribute names
+    included (a superset: ``v3.shape`` gives ``v3`` and ``shape``). Read off the code object Python's own
+    compiler makes of them (its global and local names): as exact as walking the syntax tree, and fast."""
+    body = textwrap.indent(textwrap.dedent("\n".join(lines)), "    ")
+    module = compile(f"def _f():\n{body}\n    pass\n", "<rnnc stage code>", "exec")
+    names: set = set()
+    codes = [c for c in module.co_consts if hasattr(c, "co_names")]
+    while codes:                     # the function, and any comprehension inside it
+        code = codes.pop()
+        names |= set(code.co_names) | set(code.co_varnames) | set(code.co_freevars)
+        codes += [c for c in code.co_consts if hasattr(c, "co_names")]
+    return frozenset(names)
 
-    mentioned: frozenset
-    written: frozenset
 
-
-def code_names(lines) -> CodeNames:
-    """:class:`CodeNames` of ``lines``: whole statements (a function body, or a part of one)."""
+def names_written(lines) -> frozenset:
+    """The names ``lines`` may write (a superset: an assignment's targets, subscripts included, and every name
+    of a call statement, since ``gk.dot(a, b, out)`` and ``np.copyto(out, a)`` write an argument)."""
     tree = ast.parse(textwrap.dedent("\n".join(lines)))
-    mentioned = frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
     written: set = set()
     for st in ast.walk(tree):
         if isinstance(st, ast.Expr) and isinstance(st.value, ast.Call):
@@ -107,4 +113,4 @@ def code_names(lines) -> CodeNames:
         elif isinstance(st, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
             targets = st.targets if isinstance(st, ast.Assign) else [st.target]
             written |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-    return CodeNames(mentioned, frozenset(written))
+    return frozenset(written)

@@ -16,12 +16,12 @@ each thread's outer sums go to their own arrays and are added in block order, as
 A later product is moved up only when that is safe: it reads nothing an earlier product of the group writes
 and writes nothing any product of the group reads, and a stage piece or another product it jumps over neither
 writes its inputs nor mentions its output (buffers may share storage). What a piece of code writes and
-mentions comes from :func:`~rnnc.backends.cpu.pieces.code_names`; what a product reads and writes is data of
+mentions comes from :func:`~rnnc.backends.cpu.pieces.names_written`; what a product reads and writes is data of
 its :class:`~rnnc.backends.cpu.pieces.RunCall`.
 """
 from __future__ import annotations
 
-from rnnc.backends.cpu.pieces import RunCall, code_names
+from rnnc.backends.cpu.pieces import RunCall, names_used, names_written
 
 PRODUCTS = ("matmul_rows", "outer_rows")
 
@@ -55,9 +55,8 @@ def _movable(call: RunCall, group: list, skipped: list) -> bool:
     written, mentioned = set(), set()
     for piece in skipped:
         lines = ["    " + piece.text()] if isinstance(piece, RunCall) else [ln for ln in piece if isinstance(ln, str)]
-        names = code_names(lines)             # a call statement may write every name it holds
-        written |= names.written
-        mentioned |= names.mentioned
+        written |= names_written(lines)       # a call statement may write every name it holds
+        mentioned |= names_used(lines)
     return _other(call) not in written and _row(group[0]) not in written and _out(call) not in mentioned
 
 
