@@ -9,9 +9,9 @@ Two models are trained in the same run, on the same batches:
 
 * **attention**: a CNN encoder gives ``F`` (P = 4 x 14 positions x C channels); at each word the LSTM decoder
   scores every position, ``e_t = v . tanh(F W_f + W_h h_{t-1})``, weighs them ``a_t = softmax(e_t)``, reads
-  ``z_t = sum_p a_t[p] F[p]`` and steps ``h_t = LSTM(h_{t-1}, [E onehot(w_t); z_t])``; logits from ``[h_t; z_t]``.
+  ``z_t = sum_p a_t[p] F[p]`` and steps ``h_t = LSTM(h_{t-1}, [E[w_t]; z_t])``; logits from ``[h_t; z_t]``.
 * **baseline** (no attention, the lecture's first captioning model): ``h_{-1} = tanh(W_i vec(F) + b_i)`` and
-  ``h_t = LSTM(h_{t-1}, E onehot(w_t))``.
+  ``h_t = LSTM(h_{t-1}, E[w_t])``.
 
 Training is teacher-forced (the decoder reads ``<start>`` and the true words), compiled; decoding is greedy
 (``f.generate``) and beam search of width k (a loop over ``f.step``, one state row per beam).
@@ -53,6 +53,8 @@ VOCAB = Vocab(WORDS + ("<start>",), level="word")
 START, END = VOCAB.ids["<start>"], Vocab.end_id
 STEPS = ITEMS + 1                                     # three words, then <end>
 KINDS = ("attention", "baseline")
+SIZES = {"hidden": 64, "embed": 16, "att": 32, "channels": (8, 16, 32)}    # the full run
+QUICK_SIZES = {"hidden": 16, "embed": 8, "att": 8, "channels": (8,)}  # --quick and the tests
 
 
 # ----------------------------------------------------------------------------- data
@@ -98,29 +100,36 @@ def caption_text(ids) -> str:
 # ----------------------------------------------------------------------------- models
 
 
-def encoder(net, img):
-    """Three 3x3 conv + ReLU layers with max pooling: (1, 28, 112) -> (32, 4, 14)."""
-    x = img
-    for layer in (nn.Normalizer(255.0), nn.Conv2d(8, 3, padding=1, activation="relu"), nn.MaxPool2d(2, 2),
-                  nn.Conv2d(16, 3, padding=1, activation="relu"), nn.MaxPool2d(2, 2),
-                  nn.Conv2d(32, 3, padding=1, activation="relu"), nn.MaxPool2d(3, 2, padding=1)):
-        x = layer(net, x)
+def encoder(net, img, channels=(8, 16, 32)):
+    """3 x 3 conv + ReLU layers, each followed by max pooling, down to the 4 x 14 grid: (1, 28, 112) ->
+    (channels[-1], 4, 14). Three layers pool by 2, 2 and 3 (stride 2, padding 1); one layer (the quick mode, small
+    and quick to compile) pools 7 x 8 windows."""
+    pools = {1: [((7, 8), (7, 8), 0)], 3: [(2, 2, 0), (2, 2, 0), (3, 2, 1)]}      # (kernel, stride, padding)
+    if len(channels) not in pools:
+        raise ValueError(f"the encoder has 1 or 3 conv layers, got channels={channels}")
+    x = nn.Normalizer(255.0)(net, img)
+    for c, (k, stride, pad) in zip(channels, pools[len(channels)]):
+        x = nn.Conv2d(c, 3, padding=1, activation="relu")(net, x)
+        x = nn.MaxPool2d(k, stride, padding=pad)(net, x)
     return x
 
 
-def build(kind: str = "attention", hidden: int = 64, embed: int = 16, att: int = 32) -> rc.Model:
+def build(kind: str = "attention", hidden: int = 64, embed: int = 16, att: int = 32,
+          channels=(8, 16, 32)) -> rc.Model:
     """The captioning model: inputs ``img`` (per sample), ``w`` (previous word) and ``y`` (next word) on ``t``;
-    outputs ``logits`` and, for ``kind="attention"``, ``alpha`` (the P attention weights of each step)."""
+    outputs ``logits`` and, for ``kind="attention"``, ``alpha`` (the P attention weights of each step).
+    ``SIZES`` are the full run's sizes, ``QUICK_SIZES`` the quick mode's (small, so they compile and train fast).
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     m = rc.Model(f"caption_{kind}")
     net = nn.Network(m)
     img = m.input("img", CANVAS, axes=())
     w, y = m.input("w", (), dtype="int"), m.input("y", (), dtype="int")
-    feat = encoder(net, img)                                         # (C, 4, 14)
+    feat = encoder(net, img, tuple(channels))                        # (C, 4, 14)
     C, P = feat.shape[0], feat.shape[1] * feat.shape[2]
-    E = m.param("E", (embed, len(VOCAB)))
-    word = E @ rc.one_hot(w[t], len(VOCAB))
+    E = m.param("E", (len(VOCAB), embed))
+    word = rc.embedding(E, w[t])                                     # row w[t] of the word table
     h, c = m.signal("h", hidden), m.signal("c", hidden)
     cell = nn.LSTMCell(hidden)
     if kind == "attention":
@@ -147,10 +156,17 @@ def build(kind: str = "attention", hidden: int = 64, embed: int = 16, att: int =
     return m
 
 
-def compiled(kind: str, **sizes):
-    """``(model, f)``: ``f = rc.compile(model, feedback={"w": "logits"})`` trains, steps and generates."""
-    model = build(kind, **sizes)
-    return model, rc.compile(model, feedback={"w": "logits"})
+_COMPILED: dict = {}
+
+
+def compiled(kind: str = "attention", **sizes):
+    """``(model, f)``: ``f = rc.compile(model, feedback={"w": "logits"})`` trains, steps and generates. Built once
+    per process for each kind and sizes, so training, the pictures and ``caption`` share the compiled kernels."""
+    key = (kind, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in sizes.items())))
+    if key not in _COMPILED:
+        model = build(kind, **sizes)
+        _COMPILED[key] = (model, rc.compile(model, feedback={"w": "logits"}))
+    return _COMPILED[key]
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -197,10 +213,15 @@ def beam_search(f, params: dict, img: np.ndarray, k: int = 3) -> np.ndarray:
 
 
 def attention_maps(f, params: dict, img: np.ndarray, caption: np.ndarray) -> np.ndarray:
-    """``alpha`` (4, n, 4, 14): where the attention model looks while saying each word of ``caption`` (4, n)."""
-    w = np.concatenate([np.full((1, img.shape[0]), START), caption[:-1]])
-    out = f.forward({"img": img, "w": w, "y": caption}, params).outputs
-    return out["alpha"].reshape(caption.shape + GRID)
+    """``alpha`` (4, n, 4, 14): where the attention model looks while saying each word of ``caption`` (4, n),
+    teacher-forced (it reads ``<start>``, then the caption's words) through ``f.step``, the decoding kernel."""
+    state = f.initial_state(len(img), params, {"img": img})
+    prev, maps = np.full(len(img), START), []
+    for word in caption:
+        out, state = f.step({"w": prev, "img": img}, state, params)
+        maps.append(out["alpha"])
+        prev = word
+    return np.stack(maps).reshape(caption.shape + GRID)
 
 
 def attention_on_item(alpha: np.ndarray, slots: np.ndarray) -> float:
@@ -232,14 +253,15 @@ def train(quick: bool = False, epochs: int = 6, n_train: int = 8000, n_test: int
           lr: float = 2e-3, seed: int = 0, beam: int = 3, out: str | Path = "out/captioning", log=print) -> dict:
     """Train both models on the same batches, compiled; score them on the test canvases; write pictures,
     ``results.json`` and the params under ``out``."""
+    sizes = QUICK_SIZES if quick else SIZES
     if quick:
         epochs, n_train, n_test = 2, 384, 200
     data = datasets(n_train, max(n_test // 4, 100), n_test, seed)
-    res: dict = {"sizes": {"train": n_train, "test": n_test, "epochs": epochs, "batch": batch}}
+    res: dict = {"sizes": {"train": n_train, "test": n_test, "epochs": epochs, "batch": batch, "model": sizes}}
     rng = np.random.default_rng(seed)
     order = [rng.permutation(n_train) for _ in range(epochs)]
     for kind in KINDS:
-        model, f = compiled(kind)
+        model, f = compiled(kind, **sizes)
         params = model.init_params(seed=seed)
         opt, losses, val, t0 = Adam(lr=lr), [], [], time.time()
         for ep in range(epochs):
@@ -277,7 +299,7 @@ def write_results(res: dict, test: dict, folder: Path) -> None:
                for k, v in res.items() if not k.endswith("_params")}
     (folder / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     captioning_plots.curves(res, folder / "captioning_curves.png")
-    model, f = compiled("attention")
+    model, f = compiled("attention", **res["sizes"]["model"])
     params = res["attention_params"]
     rows = np.arange(4)
     cap = greedy(f, params, test["img"][rows])
@@ -304,8 +326,10 @@ def read_canvas(path: str) -> np.ndarray:
 
 
 def caption_file(path: str, model_dir: str, beam: int = 3, picture: str | None = None) -> dict:
-    """Greedy and beam captions of the canvas in ``path`` by the trained attention model in ``model_dir``."""
-    model, f = compiled("attention")
+    """Greedy and beam captions of the canvas in ``path`` by the trained attention model in ``model_dir`` (its
+    sizes read from ``results.json`` there)."""
+    sizes = json.loads((Path(model_dir) / "results.json").read_text())["sizes"]["model"]
+    model, f = compiled("attention", **sizes)
     params = dict(np.load(Path(model_dir) / "attention.npz"))
     img = read_canvas(path)
     g, b = greedy(f, params, img), beam_search(f, params, img, beam)
