@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_train_loop import DATA, toy_classifier
+from image_cases import toy_classifier, toy_data
 
 from rnnc.train import CosineLR, FlipShift, GradientDescentMomentum, Trainer
+
+DATA = toy_data()
 
 
 def brute(x, mirror, dy, dx, fill):

@@ -12,11 +12,18 @@ from contextlib import nullcontext
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
 
-from test_passes import MERGE_ALL  # noqa: E402
+from compiled_check import (  # noqa: E402
+    MERGE_ALL,
+    ZOO_NAMES,
+    assert_grads_match,
+    assert_matches_interpreter,
+    close,
+    compiled,
+)
+from random_models import build, inputs_for, params_for, specs  # noqa: E402
 from zoo import ZOO  # noqa: E402
 
 import rnnc as rc  # noqa: E402
@@ -27,51 +34,11 @@ from rnnc.passes import run_pipeline  # noqa: E402
 from rnnc.runtime.compiled import Compiled  # noqa: E402
 
 T, B = 4, 3
-_COMPILED: dict = {}
-TOL = {"float64": 1e-10, "float32": 1e-4}
-
-
-def compiled(name, dtype):
-    key = (name, dtype)
-    if key not in _COMPILED:
-        case = ZOO[name]()
-        _COMPILED[key] = (case, rc.compile(case.model, dtype=dtype))
-    return _COMPILED[key]
-
-
-def close(a, b, tol) -> bool:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    scale = max(1.0, float(np.abs(b).max(initial=0.0)))
-    return a.shape == b.shape and float(np.abs(a - b).max(initial=0.0)) <= tol * scale
-
-
-def assert_grads_match(f, model, inputs, params, tol, **grad_options):
-    """``f.loss_and_grad`` equals the interpreter's gradient model: the loss, the same gradient names, and every
-    gradient within ``tol`` (relative, see :func:`close`)."""
-    gref = rc.interpret(rc.grad(model, **grad_options), inputs, params, dtype="float64")
-    loss, grads = f.loss_and_grad(inputs, params)
-    assert close(loss, gref.loss, tol)
-    assert set(grads) == set(gref.grads)
-    for k, v in gref.grads.items():
-        assert close(grads[k], v, tol), k
-
-
-def assert_matches_interpreter(f, model, inputs, params, tol):
-    """``f.forward`` (outputs and loss) and ``f.loss_and_grad`` equal the interpreter's, within ``tol``."""
-    ref = rc.interpret(model, inputs, params, dtype="float64")
-    out = f.forward(inputs, params)
-    for k, v in ref.outputs.items():
-        assert close(out.outputs[k], v, tol), k
-    assert close(out.loss, ref.loss, tol)
-    assert_grads_match(f, model, inputs, params, tol)
 
 
 def _data(case, seed=0):
     inputs = case.make_inputs(np.random.default_rng(seed), T, B, np.float64)
     return inputs, case.params(seed=seed)
-
-
-ZOO_NAMES = [n for n in ZOO if n != "autonomous"]
 
 
 @pytest.mark.parametrize("name", ZOO_NAMES)
@@ -214,43 +181,19 @@ def test_every_op_has_a_template_or_names_the_op():
         del OPS["probe_no_template"]
 
 
-@st.composite
-def random_models(draw):
-    """A random recurrence: 1-2 signals, a random activation chain, random taps and directions."""
-    X, H = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    acts = draw(st.lists(st.sampled_from(["tanh", "sigmoid", "relu", "square", "exp"]), min_size=1, max_size=2))
-    tap = draw(st.integers(1, 2))
-    reverse = draw(st.booleans())
-    two = draw(st.booleans())
-    m = rc.Model("rand")
-    x, y = m.input("x", X), m.input("y", H)
-    U, W, b = m.param("U", (H, X)), m.param("W", (H, H)), m.param("b", H)
-    h = m.signal("h", H)
-    pre = U @ x[t] + W @ (h[t + tap] if reverse else h[t - tap]) + b
-    for a in acts:
-        pre = getattr(rc, a)(pre) * 0.5
-    h[t] = pre
-    out = h[t]
-    if two:
-        V = m.param("V", (H, H))
-        g = m.signal("g", H)
-        g[t] = rc.tanh(V @ h[t] + g[t - 1] * 0.5)
-        out = rc.concat([h[t], g[t]])[:H]
-    m.output("out", out)
-    m.loss(rc.mse(out, y[t]))
-    return m, X, H
-
-
 @settings(max_examples=4, deadline=None)
-@given(random_models(), st.integers(0, 10))
-def test_random_models_agree(model, seed):
-    m, X, H = model
-    rng = np.random.default_rng(seed)
-    inputs = {"x": rng.normal(size=(T, B, X)), "y": rng.normal(size=(T, B, H))}
-    params = m.init_params(seed, "float64")
+@given(specs())
+def test_random_models_agree(s):
+    """A model drawn by the shared generator (tests/random_models.py): compiled outputs, loss and gradients equal
+    the interpreter's."""
+    m = build(s)
+    rng = np.random.default_rng(s["seed"])
+    inputs, params = inputs_for(m, s, rng), params_for(m, rng)
     f = rc.compile(m, dtype="float64")
     ref = rc.interpret(m, inputs, params)
-    assert close(f.forward(inputs, params).outputs["out"], ref.outputs["out"], 1e-10)
+    out = f.forward(inputs, params).outputs
+    for k, v in ref.outputs.items():
+        assert close(out[k], v, 1e-10), k
     assert_grads_match(f, m, inputs, params, 1e-10)
 
 

@@ -21,79 +21,15 @@ from hypothesis import strategies as st
 
 os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
 
+from compiled_check import close  # noqa: E402
+from image_cases import IMAGE_OPS, classifier, ops_data, ops_model  # noqa: E402
+
 import rnnc as rc  # noqa: E402
-import rnnc.nn as nn  # noqa: E402
-from rnnc import t  # noqa: E402
 from rnnc.backends.cpu import kernels_image  # noqa: E402
 from rnnc.backends.cpu.ops import missing_templates  # noqa: E402
-from rnnc.ops import OPS, as_node  # noqa: E402
-from rnnc.ops import image as im  # noqa: E402
-from rnnc.ops.registry import make  # noqa: E402
 
 B = 2
-IMAGE_OPS = ["conv2d", "conv2d_input_grad", "conv2d_weight_grad", "maxpool2d", "maxpool2d_grad",
-             "maxpool2d_select", "avgpool2d", "avgpool2d_grad", "channel_mean", "channel_spread", "to_grid",
-             "from_grid"]
 _CACHE: dict = {}
-
-
-def close(a, b, tol) -> bool:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    scale = max(1.0, float(np.abs(b).max(initial=0.0)))
-    return a.shape == b.shape and float(np.abs(a - b).max(initial=0.0)) <= tol * scale
-
-
-def _adjoint(m, name, y, axes=()):
-    """An input shaped like ``y`` (per sample) standing for its adjoint."""
-    return as_node(m.input(name, y.shape, axes=axes))
-
-
-def ops_model():
-    """Every image op (forward and the gradient ops, applied directly) on one small model."""
-    m = rc.Model("image_ops")
-    x = m.input("x", (3, 7, 6), axes=())
-    w = m.param("w", (4, 3, 3, 2))
-    y = im.conv2d(x, w, stride=(2, 1), padding=(1, 2), dilation=(1, 2))
-    dx, dw = OPS["conv2d"].vjp(y, _adjoint(m, "gy", y))
-    mp = im.maxpool2d(x, 3, 2, 1)
-    (mg,) = OPS["maxpool2d"].vjp(mp, _adjoint(m, "gmp", mp))
-    sel = make("maxpool2d_select", [as_node(x), _adjoint(m, "gx", as_node(x))], kernel=(3, 3), stride=(2, 2),
-               padding=(1, 1))
-    ap = im.avgpool2d(x, (2, 3), (1, 2), (1, 1))
-    (ag,) = OPS["avgpool2d"].vjp(ap, _adjoint(m, "gap", ap))
-    cm = im.channel_mean(x)
-    (cs,) = OPS["channel_mean"].vjp(cm, as_node(m.param("gc", (3,))))
-    i, j = rc.axes("img_i", "img_j")
-    cells = rc.tanh(im.to_grid(x, (2, 4), (i, j), pad=True))
-    back = im.from_grid(cells, (2, 4), (i, j), crop=(7, 6))
-    xs = m.input("xs", (2, 5, 5))                                   # a convolution inside a scan over t
-    k1, k2 = m.param("k1", (2, 2, 3, 3)), m.param("k2", (2, 2, 3, 3))
-    h = m.signal("h", (2, 5, 5))
-    h[t] = rc.tanh(im.conv2d(xs[t], k1, padding=1) + im.conv2d(h[t - 1], k2, stride=1, padding=2, dilation=2))
-    hg = OPS["conv2d"].vjp(as_node(im.conv2d(h[t], k2, padding=1)), _adjoint(m, "gh", as_node(h[t]), (t,)))
-    gt = _adjoint(m, "gyt", y, (t,))                                 # adjoints over t, maps without t:
-    bcast = {"bcast_weight_grad": OPS["conv2d"].vjp(y, gt)[1],      # broadcast reads (inline loop nests)
-             "bcast_maxpool_grad": OPS["maxpool2d"].vjp(mp, _adjoint(m, "gmpt", mp, (t,)))[0]}
-    outs = {**bcast, "conv2d": y, "conv2d_input_grad": dx,
-             "conv2d_weight_grad": dw, "maxpool2d": mp, "maxpool2d_grad": mg,
-            "maxpool2d_select": sel, "avgpool2d": ap, "avgpool2d_grad": ag, "channel_mean": cm,
-            "channel_spread": cs, "to_grid": cells, "from_grid": back, "scan_conv": h[t], "scan_input_grad": hg[0],
-            "scan_weight_grad": hg[1]}
-    for name, node in outs.items():
-        m.output(name, node)
-    return m
-
-
-def ops_data(m, seed=0):
-    rng = np.random.default_rng(seed)
-    g = m.graph
-    ins = {}
-    for name, node in g.inputs.items():
-        lead = (4,) * len(node.axes) + (B,)
-        ins[name] = rng.standard_normal(lead + node.shape)
-    ps = {name: rng.standard_normal(node.shape) for name, node in g.params.items()}
-    ins["x"][0, 1, 2, 3] = ins["x"][0, 1, 2, 4]       # a tie inside a pooling window: the first max wins
-    return ins, ps
 
 
 def compiled_ops():
@@ -115,15 +51,6 @@ def test_image_op_compiled_equals_interpreter(name):
     out, ref = compiled_ops()
     assert close(out[name], ref[name], 1e-10), name
     assert float(np.abs(ref[name]).max()) > 0          # the comparison is not of zeros
-
-
-def classifier():
-    layers = (nn.Normalizer(4.0), nn.BatchNorm(), nn.Conv2d(4, kernel=3, padding=2, dilation=2, activation="relu"),
-              nn.BatchNorm(), nn.MaxPool2d(kernel=3, stride=2, padding=1),
-              nn.Conv2d(6, kernel=3, stride=1, padding=1, activation="relu"),
-              nn.SpatialRNN(block=(2, 2), hidden=3, activation="tanh"), nn.BatchNorm(),
-              nn.Conv2d(3, kernel=1, padding=1, activation="relu"), nn.AvgPool2d("all"), nn.Softmax())
-    return nn.Classifier(layers, (2, 8, 8), "small_reseg").build(train=True).model
 
 
 def classifier_case(dtype):
@@ -165,7 +92,7 @@ def test_parallel_kernels_run_from_run_and_the_module_reloads_in_a_new_process(t
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import numpy as np
         import rnnc as rc
-        from test_backend_image import classifier
+        from image_cases import classifier
         m = classifier()
         rng = np.random.default_rng(3)
         x = (rng.random((3, 2, 8, 8)) * 4.0).astype("float32")

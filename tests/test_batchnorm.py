@@ -12,37 +12,16 @@ import pytest
 os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
 
 import numba  # noqa: E402
+from gradcheck import verify_grad  # noqa: E402
+from image_cases import SHAPE  # noqa: E402
+from image_cases import bn_data as data  # noqa: E402
+from image_cases import bn_model as model  # noqa: E402
 
 import rnnc as rc  # noqa: E402
-from rnnc import t  # noqa: E402
 from rnnc.backends.cpu import kernels_image as imk  # noqa: E402
 from rnnc.backends.cpu import ops_batchnorm  # noqa: E402
 from rnnc.errors import GraphError, ShapeError  # noqa: E402
 from rnnc.ops import OPS, batch_norm, bn_stats  # noqa: E402
-
-SHAPE = (3, 4, 5)
-
-
-def model(loop_axis: bool, affine: bool) -> rc.Model:
-    """``loss = mean(w * (batch_norm(x) + 1)^2)``; outputs the statistics, the normalised map and the
-    stand-alone gradient of ``bn_stats`` (its own VJP, not the one batch_norm uses)."""
-    m = rc.Model(f"bn_{int(loop_axis)}{int(affine)}")
-    axes = (t,) if loop_axis else ()
-    x, w = m.input("x", SHAPE, axes=axes), m.input("w", SHAPE, axes=axes)
-    s = bn_stats(x)
-    gb = (m.param("gamma", (SHAPE[0],)), m.param("beta", (SHAPE[0],))) if affine else ()
-    y = batch_norm(x, s, *gb)
-    m.output("stats", s)
-    m.output("y", y)
-    m.loss(rc.mean(w * (y + 1.0) * (y + 1.0)))
-    return m
-
-
-def data(loop_axis: bool, seed: int = 0, batch: int = 3, steps: int = 4) -> tuple[dict, dict]:
-    rng = np.random.default_rng(seed)
-    lead = ((steps,) if loop_axis else ()) + (batch,)
-    ins = {"x": 2.0 + 1.5 * rng.standard_normal(lead + SHAPE), "w": rng.random(lead + SHAPE)}
-    return ins, {"gamma": 1.0 + 0.3 * rng.standard_normal(SHAPE[0]), "beta": 0.2 * rng.standard_normal(SHAPE[0])}
 
 
 def textbook(x: np.ndarray, gamma=None, beta=None, eps=1e-5) -> np.ndarray:
@@ -78,20 +57,9 @@ def test_gradients_equal_finite_differences(loop_axis, affine):
     ins, ps = data(loop_axis, seed=1)
     ps = ps if affine else {}
     res = rc.interpret(rc.grad(m, wrt=["x"] + sorted(ps)), ins, ps, dtype="float64")
-    rng = np.random.default_rng(2)
-    eps = 1e-6
-    for name, arrays in [("x", ins)] + [(k, ps) for k in sorted(ps)]:
-        flat = arrays[name].reshape(-1)
-        for k in rng.choice(flat.size, size=min(8, flat.size), replace=False):
-            old = flat[k]
-            flat[k] = old + eps
-            up = _loss(m, ins, ps)
-            flat[k] = old - eps
-            down = _loss(m, ins, ps)
-            flat[k] = old
-            num = (up - down) / (2 * eps)
-            got = res.grads[name].reshape(-1)[k]
-            assert abs(got - num) <= 1e-6 * max(1.0, abs(num)), (name, k, got, num)
+    names = ["x"] + sorted(ps)
+    verify_grad(lambda _: _loss(m, ins, ps), {"x": ins["x"], **ps}, res.grads, names, picks=8,
+                rng=np.random.default_rng(2))
     assert float(np.abs(res.grads["x"]).max()) > 1e-3
 
 
@@ -104,15 +72,7 @@ def test_bn_stats_vjp_equals_finite_differences():
     ins = {"x": data(False, seed=4)[0]["x"]}
     ps = {"p": np.arange(1.0, 7.0)}
     g = rc.interpret(rc.grad(m, wrt=["x"]), ins, ps, dtype="float64").grads["x"]
-    flat = ins["x"].reshape(-1)
-    for k in (0, 7, 31, 59, 100, 150):
-        old = flat[k]
-        flat[k] = old + 1e-6
-        up = _loss(m, ins, ps)
-        flat[k] = old - 1e-6
-        down = _loss(m, ins, ps)
-        flat[k] = old
-        assert abs(g.reshape(-1)[k] - (up - down) / 2e-6) <= 1e-6 * max(1.0, abs(g.reshape(-1)[k]))
+    verify_grad(lambda _: _loss(m, ins, ps), {"x": ins["x"]}, {"x": g}, entries=(0, 7, 31, 59, 100, 150))
 
 
 def _compiled(m, ins, ps, dtype):

@@ -6,9 +6,9 @@ import subprocess
 import sys
 import textwrap
 
-from rnnc.backends.cache import entry_text, load, store, verify
+from cache_cases import SRC, run_tiny, tiny
 
-SRC = "import numba\n\n@numba.njit(cache=True)\ndef run(a):\n    return a + 1\n"
+from rnnc.backends.cache import entry_text, load, store, verify
 
 
 def test_store_then_hit(tmp_path):
@@ -68,16 +68,6 @@ def test_two_processes_compile_the_same_model(tmp_path):
     assert third.returncode == 0 and third.stdout.split()[1] == "True"     # a later process hits the cache
 
 
-def _tiny(decay: float):
-    import rnnc as rc
-    from rnnc import t
-
-    m = rc.Model("tiny")
-    x = m.input("x", 2)
-    h = m.signal("h", 2)
-    h[t] = rc.tanh(x[t] + h[t - 1] * decay)
-    m.output("o", h[t])
-    return m
 
 
 def test_structural_key_finds_module_before_passes(tmp_path, monkeypatch):
@@ -85,49 +75,23 @@ def test_structural_key_finds_module_before_passes(tmp_path, monkeypatch):
     from rnnc.runtime.kernel import Kernel
 
     monkeypatch.setenv("RNNC_CACHE_DIR", str(tmp_path))
-    g = _tiny(0.5).graph
-    assert graph_key(g, "float64") == graph_key(_tiny(0.5).graph, "float64")     # stable for equal graphs
-    assert graph_key(g, "float64") != graph_key(_tiny(0.25).graph, "float64")    # a constant changes it
+    g = tiny(0.5).graph
+    assert graph_key(g, "float64") == graph_key(tiny(0.5).graph, "float64")     # stable for equal graphs
+    assert graph_key(g, "float64") != graph_key(tiny(0.25).graph, "float64")    # a constant changes it
     assert graph_key(g, "float64") != graph_key(g, "float32")
     first = Kernel(g, "float64")
     assert not first.stats["cache_hit"] and first._graph is not None
-    second = Kernel(_tiny(0.5).graph, "float64")
+    second = Kernel(tiny(0.5).graph, "float64")
     assert second.stats["cache_hit"] and second._graph is None                   # passes + rendering skipped
     assert second.path == first.path and second.source == first.source
     first.path.write_text(first.path.read_text().replace("np.tanh", "np.exp").replace("math.tanh", "math.exp"))
-    third = Kernel(_tiny(0.5).graph, "float64")                                  # tampered: rebuilt, not trusted
+    third = Kernel(tiny(0.5).graph, "float64")                                  # tampered: rebuilt, not trusted
     assert not third.stats["cache_hit"] and verify(third.path.read_text())
     assert "math.tanh" in third.source
 
 
 #: a tiny Elman model compiled in float64 in a fresh process; ``err`` is its largest difference from the
 #: interpreter's outputs
-TINY = textwrap.dedent("""
-    import sys
-    import numpy as np
-    import rnnc as rc
-    from rnnc import t
-    m = rc.Model("tiny")
-    x = m.input("x", 3)
-    W = m.param("W", (4, 3))
-    h = m.signal("h", 4)
-    h[t] = rc.tanh(W @ x[t] + h[t - 1] * 0.5)
-    m.output("o", h[t])
-    f = rc.compile(m, dtype="float64")
-    inp = {"x": np.ones((2, 5, 3))}
-    p = {"W": np.arange(12.0).reshape(4, 3) / 10}
-    out = f.forward(inp, p).outputs["o"]
-    err = float(abs(out - rc.interpret(m, inp, p, dtype="float64").outputs["o"]).max())
-""")
-
-
-def _run(script: str, cache) -> list:
-    """Run ``TINY`` then ``script`` in a new process with ``RNNC_CACHE_DIR=cache``; its printed words."""
-    env = dict(os.environ, RNNC_CACHE_DIR=str(cache))
-    done = subprocess.run([sys.executable, "-c", TINY + textwrap.dedent(script)], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.split()
 
 
 def test_numba_blas_loads_without_scipy_linalg(tmp_path):
@@ -140,7 +104,7 @@ def test_numba_blas_loads_without_scipy_linalg(tmp_path):
               any("scipy" in b for b in blas))
     """
     for _ in range(2):                                   # cold, then loaded from the cache
-        err, linalg, blas, seen = _run(script, tmp_path)
+        err, linalg, blas, seen = run_tiny(script, tmp_path)
         assert float(err) < 1e-12 and (linalg, blas, seen) == ("False", "True", "True")
 
 
@@ -148,7 +112,7 @@ def test_corrupt_numba_entries_are_compiled_again(tmp_path):
     """Numba's own entries under the cache folder (a truncated ``.nbc``, a corrupt ``.nbi``) are misses: the
     stage compiles again and rewrites them; the next process loads them."""
     def run():
-        assert float(_run("print(err)", tmp_path)[-1]) < 1e-12
+        assert float(run_tiny("print(err)", tmp_path)[-1]) < 1e-12
 
     run()
     data = sorted((tmp_path / "__pycache__").glob("*.nbc"))

@@ -17,7 +17,7 @@ import pytest
 
 os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
 
-from test_backend_cpu import assert_matches_interpreter  # noqa: E402
+from compiled_check import assert_matches_interpreter  # noqa: E402
 
 import rnnc as rc  # noqa: E402
 import rnnc.backends.cpu.functions as functions  # noqa: E402

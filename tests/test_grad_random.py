@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from gradcheck import numeric_grad, rel_error
 from hypothesis import given
-from test_random_graphs import _params, build, inputs_for, specs
+from random_models import build, inputs_for, params_for, specs
 
 import rnnc as rc
 from rnnc.autodiff.unrolled import unrolled_gradients
@@ -14,7 +14,7 @@ from rnnc.autodiff.unrolled import unrolled_gradients
 def test_random_model_gradients(s):
     m = build(s)
     rng = np.random.default_rng(s["seed"])
-    inputs, params = inputs_for(m, s, rng), _params(m, rng)
+    inputs, params = inputs_for(m, s, rng), params_for(m, rng)
     got = rc.interpret(rc.grad(m), inputs, params).grads
     oracle = unrolled_gradients(m.unroll(t=s["T"]), inputs, params)
 

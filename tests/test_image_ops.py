@@ -1,6 +1,8 @@
 """Image ops: numpy references vs hand loops / PyTorch, and every VJP vs central finite differences."""
 import numpy as np
 import pytest
+from gradcheck import numeric_grad
+from image_cases import conv_loops
 
 import rnnc as rc
 from rnnc.errors import ShapeError
@@ -53,12 +55,7 @@ def check_vjp(make_y, leaves, eps=1e-6, tol=1e-6):
         key = "d_" + name
         if key not in res.outputs:
             continue
-        num = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            a, b = arr.copy(), arr.copy()
-            a[idx] += eps
-            b[idx] -= eps
-            num[idx] = (f(name, a) - f(name, b)) / (2 * eps)
+        num = numeric_grad(lambda arrays, name=name: f(name, arrays[name]), {name: arr.copy()}, name, eps)
         np.testing.assert_allclose(res.outputs[key], num, rtol=tol, atol=tol, err_msg=name)
 
 
@@ -74,19 +71,6 @@ def _forward_only(make_y, leaves):
         m.output("y", make_y(**nodes))
         _FWD[key] = m
     return _FWD[key]
-
-
-def conv_loops(x, w, s, p, d):
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])))
-    ho, wo = im.out_size(h, kh, s[0], p[0], d[0]), im.out_size(wd, kw, s[1], p[1], d[1])
-    y = np.zeros((n, o, ho, wo))
-    for u in range(ho):
-        for v in range(wo):
-            patch = xp[:, :, u * s[0]:u * s[0] + d[0] * (kh - 1) + 1:d[0], v * s[1]:v * s[1] + d[1] * (kw - 1) + 1:d[1]]
-            y[:, :, u, v] = np.einsum("ncab,ocab->no", patch, w)
-    return y
 
 
 @pytest.mark.parametrize("s,p,d", [((1, 1), (0, 0), (1, 1)), ((2, 1), (1, 2), (1, 1)), ((1, 1), (2, 2), (2, 2)),

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from test_backend_cpu import assert_grads_match, assert_matches_interpreter  # noqa: E402
+from compiled_check import assert_grads_match, assert_matches_interpreter  # noqa: E402
 from zoo import ZOO  # noqa: E402
 
 import rnnc as rc  # noqa: E402

@@ -2,6 +2,7 @@
 recurrent layers against PyTorch where it is installed."""
 import numpy as np
 import pytest
+from gradcheck import verify_grad
 
 import rnnc as rc
 import rnnc.nn as nn
@@ -10,19 +11,10 @@ RNG = np.random.default_rng(1)
 
 
 def fd_check(model, inputs, params, names=None, eps=1e-6, tol=1e-5, picks=6):
+    """``picks`` random entries of each param's rc.grad (interpreted, float64) against central differences."""
     res = rc.interpret(rc.grad(model), inputs, params, dtype="float64")
-    for name in names or sorted(params):
-        flat = params[name].reshape(-1)
-        for k in RNG.choice(flat.size, size=min(picks, flat.size), replace=False):
-            old = flat[k]
-            flat[k] = old + eps
-            up = rc.interpret(model, inputs, params, dtype="float64").loss
-            flat[k] = old - eps
-            down = rc.interpret(model, inputs, params, dtype="float64").loss
-            flat[k] = old
-            num = (up - down) / (2 * eps)
-            got = res.grads[name].reshape(-1)[k]
-            assert abs(got - num) <= tol * max(1.0, abs(num)), (name, k, got, num)
+    verify_grad(lambda p: rc.interpret(model, inputs, p, dtype="float64").loss, params, res.grads,
+                names, eps, tol, picks, RNG)
 
 
 def seq_model(layer, D=2, classes=3):

@@ -45,7 +45,7 @@ def test_dense_conv_flatten_softmax_normalizer():
     y, p, _ = run(lambda net, x: nn.Sequential([nn.Normalizer(2.0), nn.Conv2d(3, 3, padding=1, activation="relu"),
                                                 nn.Flatten(), nn.Dense(4, activation="tanh"), nn.Softmax()])(net, x),
                   {"x": (x, ())})
-    from tests.test_image_ops import conv_loops
+    from image_cases import conv_loops
     h = np.maximum(conv_loops(x / 2.0, p["conv1_W"], (1, 1), (1, 1), (1, 1)) + p["conv1_b"][:, None, None], 0)
     z = np.tanh(h.reshape(3, -1) @ p["dense1_W"].T + p["dense1_b"])
     e = np.exp(z - z.max(-1, keepdims=True))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from compiled_check import MERGE_ALL
 from zoo import ZOO
 
 import rnnc as rc
@@ -35,10 +36,6 @@ def _agree(graph_a, graph_b, inputs, params):
         assert abs(ra.loss - rb.loss) <= 1e-12 * max(1.0, abs(ra.loss))
     for k in ra.grads:
         np.testing.assert_allclose(rb.grads[k], ra.grads[k], rtol=1e-12, atol=1e-12)
-
-
-# the CPU pipeline with the scan-size threshold off, so small zoo models exercise every merge
-MERGE_ALL = [(n, {"merge_matmul": merge_matmul, "merge_sums": merge_sums}.get(n, fn)) for n, fn in CPU_PIPELINE]
 
 
 @pytest.mark.parametrize("name", ["elman", "lstm", "gru", "bidirectional", "renet", "variable_length", "ops_mix",

@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
 
-from test_backend_cpu import assert_grads_match  # noqa: E402
+from compiled_check import assert_grads_match  # noqa: E402
 
 import rnnc as rc  # noqa: E402
 from rnnc.backends.cpu import kernels_linalg as lak  # noqa: E402

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cache import SRC, TINY, _run, _tiny
+from cache_cases import SRC, TINY, run_tiny, tiny
 
 import rnnc as rc
 from rnnc.backends.cache import load, lookup, store, trusted, usable_dir
@@ -36,12 +36,12 @@ def _refused(folder: Path, why: str, run: bool = False) -> None:
     still compiles (and with ``run``, runs), and nothing is written to ``folder``."""
     before = sorted(os.listdir(folder)) if folder.is_dir() else None
     with pytest.warns(RuntimeWarning) as record:
-        f = rc.compile(_tiny(0.5), dtype="float64")
+        f = rc.compile(tiny(0.5), dtype="float64")
         assert "def run(" in f.source
         if run:
             x = np.ones((3, 2, 2))
             out = f.forward({"x": x}, {}).outputs["o"]
-            np.testing.assert_allclose(out, rc.interpret(_tiny(0.5), {"x": x}, {}, dtype="float64").outputs["o"])
+            np.testing.assert_allclose(out, rc.interpret(tiny(0.5), {"x": x}, {}, dtype="float64").outputs["o"])
     messages = {str(w.message) for w in record if issubclass(w.category, RuntimeWarning)}
     mine = [m for m in messages if str(folder) in m]
     assert mine and all(why in m and "\n" not in m and "is not used" in m for m in mine), messages
@@ -159,7 +159,7 @@ def test_numba_helper_files_go_to_the_cache_folder_not_the_package(tmp_path):
                  if hasattr(getattr(v, "_cache", None), "_impl")}
         print(err, *sorted(kinds))
     """)
-    words = _run(script, tmp_path)
+    words = run_tiny(script, tmp_path)
     assert float(words[0]) < 1e-12 and words[1:] == ["HelperLocator"]
     helpers = _numba_files(tmp_path / "helpers")
     assert any("gemm." in p.name for p in helpers), sorted(helpers)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
 
-from test_backend_cpu import ZOO_NAMES, assert_grads_match, close, compiled  # noqa: E402
+from compiled_check import ZOO_NAMES, assert_grads_match, close, compiled  # noqa: E402
 
 import rnnc as rc  # noqa: E402
 from rnnc.backends.cpu import kernels_linalg as lak  # noqa: E402

@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from image_cases import toy_classifier, toy_data
 
 import rnnc as rc
 import rnnc.nn as nn
@@ -72,17 +73,6 @@ def test_clip_and_schedules():
     assert StepLR(2, 0.5)(1.0, 3) == 0.5
     assert CosineLR(10)(1.0, 0) == 1.0 and abs(CosineLR(10)(1.0, 10)) < 1e-12
     assert abs(CosineLR(10)(1.0, 5) - 0.5) < 1e-12
-
-
-def toy_data(n=96, seed=5):
-    X = np.random.default_rng(seed).standard_normal((n, 1, 6, 6))
-    y = (X[:, 0, :3].mean((1, 2)) > X[:, 0, 3:].mean((1, 2))).astype(int)
-    return {"x": X, "y": y}
-
-
-def toy_classifier():
-    return nn.Classifier((nn.Conv2d(3, 3, padding=1, activation="relu"), nn.BatchNorm(), nn.MaxPool2d(2),
-                          nn.Dropout(0.1), nn.Flatten(), nn.Dense(2), nn.Softmax()), (1, 6, 6))
 
 
 def trainer(ckpt=None, seed=3):

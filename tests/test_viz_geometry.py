@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from test_random_graphs import build, specs
+from random_models import build, specs
 from zoo import ZOO
 
 from rnnc.viz import to_dot

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import cuda
-from test_random_graphs import _params, build, inputs_for, specs
+from random_models import build, inputs_for, params_for, specs
 from zoo import ZOO
 
 import rnnc as rc
@@ -184,7 +184,7 @@ def test_bad_target_and_options():
 def test_random_models_match_interpreter(s, scan):
     m = build(s)
     rng = np.random.default_rng(s["seed"])
-    inputs, params = inputs_for(m, s, rng), _params(m, rng)
+    inputs, params = inputs_for(m, s, rng), params_for(m, rng)
     ref = rc.interpret(rc.grad(m), inputs, params)
     loss, grads = rc_compile(m, target="cuda", dtype="float64", scan=scan).loss_and_grad(inputs, params,
                                                                                          to_host=True)

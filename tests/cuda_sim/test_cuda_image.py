@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_backend_image import IMAGE_OPS, classifier, close, ops_data, ops_model
-from test_batchnorm import data as bn_data
-from test_batchnorm import model as bn_model
+from compiled_check import close
+from image_cases import IMAGE_OPS, bn_data, bn_model, classifier, ops_data, ops_model
 
 import rnnc as rc
 import rnnc.nn as nn
