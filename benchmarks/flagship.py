@@ -194,11 +194,14 @@ def main(argv=None) -> int:
     x = rng.integers(0, 256, size=(a.batch, 1, 28, 28)).astype(np.float64)
     y = rng.integers(0, 10, size=a.batch)
     load0 = os.getloadavg()[0]
-    r = run(x, y, a.steps, a.warmup, a.rounds, a.engine, a.threads, a.rnnc_threads or None, torch is not None,
+    # the compiled kernel sets Numba's thread count on every call (threads= or NUMBA_NUM_THREADS): a --threads
+    # below the machine's limits rnnc's kernel too, unless --rnnc-threads says otherwise
+    rnnc_threads = a.rnnc_threads or (a.threads if a.threads < numba.config.NUMBA_NUM_THREADS else None)
+    r = run(x, y, a.steps, a.warmup, a.rounds, a.engine, a.threads, rnnc_threads, torch is not None,
             a.widths, a.hidden)
     n = len(r["rnnc"])
     med, best = _rate(a.batch, r["rnnc"])
-    threads = a.rnnc_threads or "default"
+    threads = rnnc_threads or "default"
     print(f"rnnc ({r['engine']}, float32, threads {threads}): {med:8.1f} images/s median, {best:8.1f} best "
           f"(batch {a.batch}, {n} steps; widths {','.join(map(str, a.widths))}, hidden {','.join(map(str, a.hidden))})")
     if torch is not None:
