@@ -141,7 +141,7 @@ def test_resume_mid_epoch_is_exact(tmp_path):
 
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np
-    sys.path.insert(0, {root!r})
+    sys.path[:0] = [{root!r}, {root!r} + '/tests']
     import tests.test_train_loop as T
     tr = T.trainer({ck!r})
     if {resume}:
