@@ -1,13 +1,14 @@
 """Image captioning with soft attention (CS231n lecture), written in the DSL and trained on Fashion-MNIST canvases.
 
-A canvas is a row of four 28 x 28 slots, three of them holding official Fashion-MNIST images (which slots, and
-which images, drawn from a seed); its caption names the three items left to right, then ``<end>``. The training
+A canvas is a 2 x 2 grid of 28 x 28 slots (56 x 56 pixels), two to four of them holding official Fashion-MNIST
+images (how many, which slots and which images drawn from a seed); its caption names the items in reading order
+(left to right, top row first), then ``<end>``, padded with ``<end>`` to five tokens. The training
 and validation canvases use the training images only (validation the last 5,000), the test canvases only the
 official test images.
 
 Two models are trained in the same run, on the same batches:
 
-* **attention**: a CNN encoder gives ``F`` (P = 4 x 14 positions x C channels); at each word the LSTM decoder
+* **attention**: a CNN encoder gives ``F`` (P = 4 x 4 positions x C channels); at each word the LSTM decoder
   scores every position, ``e_t = v . tanh(F W_f + W_h h_{t-1})``, weighs them ``a_t = softmax(e_t)``, reads
   ``z_t = sum_p a_t[p] F[p]`` and steps ``h_t = LSTM(h_{t-1}, [E[w_t]; z_t])``; logits from ``[h_t; z_t]``.
 * **baseline** (no attention, the lecture's first captioning model): ``h_{-1} = tanh(W_i vec(F) + b_i)`` and
@@ -16,8 +17,8 @@ Two models are trained in the same run, on the same batches:
 Training is teacher-forced (the decoder reads ``<start>`` and the true words), compiled; decoding is greedy
 (``f.generate``) and beam search of width k (a loop over ``f.step``, one state row per beam).
 
-    python examples/captioning.py train                        # the full run, about 15-20 min on 2 loaded cores
-    python examples/captioning.py train --quick                # CI: a few hundred canvases
+    python examples/captioning.py train                        # the full run, about 12 min on 2 loaded cores
+    python examples/captioning.py train --quick                # CI: tiny models, a few hundred canvases
     python examples/captioning.py train --out docs/img         # the pictures of docs/captioning.md
     python examples/captioning.py sample canvas.png            # write a test canvas
     python examples/captioning.py caption canvas.png           # greedy and beam captions, attention maps
@@ -45,13 +46,14 @@ from rnnc.data import Vocab  # noqa: E402
 from rnnc.ops.linalg import transpose  # noqa: E402
 from rnnc.train import Adam, clip_global_norm  # noqa: E402
 
-SLOTS, ITEMS, SIDE = 4, 3, 28
-CANVAS = (1, SIDE, SLOTS * SIDE)                      # one channel, 28 x 112
-GRID = (4, 14)                                        # the encoder's positions (rows, columns)
+SLOTS, SIDE = 4, 28                                   # a 2 x 2 grid of 28 x 28 slots
+ITEMS = (2, 3, 4)                                     # items on a canvas, drawn uniformly
+CANVAS = (1, 2 * SIDE, 2 * SIDE)                      # one channel, 56 x 56
+GRID = (4, 4)                                         # the encoder's positions (rows, columns): 2 x 2 per slot
 WORDS = tuple(c.lower().replace(" ", "-") for c in fashion_mnist.CLASSES)
 VOCAB = Vocab(WORDS + ("<start>",), level="word")
 START, END = VOCAB.ids["<start>"], Vocab.end_id
-STEPS = ITEMS + 1                                     # three words, then <end>
+STEPS = max(ITEMS) + 1                                # up to four words, then <end> (padded with <end>)
 KINDS = ("attention", "baseline")
 SIZES = {"hidden": 64, "embed": 16, "att": 32, "channels": (8, 16, 32)}    # the full run
 QUICK_SIZES = {"hidden": 16, "embed": 8, "att": 8, "channels": (8,)}  # --quick and the tests
@@ -61,23 +63,28 @@ QUICK_SIZES = {"hidden": 16, "embed": 8, "att": 8, "channels": (8,)}  # --quick 
 
 
 def canvases(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> dict:
-    """``n`` canvases from ``images`` (N, 1, 28, 28): ``img`` (n, 1, 28, 112) float32, ``slots`` (n, 3), the
-    teacher-forced decoder input ``w`` (4, n) = ``<start>``, words and the target ``y`` (4, n) = words, ``<end>``.
+    """``n`` canvases from ``images`` (N, 1, 28, 28): ``img`` (n, 1, 56, 56) float32, ``slots`` (n, 4) the slot
+    (0-3, reading order) of each item named, -1 after the last, the teacher-forced decoder input ``w`` (5, n) =
+    ``<start>``, words, ``<end>``... and the target ``y`` (5, n) = words, ``<end>``, ``<end>``...
 
-    Each canvas takes three images at random and three of the four slots (sorted, so the caption reads left to
-    right); everything is drawn from ``numpy.random.default_rng(seed)``.
+    Each canvas holds 2, 3 or 4 items in as many of the four slots, each slot's image drawn at random;
+    everything is drawn from ``numpy.random.default_rng(seed)``.
     """
     rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(images), size=(n, ITEMS))
-    slots = np.sort(np.argsort(rng.random((n, SLOTS)), axis=1)[:, :ITEMS], axis=1)
+    count = rng.integers(min(ITEMS), max(ITEMS) + 1, size=n)
+    rank = np.argsort(np.argsort(rng.random((n, SLOTS)), axis=1), axis=1)
+    filled = rank < count[:, None]                                  # which slots hold an item
+    pick = rng.integers(0, len(images), size=(n, SLOTS))
     img = np.zeros((n,) + CANVAS, dtype=np.float32)
-    for k in range(ITEMS):
-        for s in range(SLOTS):
-            rows = np.flatnonzero(slots[:, k] == s)
-            img[rows, :, :, s * SIDE:(s + 1) * SIDE] = images[pick[rows, k]]
-    words = np.array([[VOCAB.ids[WORDS[c]] for c in row] for row in labels[pick]]).T      # (3, n)
-    w = np.concatenate([np.full((1, n), START), words])
-    y = np.concatenate([words, np.full((1, n), END)])
+    for s in range(SLOTS):
+        r, c, rows = s // 2, s % 2, np.flatnonzero(filled[:, s])
+        img[rows, :, r * SIDE:(r + 1) * SIDE, c * SIDE:(c + 1) * SIDE] = images[pick[rows, s]]
+    word_of = np.array([VOCAB.ids[w] for w in WORDS])[labels[pick]]   # (n, 4): the word of each slot's image
+    y, slots = np.full((STEPS, n), END), np.full((n, SLOTS), -1)
+    for i in range(n):
+        where = np.flatnonzero(filled[i])
+        y[:len(where), i], slots[i, :len(where)] = word_of[i, where], where
+    w = np.concatenate([np.full((1, n), START), y[:-1]])
     return {"img": img, "w": w, "y": y, "slots": slots}
 
 
@@ -101,10 +108,10 @@ def caption_text(ids) -> str:
 
 
 def encoder(net, img, channels=(8, 16, 32)):
-    """3 x 3 conv + ReLU layers, each followed by max pooling, down to the 4 x 14 grid: (1, 28, 112) ->
-    (channels[-1], 4, 14). Three layers pool by 2, 2 and 3 (stride 2, padding 1); one layer (the quick mode, small
-    and quick to compile) pools 7 x 8 windows."""
-    pools = {1: [((7, 8), (7, 8), 0)], 3: [(2, 2, 0), (2, 2, 0), (3, 2, 1)]}      # (kernel, stride, padding)
+    """3 x 3 conv + ReLU layers, each followed by max pooling, down to the 4 x 4 grid: (1, 56, 56) ->
+    (channels[-1], 4, 4). Three layers pool by 2, 2 and 4 (padding 1: 14 -> 4); one layer (the quick mode, small
+    and quick to compile) pools 14 x 14 windows. Each slot is 2 x 2 cells of the grid."""
+    pools = {1: [(14, 14, 0)], 3: [(2, 2, 0), (2, 2, 0), (4, 4, 1)]}             # (kernel, stride, padding)
     if len(channels) not in pools:
         raise ValueError(f"the encoder has 1 or 3 conv layers, got channels={channels}")
     x = nn.Normalizer(255.0)(net, img)
@@ -126,7 +133,7 @@ def build(kind: str = "attention", hidden: int = 64, embed: int = 16, att: int =
     net = nn.Network(m)
     img = m.input("img", CANVAS, axes=())
     w, y = m.input("w", (), dtype="int"), m.input("y", (), dtype="int")
-    feat = encoder(net, img, tuple(channels))                        # (C, 4, 14)
+    feat = encoder(net, img, tuple(channels))                        # (C, 4, 4)
     C, P = feat.shape[0], feat.shape[1] * feat.shape[2]
     E = m.param("E", (len(VOCAB), embed))
     word = rc.embedding(E, w[t])                                     # row w[t] of the word table
@@ -173,9 +180,12 @@ def compiled(kind: str = "attention", **sizes):
 
 
 def greedy(f, params: dict, img: np.ndarray) -> np.ndarray:
-    """Greedy captions (4, n) through ``f.generate`` (temperature 0), primed with ``<start>``."""
+    """Greedy captions (5, n) through ``f.generate`` (temperature 0), primed with ``<start>``; after a caption's
+    first ``<end>`` only ``<end>`` (as beam search ends a beam)."""
     prime = np.full((1, len(img)), START)
-    return f.generate(params, prime, STEPS, temperature=0, inputs={"img": img})[1:]
+    out = f.generate(params, prime, STEPS, temperature=0, inputs={"img": img})[1:]
+    out[np.maximum.accumulate(out == END, axis=0)] = END
+    return out
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -184,7 +194,7 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 def beam_search(f, params: dict, img: np.ndarray, k: int = 3) -> np.ndarray:
-    """Beam search of width ``k`` (4, n): ``n * k`` rows stepped together by ``f.step``; after each step the k best
+    """Beam search of width ``k`` (5, n): ``n * k`` rows stepped together by ``f.step``; after each step the k best
     of the k x V extensions of each canvas survive, and the state rows are gathered after their beams. A beam
     that has said ``<end>`` only extends by ``<end>`` at no cost. ``k = 1`` is greedy decoding."""
     n, V = len(img), len(VOCAB)
@@ -213,7 +223,7 @@ def beam_search(f, params: dict, img: np.ndarray, k: int = 3) -> np.ndarray:
 
 
 def attention_maps(f, params: dict, img: np.ndarray, caption: np.ndarray) -> np.ndarray:
-    """``alpha`` (4, n, 4, 14): where the attention model looks while saying each word of ``caption`` (4, n),
+    """``alpha`` (5, n, 4, 4): where the attention model looks while saying each word of ``caption`` (5, n),
     teacher-forced (it reads ``<start>``, then the caption's words) through ``f.step``, the decoding kernel."""
     state = f.initial_state(len(img), params, {"img": img})
     prev, maps = np.full(len(img), START), []
@@ -225,17 +235,21 @@ def attention_maps(f, params: dict, img: np.ndarray, caption: np.ndarray) -> np.
 
 
 def attention_on_item(alpha: np.ndarray, slots: np.ndarray) -> float:
-    """The mean share of attention mass on the 28-pixel strip of the item being named (steps 0-2); each grid
-    cell's weight is spread evenly over its 7 x 8 pixels. The strip is 1/4 of the canvas."""
-    width = SLOTS * SIDE // GRID[1]
-    cols = np.repeat(alpha[:ITEMS].sum(axis=2), width, axis=-1) / width                   # (3, n, 112)
-    strips = cols.reshape(ITEMS, -1, SLOTS, SIDE).sum(-1)                                 # (3, n, 4)
-    return float(np.take_along_axis(strips, slots.T[:, :, None], axis=2).mean())
+    """The mean share of attention mass on the slot of the item being named, over every word of every caption
+    (not ``<end>``): ``alpha`` (5, n, 4, 4), ``slots`` (n, 4) as :func:`canvases` gives. Each slot is a 2 x 2
+    block of grid cells, a quarter of the canvas."""
+    steps, n = alpha.shape[:2]
+    mass = alpha.reshape(steps, n, 2, 2, 2, 2).sum(axis=(3, 5)).reshape(steps, n, SLOTS)   # per slot
+    k, i = np.nonzero(slots.T >= 0)                                   # word k of canvas i
+    return float(mass[k, i, slots[i, k]].mean())
 
 
 def scores(pred: np.ndarray, y: np.ndarray) -> dict:
-    """Whole-caption accuracy (all four tokens right) and per-word accuracy (over the four positions)."""
-    return {"caption": float((pred == y).all(axis=0).mean()), "word": float((pred == y).mean())}
+    """Whole-caption accuracy (every token up to the true ``<end>`` right, and ``<end>`` there) and per-word
+    accuracy (over the tokens up to and including the true ``<end>``)."""
+    upto = np.arange(len(y))[:, None] <= (y == END).argmax(axis=0)[None, :]
+    right = (pred == y) | ~upto
+    return {"caption": float(right.all(axis=0).mean()), "word": float((pred == y)[upto].mean())}
 
 
 def evaluate(f, params, data: dict, beam: int = 3, batch: int = 500) -> dict:
@@ -301,7 +315,7 @@ def write_results(res: dict, test: dict, folder: Path) -> None:
     captioning_plots.curves(res, folder / "captioning_curves.png")
     model, f = compiled("attention", **res["sizes"]["model"])
     params = res["attention_params"]
-    rows = np.arange(4)
+    rows = np.arange(5)
     cap = greedy(f, params, test["img"][rows])
     alpha = attention_maps(f, params, test["img"][rows], cap)
     captioning_plots.attention(test["img"][rows], cap, alpha, folder / "captioning_attention.png")
@@ -311,7 +325,7 @@ def write_results(res: dict, test: dict, folder: Path) -> None:
 
 
 def read_canvas(path: str) -> np.ndarray:
-    """A canvas (1, 1, 28, 112) float32 in 0..255 from a .npy or a grey / RGB .png."""
+    """A canvas (1, 1, 56, 56) float32 in 0..255 from a .npy or a grey / RGB .png."""
     if path.endswith(".npy"):
         a = np.load(path).astype(np.float32)
     else:
@@ -351,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--beam", type=int, default=3)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", default="out/captioning")
-    cp = sub.add_parser("caption", help="caption a 28x112 canvas (.png or .npy)")
+    cp = sub.add_parser("caption", help="caption a 56 x 56 canvas (.png or .npy)")
     cp.add_argument("image")
     cp.add_argument("--model", default="out/captioning", help="folder of attention.npz")
     cp.add_argument("--beam", type=int, default=3)

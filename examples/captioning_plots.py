@@ -42,21 +42,26 @@ def curves(res: dict, path: Path) -> None:
 
 
 def attention(img: np.ndarray, caption: np.ndarray, alpha: np.ndarray, path: Path) -> None:
-    """One row per canvas: the canvas, then one panel per word with its attention map over the image.
+    """One row per canvas: the canvas, then one panel per word (up to the first ``<end>``) with its attention map
+    over the image.
 
-    ``img`` (n, 1, 28, 112), ``caption`` (4, n) word ids, ``alpha`` (4, n, rows, cols) attention weights.
+    ``img`` (n, 1, 56, 56), ``caption`` (5, n) word ids, ``alpha`` (5, n, rows, cols) attention weights.
     """
     from captioning import END, VOCAB
 
     plt = _plt()
     n, steps = img.shape[0], caption.shape[0]
-    fig, axes = plt.subplots(n, steps + 1, figsize=(2.6 * (steps + 1), 1.1 * n + 0.3), squeeze=False)
+    fig, axes = plt.subplots(n, steps + 1, figsize=(1.5 * (steps + 1), 1.6 * n + 0.2), squeeze=False)
     side = img.shape[2] // alpha.shape[2], img.shape[3] // alpha.shape[3]
     for i in range(n):
         axes[i, 0].imshow(img[i, 0], cmap="gray", vmin=0, vmax=255)
         axes[i, 0].set_title("canvas", fontsize=8)
+        said = list(caption[:, i])
         for s in range(steps):
             ax = axes[i, s + 1]
+            if END in said[:s]:                                     # after <end>: nothing said
+                ax.axis("off")
+                continue
             up = np.kron(alpha[s, i], np.ones(side))
             ax.imshow(img[i, 0], cmap="gray", vmin=0, vmax=255)
             ax.imshow(up, cmap="inferno", alpha=0.6, vmin=0, vmax=up.max())

@@ -69,23 +69,31 @@ def test_attention_compiled_equals_interpreter():
         np.testing.assert_allclose(grads[k], ref.grads[k], rtol=1e-8, atol=1e-12)
 
 
-def test_canvases_are_seeded_and_captions_name_items_left_to_right():
+def _slot(img: np.ndarray, s: int) -> np.ndarray:
+    """Slot ``s`` (0-3, reading order) of one 56 x 56 canvas."""
+    r, c = divmod(s, 2)
+    return img[28 * r:28 * r + 28, 28 * c:28 * c + 28]
+
+
+def test_canvases_are_seeded_and_captions_name_items_in_reading_order():
     rng = np.random.default_rng(0)
     images = rng.integers(1, 255, size=(20, 1, 28, 28)).astype(np.uint8)
     labels = np.arange(20) % 10
-    a, b = cap.canvases(images, labels, 8, seed=3), cap.canvases(images, labels, 8, seed=3)
+    a, b = cap.canvases(images, labels, 30, seed=3), cap.canvases(images, labels, 30, seed=3)
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    assert not np.array_equal(a["img"], cap.canvases(images, labels, 8, seed=4)["img"])
-    assert a["img"].shape == (8, 1, 28, 112) and a["w"].shape == (4, 8) and a["y"].shape == (4, 8)
+    assert not np.array_equal(a["img"], cap.canvases(images, labels, 30, seed=4)["img"])
+    assert a["img"].shape == (30, 1, 56, 56) and a["w"].shape == (5, 30) and a["y"].shape == (5, 30)
     assert (a["w"][0] == cap.START).all() and (a["y"][-1] == cap.END).all()
     assert np.array_equal(a["w"][1:], a["y"][:-1])                     # teacher forcing: shifted by one
-    for n in range(8):
-        strips = a["img"][n, 0].reshape(28, 4, 28).transpose(1, 0, 2)  # the four slots
-        filled = [s for s in range(4) if strips[s].any()]
-        assert filled == list(a["slots"][n])
-        for k, s in enumerate(filled):                                  # the k-th word names the k-th slot
-            match = [i for i in range(20) if np.array_equal(images[i, 0], strips[s])]
+    counts = (a["slots"] >= 0).sum(axis=1)
+    assert set(counts) == {2, 3, 4}
+    for n in range(30):
+        filled = [s for s in range(4) if _slot(a["img"][n, 0], s).any()]
+        assert filled == list(a["slots"][n, :counts[n]])              # reading order: top row, left to right
+        for k, s in enumerate(filled):                                  # the k-th word names the k-th item
+            match = [i for i in range(20) if np.array_equal(images[i, 0], _slot(a["img"][n, 0], s))]
             assert cap.VOCAB.tokens[a["y"][k, n]] == cap.WORDS[labels[match[0]]]
+        assert (a["y"][counts[n]:, n] == cap.END).all()                # <end>, then padded with <end>
 
 
 @needs_data
@@ -96,18 +104,26 @@ def test_test_canvases_use_only_test_images():
     test_items = {xt[i, 0].tobytes() for i in range(len(xt))}
     for n in range(40):
         for s in d["test"]["slots"][n]:
-            assert d["test"]["img"][n, 0, :, 28 * s:28 * s + 28].astype(np.uint8).tobytes() in test_items
+            if s >= 0:
+                assert _slot(d["test"]["img"][n, 0], s).astype(np.uint8).tobytes() in test_items
     assert d["train"]["img"].max() > 0 and not np.array_equal(d["train"]["img"], d["test"]["img"])
     assert x.shape[0] == 60000
 
 
-def test_attention_on_item_counts_the_named_strip():
-    alpha = np.zeros((4, 1) + cap.GRID)
-    alpha[0, 0, :, 0:3] = 1.0 / 12                                 # columns 0-2: pixels 0-23, inside slot 0
-    alpha[1, 0, :, 7] = 1.0 / 4                                    # column 7: pixels 56-63, slot 2
-    alpha[2, 0, :, 3] = 1.0 / 4                                    # column 3: pixels 24-31, half slot 0, half 1
-    got = cap.attention_on_item(alpha, np.array([[0, 2, 1]]))
-    assert np.isclose(got, (1.0 + 1.0 + 0.5) / 3)
+def test_attention_on_item_counts_the_named_slot_and_scores_stop_at_end():
+    alpha = np.zeros((5, 1) + cap.GRID)
+    alpha[0, 0, 0:2, 0:2] = 1.0 / 4                                # the 2 x 2 cells of slot 0
+    alpha[1, 0, 2:4, 2] = 1.0 / 4                                  # half on slot 3, half on slot 2
+    alpha[1, 0, 2:4, 1] = 1.0 / 4
+    alpha[2, 0] = 1.0 / 16                                         # <end>: not counted
+    got = cap.attention_on_item(alpha, np.array([[0, 3, -1, -1]]))
+    assert np.isclose(got, (1.0 + 0.5) / 2)
+    a, b, c = (cap.VOCAB.ids[w] for w in cap.WORDS[:3])
+    y = np.array([[a, b], [b, cap.END], [c, cap.END], [cap.END, cap.END], [cap.END, cap.END]])
+    pred = y.copy()
+    pred[4, 0] = a                                                 # after the true <end>: ignored
+    pred[1, 1] = c                                                 # the second caption's <end> missed
+    assert cap.scores(pred, y) == {"caption": 0.5, "word": 5 / 6}
 
 
 @pytest.fixture(scope="module")
@@ -121,16 +137,16 @@ def quick_models():
 
 
 def _images(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, size=(n, 1, 28, 112)).astype(np.float32)
+    return np.random.default_rng(seed).integers(0, 255, size=(n,) + cap.CANVAS).astype(np.float32)
 
 
 def test_greedy_is_beam_of_width_one_and_beam_scores_no_worse(quick_models):
     img = _images(3, 1)
     for kind, (_model, f, params) in quick_models.items():
         g = cap.greedy(f, params, img)
-        assert g.shape == (4, 3)
+        assert g.shape == (cap.STEPS, 3)
         np.testing.assert_array_equal(cap.beam_search(f, params, img, 1), g, err_msg=kind)
-        assert cap.beam_search(f, params, img, 3).shape == (4, 3)
+        assert cap.beam_search(f, params, img, 3).shape == (cap.STEPS, 3)
 
 
 def test_generate_equals_interpreter_reference(quick_models):
@@ -139,15 +155,16 @@ def test_generate_equals_interpreter_reference(quick_models):
     img = _images(2, 2)
     prime = np.full((1, 2), cap.START)
     for kind, (model, f, params) in quick_models.items():
-        want = generate(model, params, prime, 4, {"w": "logits"}, temperature=0, dtype="float32",
+        want = generate(model, params, prime, cap.STEPS, {"w": "logits"}, temperature=0, dtype="float32",
                         inputs={"img": img})
-        np.testing.assert_array_equal(f.generate(params, prime, 4, temperature=0, inputs={"img": img}), want,
+        np.testing.assert_array_equal(f.generate(params, prime, cap.STEPS, temperature=0, inputs={"img": img}), want,
                                       err_msg=kind)
 
 
 def test_attention_maps_by_steps_equal_the_interpreter(quick_models):
     model, f, params = quick_models["attention"]
-    img, caption = _images(2, 3), np.array([[1, 4], [2, 0], [9, 9], [cap.END, cap.END]])
+    a, b, c = (cap.VOCAB.ids[w] for w in cap.WORDS[3:6])
+    img, caption = _images(2, 3), np.array([[a, b], [c, a], [b, cap.END], [cap.END, cap.END], [cap.END, cap.END]])
     w = np.concatenate([np.full((1, 2), cap.START), caption[:-1]])
     ref = rc.interpret(model, {"img": img, "w": w, "y": caption}, params).outputs["alpha"]
     got = cap.attention_maps(f, params, img, caption)
