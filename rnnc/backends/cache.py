@@ -200,12 +200,12 @@ def _write_atomic(path: Path, text: str, key: str) -> None:
 
 def load(path: Path):
     """Import a cached module file under a private module name (refused unless :func:`trusted`)."""
+    if not trusted(path):               # checked first: an entry replaced since it was imported is refused too
+        raise PermissionError(f"rnnc cache entry {str(path)!r} is not this user's or may be written by others: "
+                              f"not imported")
     name = f"rnnc_gen_{path.stem}"
     if name in sys.modules:
         return sys.modules[name]
-    if not trusted(path):
-        raise PermissionError(f"rnnc cache entry {str(path)!r} is not this user's or may be written by others: "
-                              f"not imported")
     install_helper_locator()
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
