@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from numba import config
 
 from rnnc.backends.cpu.emit import one_line
+from rnnc.backends.cpu.pieces import RunCall
+from rnnc.errors import RnncError
 
 THREADS = 128                                     # threads per block of a map kernel
 SIM_THREADS = 4                                   # threads of a map kernel in the simulator (one block)
@@ -116,6 +118,14 @@ class CudaEmitter:
         comment = f"  # {self.tag}" if self.tag and not text.lstrip().startswith("#") else ""
         target = self._cur.lines if self._cur is not None else self.lines
         target.append("    " * self.depth + text + comment)
+
+    def mark(self, item) -> None:
+        """The CPU emitter's structured pieces (:mod:`rnnc.backends.cpu.pieces`) split CPU stage functions; a
+        CUDA module is split into kernels by its own rules, so a cut or a piece's end is dropped here. A call
+        ``run`` would make (:class:`~rnnc.backends.cpu.pieces.RunCall`) means a CPU-only template reached the
+        CUDA renderer: refused, never silently skipped."""
+        if isinstance(item, RunCall):
+            raise RnncError(f"internal: the CPU call {item.module}.{item.fn} reached the CUDA renderer")
 
     def fresh(self, prefix: str = "s") -> str:
         self._fresh += 1
