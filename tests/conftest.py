@@ -3,11 +3,18 @@
 Select a profile with ``HYPOTHESIS_PROFILE=dev pytest`` or ``pytest --hypothesis-profile=dev``.
 """
 import os
+import signal
 import sys
 
 from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# The interrupt tests send SIGINT to their own process. A shell starts background jobs with SIGINT ignored, and
+# the Trainer (rightly) installs no handler over an ignored signal: restore Python's default handler, so those
+# tests test the Trainer whatever way the suite was started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
