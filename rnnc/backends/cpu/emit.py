@@ -70,15 +70,10 @@ def one_line_breaks(src: str) -> str:
     return src
 
 
-class Emitter:
-    """Writes lines of Python with indentation; ``tag`` is appended to each line as a comment. ``lines`` holds
-    the lines and, between them, structured pieces (:meth:`mark`)."""
+class Tagged:
+    """The comment tag both emitters (CPU and CUDA) append to each line: always one line (:func:`one_line`)."""
 
-    def __init__(self):
-        self.lines: list = []
-        self.depth = 0
-        self.tag = ""
-        self._fresh = 0
+    _tag = ""
 
     @property
     def tag(self) -> str:
@@ -88,6 +83,17 @@ class Emitter:
     @tag.setter
     def tag(self, text: str) -> None:
         self._tag = one_line(text)
+
+
+class Emitter(Tagged):
+    """Writes lines of Python with indentation; ``tag`` is appended to each line as a comment. ``lines`` holds
+    the lines and, between them, structured pieces (:meth:`mark`)."""
+
+    def __init__(self):
+        self.lines: list = []
+        self.depth = 0
+        self.tag = ""
+        self._fresh = 0
 
     def mark(self, item) -> None:
         """Put a structured piece (:mod:`rnnc.backends.cpu.pieces`: a cut, a piece's end, a call ``run`` makes)

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 from numba import config
 
-from rnnc.backends.cpu.emit import one_line
+from rnnc.backends.cpu.emit import Tagged
 from rnnc.backends.cpu.pieces import RunCall
 from rnnc.errors import RnncError
 
@@ -71,7 +71,7 @@ class _Kernel:
         self.shared: list[str] = []
 
 
-class CudaEmitter:
+class CudaEmitter(Tagged):
     """Same interface as :class:`rnnc.backends.cpu.emit.Emitter`; host lines go to ``lines`` (the ``run``
     body), kernel lines to the kernel being written; finished kernels' sources collect in ``kernels``."""
 
@@ -100,15 +100,6 @@ class CudaEmitter:
             self._cur.depth = value
         else:
             self.host_depth = value
-
-    @property
-    def tag(self) -> str:
-        """The comment each line gets (the IR node it comes from); one line, see :func:`one_line`."""
-        return self._tag
-
-    @tag.setter
-    def tag(self, text: str) -> None:
-        self._tag = one_line(text)
 
     @property
     def in_kernel(self) -> bool:
