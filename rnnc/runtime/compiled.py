@@ -43,6 +43,7 @@ class Compiled:
         self.grad_options = grad_options
         self.passes = passes
         self._kernels: dict = {}
+        self.segments = None       # checkpoint=k on the CPU: rnnc.runtime.segments.Segmented (set by compile)
         self._step_sizes = None
         self._optional = _loss_only_inputs(self.graph)
         self.feedback = None
@@ -116,6 +117,8 @@ class Compiled:
                       check_finite: bool | str = False) -> tuple[float, dict]:
         """:math:`L` and :math:`\\partial L / \\partial w` for every param (or the ``wrt`` names); ``sizes``,
         ``batch`` and ``check_finite`` as in :meth:`forward`."""
+        if self.segments is not None:
+            return self.segments.loss_and_grad(inputs, params, sizes, batch, check_finite)
         k = self.kernel("grad")
         b = k.bind(inputs, params, sizes=sizes, batch=batch, check_finite=check_finite)
         bufs = k.call(b)
@@ -326,21 +329,35 @@ def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | N
     (and its scans whole). A module with neither uses BLAS threads per stage: 2 for map stages, for a scan's
     per-step products 1 on batches up to 32, else 2 (``threads`` fixes both). See ``docs/backends.md``.
     ``grad_options`` (``wrt``, ``truncate``, ``checkpoint``) are passed to :func:`rnnc.grad` for
-    ``loss_and_grad``. With ``checkpoint=k`` the compiled gradients equal the checkpointed ones, but the
-    compiled kernel still keeps every step's values: the memory saving is the interpreter's only (for now), and
-    ``compile`` says so with a ``RuntimeWarning``. ``verbose=True`` prints one line on stderr per kernel after
+    ``loss_and_grad``. With ``checkpoint=k`` (or ``True``: :math:`k = \\lceil\\sqrt{T}\\rceil`)
+    ``loss_and_grad`` keeps the recurrent state every ``k`` steps and recomputes each segment of ``k`` steps
+    in a compiled segment kernel on the way back (:mod:`rnnc.runtime.segments`): peak memory
+    :math:`O(T/k + k)` steps instead of :math:`O(T)`; a model that plan does not fit (several loop axes,
+    lengths, deeper delays, ``truncate=``, ``target="cuda"``) gets the whole-sequence kernel, and a
+    ``RuntimeWarning`` says why it saves no memory. ``verbose=True`` prints one line on stderr per kernel after
     its first call: which kernel, whether its module was generated or loaded from the cache, and the times.
     ``feedback`` (input name -> output name, e.g. ``{"x": "logits"}``) says which output's distribution is
     sampled and fed back as which input by :meth:`Compiled.generate` (see :mod:`rnnc.runtime.generate`).
     """
-    if grad_options.get("checkpoint"):
-        warnings.warn(f"rc.compile(checkpoint={grad_options['checkpoint']!r}): the compiled kernel computes the "
-                      "checkpointed gradients but keeps every step's values, so it saves no memory; "
-                      "rc.interpret(rc.grad(model, checkpoint=...), ...) does", RuntimeWarning, stacklevel=2)
     if target == "cuda":            # options scan= and results=: see rnnc.runtime.cuda.CudaCompiled
+        if grad_options.get("checkpoint"):
+            _no_saving(grad_options["checkpoint"], "target='cuda' runs the whole sequence in one kernel")
         from rnnc.runtime.cuda import CudaCompiled
 
         return CudaCompiled(model, dtype, feedback=feedback, **grad_options)
     if target != "cpu":
         raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
-    return Compiled(model, dtype, threads=threads, verbose=verbose, feedback=feedback, **grad_options)
+    compiled = Compiled(model, dtype, threads=threads, verbose=verbose, feedback=feedback, **grad_options)
+    if grad_options.get("checkpoint") is not None:
+        from rnnc.runtime.segments import segmented
+
+        compiled.segments, refusal = segmented(compiled, grad_options)
+        if refusal:
+            _no_saving(grad_options["checkpoint"], refusal)
+    return compiled
+
+
+def _no_saving(checkpoint, reason: str) -> None:
+    warnings.warn(f"rc.compile(checkpoint={checkpoint!r}): {reason}; the compiled kernel computes the "
+                  "checkpointed gradients but keeps every step's values, so it saves no memory; "
+                  "rc.interpret(rc.grad(model, checkpoint=...), ...) does", RuntimeWarning, stacklevel=3)
