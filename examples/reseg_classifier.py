@@ -125,8 +125,10 @@ def make_trainer(clf, epochs: int, lr: float, batch: int, seed: int, progress: b
     tr = Trainer(clf, opt, batch_size=batch, seed=seed, schedule=CosineLR(epochs), engine=engine,
                  progress=progress, augment=FlipShift(flip=0.5, shift=2) if augment else None)
     if engine == "compiled":      # threads: see docs/flagship.md, "Threads"
-        tr.engine = CompiledEngine(tr.train_net.model, tr.dtype, threads=threads)
-        tr.eval_engine = CompiledEngine(tr.eval_net.model, tr.dtype, threads=threads)
+        # the trainer's graphs: the model's plus the predictions its accuracy reads (rnnc.train.metrics)
+        finite = tr.engine.check_finite
+        tr.engine = CompiledEngine(tr.metrics.graph, tr.dtype, threads=threads, check_finite=finite)
+        tr.eval_engine = CompiledEngine(tr.eval_metrics.graph, tr.dtype, threads=threads, check_finite=finite)
     tr.engine = LoggedEngine(tr.engine)
     return tr
 

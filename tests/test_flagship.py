@@ -116,3 +116,16 @@ def test_pytorch_twin_computes_the_same_network():
     with torch.no_grad():
         theirs = model(torch.from_numpy(x / 255.0)).numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-8)
+
+
+def test_compiled_trainer_reports_accuracy(tmp_path):
+    """The example's compiled engines train on the trainer's graphs, so the accuracy's predictions come back
+    from the compiled kernel (a regression: they were built on the bare model and the first step failed)."""
+    clf = R.fashion_reseg(widths=(2, 2, 2, 2), hidden=(2, 2))
+    tr = R.make_trainer(clf, epochs=1, lr=0.05, batch=8, seed=0, progress=False, engine="compiled", threads=1)
+    rng = np.random.default_rng(0)
+    data = {"x": rng.integers(0, 256, (16, 1, 28, 28)).astype(np.float32), "y": rng.integers(0, 10, 16)}
+    tr.fit(data, 1, val=data)
+    row = tr.history[-1]
+    assert 0.0 <= row["accuracy"] <= 1.0 and np.isfinite(row["loss"]), row
+    assert len(tr.engine.log) >= 2 and tr.engine.name == "compiled"    # + the compile warm-up call
