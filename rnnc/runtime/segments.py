@@ -217,18 +217,17 @@ class Segmented:
     def loss_and_grad(self, inputs: dict, params: dict, sizes: dict | None = None, batch: int | None = None,
                       check_finite: bool | str = False) -> tuple[float, dict]:
         """:math:`L` and :math:`\\partial L / \\partial w`, equal to the whole-sequence kernel's up to rounding."""
+        from rnnc.interpret.bind import bind
+
         p = self.plan
-        inputs = {name: np.asarray(v) for name, v in inputs.items()}
-        steps = self._steps(inputs, sizes)
+        whole = bind(p.graph, inputs, params, self.compiled.dtype, sizes, batch, check_finite=check_finite)
+        steps, nbatch, dtype = whole.sizes[p.axis], whole.batch, whole.dtype
         every = segment_length(self.checkpoint, steps)
         cuts = [(s, min(s + every, steps)) for s in range(0, steps, every)]
-        dtype = np.dtype(self.compiled.dtype)
-        nbatch = self._batch(inputs, batch)
         enter = [self._initial(inputs, params, nbatch, dtype)]
         fwd = self.kernel("segment_forward") if len(cuts) > 1 else None
         for start, stop in cuts[:-1]:
-            bufs = self._call("segment_forward", fwd, inputs, params, enter[-1], {}, start, stop, sizes, nbatch,
-                              check_finite)
+            bufs = self._call("segment_forward", fwd, whole, enter[-1], {}, start, stop)
             enter.append({s: fwd.result(bufs, "outputs", s) for s in p.states})
         adjoint = {s: np.zeros_like(v) for s, v in enter[0].items()}
         total, grads = 0.0, {}
@@ -237,7 +236,7 @@ class Segmented:
             variant = "segment_grad_end" if end else "segment_grad"
             k = self.kernel(variant)
             lam = {} if end else {s: a * (nbatch if p.graph.values[s].batched else 1) for s, a in adjoint.items()}
-            bufs = self._call(variant, k, inputs, params, enter[j], lam, *cuts[j], sizes, nbatch, check_finite)
+            bufs = self._call(variant, k, whole, enter[j], lam, *cuts[j])
             total += float(k.result(bufs, "loss"))
             if j < len(cuts) - 1 and not end:      # take <lambda, h[e_j - 1]> back out of the segment's loss
                 total -= float(sum(np.vdot(adjoint[s], enter[j + 1][s]) for s in p.states))
@@ -249,34 +248,19 @@ class Segmented:
         grads = self._through_initial_values(grads, adjoint, inputs, params, nbatch, dtype)
         return total, {name: grads.get(name, np.zeros(p.graph.params[name].shape, dtype)) for name in p.wrt}
 
-    def _call(self, variant, k, inputs, params, enter, lam, start, stop, sizes, nbatch, check_finite):
-        p, graph = self.plan, self.plan.graph
-        feed = {name: (v[start:stop] if p.axis in graph.inputs[name].axes else v)
-                for name, v in inputs.items() if name in k.source_graph.inputs}
-        feed.update({p.state_inputs[s].name: v for s, v in enter.items()})
-        feed.update({p.adjoint_inputs[s].name: v for s, v in lam.items()})
-        own = {name: v for name, v in params.items() if name in k.source_graph.params}
-        b = k.bind(feed, own, sizes={**(sizes or {}), p.axis.name: stop - start}, batch=nbatch,
-                   check_finite=check_finite)
-        bufs = k.call(b)
+    def _call(self, variant, k, whole, enter, lam, start, stop):
+        """Run kernel ``k`` on steps ``[start, stop)``: the whole call's checked arrays, sliced (views), and the
+        segment's state and adjoint inputs."""
+        from rnnc.interpret.bind import Binding
+
+        p, graph = self.plan, k.source_graph
+        arrays = {node: (arr[start:stop] if p.axis in node.axes else arr) for node, arr in whole.arrays.items()
+                  if node.op == "param" or node in graph.inputs.values()}
+        arrays.update({p.state_inputs[s]: v for s, v in enter.items()})
+        arrays.update({p.adjoint_inputs[s]: v for s, v in lam.items()})
+        bufs = k.call(Binding(arrays, {p.axis: stop - start}, whole.batch, whole.dtype))
         self.compiled._report(variant, k)
         return bufs
-
-    def _steps(self, inputs: dict, sizes: dict | None) -> int:
-        g, axis = self.plan.graph, self.plan.axis
-        for name, node in g.inputs.items():
-            if name in inputs and axis in node.axes:
-                return int(inputs[name].shape[node.axes.index(axis)])
-        if sizes and axis.name in sizes:
-            return int(sizes[axis.name])
-        raise ValueError(f"the size of axis {axis.name!r} is unknown: no input varies along it; "
-                         f"pass sizes={{{axis.name!r}: N}}")
-
-    def _batch(self, inputs: dict, batch: int | None) -> int:
-        for name, node in self.plan.graph.inputs.items():
-            if name in inputs and node.batched and inputs[name].ndim > len(node.axes):
-                return int(inputs[name].shape[len(node.axes)])
-        return int(batch or 1)
 
     def _initial(self, inputs: dict, params: dict, nbatch: int, dtype) -> dict:
         """The state entering step 0: each delayed signal's initial value (zeros unless ``m.initial``)."""
