@@ -7,6 +7,7 @@ generated modules go to one cache folder that later runs reuse (``RNNC_CACHE_DIR
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 import numpy as np
@@ -118,10 +119,18 @@ def test_source_is_readable_and_traceable():
     _, f = compiled("lstm", "float64")
     src = f.source
     assert "@numba.njit(cache=True" in src and "def run(" in src and "def stage_" in src
-    body = [ln for ln in src.splitlines() if ln.startswith("        ")]
-    assert body and all("  # " in ln for ln in body)        # every line in the body names its IR node
+    lines = src.splitlines()
+    # each value's code follows one comment naming it in the code's variables, with the user's file:line
+    note = re.compile(r" +# [a-z]+\d+\w* = .+   zoo\.py:\d+  \S")
+    for k, ln in enumerate(lines):
+        if ln.startswith("def stage_"):
+            first = next(x for x in lines[k + 1:] if not x.strip().startswith("# ----"))
+            assert re.match(r" +# ", first), (ln, first)
     run_lines = src.split("def run(")[1].split("\nMETA = ")[0].splitlines()[1:]
-    assert all("  # " in ln for ln in run_lines if ln.strip() and not ln.strip().startswith(("stage_", "return")))
+    for k, ln in enumerate(run_lines):          # a product or kernel run() calls: its comment two lines up
+        if ln.lstrip().startswith(("lak.", "imk.")):
+            assert note.match(run_lines[k - 2]), run_lines[k - 2:k + 1]
+    assert sum(bool(note.match(ln)) for ln in lines) >= 10
     grad_src = f.kernel("grad").source
     # stacked weight gradients are split by numpy in run(), not by compiled loops
     assert "take_rows(" in grad_src and "np.copyto(" in grad_src.split("def run(")[1]

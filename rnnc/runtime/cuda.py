@@ -58,6 +58,7 @@ class CudaKernel(Kernel):
         self.dtype = np.dtype(dtype)
         self.rendered = CudaRenderer(self._graph, dtype, stream=stream).render()
         self.layout = from_meta(to_meta(self.rendered, self._graph), graph)
+        self.sites = list(self.rendered.sites)        # rendered each time: this graph's own locations
         self.path, hit = store(self.rendered.source)
         self.module = load(self.path)
         self.stats = {"compile_s": 0.0, "cache_hit": hit, "buffer_bytes": 0, "render_s": time.perf_counter() - t0,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnc.backends.cache import FOOTER, load, lookup, store, store_keyed
-from rnnc.backends.cpu.emit import BATCH
+from rnnc.backends.cpu.emit import BATCH, with_locations
 from rnnc.backends.cpu.render import Renderer
 from rnnc.backends.cpu.rendered import KERNEL, BufSpec
 from rnnc.interpret.bind import bind
@@ -67,6 +67,17 @@ def to_meta(rendered, graph: Graph) -> dict:
     }
 
 
+def site_indices(sites, graph: Graph) -> list:
+    """``sites`` (line number, ``file:line``) as (line number, position in ``graph.nodes`` of the first node
+    written on that line). The module is cached under a structural key of ``graph`` that leaves locations out, so
+    a later graph with the same key has a node at each position too, and its own ``file:line`` for it: the
+    comments of :attr:`Kernel.source` follow the current model (lines shifted, another script) with no rebuild."""
+    first: dict = {}
+    for k, node in enumerate(graph.nodes):
+        first.setdefault(node.where, k)
+    return [(no, first[where]) for no, where in sites if where in first]
+
+
 def from_meta(meta: dict, graph: Graph) -> Layout:
     axes = {a.name: a for a in graph.axes()}
 
@@ -113,13 +124,15 @@ class Kernel:
         hit = text is not None
         if not hit:
             rendered = Renderer(self.graph, str(self.dtype), stream=stream, options=KERNEL).render()
-            source = rendered.source + f"\n\nMETA = {to_meta(rendered, self.graph)!r}\n"
+            meta = dict(to_meta(rendered, self.graph), sites=site_indices(rendered.sites, graph))
+            source = rendered.source + f"\n\nMETA = {meta!r}\n"
             if _boundscheck():          # its own file, so Numba's cache never mixes checked and unchecked builds
                 source += "# built with NUMBA_BOUNDSCHECK=1\n"
             path = store_keyed(key, source) if key else store(source)[0]
         self.path = path
         self.module = load(path)
         self.layout = from_meta(self.module.META, graph)
+        self.sites = [(no, graph.nodes[k].where) for no, k in self.module.META.get("sites", ())]
         self.stats = {"compile_s": 0.0, "cache_hit": hit, "buffer_bytes": 0, "render_s": time.perf_counter() - t0}
         self._t0 = t0
         self._compiled = False
@@ -136,9 +149,10 @@ class Kernel:
 
     @property
     def source(self) -> str:
-        """The generated module (without the cache footer)."""
+        """The generated module (without the cache footer), each node's comment line followed by the user's
+        ``file:line`` and source line of this kernel's graph (:func:`rnnc.backends.cpu.emit.with_locations`)."""
         body = self.path.read_text().rpartition(FOOTER)[0]
-        return body.rpartition("# built with ")[0].rstrip("\n") + "\n"
+        return with_locations(body.rpartition("# built with ")[0].rstrip("\n") + "\n", self.sites)
 
     def bind(self, inputs, params, optional=(), sizes=None, batch=None, check_finite: bool = False):
         """The checked binding of a call (:func:`rnnc.interpret.bind.bind`: the interpreter's checks)."""

@@ -5,6 +5,7 @@ Small shapes on purpose: the simulator runs one Python thread per CUDA thread.
 """
 from __future__ import annotations
 
+import re
 from contextlib import nullcontext
 
 import numpy as np
@@ -18,7 +19,7 @@ from zoo import ZOO
 import rnnc as rc
 from rnnc.backends.cuda.emit import free_names
 from rnnc.backends.cuda.kernels import gemm
-from rnnc.runtime.compiled import compile as rc_compile
+from rnnc.runtime.targets import compile as rc_compile
 
 T, B = 3, 2
 
@@ -152,6 +153,9 @@ def test_source_is_cuda_and_traceable():
     assert "@cuda.jit" in src and "lib.gemm(" in src and "cuda.shared.array" in src
     assert "picked_.append('persistent')" in src and "picked_.append('loop')" in src
     assert "= tanh(" in src and "  # v" in src    # lines name their IR node (op and operands)
+    # ... in the code's variables, with the user's file:line and line (added when the source is read)
+    assert re.search(r"\n +# [a-z]+\d+\w* = .+   zoo\.py:\d+  \S", src)
+    assert re.search(r"\bv\d+_h\b", src)                  # the LSTM's state h spelled into its variable
 
 
 @settings(max_examples=6, deadline=None)

@@ -70,39 +70,104 @@ def one_line_breaks(src: str) -> str:
     return src
 
 
+class Note(str):
+    """A comment line of generated code that names the value the next lines compute (``# v12_h = tanh(...)``);
+    ``where`` is the user's ``file:line`` of that value, kept beside the text, not in it: the module is cached
+    by structure, and its locations are added when it is shown (:func:`with_locations`)."""
+
+    where: str = ""
+
+
+def note(text: str, where: str = "") -> Note:
+    out = Note(text)
+    out.where = where
+    return out
+
+
+def located(where: str) -> str:
+    """`` basename:line  source text`` for the user's ``file:line`` ``where`` (the text from :mod:`linecache`),
+    through :func:`rnnc.ir.names.safe_comment`; "" when ``where`` is no file's line."""
+    import linecache
+    import os
+
+    path, _, line = where.rpartition(":")
+    if not path or not line.isdigit() or path.startswith("<"):
+        return ""
+    linecache.checkcache(path)
+    text = linecache.getline(path, int(line)).strip()
+    shown = f"{safe_comment(os.path.basename(path), text=True, limit=60)}:{line}"
+    return f"   {shown}  {safe_comment(text, text=True, limit=100)}" if text else f"   {shown}"
+
+
+def join_lines(lines) -> tuple[str, list]:
+    """The text of ``lines`` and its sites: ``(line number, file:line)`` of each :class:`Note` with a location."""
+    sites, no = [], 0
+    for ln in lines:
+        if isinstance(ln, Note) and ln.where:
+            sites.append((no, ln.where))
+        no += ln.count("\n") + 1
+    return "\n".join(lines), sites
+
+
+def with_locations(source: str, sites) -> str:
+    """``source`` with the user's location and line appended to the comment lines ``sites`` name:
+    ``[(line number, file:line)]`` (0-based); each addition is one line (:func:`located`)."""
+    if not sites:
+        return source
+    lines = source.split("\n")
+    for no, where in sites:
+        if 0 <= no < len(lines) and lines[no].lstrip().startswith("#"):
+            lines[no] += one_line(located(where))
+    return "\n".join(lines)
+
+
 class Tagged:
-    """The comment tag both emitters (CPU and CUDA) append to each line: always one line (:func:`one_line`)."""
+    """The comment tag both emitters (CPU and CUDA) write: always one line (:func:`one_line`); ``where`` is the
+    user's ``file:line`` of the value it names (set after the tag, which clears it)."""
 
     _tag = ""
+    where = ""
 
     @property
     def tag(self) -> str:
-        """The comment each line gets (the IR node it comes from); one line, see :func:`one_line`."""
+        """The comment naming the value the next lines compute; one line, see :func:`one_line`."""
         return self._tag
 
     @tag.setter
     def tag(self, text: str) -> None:
         self._tag = one_line(text)
+        self.where = ""
 
 
 class Emitter(Tagged):
-    """Writes lines of Python with indentation; ``tag`` is appended to each line as a comment. ``lines`` holds
-    the lines and, between them, structured pieces (:meth:`mark`)."""
+    """Writes lines of Python with indentation. The first line written under a new ``tag`` is preceded by a
+    comment line holding it (a :class:`Note`). ``lines`` holds the lines and, between them, structured pieces
+    (:meth:`mark`)."""
 
     def __init__(self):
         self.lines: list = []
         self.depth = 0
         self.tag = ""
         self._fresh = 0
+        self._said: tuple = (None, "")     # (lines, tag) of the last comment line written
 
     def mark(self, item) -> None:
         """Put a structured piece (:mod:`rnnc.backends.cpu.pieces`: a cut, a piece's end, a call ``run`` makes)
         among the lines."""
         self.lines.append(item)
 
+    def _target(self) -> list:
+        """The list the next line goes to."""
+        return self.lines
+
     def line(self, text: str) -> None:
-        comment = f"  # {self.tag}" if self.tag and not text.lstrip().startswith("#") else ""
-        self.lines.append("    " * self.depth + text + comment)
+        """Write ``text`` at the current depth, after the tag's comment line if the tag is new here."""
+        target, indent = self._target(), "    " * self.depth
+        if self.tag and not text.lstrip().startswith("#") and (self._said[0] is not target
+                                                                or self._said[1] != self.tag):
+            target.append(note(f"{indent}# {self.tag}", self.where))
+            self._said = (target, self.tag)
+        target.append(indent + text)
 
     def fresh(self, prefix: str = "s") -> str:
         self._fresh += 1

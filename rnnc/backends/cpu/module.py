@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rnnc.backends.cpu.emit import BATCH, one_line_breaks
+from rnnc.backends.cpu.emit import BATCH, join_lines, note, one_line, one_line_breaks
 from rnnc.backends.cpu.functions import stage_functions
 from rnnc.backends.cpu.pieces import RunCall, names_used
 from rnnc.backends.cpu.prologue import prologue_lines
@@ -59,6 +59,7 @@ def _run_lines(kind: str, calls: list) -> list:
     body = []
     for call in calls:
         if isinstance(call, RunCall):           # a parallel kernel: one BLAS thread per thread
+            body += [note(f"    # {one_line(call.comment)}", call.where)] if call.comment else []
             body += ["    threads_ = _threads('kernel')  # threads of a parallel kernel or product",
                      f"    {call.text()}"]
         elif call.form == "blocks":             # row blocks of a scan, one BLAS thread each
@@ -88,9 +89,9 @@ def finish(r: Renderer) -> Rendered:
         body += _run_lines(r.schedule[k - 1].kind, calls) + r.after.get(k, [])
     entry = ["", "", f"def run({', '.join(args)}):"] + prologue + body + ["    return 0", ""]
     results = {n: b.var for n, b in r.bufs.items() if b.var.startswith("v") and n not in r.aliases}
-    src = one_line_breaks("\n".join(module_head(r) + mod.function_lines() + entry))
+    src, sites = join_lines(module_head(r) + mod.function_lines() + entry)
     calls = [c for _, cs in mod.calls for c in cs]
     parallel = any(isinstance(c, RunCall) or c.form == "blocks" for c in calls)
-    return Rendered(src, args, sizes, dict(r.leaves), list(r.buffers), results, dict(r.hist), parallel,
-                    r.image_kernels)
+    return Rendered(one_line_breaks(src), args, sizes, dict(r.leaves), list(r.buffers), results, dict(r.hist),
+                    parallel, r.image_kernels, sites)
 

@@ -99,10 +99,14 @@ def render_ewise_group(r, nodes, cuda: bool = False) -> None:
     env = r.env(dims)
     root_feats = [v for v, _ in feat_ranges(nodes[0].shape)]
     temps: dict = {}
-    r.em.tag = r.describe(nodes[0]) + (f" and {len(nodes) - 1} sibling(s)" if len(nodes) > 1 else "")
+    if len(nodes) > 1:
+        r.em.tag = f"{', '.join(r.var_of(n) for n in nodes)} in one loop nest"
+        r.em.where = nodes[0].where
+    else:
+        r.tag_node(nodes[0])
     with r.em.loops(r.sized_by(r.lead_ranges(dims) + feat_ranges(nodes[0].shape), r.out(nodes[0]))):
         for k, node in enumerate(nodes):
-            r.em.tag = r.describe(node)
+            r.tag_node(node)
             name = f"e{k}_" if len(nodes) > 1 else "e"
             prog = program_of(node)
             reads = _reads(r, node, prog, env, root_feats, temps)

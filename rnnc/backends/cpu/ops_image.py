@@ -63,7 +63,7 @@ def _call(r, name: str, *args) -> None:
     elif r.fixed or r.em.depth != 1:
         r.em.line(f"imk.{name}_serial({call})")
     else:
-        r.em.mark(RunCall("imk", name, tuple(str(a) for a in args), comment=r.em.tag, threads=False))
+        r.em.mark(RunCall("imk", name, tuple(str(a) for a in args), comment=r.em.tag, where=r.em.where, threads=False))
 
 
 def _by_channel(shape) -> tuple:

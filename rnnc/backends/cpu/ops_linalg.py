@@ -78,7 +78,7 @@ def t_matmul(r, node) -> None:
                 right, base = _right_operand(r, a)
                 r.em.mark(RunCall("lak", "matmul_rows", (f"{vb}.reshape(({rows}, {N}))", right,
                                                          f"{vo}.reshape(({rows}, {M}))"),
-                                  reads=(r.buf(b).var, base), writes=(out.var,), comment=r.em.tag))
+                                  reads=(r.buf(b).var, base), writes=(out.var,), comment=r.em.tag, where=r.em.where))
                 return
             with r.em.loops(r.lead_ranges(outer)):
                 r.em.line(f"gk.dot({vb}.reshape(({rows}, {N})), {_right_operand(r, a)[0]}, "
@@ -113,7 +113,7 @@ def _right_operand(r, a) -> tuple[str, str]:
         var = r.name(a, "u")
         if not any(b.var == var for b in r.buffers):
             r.buffers.append(BufSpec(var, (), (a.shape[1], a.shape[0])))
-            tag = f"{var} = transpose({r.name(a)}), contiguous for a scan"
+            tag = f"{var} = transpose({own.var}), contiguous for a scan"
             r.prologue.append(PrologueEntry(var, "transpose", (own.var,), tag))
         return var, var
     return f"{own.var}.T", own.var
@@ -156,7 +156,7 @@ def t_outer_sum(r, node) -> None:
         gv, xv = f"{gb.var}.reshape(({rows}, {g.shape[0]}))", f"{xb.var}.reshape(({rows}, {b.shape[0]}))"
         if _parallel(r):
             r.em.mark(RunCall("lak", "outer_rows", (gv, xv, out.var), reads=(gb.var, xb.var), writes=(out.var,),
-                              comment=r.em.tag))
+                              comment=r.em.tag, where=r.em.where))
         else:
             r.em.line(f"gk.dot({gv}.T, {xv}, {out.var})")
         return

@@ -42,7 +42,8 @@ class RunCall:
     """``module.fn(*args, threads_)`` called by ``run`` itself between stage functions.
 
     ``reads`` and ``writes`` are the array variables the call reads and writes (for a row product:
-    ``reads = (row operand, other operand)``, ``writes = (output,)``).
+    ``reads = (row operand, other operand)``, ``writes = (output,)``); ``comment`` names the IR node, ``where``
+    is its user's ``file:line`` (``run`` writes them as a :class:`~rnnc.backends.cpu.emit.Note` line).
     """
 
     module: str                       # "lak" (row-blocked products) or "imk" (image kernels)
@@ -52,10 +53,11 @@ class RunCall:
     writes: tuple = ()
     comment: str = ""
     threads: bool = True              # ``threads_`` is its last argument
+    where: str = ""
 
     def text(self) -> str:
         args = list(self.args) + (["threads_"] if self.threads else [])
-        return f"{self.module}.{self.fn}({', '.join(args)})" + (f"  # {self.comment}" if self.comment else "")
+        return f"{self.module}.{self.fn}({', '.join(args)})"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from rnnc.backends.cpu.emit import Buf, feat_ranges
 from rnnc.backends.cpu.rendered import BufSpec
+from rnnc.ir.names import safe_comment
 
 if TYPE_CHECKING:
     from rnnc.backends.cpu.render import Renderer
@@ -100,9 +101,9 @@ def prepare_scan_refs(r: Renderer, stage) -> None:
         if ref.op != "ref" or not ref.attr("offset") or not _viewable(r, ref):
             continue
         _register_hist(r, ref)
-        r.em.tag = r.describe(ref) + " (initial value)"
         dims = r.space(ref)
         fill = Buf(r.name(ref, "z"), tuple(dims), tuple(ref.shape))
+        r.tag_node(ref, text=f"{fill.var} = initial value of {safe_comment(ref.label(), text=True)}")
         r.buffers.append(BufSpec(fill.var, fill.dims, fill.shape))
         _write_initial(r, ref, fill, dims, r.env(dims))
         r.bufs[ref] = Buf(r.name(ref, "r"), tuple(dims), tuple(ref.shape))
@@ -169,7 +170,7 @@ def plan_lags(r: Renderer, stage) -> None:
         lead = [d for d in dims if d != axis]
         for ref, j in lags.items():
             r.lagged.add(ref)
-            r.em.tag = r.describe(ref) + " (initial value)"
+            r.tag_node(ref, text=f"{r.bufs[ref].var} = initial value of {safe_comment(ref.label(), text=True)}")
             with r.em.block(f"for s_ in range(min({j}, {n})):"):
                 r.em.line("j_ = s_" if stage.direction > 0 else f"j_ = {n} - 1 - s_")
                 _write_initial(r, ref, r.bufs[ref], lead, {**r.env(lead), axis: "j_"})

@@ -32,7 +32,7 @@ from rnnc.backends.cpu.refs import plan_lags, prepare_scan_refs, render_ref
 from rnnc.backends.cpu.rendered import PLAIN, BufSpec, Rendered, RenderOptions
 from rnnc.errors import RnncError
 from rnnc.ir.graph import Graph
-from rnnc.ir.names import check_graph_names, safe_comment
+from rnnc.ir.names import check_graph_names, code_name, prefixed, safe_comment
 from rnnc.ops.registry import LEAVES, ops_with
 from rnnc.schedule.schedule import Schedule, build_schedule
 
@@ -58,6 +58,32 @@ LEAF_OPS = LEAVES
 # ops whose CPU templates read every input through Buf.at (so an offset alias is safe)
 ALIAS_READERS = ops_with(alias_reader=True)
 
+#: ops a comment writes as infix operators
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@"}
+#: the longest expression a comment shows (a fused program of 64 instructions would fill a screen)
+MAX_EXPRESSION = 120
+
+
+def expression(node, operands) -> str:
+    """``node``'s computation over the variables ``operands`` of its inputs, for a comment: a fused program as
+    one nested expression (``tanh(v7 + w10 + p11_b)``), each part cut at :data:`MAX_EXPRESSION` characters."""
+    def cut(text: str) -> str:
+        return text if len(text) <= MAX_EXPRESSION else text[:MAX_EXPRESSION - 3] + "..."
+
+    def operand(part, op: str, left: bool) -> str:
+        text, inner = part                # a chain a + b + c needs no parentheses on its left
+        return text if inner not in _INFIX or (left and inner == op and op in ("add", "mul")) else f"({text})"
+
+    exprs: list = []                      # (text, op) of each instruction
+    for op, _shape, _attrs, args in program_of(node):
+        vals = [exprs[a[1]] if a[0] == "t" else (operands[a[1]], None) for a in args]
+        if op in _INFIX and len(vals) == 2:
+            text = f"{operand(vals[0], op, True)} {_INFIX[op]} {operand(vals[1], op, False)}"
+        else:
+            text = f"{safe_comment(op, bare=True)}({', '.join(t for t, _ in vals)})"
+        exprs.append((cut(text), op))
+    return exprs[-1][0]
+
 
 class Renderer:
     """Turns ``graph`` (with its schedule) into a module; ``stream=True`` reads shifted values that fall
@@ -78,6 +104,9 @@ class Renderer:
         self.buffers: list[BufSpec] = []
         self.leaves: dict = {}
         self.em = Emitter()
+        self.named = {n: name for name, n in graph.values.items()}        # the user's names of unnamed nodes
+        self.named.update({n: name for name, n in graph.outputs.items()})
+        self.named.update({n: f"d_{name}" for name, n in graph.grads.items()})
         self.hist: dict = {}
         self.fixed: dict = {}            # scan axis -> its loop variable, inside a scan
         self.step_nodes: set = set()
@@ -100,8 +129,16 @@ class Renderer:
     def size(self, dim) -> str:
         return "nb" if dim == BATCH else f"n{self.axis_no[dim]}"
 
+    def user_name(self, node) -> str | None:
+        """The user's name of ``node``'s value (its own, a reference's value's, an output's), if any."""
+        if node.op == "ref":
+            return node.attr("value")
+        return node.name if node.name is not None else self.named.get(node)
+
     def name(self, node, prefix="v") -> str:
-        return f"{prefix}{self.order[node]}"
+        """The variable of ``node``: ``<prefix><number>``, then ``_<name>`` if the user's name is plain ASCII
+        (:func:`rnnc.ir.names.prefixed`): ``v12_h``. Names decide no identifier in any other way."""
+        return prefixed(f"{prefix}{self.order[node]}", self.user_name(node))
 
     def is_leaf(self, node) -> bool:
         return node.op in LEAF_OPS
@@ -112,10 +149,31 @@ class Renderer:
     def lit(self, value: float) -> str:
         return f"F({float(value)!r})"
 
+    def var_of(self, node) -> str:
+        """The variable (or constant) code reads ``node`` from, for a comment; its buffer's once it has one."""
+        while node.op == "ref" and not node.attr("offset") and node not in self.bufs:
+            node = self.graph.value_of(node)
+        if node.op == "const":
+            return repr(float(node.attr("value")))
+        if node in self.bufs:
+            return self.bufs[node].var
+        return self.name(node, "w" if node in self.step_nodes else "v")
+
     def describe(self, node) -> str:
-        args = ", ".join(self.name(i) for i in node.inputs)
-        label = f" {safe_comment(node.name)}" if node.name else ""
-        return f"{self.name(node)} = {node.op}({args}){label}"    # no source location: see graph_key
+        """The comment on ``node``'s code in the code's own variables: ``v12_h = tanh((v7 + w10) + p11_b)``; a
+        name that is no identifier of the code follows as a quoted literal. The user's ``file:line`` is not in
+        it (the module is cached by structure): see :class:`rnnc.backends.cpu.emit.Note`."""
+        if node.op == "ref":
+            return f"{self.var_of(node)} = {safe_comment(node.label(), text=True)}"
+        name = self.user_name(node)
+        label = f" {safe_comment(name)}" if name is not None and not code_name(name) else ""
+        return f"{self.var_of(node)} = {expression(node, [self.var_of(i) for i in node.inputs])}{label}"
+
+    def tag_node(self, node, suffix: str = "", text: str | None = None) -> None:
+        """Name ``node`` (:meth:`describe`, or ``text``) and its ``file:line`` in the comment of the lines that
+        follow."""
+        self.em.tag = (self.describe(node) if text is None else text) + suffix
+        self.em.where = node.where
 
     # ------------------------------------------------------------------ buffers
     def buf(self, node) -> Buf:
@@ -297,7 +355,7 @@ class Renderer:
     def _node(self, node, templates, render_ref):
         if node.op in ("input", "param", "lengths", "const"):
             return
-        self.em.tag = self.describe(node)
+        self.tag_node(node)
         if node.op == "ref":
             render_ref(self, node)
             return

@@ -34,6 +34,7 @@ class Rendered:
     hist: dict = field(default_factory=dict)      # value name -> (hist var, started var, depth) (stream)
     parallel: bool = False
     prange: bool = False
+    sites: list = field(default_factory=list)     # (line number, file:line) of comment lines naming a node
 
 
 @dataclass(frozen=True)

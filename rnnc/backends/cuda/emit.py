@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 from numba import config
 
-from rnnc.backends.cpu.emit import Tagged
+from rnnc.backends.cpu.emit import Emitter, Note, note
 from rnnc.backends.cpu.pieces import RunCall
 from rnnc.errors import RnncError
 
@@ -42,6 +42,11 @@ def free_names(lines: list[str]) -> list[str]:
                 and n.id not in MODULE_GLOBALS and n.id not in out:
             out.append(n.id)
     return sorted(out)
+
+
+def _indented(text: str) -> str:
+    """``text`` one level deeper (a comment line keeps its :class:`~rnnc.backends.cpu.emit.Note` location)."""
+    return note("    " + text, text.where) if isinstance(text, Note) else "    " + text
 
 
 def total_of(ranges) -> str:
@@ -71,25 +76,24 @@ class _Kernel:
         self.shared: list[str] = []
 
 
-class CudaEmitter(Tagged):
-    """Same interface as :class:`rnnc.backends.cpu.emit.Emitter`; host lines go to ``lines`` (the ``run``
-    body), kernel lines to the kernel being written; finished kernels' sources collect in ``kernels``."""
+class CudaEmitter(Emitter):
+    """The CPU :class:`~rnnc.backends.cpu.emit.Emitter` whose lines go to the host (``lines``, the ``run``
+    body) or to the kernel being written, and whose outermost loops open kernels; finished kernels' lines
+    collect in ``kernels``. Lines, blocks, fresh names and comment notes are the CPU emitter's."""
+
+    _cur: _Kernel | None = None
 
     def __init__(self, threads: int = THREADS):
-        self.lines: list[str] = []
+        super().__init__()
         self.kernels: list[str] = []
         self.names: list[str] = []
-        self.host_depth = 0
-        self.tag = ""
         self.threads = threads
-        self._fresh = 0
-        self._cur: _Kernel | None = None
         self._persistent = False                   # writing a persistent kernel
         self._in_stride = False                    # inside one of its block-stride loops
         self.sync = "cuda.syncthreads()"
         self.stride = ("cuda.threadIdx.x", "cuda.blockDim.x")
 
-    # ------------------------------------------------------------------ Emitter interface
+    # ------------------------------------------------------------------ what differs from the CPU emitter
     @property
     def depth(self) -> int:
         return self._cur.depth if self._cur is not None else self.host_depth
@@ -105,10 +109,8 @@ class CudaEmitter(Tagged):
     def in_kernel(self) -> bool:
         return self._cur is not None
 
-    def line(self, text: str) -> None:
-        comment = f"  # {self.tag}" if self.tag and not text.lstrip().startswith("#") else ""
-        target = self._cur.lines if self._cur is not None else self.lines
-        target.append("    " * self.depth + text + comment)
+    def _target(self) -> list:
+        return self._cur.lines if self._cur is not None else self.lines
 
     def mark(self, item) -> None:
         """The CPU emitter's structured pieces (:mod:`rnnc.backends.cpu.pieces`) split CPU stage functions; a
@@ -117,19 +119,6 @@ class CudaEmitter(Tagged):
         CUDA renderer: refused, never silently skipped."""
         if isinstance(item, RunCall):
             raise RnncError(f"internal: the CPU call {item.module}.{item.fn} reached the CUDA renderer")
-
-    def fresh(self, prefix: str = "s") -> str:
-        self._fresh += 1
-        return f"{prefix}{self._fresh}"
-
-    @contextmanager
-    def block(self, header: str):
-        self.line(header)
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
 
     @contextmanager
     def loops(self, ranges):
@@ -143,15 +132,8 @@ class CudaEmitter(Tagged):
 
     # ------------------------------------------------------------------ the three meanings of loops()
     def _seq_loops(self, ranges):
-        opened = 0
-        for var, size in ranges:
-            self.line(f"for {var} in range({size}):")
-            self.depth += 1
-            opened += 1
-        try:
+        with super().loops(ranges):
             yield
-        finally:
-            self.depth -= opened
 
     def _kernel_loops(self, ranges):
         """A new map kernel over ``ranges``; on exit, its source is finished and the host launches it."""
@@ -186,12 +168,10 @@ class CudaEmitter(Tagged):
         total = total_of(kern.ranges)
         pre = [f"    for tid_ in range(cuda.grid(1), {total}, cuda.gridsize(1)):"]
         pre += ["        " + text for text in decompose(kern.ranges, "tid_")]
-        body = pre + ["    " + text for text in kern.lines]
+        body = pre + [_indented(text) for text in kern.lines]
         args = free_names(body)
         self._add_kernel(kern.name, args, body)
-        tag, self.tag = self.tag, ""
         self.line(f"n_ = {total}")
-        self.tag = tag
         if config.ENABLE_CUDASIM:
             launch = f"[1, max(1, min(n_, {SIM_THREADS}))]"
         else:
@@ -201,7 +181,7 @@ class CudaEmitter(Tagged):
     def _add_kernel(self, name: str, args: list, body: list[str], shared: list[str] = ()) -> None:
         self.names.append(name)
         head = ["@cuda.jit(cache=True)", f"def {name}({', '.join(args)}):"]
-        self.kernels.append("\n".join(head + list(shared) + body))
+        self.kernels.append(head + list(shared) + list(body))
 
     @contextmanager
     def persistent(self, threads: int, grid: bool = False, want: str = "1"):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import config
 
-from rnnc.backends.cpu.emit import BATCH, Buf, one_line_breaks
+from rnnc.backends.cpu.emit import BATCH, Buf, join_lines, one_line_breaks
 from rnnc.backends.cpu.render import BufSpec, MissingTemplate, Rendered, Renderer
 from rnnc.backends.cuda.emit import CudaEmitter
 from rnnc.ir.names import safe_comment
@@ -58,7 +58,7 @@ class CudaRenderer(Renderer):
 
         if node.op in ("input", "param", "lengths", "const"):
             return
-        self.em.tag = self.describe(node)
+        self.tag_node(node)
         if node.op == "ref":
             self._ref(node)
             return
@@ -208,12 +208,13 @@ class CudaRenderer(Renderer):
             f"F = {ftype}",
         ]
         kernels = []
-        for text in self.em.kernels:
-            kernels += ["", "", text]
+        for lines in self.em.kernels:
+            kernels += ["", ""] + lines
         run = ["", "", f"def run({', '.join(args)}):", "    picked_ = []"] + self.em.lines + ["    return picked_", ""]
         results = {nd: self.bufs[nd].var for nd in self.bufs if self.bufs[nd].var.startswith("v")}
-        src = one_line_breaks("\n".join(head + kernels + run))
-        return Rendered(src, args, sizes, dict(self.leaves), list(self.buffers), results, dict(self.hist))
+        src, sites = join_lines(head + kernels + run)
+        return Rendered(one_line_breaks(src), args, sizes, dict(self.leaves), list(self.buffers), results,
+                        dict(self.hist), sites=sites)
 
 
 __all__ = ["CudaRenderer", "PERSISTENT_MACS"]
