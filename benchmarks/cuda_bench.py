@@ -56,7 +56,7 @@ def rnnc_model(cell: str, I: int, H: int):
 def time_rnnc(cell, T, B, I, H, scan, reps):
     from numba import cuda
 
-    from rnnc.runtime.compiled import compile as rc_compile
+    from rnnc.runtime.targets import compile as rc_compile
 
     m = rnnc_model(cell, I, H)
     rng = np.random.default_rng(0)

@@ -52,9 +52,8 @@ from rnnc.reductions import first, last, mean, sum
 from rnnc.runtime import compile  # noqa: A004
 from rnnc.schedule import schedule
 from rnnc.summary import summary
+from rnnc.version import __version__ as __version__
 from rnnc.viz import render
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CycleError", "GraphError", "InputError", "RnncError", "ShapeError", "Axis", "Model", "axes", "t", "init",

@@ -149,13 +149,26 @@ def load_namespace(path: str) -> dict:
             sys.path.pop(0)
 
 
+def load_portable(path: str):
+    """``(model, params)`` of a ``.rnnc`` file written by ``rc.save``; a refusal is a one-line UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"file {path!r} does not exist", where=path)
+    try:
+        return rc.load(path)
+    except rc.io.ModelFileError as e:
+        raise UserError(unquoted(str(e), path), where=path) from None
+
+
+def unquoted(message: str, path: str) -> str:
+    """``message`` without a leading ``path: `` (the error line names the file once)."""
+    return message[len(path) + 2:] if message.startswith(f"{path}: ") else message
+
+
 def load_model(spec: str):
     """Run ``spec`` (``path.py`` or ``path.py:NAME``) and return the Model it defines (see :mod:`rnnc.cli`);
     a portable ``path.rnnc`` (written by ``rc.save``) is loaded, not run."""
     path, name = split_spec(spec)
     if path.endswith(".rnnc") and not name:
-        from rnnc.cli_train import load_portable
-
         return load_portable(path)[0]
     return pick_model(load_namespace(path), path, name)
 

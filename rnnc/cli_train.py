@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 
 import rnnc as rc
-from rnnc.cli_support import UserError
+from rnnc.cli_support import UserError, load_portable, unquoted
 
 CHECKPOINT_FILE = "checkpoint.npz"
 
@@ -28,22 +28,6 @@ def truncation(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
         raise argparse.ArgumentTypeError(f"expected K1,K2 with two positive integers (e.g. 20,10), got {text!r}")
     return int(parts[0]), int(parts[1])
-
-
-# ---------------------------------------------------------------------------------------------- model files
-def load_portable(path: str):
-    """``(model, params)`` of a ``.rnnc`` file written by ``rc.save``; a refusal is a one-line UserError."""
-    if not os.path.isfile(path):
-        raise UserError(f"file {path!r} does not exist", where=path)
-    try:
-        return rc.load(path)
-    except rc.io.ModelFileError as e:
-        raise UserError(_unquoted(str(e), path), where=path) from None
-
-
-def _unquoted(message: str, path: str) -> str:
-    """``message`` without a leading ``path: `` (the error line names the file once)."""
-    return message[len(path) + 2:] if message.startswith(f"{path}: ") else message
 
 
 # ---------------------------------------------------------------------------------------------- data files
@@ -153,7 +137,7 @@ def train_on_data(args, model) -> int:
         try:
             trainer.resume(trainer.checkpoint)
         except CheckpointError as e:
-            raise UserError(_unquoted(str(e), trainer.checkpoint), where=trainer.checkpoint) from None
+            raise UserError(unquoted(str(e), trainer.checkpoint), where=trainer.checkpoint) from None
         say(f"resumed from {trainer.checkpoint}: {trainer.epoch} epochs and {trainer.batch_index} batches done")
     epochs = args.epochs or 10
     with abort_on_error(comm):      # one rank's failure ends the job, rather than leaving the others waiting

@@ -34,6 +34,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from rnnc.version import __version__
+
 FOOTER = "# rnnc-sha256: "
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,9 +127,7 @@ def _versions() -> str:
     import numba
     import numpy
 
-    import rnnc
-
-    return f"rnnc {rnnc.__version__} numba {numba.__version__} numpy {numpy.__version__}"
+    return f"rnnc {__version__} numba {numba.__version__} numpy {numpy.__version__}"
 
 
 def entry_text(source: str) -> tuple[str, str]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import keyword
 import re
 
+from rnnc.ir.where import user_line
+
 #: characters Python's tokenizer or ``str.splitlines`` take as the end of a line
 LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 #: names spelled into identifiers: plain ASCII, at most :data:`CODE_NAME_MAX` characters, no leading ``__``
@@ -41,8 +43,6 @@ def check_name(name, what: str) -> str:
     """Return ``name`` (as an exact ``str``) if it follows the rule (:func:`is_name`); else raise a one-line
     ``ValueError`` naming ``what`` (``"axis"``, ``"model"``...), the name's ``repr()`` and the user's ``file:line``."""
     if not is_name(name):
-        from rnnc.ir.node import user_line
-
         shown = str.__repr__(_plain(name)) if isinstance(name, str) else f"of type {type(name).__name__}"
         raise ValueError(f"{what} name {shown} is not a valid Python identifier (letters, digits, _; "
                          f"no leading digit, no keyword, no leading '__') at {user_line()}")

@@ -7,36 +7,16 @@ passes build new nodes instead of editing old ones.
 from __future__ import annotations
 
 import itertools
-import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from rnnc.ir.names import check_name
+from rnnc.ir.where import user_line  # noqa: F401  (re-exported: ops name the user's line in errors)
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _axis_order = itertools.count()
 _node_ids = itertools.count()
-
-
-def user_line() -> str:
-    """Return ``file:line`` of the innermost stack frame outside the rnnc package (the user's code)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        path = frame.f_code.co_filename
-        if not os.path.abspath(path).startswith(_PACKAGE_DIR + os.sep) and not _generated_init(frame):
-            return f"{path}:{frame.f_lineno}"
-        frame = frame.f_back
-    return "<rnnc>"
-
-
-def _generated_init(frame) -> bool:
-    """Is ``frame`` the ``__init__`` that ``dataclass`` wrote for a class of rnnc (``rc.Axis("i")``)?"""
-    if frame.f_code.co_filename != "<string>" or frame.f_code.co_name != "__init__":
-        return False
-    return type(frame.f_locals.get("self")).__module__.startswith("rnnc.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,42 +125,8 @@ class Node:
         axes = ",".join(a.name for a in self.axes)
         return f"<{self.label()} {self.op}[{axes}] {self.shape}>"
 
-    # Arithmetic on nodes builds new nodes; the op builders live in rnnc.ops.
-    def __add__(self, other):
-        return _ops().add(self, other)
-
-    def __radd__(self, other):
-        return _ops().add(other, self)
-
-    def __sub__(self, other):
-        return _ops().sub(self, other)
-
-    def __rsub__(self, other):
-        return _ops().sub(other, self)
-
-    def __mul__(self, other):
-        return _ops().mul(self, other)
-
-    def __rmul__(self, other):
-        return _ops().mul(other, self)
-
-    def __truediv__(self, other):
-        return _ops().div(self, other)
-
-    def __rtruediv__(self, other):
-        return _ops().div(other, self)
-
-    def __neg__(self):
-        return _ops().neg(self)
-
-    def __matmul__(self, other):
-        return _ops().matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return _ops().matmul(other, self)
-
-    def __getitem__(self, key):
-        return _ops().feature_index(self, key)
+    # Arithmetic on nodes (+ - * / @, unary -, x[i]) builds new nodes: rnnc.ops.operators attaches those methods
+    # when rnnc.ops is imported (as jax.numpy attaches its array methods), so the IR does not import the ops.
 
     def __bool__(self):
         raise TypeError(f"an rnnc value has no truth value ({self.label()}); use rc.where for choices")
@@ -189,10 +135,3 @@ class Node:
         raise TypeError(f"{self.label()} is symbolic; run the model (rc.interpret) to get arrays")
 
     __array_priority__ = 1000
-
-
-def _ops():
-    import rnnc.ops as ops
-
-    return ops
-

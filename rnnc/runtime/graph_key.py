@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from pathlib import Path
 
 import numpy as np
 
 from rnnc.ir.names import check_graph_names
 from rnnc.ir.node import Axis, AxisShift, Node
+from rnnc.version import ROOT, __version__
 
 _CODE_DIRS = ("ops", "ir", "schedule", "passes", "backends/cpu", "runtime", "autodiff")
 
@@ -34,10 +34,8 @@ def code_digest() -> str:
     """SHA-256 of the rnnc sources that decide what a graph compiles to, plus library versions."""
     import numba
 
-    import rnnc
-
-    root = Path(rnnc.__file__).parent
-    h = hashlib.sha256(f"rnnc {rnnc.__version__} numba {numba.__version__} numpy {np.__version__}".encode())
+    root = ROOT
+    h = hashlib.sha256(f"rnnc {__version__} numba {numba.__version__} numpy {np.__version__}".encode())
     if numba.config.BOUNDSCHECK:            # NUMBA_BOUNDSCHECK=1 builds are kept apart from normal ones
         h.update(b"boundscheck")
     for sub in _CODE_DIRS:

@@ -26,7 +26,7 @@ from image_cases import IMAGE_OPS, bn_data, bn_model, classifier, ops_data, ops_
 import rnnc as rc
 import rnnc.nn as nn
 from rnnc.backends.cuda.ops import REUSED, TEMPLATES, missing_templates
-from rnnc.runtime.compiled import compile as rc_compile
+from rnnc.runtime.targets import compile as rc_compile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 import reseg_classifier as R  # noqa: E402
