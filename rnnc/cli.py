@@ -304,6 +304,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distributed", action="store_true",
                    help="with --data: data-parallel over the ranks of mpiexec -n N (pip install 'rnnc[mpi]'); "
                         "--batch is the global batch, rank 0 prints and saves (see docs/distributed.md)")
+    p.add_argument("--sync-batchnorm", action="store_true",
+                   help="with --distributed: batch norm normalises with the statistics of the global batch, "
+                        "reduced across the ranks inside the forward and backward passes (nn.Classifier models)")
     p.add_argument("--steps", type=positive_int, help="training steps, for an example's own train()")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--save", metavar="MODEL.rnnc", type=output_file(),
@@ -324,6 +327,8 @@ def cmd_train(args) -> int:
         raise UserError("--val needs --data TRAIN.npz", where="--val")
     if args.distributed:
         raise UserError("--distributed trains a model file on --data TRAIN.npz", where="--distributed")
+    if args.sync_batchnorm:
+        raise UserError("--sync-batchnorm goes with --distributed and --data TRAIN.npz", where="--sync-batchnorm")
     if not callable(train):
         raise UserError("the file defines no train() function: give --data TRAIN.npz (arrays named after the "
                         "model's inputs) to train its model; the examples with their own train() are hello.py, "

@@ -128,11 +128,23 @@ def train_on_data(args, model) -> int:
             continue
         arrays[key] = _with_where(load_arrays, path, path, model, f"--{key}", skip=noise)
         _with_where(check_data, path, model.graph, arrays[key], True)
+    if args.sync_batchnorm and not args.distributed:
+        raise UserError("--sync-batchnorm synchronises batch norm across the ranks of --distributed training",
+                        where="--sync-batchnorm")
     comm = _world() if args.distributed else None
     say = print if comm is None or comm.Get_rank() == 0 else _quiet     # rank 0 speaks for the job
-    trainer = Trainer(model, optimizer(args.optimizer, args.lr), batch_size=args.batch, seed=args.seed,
-                      clip=args.clip, checkpoint=_checkpoint(args), engine=args.engine, truncate=args.truncate,
-                      comm=comm)
+    if comm is not None and args.sync_batchnorm:
+        from rnnc.train.distributed import DataParallel
+
+        comm = DataParallel(comm, sync_batchnorm=True)
+    try:
+        trainer = Trainer(model, optimizer(args.optimizer, args.lr), batch_size=args.batch, seed=args.seed,
+                          clip=args.clip, checkpoint=_checkpoint(args), engine=args.engine, truncate=args.truncate,
+                          comm=comm)
+    except ValueError as e:
+        if "sync_batchnorm" not in str(e):
+            raise
+        raise UserError(str(e).replace("sync_batchnorm=True", "--sync-batchnorm"), where="--sync-batchnorm") from None
     if args.resume:
         try:
             trainer.resume(trainer.checkpoint)

@@ -3,8 +3,10 @@ over MPI) or plain ``python tests/mpi_worker.py ...`` (one process, the referenc
 
 Rank 0 writes the trained params, buffers and loss history to ``--out``. ``--ghost N`` makes the one-process
 reference compute each global batch as N ranks would (batch norm over each rank's rows, gradients averaged):
-what N ranks must equal for a network with batch norm. ``--kill-at S`` / ``--signal-at S``: rank 1 sends itself
-SIGKILL / SIGINT at global step S.
+what N ranks with per-rank batch norm must equal. With ``--sync-bn`` the ranks' batch norm uses the global batch's
+statistics, so they must equal one plain process. ``--model flagship``: a small instance of
+examples/reseg_classifier.py's network (conv + batch norm + two SpatialRNN blocks, a dropout layer added).
+``--kill-at S`` / ``--signal-at S``: rank 1 sends itself SIGKILL / SIGINT at global step S.
 """
 import argparse
 import os
@@ -38,8 +40,24 @@ def elman():
     return m
 
 
+def flagship():
+    """examples/reseg_classifier.py's network at widths 2 and 32 x 32 images (four convs with batch norm, three
+    max-pools, two SpatialRNN blocks, the 1x1 conv and global pooling), with dropout before the 1x1 conv."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+    from reseg_classifier import build_model
+
+    clf = build_model((1, 32, 32), 3, widths=(2, 2, 3, 3), hidden=(2, 3), divisor=1.0, name="reseg_small")
+    layers = clf.layers[:-3] + (nn.Dropout(0.2),) + clf.layers[-3:]
+    return nn.Classifier(layers, clf.input_shape, clf.name)
+
+
 def model_and_data(kind):
     rng = np.random.default_rng(7)
+    if kind == "flagship":
+        n = 14
+        X = rng.standard_normal((n, 1, 32, 32))
+        y = (X[:, 0, :16].mean((1, 2)) > X[:, 0, 16:].mean((1, 2))).astype(int) + (X[:, 0, :, :16].mean((1, 2)) > 0)
+        return flagship(), {"x": X, "y": y}, 6, GradientDescentMomentum(0.05, 0.9, 0.0005), "compiled"
     if kind == "dsl":
         n = 24
         x = rng.standard_normal((5, n, 8))
@@ -56,8 +74,8 @@ def model_and_data(kind):
 class Ghost:
     """One process computing a global batch as ``ranks`` ranks do (each part's own batch statistics)."""
 
-    def __init__(self, inner, ranks, trainer, sync):
-        self.inner, self.ranks, self.tr, self.sync = inner, ranks, trainer, sync
+    def __init__(self, inner, ranks, trainer):
+        self.inner, self.ranks, self.tr = inner, ranks, trainer
         self.name = inner.name
 
     def loss_and_grad(self, batch, params):
@@ -74,16 +92,8 @@ class Ghost:
         stats = {spec.stat for spec in self.tr.train_net.buffers.values()}
         outputs = {k: np.concatenate([s.outputs[k] for s in steps], axis=len(graph.outputs[k].axes))
                    for k in steps[0].outputs if k not in stats}
-        if self.sync:
-            for k in stats:
-                if k.endswith("_batch_mean"):
-                    v = k[:-4] + "var"
-                    mean = sum(n * s.outputs[k] for n, s in zip(counts, steps)) / size
-                    sq = sum(n * (s.outputs[v] + s.outputs[k] ** 2) for n, s in zip(counts, steps)) / size
-                    outputs[k], outputs[v] = mean, sq - mean ** 2
-        else:
-            outputs.update({k: steps[0].outputs[k] for k in stats})
-            outputs.update(_local_unbiased(self.tr.train_net.buffers, steps[0].outputs, counts[0], size))
+        outputs.update({k: steps[0].outputs[k] for k in stats})
+        outputs.update(_local_unbiased(self.tr.train_net.buffers, steps[0].outputs, counts[0], size))
         return Step(loss, grads, outputs)
 
     def forward(self, batch, params):
@@ -92,7 +102,7 @@ class Ghost:
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default="dsl", choices=("dsl", "bn"))
+    p.add_argument("--model", default="dsl", choices=("dsl", "bn", "flagship"))
     p.add_argument("--dtype", default="float64")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--out", required=True)
@@ -103,15 +113,19 @@ def main():
     p.add_argument("--kill-at", type=int, default=-1)
     p.add_argument("--signal-at", type=int, default=-1)
     p.add_argument("--diverge", action="store_true", help="rank 1 starts from other params")
+    p.add_argument("--no-overlap", action="store_true", help="reduce the gradients after the backward pass")
     a = p.parse_args()
 
     comm = None
     if "OMPI_COMM_WORLD_SIZE" in os.environ or "PMI_SIZE" in os.environ:
         from mpi4py import MPI
 
-        comm = DataParallel(MPI.COMM_WORLD, sync_batchnorm=a.sync_bn, check_every=2)
+        comm = DataParallel(MPI.COMM_WORLD, sync_batchnorm=a.sync_bn, check_every=2, overlap=not a.no_overlap,
+                            bucket_bytes=256)       # several buckets even for these small models
     rank = comm.rank if comm else 0
     model, data, batch, opt, engine = model_and_data(a.model)
+    if a.sync_bn and comm is None:      # one process with the synchronised network: its collectives are identities
+        model = (model.build(train=True, sync_batchnorm=True), model.build(train=False))
     calls = [0]
 
     def every_step(b, rng):   # an "augment" that returns the batch as it is: a hook at every global step
@@ -127,7 +141,7 @@ def main():
     if a.diverge and rank == 1:
         tr.params["W"] += 1e-12
     if a.ghost:
-        tr.engine = Ghost(tr.engine, a.ghost, tr, a.sync_bn)
+        tr.engine = Ghost(tr.engine, a.ghost, tr)
     if a.resume:
         tr.resume(a.resume)
     try:
@@ -139,7 +153,8 @@ def main():
     if rank == 0:
         np.savez(a.out, **{f"param/{k}": v for k, v in tr.params.items()},
                  **{f"buffer/{k}": v for k, v in tr.buffers.items()},
-                 loss=np.array([h["loss"] for h in tr.history]), epoch=tr.epoch, batch_index=tr.batch_index)
+                 loss=np.array([h["loss"] for h in tr.history]), epoch=tr.epoch, batch_index=tr.batch_index,
+                 overlapped=comm.overlapped if comm else 0)
 
 
 if __name__ == "__main__":

@@ -51,11 +51,16 @@ class Network:
 
     ``nn.Network(m, train=False)`` builds the evaluation variant (batch norm reads running statistics,
     dropout is the identity). A plain :class:`~rnnc.Model` passed to a layer gets a training-mode context.
+    ``sync_batchnorm=True`` (training mode) builds batch norm with the statistics of the global batch of a
+    data-parallel run (:class:`~rnnc.nn.layers.BatchNorm`, :mod:`rnnc.ops.collective`); in one process the
+    network computes what the default one does.
     """
 
-    def __init__(self, model: Model | None = None, train: bool = True, name: str = "net"):
+    def __init__(self, model: Model | None = None, train: bool = True, name: str = "net",
+                 sync_batchnorm: bool = False):
         self.model = model if model is not None else Model(name)
         self.train = bool(train)
+        self.sync_batchnorm = bool(sync_batchnorm) and self.train
         self.counts: dict[str, int] = {}
         self.buffers: dict[str, BufferSpec] = {}
         self.noise: dict[str, float] = {}   # dropout mask input name -> drop probability

@@ -19,15 +19,15 @@ class Classifier:
 
     A final :class:`Softmax` layer is applied for the ``probs`` output; the loss uses the logits before it
     (cross-entropy of the softmax, computed stably). ``build(train)`` returns the :class:`Network` of the
-    training or the evaluation variant; both share param names.
+    training or the evaluation variant; both share param names. ``sync_batchnorm``: see :class:`Network`.
     """
 
     layers: tuple
     input_shape: tuple
     name: str = "classifier"
 
-    def build(self, train: bool = True) -> Network:
-        net = Network(Model(self.name), train=train)
+    def build(self, train: bool = True, sync_batchnorm: bool = False) -> Network:
+        net = Network(Model(self.name), train=train, sync_batchnorm=sync_batchnorm)
         m = net.model
         x = m.input("x", tuple(self.input_shape), axes=())
         y = m.input("y", (), dtype="int", axes=())

@@ -12,7 +12,7 @@ from rnnc.dsl import init as inits
 from rnnc.errors import ShapeError
 from rnnc.ir.node import user_line
 from rnnc.nn.base import BufferSpec, Layer, Network, activate, register_layer
-from rnnc.ops import batch_norm, bn_stats, image, make, reshape, slice_features, softmax, sqrt
+from rnnc.ops import batch_norm, bn_stats, concat, cross_rank_mean, image, make, reshape, slice_features, softmax, sqrt
 
 
 def _channels_view(v, x):
@@ -84,6 +84,18 @@ class BatchNorm(Layer):
     updates the running statistics :math:`r \\leftarrow (1 - m) r + m s` outside the gradient (running variance
     unbiased, as PyTorch). Evaluation (``Network(train=False)``): :math:`\\mu, \\sigma^2` are the params
     ``<name>_running_mean`` / ``_running_var``.
+
+    Synchronised (``Network(sync_batchnorm=True)``, as PyTorch's ``SyncBatchNorm``): the statistics are the
+    global batch's over every rank of a data-parallel run, reduced inside the forward pass by
+    :func:`~rnnc.ops.collective.cross_rank_mean` (rows-weighted mean over the ranks, the identity in one
+    process) from each rank's :math:`\\mu_r, \\sigma^2_r` over its :math:`n_r` rows:
+
+    .. math:: \\mu = \\sum_r \\tfrac{n_r}{n} \\mu_r, \\qquad
+              \\sigma^2 = \\sum_r \\tfrac{n_r}{n} (\\sigma^2_r + \\mu_r^2) - \\mu^2
+
+    and :math:`y = \\gamma (x - \\mu) / \\sqrt{\\sigma^2 + \\epsilon} + \\beta` written with elementwise ops,
+    so that the gradient (the same collective on the adjoints of the statistics, in the backward pass) comes from
+    the ops' VJPs. Slower than the fused default (no fused ``batch_norm`` / ``bn_input_grad``).
     """
 
     eps: float = 1e-5
@@ -101,6 +113,11 @@ class BatchNorm(Layer):
                                                                stat == "var", per_sample)
         gamma = net.param(f"{name}_gamma", c, 1.0) if self.affine else None
         beta = net.param(f"{name}_beta", c, 0.0) if self.affine else None
+        if net.train and net.sync_batchnorm:
+            mu, var = _global_moments(x, c)
+            net.model.output(f"{name}_batch_mean", mu)
+            net.model.output(f"{name}_batch_var", var)
+            return _normalise(x, mu, var, gamma, beta, self.eps)
         if net.train:
             stats = bn_stats(x)
             net.model.output(f"{name}_batch_mean", slice_features(stats, 0, c))
@@ -108,10 +125,25 @@ class BatchNorm(Layer):
             return batch_norm(x, stats, gamma, beta, self.eps)
         mu = net.param(f"{name}_running_mean", c, 0.0)
         var = net.param(f"{name}_running_var", c, 1.0)
-        y = (x - _channels_view(mu, x)) / sqrt(_channels_view(var, x) + self.eps)
-        if self.affine:
-            y = y * _channels_view(gamma, x) + _channels_view(beta, x)
-        return y
+        return _normalise(x, mu, var, gamma, beta, self.eps)
+
+
+def _global_moments(x, c: int):
+    """The global batch's mean and biased variance per channel: one collective of
+    :math:`[\\mu_r; \\sigma^2_r + \\mu_r^2]` (see :class:`BatchNorm`)."""
+    stats = bn_stats(x)
+    mu_r, var_r = slice_features(stats, 0, c), slice_features(stats, c, 2 * c)
+    moments = cross_rank_mean(concat([mu_r, var_r + mu_r * mu_r]))
+    mu = slice_features(moments, 0, c)
+    return mu, slice_features(moments, c, 2 * c) - mu * mu
+
+
+def _normalise(x, mu, var, gamma, beta, eps: float):
+    """:math:`\\gamma (x - \\mu) / \\sqrt{\\sigma^2 + \\epsilon} + \\beta` per channel, from ``(C,)`` vectors."""
+    y = (x - _channels_view(mu, x)) / sqrt(_channels_view(var, x) + eps)
+    if gamma is not None:
+        y = y * _channels_view(gamma, x) + _channels_view(beta, x)
+    return y
 
 
 @register_layer

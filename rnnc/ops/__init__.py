@@ -3,6 +3,7 @@
 from rnnc.ops import image, operators  # noqa: F401
 from rnnc.ops.activations import absolute, clip, maximum, minimum, power, softplus
 from rnnc.ops.batchnorm import batch_norm, bn_stats
+from rnnc.ops.collective import cross_rank_mean
 from rnnc.ops.elementwise import add, div, exp, log, mul, neg, positive, relu, sigmoid, sqrt, square, sub, tanh, where
 from rnnc.ops.embedding import embedding
 from rnnc.ops.extend import register_op, unregister_op
@@ -20,6 +21,6 @@ __all__ = [
     "positive", "where", "matmul", "transpose", "outer_sum", "fsum", "fmean", "fmax", "max_mask", "expand",
     "sum_to", "edge_sum", "batch_mean", "concat", "slice_features", "split", "feature_index", "reshape",
     "one_hot", "softmax", "log_softmax", "softmax_cross_entropy", "binary_cross_entropy", "mse",
-    "leaf", "ref", "step_mask", "batch_norm", "bn_stats",
+    "leaf", "ref", "step_mask", "batch_norm", "bn_stats", "cross_rank_mean",
     "softplus", "absolute", "minimum", "maximum", "power", "clip", "embedding", "layer_norm",
 ]

@@ -49,7 +49,10 @@ class OpDef:
     * ``differentiable``: False for ops whose output carries no gradient (a mask, a constant, a lookup of
       integers);
     * ``indexes(node)``: (input position, highest valid value, what) for each integer operand that indexes
-      something, range-checked at the runtime boundary (:mod:`rnnc.interpret.boundary`).
+      something, range-checked at the runtime boundary (:mod:`rnnc.interpret.boundary`);
+    * ``collective``: a reduction across the ranks of a data-parallel run (:mod:`rnnc.ops.collective`): every
+      rank executes it in the same order, between two stages (``run`` calls it on the CPU); never folded,
+      fused or moved into a loop, and refused by a backend that cannot call it.
     """
 
     name: str
@@ -68,6 +71,7 @@ class OpDef:
     leaf: bool = False
     differentiable: bool = True
     indexes: Callable | None = None
+    collective: bool = False
 
     @property
     def fusable(self) -> bool:

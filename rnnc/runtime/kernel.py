@@ -203,13 +203,37 @@ class Kernel:
         with _StageThreads(scan=want["scan"], whole=want["map"], parts=want["split"], rows=want["blocks"]) as threads:
             self.module._threads = threads
             saved = _numba_threads(want["numba"]) if self._prange else None     # the image kernels' prange
+            ready = self._ready_hook(bufs)
+            if ready is not None:
+                self.module._ready = ready
             try:
                 self._run(self.arguments(sizes, by_var))
             finally:
                 self.module._threads = _keep_threads     # a later run() outside call() leaves BLAS alone
+                if ready is not None:
+                    self.module._ready = _no_listener
                 if saved is not None:
                     _numba_threads(saved)
         return bufs
+
+    def _ready_hook(self, bufs: dict):
+        """The generated ``_ready(*buffers)`` hook for this call: inside
+        :func:`rnnc.ops.collective.across_ranks` with a ``ready`` listener, it hands the listener the complete
+        gradients ``{param name: buffer}`` as ``run`` announces them; otherwise None (the module's own hook, which
+        does nothing, stays)."""
+        from rnnc.ops.collective import ready_listener
+
+        listener = ready_listener()
+        if listener is None or not hasattr(self.module, "_ready"):
+            return None
+        names: dict = {}
+        for (role, name), var in self.layout.results.items():
+            if role == "grads":
+                names.setdefault(var, []).append(name)
+
+        def ready(*variables):
+            listener({name: bufs[v] for v in variables for name in names.get(v, ())})
+        return ready
 
     def blas_threads(self, batch: int) -> dict:
         """Threads per kind of stage for a call with this batch.
@@ -289,6 +313,10 @@ def _numba_threads(n: int) -> int:
     before = numba.get_num_threads()
     numba.set_num_threads(n)
     return before
+
+
+def _no_listener(*buffers) -> None:
+    """The generated module's ``_ready`` hook outside a data-parallel step: nobody to tell."""
 
 
 def _keep_threads(kind: str) -> int:

@@ -12,13 +12,21 @@ weighted sum is exactly the single-process gradient, also when ``n`` does not sp
 applies the same optimizer step to the same numbers, so parameters stay identical; a checksum gathered every
 ``check_every`` steps proves it (:class:`DivergedError` naming the ranks otherwise).
 
-The gradients travel in one flat buffer cut into buckets of about ``bucket_bytes``: bucket ``i``'s non-blocking
-``Iallreduce`` starts as soon as it is packed, so its reduction overlaps the packing of the next buckets and the
-unpacking of the earlier ones. The engine's ``loss_and_grad`` returns all gradients together when the backward
-pass ends, so the reduction cannot start *during* the backward pass (see ``docs/distributed.md``).
+The gradients travel in one flat buffer cut into buckets of about ``bucket_bytes``, the parameters ordered by
+when the backward pass completes their gradients (rank 0's first step, broadcast, as PyTorch DDP's buckets in
+reverse order of use). The compiled CPU kernel announces each gradient as soon as the stage that last writes it
+has run (:func:`rnnc.ops.collective.across_ranks`'s ``ready`` hook); its scaled copy goes into the bucket, and a
+bucket's non-blocking ``Iallreduce`` starts as soon as all its gradients are in, so that reduction overlaps the
+rest of the backward pass (``overlap=True``, the default). Gradients nobody announced (an interpreted engine)
+are packed when the kernel returns.
+
+With ``sync_batchnorm=True`` the network is built with synchronised batch norm (:class:`rnnc.nn.BatchNorm`):
+its statistics are reduced *inside* the forward pass, and the matching sums in the backward pass, by the
+collective op :func:`rnnc.ops.collective.cross_rank_mean`, which this class executes (an ``Allreduce`` of
+:math:`(n_r / n)\\, x_r`) through the same hooks.
 
 The same step reduces, in a small float64 buffer, the loss and metric sums (history and progress are the global
-batch's, and samples/s counts every rank) and, with ``sync_batchnorm=True``, the batch-norm statistics.
+batch's, and samples/s counts every rank) and the signals that stop training.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import zlib
 
 import numpy as np
 
+from rnnc.ops.collective import across_ranks
 from rnnc.train.engine import Step
 from rnnc.train.sampler import split
 
@@ -45,27 +54,38 @@ class DataParallel:
     ----------
     comm : mpi4py communicator (``MPI.COMM_WORLD``).
     sync_batchnorm : bool
-        False (default): each rank's batch-norm running statistics follow its own rows (as PyTorch's
-        ``BatchNorm`` under ``DistributedDataParallel``); rank 0's are saved. True: every rank's running statistics
-        follow the global batch's mean and variance, from the all-reduced sums :math:`\\sum x` and
-        :math:`\\sum x^2` of every rank (``SyncBatchNorm``'s statistics; see the docs for the forward pass).
+        False (default): each rank normalises with the batch-norm statistics of its own rows and its running
+        statistics follow them (as PyTorch's ``BatchNorm`` under ``DistributedDataParallel``); rank 0's are saved.
+        True (as PyTorch's ``SyncBatchNorm``): the :class:`~rnnc.train.Trainer` builds the network with
+        synchronised batch norm (``Classifier.build(sync_batchnorm=True)``), whose forward and backward passes use
+        the global batch's statistics; every rank needs at least one row of each global batch.
     check_every : int
         Compare a checksum of the parameters across ranks every this many steps (and at the first step).
     bucket_bytes : int
         Size of one gradient bucket (one ``Iallreduce``).
+    overlap : bool
+        Start each bucket's reduction as soon as the backward pass has completed its gradients (compiled CPU
+        kernels); False: when the whole backward pass has ended.
 
     The trainer calls it at four points: :meth:`local` (this rank's rows of a global batch), :meth:`step` (loss,
     gradient and metric sums of the global batch), :meth:`agree` (stop at a safe point on every rank or none) and
     :meth:`save` (rank 0 writes, the others wait). Those are collective: every rank calls them in the same order.
     """
 
-    def __init__(self, comm, sync_batchnorm: bool = False, check_every: int = 100, bucket_bytes: int = 4 << 20):
+    def __init__(self, comm, sync_batchnorm: bool = False, check_every: int = 100, bucket_bytes: int = 4 << 20,
+                 overlap: bool = True):
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.sync_batchnorm, self.check_every, self.bucket_bytes = sync_batchnorm, int(check_every), int(bucket_bytes)
+        self.overlap = bool(overlap)
+        self.collectives = sync_batchnorm   # the model reduces across ranks inside its kernel (set by the Trainer)
         self.steps = 0
         self.comm_seconds = 0.0       # time spent in the gradient reduction (packing, waiting, unpacking)
+        self.overlapped = 0           # buckets whose reduction started before the kernel returned
         self._layout = None
+        self._order: list | None = None     # parameter names in the order their gradients complete
+        self._seen: list = []               # ... as this rank saw it in its first step
+        self._step: dict | None = None      # the packing state of the step under way
         self._signals = np.zeros(len(_SIGNALS))    # signals this rank took since its last step: sent with the next
         self._agreed: str | None = None            # the signal any rank sent with the last step
         if self.size > 1:
@@ -95,55 +115,110 @@ class DataParallel:
         """Loss, gradient and metric sums of the global batch of ``size`` rows, from this rank's rows ``batch``.
 
         Returns ``(step, hit, count)``: ``step.loss`` and ``step.grads`` are the global batch's mean loss and
-        gradient, ``step.outputs`` this rank's outputs with, under ``sync_batchnorm``, the statistics the
-        ``buffers`` follow replaced by the global batch's; ``hit, count`` the metric's sums over every rank."""
+        gradient, ``step.outputs`` this rank's outputs (under ``sync_batchnorm`` the batch statistics in them are
+        already the global batch's, reduced inside the kernel); ``hit, count`` the metric's sums over every rank."""
         if self.steps % self.check_every == 0:
             self.check_params(params)
         self.steps += 1
         mine = self.rows(size).stop - self.rows(size).start
+        if self.collectives and size < self.size:
+            raise ValueError(f"rnnc.distributed: a global batch of {size} row{'s' * (size != 1)} leaves a rank "
+                             f"without rows, and synchronised batch norm needs every rank in its collectives; "
+                             f"use a batch size (and a data set size) that gives each of the {self.size} ranks "
+                             f"a row")
+        self._begin(params, mine)
         if mine:
-            local = engine.loss_and_grad(batch, params)
+            with across_ranks(mean=self._mean(mine, size) if self.size > 1 else None,
+                              ready=self._ready if self.overlap else None):
+                local = engine.loss_and_grad(batch, params)
             hit, count = metrics.sums(local.outputs, batch)
         else:   # a short last batch leaves this rank no rows: it adds zeros to every sum
             local = Step(0.0, {k: np.zeros_like(v) for k, v in params.items()}, {})
             hit, count = 0, 0
-        stats = self._stats(buffers, local.outputs, mine)
-        extras = np.array([local.loss * mine, hit, count, *self._signals, *stats[1]], dtype=np.float64)
+        extras = np.array([local.loss * mine, hit, count, *self._signals], dtype=np.float64)
         self._signals[:] = 0
-        grads, extras = self._allreduce(local.grads, params, mine, size, extras)
+        grads, extras = self._allreduce(local.grads, params, size, extras)
         sent = extras[3:3 + len(_SIGNALS)]
         self._agreed = next((_SIGNALS[i] for i in reversed(range(len(_SIGNALS))) if sent[i] > 0), None)
-        extras = np.concatenate([extras[:3], extras[3 + len(_SIGNALS):]])
         outputs = dict(local.outputs)
-        if self.sync_batchnorm:
-            outputs.update(self._global_stats(stats[0], extras[3:], size))
-        elif mine:
+        if mine and not self.sync_batchnorm:
             outputs.update(_local_unbiased(buffers, outputs, mine, size))
         hit = int(round(extras[1])) if metrics.kind == "accuracy" else float(extras[1])
         return Step(extras[0] / size, grads, outputs), hit, int(round(extras[2]))
 
-    def _allreduce(self, grads: dict, params: dict, mine: int, size: int, extras: np.ndarray):
-        """Sum ``mine * grads`` and ``extras`` over the ranks, bucket by bucket; returns (grads / size, extras)."""
-        t0 = time.perf_counter()
+    # ------------------------------------------------------------------ the reductions
+    def _mean(self, mine: int, size: int):
+        """The collective op's reduction on this rank (:func:`rnnc.ops.collective.cross_rank_mean`):
+        :math:`\\sum_r (n_r / n)\\, x_r` by one ``Allreduce`` in float64."""
+        def reduce(x: np.ndarray) -> np.ndarray:
+            t0 = time.perf_counter()
+            buf = np.asarray(x, dtype=np.float64) * (mine / size)
+            self.comm.Allreduce(_in_place(), buf)
+            self.comm_seconds += time.perf_counter() - t0
+            return buf
+        return reduce
+
+    def _begin(self, params: dict, mine: int) -> None:
+        """The packing state of a step: which buckets still wait for which gradients."""
         flat, buckets = self._buffers(params)
-        requests = []
-        for lo, hi, segments in buckets:
-            for name, a, b, off in segments:
-                np.multiply(np.ravel(grads[name])[a - off:b - off], mine, out=flat[a:b])
-            requests.append(self.comm.Iallreduce(_in_place(), flat[lo:hi]))
-        requests.append(self.comm.Iallreduce(_in_place(), extras))
+        need = [{name for name, *_ in segments} for _, _, segments in buckets]
+        self._step = {"mine": mine, "need": need, "packed": set(), "requests": [], "flat": flat,
+                      "buckets": buckets}
+
+    def _ready(self, grads: dict) -> None:
+        """The kernel's ``ready`` hook: pack these complete gradients, start every bucket (in order) that is
+        full, and let MPI progress the reductions under way."""
+        t0 = time.perf_counter()
+        if self._order is None:
+            self._seen += [name for name in grads if name not in self._seen]
+        self._pack(grads)
+        if self._step["requests"]:
+            self.overlapped = max(self.overlapped, len(self._step["requests"]))
+            _progress(self._step["requests"])
+        self.comm_seconds += time.perf_counter() - t0
+
+    def _pack(self, grads: dict) -> None:
+        st = self._step
+        flat, mine = st["flat"], st["mine"]
+        for name, g in grads.items():
+            if name in st["packed"]:
+                continue
+            st["packed"].add(name)
+            for k, (_, _, segments) in enumerate(st["buckets"]):
+                for seg_name, a, b, off in segments:
+                    if seg_name == name:
+                        np.multiply(np.ravel(g)[a - off:b - off], mine, out=flat[a:b])
+                        st["need"][k].discard(name)
+        while len(st["requests"]) < len(st["buckets"]) and not st["need"][len(st["requests"])]:
+            lo, hi, _ = st["buckets"][len(st["requests"])]
+            st["requests"].append(self.comm.Iallreduce(_in_place(), flat[lo:hi]))
+
+    def _allreduce(self, grads: dict, params: dict, size: int, extras: np.ndarray):
+        """Sum ``mine * grads`` and ``extras`` over the ranks, bucket by bucket (the buckets the kernel's
+        ``ready`` hook already started, then the rest); returns (grads / size, extras)."""
+        t0 = time.perf_counter()
+        st = self._step
+        self._pack({name: grads[name] for name in (n for _, _, segs in st["buckets"] for n, *_ in segs)})
+        self._step = None
+        requests = st["requests"] + [self.comm.Iallreduce(_in_place(), extras)]
+        flat = st["flat"]
         out = {name: np.empty(np.shape(p), dtype=flat.dtype) for name, p in params.items()}
-        for (_, _, segments), request in zip(buckets, requests):
+        for (_, _, segments), request in zip(st["buckets"], requests):
             request.Wait()
             for name, a, b, off in segments:
                 np.divide(flat[a:b], size, out=out[name].reshape(-1)[a - off:b - off])
         requests[-1].Wait()
+        if self._order is None and self.overlap:    # buckets in rank 0's order of readiness from now on
+            self._order = self.comm.bcast(self._seen if self.is_root else None, root=0)
         self.comm_seconds += time.perf_counter() - t0
         return out, extras
 
     def _buffers(self, params: dict):
-        """The flat gradient buffer and its buckets ``(lo, hi, [(name, a, b, offset of name)])``, built once."""
-        key = tuple((k, np.shape(v), np.asarray(v).dtype.str) for k, v in sorted(params.items()))
+        """The flat gradient buffer and its buckets ``(lo, hi, [(name, a, b, offset of name)])``, built once per
+        order: the parameters in their gradients' order of readiness once known, by name before."""
+        order = {name: k for k, name in enumerate(self._order or ())}
+        names = sorted(params, key=lambda k: (order.get(k, len(order)), k))
+        key = tuple((k, np.shape(params[k]), np.asarray(params[k]).dtype.str) for k in names)
         if self._layout is None or self._layout[0] != key:
             dtype = np.result_type(*(np.asarray(v).dtype for v in params.values()))
             sizes = [(k, int(np.prod(shape))) for k, shape, _ in key]
@@ -160,38 +235,6 @@ class DataParallel:
                 buckets.append((lo, hi, segments))
             self._layout = (key, np.zeros(total, dtype=dtype), buckets)
         return self._layout[1], self._layout[2]
-
-    # ------------------------------------------------------------------ batch norm
-    def _stats(self, buffers: dict, outputs: dict, mine: int) -> tuple[list, list]:
-        """Under ``sync_batchnorm``: the statistics the buffers follow, and this rank's sums of them:
-        :math:`n_r \\mu_r` for a mean, :math:`n_r (\\sigma_r^2 + \\mu_r^2)` (a sum of squares) for the variance of
-        a ``*_batch_var`` whose ``*_batch_mean`` is also kept, :math:`n_r s_r` for any other statistic."""
-        if not self.sync_batchnorm:
-            return [], []
-        names = sorted({spec.stat for spec in buffers.values()})
-        layout, sums = [], []
-        for stat in names:
-            mean = stat[:-len("var")] + "mean" if stat.endswith("_batch_var") else None
-            mean = mean if mean in names else None
-            shape = tuple(next(spec for spec in buffers.values() if spec.stat == stat).shape)
-            s = np.asarray(outputs[stat], dtype=np.float64) if mine else np.zeros(shape)
-            if mean is not None and mine:
-                s = s + np.asarray(outputs[mean], dtype=np.float64) ** 2
-            layout.append((stat, mean, s.shape))
-            sums.extend((s * mine).ravel())
-        return layout, sums
-
-    def _global_stats(self, layout: list, sums: np.ndarray, size: int) -> dict:
-        out, at, means = {}, 0, {}
-        for stat, _, shape in layout:
-            n = int(np.prod(shape))
-            out[stat] = sums[at:at + n].reshape(shape) / size
-            at += n
-        for stat, mean, _ in layout:
-            if mean is not None:   # E[x^2] - E[x]^2 over the global batch
-                means[stat] = out[stat] - out[mean] ** 2
-        out.update(means)
-        return out
 
     # ------------------------------------------------------------------ checks, stops, saves
     def check_params(self, params: dict) -> None:
@@ -288,6 +331,14 @@ def _abort_on_uncaught(comm) -> None:
 
     hook.rnnc_aborts = True
     sys.excepthook = hook
+
+
+def _progress(requests: list) -> None:
+    """Let MPI move the reductions under way along (Open MPI progresses a non-blocking collective only inside
+    MPI calls)."""
+    from mpi4py import MPI
+
+    MPI.Request.Testall(requests)
 
 
 def _in_place():

@@ -27,8 +27,9 @@ from rnnc.train.metrics import Metrics
 from rnnc.train.optim import clip_global_norm
 
 
-def _nets(model):
-    """``(train_net, eval_net)``: a Model's or a Network's own network twice, a Classifier's two builds."""
+def _nets(model, sync_batchnorm: bool = False):
+    """``(train_net, eval_net)``: a Model's or a Network's own network twice, a Classifier's two builds (the
+    training one with synchronised batch norm when asked, see :class:`~rnnc.train.distributed.DataParallel`)."""
     from rnnc.dsl.model import Model
     from rnnc.nn.base import Network, network
 
@@ -38,14 +39,27 @@ def _nets(model):
         net = network(model)            # a plain Model: the network its layers registered, or a new one
         nets = (net, net)
     elif callable(getattr(model, "build", None)):
-        nets = (model.build(train=True), model.build(train=False))
+        train = model.build(train=True, sync_batchnorm=True) if sync_batchnorm else model.build(train=True)
+        nets = (train, model.build(train=False))
     else:
         raise TypeError(f"Trainer trains an rc.Model with a loss, an nn.Network or an nn.Classifier, "
                         f"got {type(model).__name__}")
     for net in nets:
         if net.model.graph.loss is None:
             raise ValueError(f"model {net.model.name!r} has no loss to train: add one with m.loss(...)")
+    if sync_batchnorm and nets[0].buffers and not _collective(nets[0].model.graph):
+        raise ValueError(f"sync_batchnorm=True: the network of {nets[0].model.name!r} was built with per-rank "
+                         f"batch norm; pass an nn.Classifier (the Trainer builds it) or build the network with "
+                         f"nn.Network(m, sync_batchnorm=True)")
     return nets
+
+
+def _collective(graph) -> bool:
+    """Does ``graph`` reduce across ranks inside its kernel (:mod:`rnnc.ops.collective`)?"""
+    from rnnc.ops.registry import ops_with
+
+    collective = ops_with(collective=True)
+    return any(n.op in collective for n in graph.nodes)
 
 
 class Trainer:
@@ -84,7 +98,10 @@ class Trainer:
                  progress: bool = True, params: dict | None = None, augment=None, check_finite: bool = True,
                  truncate: tuple | None = None, comm=None):
         self.model = model
-        self.train_net, self.eval_net = _nets(model)
+        self.parallel = data_parallel(comm)     # None: one process (rnnc.train.distributed)
+        self.train_net, self.eval_net = _nets(model, self.parallel is not None and self.parallel.sync_batchnorm)
+        if self.parallel is not None:
+            self.parallel.collectives = _collective(self.train_net.model.graph)
         self.optimizer, self.batch_size, self.seed, self.dtype = optimizer, int(batch_size), int(seed), dtype
         self.schedule, self.clip, self.checkpoint, self.progress = schedule, clip, checkpoint, progress
         self.augment = augment
@@ -103,7 +120,6 @@ class Trainer:
         self._partial = _no_sums()
         self._interrupts, self._source = DeferredInterrupts(), None   # SIGINT/SIGTERM; the file resumed from
         self._compiled = False              # compiled before the first batch (see _compile)
-        self.parallel = data_parallel(comm)     # None: one process (rnnc.train.distributed)
         self.progress = progress and (self.parallel is None or self.parallel.is_root)
 
     # ------------------------------------------------------------------ data

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from rnnc.backends.cpu.emit import BATCH, join_lines, note, one_line, one_line_breaks
 from rnnc.backends.cpu.functions import stage_functions
+from rnnc.backends.cpu.hooks import hook_lines, ready_lines
 from rnnc.backends.cpu.pieces import RunCall, names_used
 from rnnc.backends.cpu.prologue import prologue_lines
 from rnnc.backends.cpu.rendered import Rendered
@@ -84,13 +85,14 @@ def finish(r: Renderer) -> Rendered:
     r.buffers = [b for b in r.buffers if b.var not in dropped]
     bufs = [b.var for b in r.buffers if not b.extra]      # a lagged pair's base is only storage
     args = [s for s, _ in sizes] + leaves + hist_args + bufs
+    results = {n: b.var for n, b in r.bufs.items() if b.var.startswith("v") and n not in r.aliases}
+    ready = ready_lines(r, results)
     body = []
     for k, calls in mod.calls:
-        body += _run_lines(r.schedule[k - 1].kind, calls) + r.after.get(k, [])
+        body += _run_lines(r.schedule[k - 1].kind, calls) + r.after.get(k, []) + ready.get(k, [])
     entry = ["", "", f"def run({', '.join(args)}):"] + prologue + body + ["    return 0", ""]
-    results = {n: b.var for n, b in r.bufs.items() if b.var.startswith("v") and n not in r.aliases}
-    src, sites = join_lines(module_head(r) + mod.function_lines() + entry)
     calls = [c for _, cs in mod.calls for c in cs]
+    src, sites = join_lines(module_head(r) + hook_lines(calls, bool(ready)) + mod.function_lines() + entry)
     parallel = any(isinstance(c, RunCall) or c.form == "blocks" for c in calls)
     return Rendered(one_line_breaks(src), args, sizes, dict(r.leaves), list(r.buffers), results, dict(r.hist),
                     parallel, r.image_kernels, sites)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from rnnc.backends.cpu import (
     ops_batchnorm,
+    ops_collective,
     ops_embedding,
     ops_ewise,
     ops_image,
@@ -47,7 +48,8 @@ class TemplateTable(dict):
 
 
 _TABLE: dict = {}
-for _family in (ops_ewise, ops_linalg, ops_reduce, ops_structure, ops_image, ops_batchnorm, ops_embedding):
+for _family in (ops_ewise, ops_linalg, ops_reduce, ops_structure, ops_image, ops_batchnorm, ops_embedding,
+                ops_collective):
     _TABLE.update(_family.TEMPLATES)
 TEMPLATES = TemplateTable(_TABLE, ops_ewise.template_for)
 

@@ -18,7 +18,7 @@ from rnnc.backends.cpu import ops_ewise, ops_linalg
 from rnnc.backends.cpu.emit import BATCH, Buf, feat_ranges
 from rnnc.backends.cpu.ops import HANDLED_BY_RENDERER, TemplateTable
 from rnnc.backends.cpu.ops import TEMPLATES as CPU_TEMPLATES
-from rnnc.backends.cpu.render import BufSpec
+from rnnc.backends.cpu.render import BufSpec, MissingTemplate
 from rnnc.backends.cuda import ops_batchnorm, ops_image
 from rnnc.ops.registry import ops_with
 
@@ -194,6 +194,22 @@ _TABLE.update({
 })
 _TABLE.update(ops_image.TEMPLATES)
 _TABLE.update(ops_batchnorm.TEMPLATES)
+
+
+class UnsupportedCollective(MissingTemplate):
+    """A collective op (:mod:`rnnc.ops.collective`) reached the CUDA renderer, which cannot call MPI between
+    its kernels."""
+
+
+def t_refuse_collective(r, node) -> None:
+    """Collective ops reduce across MPI ranks between two stages; the CUDA runtime has no such hook yet."""
+    raise UnsupportedCollective(
+        f"op {node.op!r} ({node.label()} at {node.where}) reduces across the ranks of a data-parallel run "
+        f"(synchronised batch norm); the CUDA backend does not run collectives: compile with target='cpu', or "
+        f"train with per-rank batch norm (DataParallel(comm, sync_batchnorm=False))")
+
+
+_TABLE.update({op: t_refuse_collective for op in ops_with(collective=True)})
 TEMPLATES = TemplateTable(_TABLE, lambda op: ops_ewise.template_for(op, cuda=True))
 
 
