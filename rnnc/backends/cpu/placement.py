@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rnnc.backends.cpu.emit import BATCH, Buf
+from rnnc.backends.cpu.emit import BATCH, Buf, note, one_line
 from rnnc.backends.cpu.prologue import PrologueEntry
 
 if TYPE_CHECKING:
@@ -96,7 +96,8 @@ def to_prologue(r: Renderer, node) -> bool:
     if any(b is None or b.literal is not None or b.offset or b.dims for b in ins):
         return False
     r.in_prologue.add(node)
-    r.prologue.append(PrologueEntry(r.out(node).var, node.op, tuple(b.var for b in ins), r.describe(node)))
+    r.prologue.append(PrologueEntry(r.out(node).var, node.op, tuple(b.var for b in ins), r.describe(node),
+                                    node.where))
     return True
 
 
@@ -112,6 +113,6 @@ def to_epilogue(r: Renderer, node, stage_no: int) -> bool:
         return False
     a, b = node.attr("start"), node.attr("stop")
     cut = f"[{a}:{b}]" if node.op == "take_rows" else f"[..., {a}:{b}]"
-    r.after.setdefault(stage_no, []).append(
-        f"    np.copyto({r.out(node).var}, {src.var}{cut})  # {r.describe(node)}")
+    r.after.setdefault(stage_no, []).extend(
+        [note(f"    # {one_line(r.describe(node))}", node.where), f"    np.copyto({r.out(node).var}, {src.var}{cut})"])
     return True

@@ -15,16 +15,20 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from rnnc.backends.cpu.emit import note, one_line
+
 
 @dataclass(frozen=True)
 class PrologueEntry:
     """``out = transpose(ins[0])`` or ``out = concatenate(ins, axis=-1)``, run once per call of ``run``;
-    ``comment`` names the IR node."""
+    ``comment`` names the IR node; with ``where`` (its user's ``file:line``) the comment is a line of its own
+    before the statement (a :class:`~rnnc.backends.cpu.emit.Note`), else it ends the statement's line."""
 
     out: str
     op: str               # "transpose" | "concat"
     ins: tuple
     comment: str = ""
+    where: str = ""
 
 
 def prologue_lines(entries: list, used: set) -> tuple[list, set]:
@@ -38,13 +42,14 @@ def prologue_lines(entries: list, used: set) -> tuple[list, set]:
     for e in reversed(entries):
         if e.out not in live or e.out in inline:
             continue
-        tag = f"  # {e.comment}" if e.comment else ""
+        tag = f"  # {e.comment}" if e.comment and not e.where else ""
+        before = [note(f"    # {one_line(e.comment)}", e.where)] if e.comment and e.where else []
         if e.op == "transpose":
-            lines.append(f"    np.copyto({e.out}, {e.ins[0]}.T){tag}")
+            lines += [f"    np.copyto({e.out}, {e.ins[0]}.T){tag}"] + before      # reversed below: the note comes first
             live.add(e.ins[0])
         else:
             parts = [f"{inline[v]}.T" if v in inline else v for v in e.ins]
-            lines.append(f"    np.concatenate(({', '.join(parts)},), axis=-1, out={e.out}){tag}")
+            lines += [f"    np.concatenate(({', '.join(parts)},), axis=-1, out={e.out}){tag}"] + before
             live.update(inline.get(v, v) for v in e.ins)
     dropped = {e.out for e in entries if e.out not in live or e.out in inline}
     return lines[::-1], dropped
