@@ -18,7 +18,7 @@ from zoo import ZOO  # noqa: E402
 
 import rnnc as rc  # noqa: E402
 from rnnc import t  # noqa: E402
-from rnnc.runtime.segments import segment_length  # noqa: E402
+from rnnc.runtime.segments import segment_cuts, segment_length  # noqa: E402
 
 
 def quiet_compile(model, **options):
@@ -114,8 +114,25 @@ def test_buffers_are_one_segments():
     assert held * 4 < whole, (held, whole)
 
 
+def test_truncation_within_chunks_splits_into_segments():
+    """``truncate=(k1, k2)`` with ``k2 <= k1``: segments of whole chunks, each its own truncated gradient model;
+    equal to the interpreter's truncated gradients, short last chunks (whose gradient reaches into the chunk
+    before) included."""
+    case = ZOO["elman"]()
+    params = case.params(5)
+    for (k1, k2), every, lengths in [((3, 2), 4, (1, 5, 6, 7, 13)), ((3, 3), 3, (5, 10))]:
+        f = quiet_compile(case.model, truncate=(k1, k2), checkpoint=every)
+        for T in lengths:
+            inputs = case.make_inputs(np.random.default_rng(T), T, 2, np.float64)
+            ref = rc.interpret(rc.grad(case.model, truncate=(k1, k2)), inputs, params, dtype="float64")
+            assert_same(f.loss_and_grad(inputs, params), (ref.loss, ref.grads))
+    assert segment_cuts(13, 4, (3, 2)) == [(0, 6), (6, 9), (9, 13)]       # 4 -> 6; the last chunk is 1 < k2
+    assert segment_cuts(10, 3, (3, 3)) == [(0, 3), (3, 6), (6, 10)]
+    assert segment_cuts(13, 5) == [(0, 5), (5, 10), (10, 13)]
+
+
 @pytest.mark.parametrize("name, options, why", [("two_tap", {}, r"h\[t-2\]"),
-                                                ("elman", {"truncate": (3, 2)}, "truncate"),
+                                                ("elman", {"truncate": (2, 3)}, "truncate"),
                                                 ("variable_length", {}, "lengths")])
 def test_models_outside_the_plan_warn_and_stay_right(name, options, why):
     """Deeper delays, truncation, lengths: the whole-sequence kernel, with a warning that says why."""

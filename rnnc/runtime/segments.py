@@ -18,12 +18,18 @@ one shorter when ``k`` does not divide ``T``). Two compiled kernels of *segment 
    gives both, because the entering state is an ordinary axis-free input (the initial value of ``h[t-1]``)
    and :math:`\\lambda_j` another one.
 
+Truncated BPTT with ``k2 <= k1`` splits too: no gradient crosses a chunk boundary, so with segments made of
+whole chunks (see :func:`segment_cuts` for a short last chunk) each segment is its own truncated gradient model
+(:func:`rnnc.autodiff.truncate.truncated_gradient_graph`, chunks counted from the segment's start) and
+:math:`\\lambda_j = 0`.
+
 The adjoint entering state 0 is carried into the params of an initial value (``m.initial(h, h0)``) by the
 interpreter, on the small axis-free graph of the initial values. The loss must split over segments: a sum of
 per-step terms (what ``m.loss`` builds), plus terms that read only the last step (``h.last(t)``) or no step at
 all, which go to the last segment. Peak memory is ``T / k`` boundary states plus one segment's buffers; the
 forward pass runs twice. Models this plan does not fit (several loop axes, lengths, delays deeper than one step,
-``truncate=``, gradients w.r.t. non-params) are refused with the reason (:class:`Unsupported`), and
+``truncate=(k1, k2)`` with ``k2 > k1``, gradients w.r.t. non-params) are refused with the reason
+(:class:`Unsupported`), and
 :func:`rnnc.compile` falls back to the whole-sequence kernel with a warning.
 """
 from __future__ import annotations
@@ -32,6 +38,11 @@ import math
 
 import numpy as np
 
+from rnnc.autodiff.grad import gradient_graph
+from rnnc.autodiff.truncate import truncated_gradient_graph
+from rnnc.interpret import interpret
+from rnnc.interpret.bind import Binding, bind
+from rnnc.interpret.evaluate import initial_fill
 from rnnc.ir.graph import Graph, rebuild, topo_order
 from rnnc.ir.node import Node
 from rnnc.ops import ref
@@ -39,6 +50,8 @@ from rnnc.ops.leaves import leaf
 from rnnc.ops.reduce import batch_mean, fsum
 from rnnc.ops.registry import make
 from rnnc.passes.dce import prune
+from rnnc.runtime.compiled import _initial_values
+from rnnc.runtime.kernel import Kernel
 
 _WHOLE_AXIS = ("last", "first", "asum", "amean", "at_index", "edge_sum", "spread")
 
@@ -68,6 +81,7 @@ class Plan:
 
     def __init__(self, graph: Graph, wrt=None, truncate=None):
         self.graph, self.axis = graph, _check(graph, wrt, truncate)
+        self.truncate = None if truncate is None else (int(truncate[0]), int(truncate[1]))
         self.wrt = list(graph.params) if wrt is None else list(wrt)
         self.states = _states(graph, self.axis)
         taken = set(graph.inputs) | set(graph.params) | set(graph.values) | set(graph.outputs)
@@ -108,16 +122,17 @@ class Plan:
 
     def gradient(self, model: Graph) -> Graph:
         """The gradient model of a segment model: w.r.t. its params in ``wrt`` and the entering states."""
-        from rnnc.autodiff.grad import gradient_graph
-
         wrt = [p for p in self.wrt if p in model.params] + [v.name for v in self.state_inputs.values()]
-        return prune(gradient_graph(model, wrt), outputs=False)
+        if self.truncate is None:
+            return prune(gradient_graph(model, wrt), outputs=False)
+        return prune(truncated_gradient_graph(model, wrt, (*self.truncate, self.axis)), outputs=False)
 
 
 def _check(graph: Graph, wrt, truncate):
     """The loop axis, after refusing what the plan does not cover."""
-    if truncate is not None:
-        raise Unsupported("truncate= changes where gradients stop; segments would have to carry every stream")
+    if truncate is not None and (len(truncate) != 2 or int(truncate[1]) > int(truncate[0])):
+        raise Unsupported(f"truncate={tuple(truncate)!r}: with k2 > k1 (or an axis given) gradients cross chunk "
+                          "boundaries in several streams, which segments do not carry")
     if wrt is not None and set(wrt) - set(graph.params):
         raise Unsupported("gradients w.r.t. inputs or signals are per step; segments return params' gradients")
     axes = graph.axes()
@@ -202,8 +217,6 @@ class Segmented:
         self.compiled, self.plan, self.checkpoint = compiled, plan, checkpoint
 
     def kernel(self, variant: str):
-        from rnnc.runtime.kernel import Kernel
-
         table = self.compiled._kernels
         if variant not in table:
             p = self.plan
@@ -217,18 +230,11 @@ class Segmented:
     def loss_and_grad(self, inputs: dict, params: dict, sizes: dict | None = None, batch: int | None = None,
                       check_finite: bool | str = False) -> tuple[float, dict]:
         """:math:`L` and :math:`\\partial L / \\partial w`, equal to the whole-sequence kernel's up to rounding."""
-        from rnnc.interpret.bind import bind
-
         p = self.plan
         whole = bind(p.graph, inputs, params, self.compiled.dtype, sizes, batch, check_finite=check_finite)
         steps, nbatch, dtype = whole.sizes[p.axis], whole.batch, whole.dtype
-        every = segment_length(self.checkpoint, steps)
-        cuts = [(s, min(s + every, steps)) for s in range(0, steps, every)]
-        enter = [self._initial(inputs, params, nbatch, dtype)]
-        fwd = self.kernel("segment_forward") if len(cuts) > 1 else None
-        for start, stop in cuts[:-1]:
-            bufs = self._call("segment_forward", fwd, whole, enter[-1], {}, start, stop)
-            enter.append({s: fwd.result(bufs, "outputs", s) for s in p.states})
+        cuts = segment_cuts(steps, segment_length(self.checkpoint, steps), p.truncate)
+        enter = self._boundaries(whole, cuts, self._initial(inputs, params, nbatch, dtype))
         adjoint = {s: np.zeros_like(v) for s, v in enter[0].items()}
         total, grads = 0.0, {}
         for j in reversed(range(len(cuts))):
@@ -245,14 +251,26 @@ class Segmented:
                     part = k.result(bufs, "grads", name)
                     grads[name] = grads[name] + part if name in grads else part
             adjoint = {s: k.result(bufs, "grads", p.state_inputs[s].name) for s in p.states}
+            if p.truncate is not None and j > 0:     # nothing flows back across a chunk boundary
+                adjoint = {s: np.zeros_like(a) for s, a in adjoint.items()}
         grads = self._through_initial_values(grads, adjoint, inputs, params, nbatch, dtype)
         return total, {name: grads.get(name, np.zeros(p.graph.params[name].shape, dtype)) for name in p.wrt}
+
+    def _boundaries(self, whole, cuts, initial: dict) -> list:
+        """The state entering each segment: the forward kernel run segment after segment from ``initial``."""
+        enter = [initial]
+        if len(cuts) == 1:
+            return enter
+        fwd = self.kernel("segment_forward")
+        for start, stop in cuts[:-1]:
+            bufs = self._call("segment_forward", fwd, whole, enter[-1], {}, start, stop)
+            enter.append({s: fwd.result(bufs, "outputs", s) for s in self.plan.states})
+        fwd._buffers.clear()          # its work buffers are not needed while the gradient kernel runs
+        return enter
 
     def _call(self, variant, k, whole, enter, lam, start, stop):
         """Run kernel ``k`` on steps ``[start, stop)``: the whole call's checked arrays, sliced (views), and the
         segment's state and adjoint inputs."""
-        from rnnc.interpret.bind import Binding
-
         p, graph = self.plan, k.source_graph
         arrays = {node: (arr[start:stop] if p.axis in node.axes else arr) for node, arr in whole.arrays.items()
                   if node.op == "param" or node in graph.inputs.values()}
@@ -264,9 +282,6 @@ class Segmented:
 
     def _initial(self, inputs: dict, params: dict, nbatch: int, dtype) -> dict:
         """The state entering step 0: each delayed signal's initial value (zeros unless ``m.initial``)."""
-        from rnnc.interpret.evaluate import initial_fill
-        from rnnc.runtime.compiled import _initial_values
-
         g = self.plan.graph
         inits = {s: g.inits[s] for s in self.plan.states if s in g.inits}
         values = _initial_values(g, inits, inputs, params, nbatch, dtype) if inits else {}
@@ -282,9 +297,6 @@ class Segmented:
     def _through_initial_values(self, grads, adjoint, inputs, params, nbatch, dtype) -> dict:
         """Add the params' share through initial values: the VJP of ``h0 = init(params)`` with the adjoint
         entering step 0, by the interpreter on the axis-free graph :math:`\\langle\\lambda_0, h_0\\rangle`."""
-        from rnnc.autodiff.grad import gradient_graph
-        from rnnc.interpret import interpret
-
         g, p = self.plan.graph, self.plan
         inits = {s: g.inits[s] for s in p.states if s in g.inits}
         used = {n for n in topo_order(list(inits.values())) if n.op == "param"}
@@ -308,6 +320,24 @@ class Segmented:
             extra = np.asarray(res.grads[name], dtype)
             grads[name] = grads[name] + extra if name in grads else extra
         return grads
+
+
+def segment_cuts(steps: int, every: int, truncate=None) -> list:
+    """The segments ``[(start, stop), ...]`` of ``every`` steps covering ``0 .. steps - 1``.
+
+    With ``truncate=(k1, k2)`` (``k2 <= k1``) segments are whole chunks of ``k1`` steps (``every`` rounded up to
+    a multiple of ``k1``), and a last segment shorter than ``k2`` — a short last chunk, whose gradient reaches
+    ``k2`` steps back into the chunk before it — takes that chunk from the segment before, so that no gradient
+    crosses a cut.
+    """
+    if truncate is not None:
+        k1, k2 = truncate
+        every = -(-every // k1) * k1
+    cuts = [(s, min(s + every, steps)) for s in range(0, steps, every)]
+    if truncate is not None and len(cuts) > 1 and cuts[-1][1] - cuts[-1][0] < k2:
+        (a, b), (_, end) = cuts[-2], cuts[-1]
+        cuts[-2:] = ([(a, b - k1)] if b - k1 > a else []) + [(b - k1, end)]
+    return cuts
 
 
 def segmented(compiled, options: dict) -> tuple[Segmented | None, str | None]:
