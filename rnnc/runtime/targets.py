@@ -22,7 +22,8 @@ def compile(model, target: str = "cpu", dtype: str = "float32", threads: int | N
     ``loss_and_grad`` keeps the recurrent state every ``k`` steps and recomputes each segment of ``k`` steps
     in a compiled segment kernel on the way back (:mod:`rnnc.runtime.segments`): peak memory
     :math:`O(T/k + k)` steps instead of :math:`O(T)`; a model that plan does not fit (several loop axes,
-    lengths, deeper delays, ``truncate=``, ``target="cuda"``) gets the whole-sequence kernel, and a
+    lengths, deeper delays, ``truncate=(k1, k2)`` with ``k2 > k1``, ``target="cuda"``) gets the whole-sequence
+    kernel, and a
     ``RuntimeWarning`` says why it saves no memory. ``verbose=True`` prints one line on stderr per kernel after
     its first call: which kernel, whether its module was generated or loaded from the cache, and the times.
     ``feedback`` (input name -> output name, e.g. ``{"x": "logits"}``) says which output's distribution is
