@@ -92,6 +92,14 @@ def test_initial_value_from_a_param_is_trained():
     assert np.abs(got[1]["h0"]).max() > 0
 
 
+def test_wrt_a_subset_of_params():
+    case = ZOO["elman"]()
+    inputs = case.make_inputs(np.random.default_rng(6), 9, 2, np.float64)
+    got = quiet_compile(case.model, checkpoint=4, wrt=["W"]).loss_and_grad(inputs, case.params())
+    ref = rc.interpret(rc.grad(case.model, wrt=["W"]), inputs, case.params(), dtype="float64")
+    assert_same(got, (ref.loss, ref.grads))
+
+
 def test_checkpoint_true_takes_the_square_root():
     assert [segment_length(True, n) for n in (1, 2, 4, 5, 9, 10, 10_000)] == [1, 2, 2, 3, 3, 4, 100]
     assert segment_length(7, 100) == 7
