@@ -7,6 +7,11 @@ any machine). The maps here have sample and channel counts that do not divide ev
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
@@ -95,6 +100,39 @@ def test_image_kernels_do_not_depend_on_the_thread_count(dtype, budget, channels
     for name in one:
         assert one[name].dtype == dtype and np.isfinite(one[name]).all(), name
         np.testing.assert_array_equal(one[name], two[name], err_msg=name)
+
+
+CASES = [(dtype, budget, channels) for dtype in (np.float32, np.float64)
+         for budget, channels in ((1, 1), (500, 3), (imk.CHUNK_FLOATS, 16))]
+
+
+def compare_thread_counts(counts) -> None:
+    """Every case above on each of ``counts`` Numba threads: the same bits as on the first (run in a process
+    whose ``NUMBA_NUM_THREADS`` allows the most of them)."""
+    saved = numba.get_num_threads()
+    try:
+        for dtype, budget, channels in CASES:
+            results = []
+            for threads in counts:
+                numba.set_num_threads(threads)
+                results.append(_all(dtype, budget, channels))
+            for other, threads in zip(results[1:], counts[1:]):
+                for name in results[0]:
+                    np.testing.assert_array_equal(results[0][name], other[name],
+                                                  err_msg=f"{name}, {dtype.__name__}, {threads} threads")
+    finally:
+        numba.set_num_threads(saved)
+
+
+def test_three_threads_give_the_same_bits_as_one_and_two():
+    """With three Numba threads (more than this machine's cores: the chunks, parts and channels are dealt
+    differently again) every kernel still gives the bits of one and two threads."""
+    tests = str(Path(__file__).parent)
+    code = (f"import sys; sys.path.insert(0, {tests!r}); import test_image_threads as t; "
+            "t.compare_thread_counts((1, 2, 3)); print('same bits')")
+    env = {**os.environ, "NUMBA_NUM_THREADS": "3"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "same bits" in out.stdout, out.stderr[-3000:]
 
 
 def test_the_kernels_tested_here_are_the_parallel_ones():
