@@ -1,7 +1,7 @@
 """Checkpointed gradients in compiled code: ``rc.compile(m, checkpoint=k)``.
 
 The sequence ``0 .. T-1`` along the loop axis ``t`` is cut into segments ``[s_j, e_j)`` of ``k`` steps (the last
-one shorter when ``k`` does not divide ``T``). Two compiled kernels of *segment models* do the work:
+one shorter when ``k`` does not divide ``T``). Compiled kernels of *segment models* do the work:
 
 1. **forward**: from the state ``h[s_j - 1]`` entering a segment, run its ``k`` steps and return the state
    ``h[e_j - 1]`` leaving it. Run once over the whole sequence, keeping only these boundary states
@@ -29,8 +29,7 @@ per-step terms (what ``m.loss`` builds), plus terms that read only the last step
 all, which go to the last segment. Peak memory is ``T / k`` boundary states plus one segment's buffers; the
 forward pass runs twice. Models this plan does not fit (several loop axes, lengths, delays deeper than one step,
 ``truncate=(k1, k2)`` with ``k2 > k1``, gradients w.r.t. non-params) are refused with the reason
-(:class:`Unsupported`), and
-:func:`rnnc.compile` falls back to the whole-sequence kernel with a warning.
+(:class:`Unsupported`), and :func:`rnnc.compile` falls back to the whole-sequence kernel with a warning.
 """
 from __future__ import annotations
 
@@ -67,11 +66,13 @@ class Plan:
     ----------
     axis : Axis
         The loop axis cut into segments.
-    states : dict
-        Delayed signal name -> the axis-free input that holds the state entering a segment.
-    adjoints : dict
-        Delayed signal name -> the axis-free input :math:`B \\lambda` (the adjoint of the leaving state,
-        times the batch size for a batched signal: the term is batch-averaged like the loss).
+    states : list
+        Names of the signals read one step back along ``axis`` (the state carried across a cut).
+    state_inputs : dict
+        Signal name -> the axis-free input that holds the state entering a segment.
+    adjoint_inputs : dict
+        Signal name -> the axis-free input :math:`B \\lambda` (the adjoint of the leaving state, times the batch
+        size for a batched signal: the term is batch-averaged like the loss).
     forward : Graph
         Outputs: each delayed signal at the segment's last step.
     middle, end : Graph
