@@ -19,7 +19,6 @@ never written (scratch buffers start zeroed; only in-range window positions are 
 """
 from __future__ import annotations
 
-from rnnc.backends.cpu import kernels_image
 from rnnc.backends.cpu.emit import feat_ranges
 from rnnc.backends.cpu.pieces import RunCall
 from rnnc.backends.cpu.rendered import BufSpec
@@ -33,6 +32,13 @@ def _scratch(r, node, prefix: str, dims, size: int) -> str:
     r.buffers.append(BufSpec(var, tuple(dims), (int(size),)))
     return var
 
+
+def _kernels():
+    """:mod:`kernels_image`, imported when an image op is rendered, not with rnnc: it loads gemm (OpenBLAS's
+    small-matrix kernels through cffi) and Numba's CPU target, a quarter second a process that never needs them."""
+    from rnnc.backends.cpu import kernels_image
+
+    return kernels_image
 
 def _view(r, node, dims, nrows: str, shape=None) -> str | None:
     """``(N, C, H, W)`` view expression of ``node``'s buffer when its lead dims are exactly ``dims`` (after the
@@ -55,10 +61,10 @@ def _call(r, name: str, *args) -> None:
     A parallel kernel (:data:`kernels_image.PARALLEL`) at a map stage's top level is called by ``run`` itself
     between two stage functions (a :class:`~rnnc.backends.cpu.pieces.RunCall`); inside a loop, its serial twin
     is called in place."""
-    r.em.line(f"# kernels_image {kernels_image.VERSION}")
+    r.em.line(f"# kernels_image {_kernels().VERSION}")
     r.image_kernels = True          # the runtime keeps rnnc's own threads away from Numba's (blas_threads)
     call = ", ".join(str(a) for a in args)
-    if name not in kernels_image.PARALLEL:
+    if name not in _kernels().PARALLEL:
         r.em.line(f"imk.{name}({call})")
     elif r.fixed or r.em.depth != 1:
         r.em.line(f"imk.{name}_serial({call})")
@@ -178,7 +184,7 @@ def _flat(var: str, nrows: str, size: int) -> str:
 def _blocked(r, name: str, *args) -> None:
     """``imk.<name>(*args, budget)``: the cache-blocked convolution kernels (chunks of samples whose im2col
     columns fit ``kernels_image.CHUNK_FLOATS``)."""
-    _call(r, name, *args, kernels_image.CHUNK_FLOATS)
+    _call(r, name, *args, _kernels().CHUNK_FLOATS)
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -259,7 +265,7 @@ def t_conv2d_weight_grad(r, node) -> None:
         fill = cols is None
         if fill:
             cols = _scratch(r, node, "im", dims, k * p)
-        tmp = _scratch(r, node, "wt", (), 2 * kernels_image.WGRAD_PARTS * o * k)   # a sum and a product per part
+        tmp = _scratch(r, node, "wt", (), 2 * _kernels().WGRAD_PARTS * o * k)   # a sum and a product per part
         _blocked(r, "conv2d_wgrad", g4, xv, _flat(cols, nrows, k * p), fill, _flat(gv, nrows, o * p), tmp,
                  f"{out.var}.reshape(({o}, {c}, {kh}, {kw}))", *_geo_args(node))
         return
