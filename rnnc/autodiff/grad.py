@@ -20,6 +20,7 @@ import networkx as nx
 
 from rnnc.errors import GraphError
 from rnnc.ir.graph import Graph
+from rnnc.ir.names import fresh_name
 from rnnc.ir.node import Node
 from rnnc.ops import as_node, opdef, ref
 from rnnc.ops.reduce import expand, spread, sum_to, to_batch
@@ -155,7 +156,7 @@ def adjoint_equations(graph: Graph, names: list, sweeps: list, dst: int, taken: 
                 if cut is not None and axis == cut[0]:
                     flow = flow * tbptt_mask(axis, cut[1], cut[2], -off, src, dst, "flow")
                     label += f"_from{src}" if src != dst else ""
-                via = _fresh(label, taken)
+                via = fresh_name(label, taken)
                 out[via] = _conform(flow, value)
                 terms.append(ref(via, value.axes, value.shape, "float", value.batched, axis, -off,
                                  where=value.where))
@@ -178,21 +179,13 @@ def collect_grads(graph: Graph, wrt, names: list, sweeps: list, values: dict) ->
     return grads
 
 
-def _fresh(name: str, taken: set) -> str:
-    base, k = name, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    taken.add(name)
-    return name
-
-
 def gradient_graph(graph: Graph, wrt=None) -> Graph:
     """The gradient model of ``graph``: its forward equations, adjoint signals, and ``grads`` roots."""
     wrt = list(graph.params) if wrt is None else list(wrt)
     _check_wrt(graph, wrt)
     relevant = _relevant(graph)
     taken = set(graph.values) | set(graph.inputs) | set(graph.params) | set(graph.outputs)
-    names = {v: _fresh(f"d_{v}", taken) for v, node in graph.values.items()
+    names = {v: fresh_name(f"d_{v}", taken) for v, node in graph.values.items()
              if node in relevant and (v in graph.signals or v in wrt)}
     sweeps = [sweep(graph, names, relevant)]
     new_values = adjoint_equations(graph, [names], sweeps, 0, taken)

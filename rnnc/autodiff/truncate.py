@@ -20,9 +20,10 @@ streams are ordinary adjoint signals and the schedule finds reverse scans as usu
 """
 from __future__ import annotations
 
-from rnnc.autodiff.grad import _check_wrt, _fresh, _relevant, adjoint_equations, collect_grads, sweep
+from rnnc.autodiff.grad import _check_wrt, _relevant, adjoint_equations, collect_grads, sweep
 from rnnc.errors import GraphError
 from rnnc.ir.graph import Graph
+from rnnc.ir.names import fresh_name
 from rnnc.ir.node import Axis
 from rnnc.ops.leaves import tbptt_mask
 
@@ -67,7 +68,7 @@ def truncated_gradient_graph(graph: Graph, wrt, truncate) -> Graph:
     streams = (k2 - 2 + k1) // k1 + 1
     relevant = _relevant(graph)
     taken = set(graph.values) | set(graph.inputs) | set(graph.params) | set(graph.outputs)
-    names = [{v: _fresh(f"d_{v}" + (f"_s{s}" if s else ""), taken) for v, n in graph.values.items()
+    names = [{v: fresh_name(f"d_{v}" + (f"_s{s}" if s else ""), taken) for v, n in graph.values.items()
               if n in relevant and (v in graph.signals or v in wrt)} for s in range(streams)]
     sweeps = [sweep(graph, names[s], relevant, seed=(s == 0), hooks=_Hooks(axis, k1, k2, s))
               for s in range(streams)]

@@ -96,6 +96,16 @@ def safe_comment(name, bare: bool = False, text: bool = False, limit: int | None
     return "".join(f"\\u{ord(c):04x}" if c in LINE_BREAKS or not c.isprintable() else c for c in out)
 
 
+def fresh_name(name: str, taken: set) -> str:
+    """``name``, or ``name_1``, ``name_2``... the first not in ``taken``; added to ``taken`` (the graph
+    transforms' names for the signals they add: ``d_h``, ``ckpt_h``)."""
+    base, k = name, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
+
+
 def check_graph_names(graph) -> None:
     """Check every name of ``graph`` that generated code or a cache key could carry: the model's, every loop
     axis', every named leaf, value, output, gradient and initial value, and each node's label. Raises a one-line

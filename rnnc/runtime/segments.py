@@ -43,6 +43,7 @@ from rnnc.interpret import interpret
 from rnnc.interpret.bind import Binding, bind
 from rnnc.interpret.evaluate import initial_fill
 from rnnc.ir.graph import Graph, rebuild, topo_order
+from rnnc.ir.names import fresh_name
 from rnnc.ir.node import Node
 from rnnc.ops import ref
 from rnnc.ops.leaves import leaf
@@ -86,8 +87,8 @@ class Plan:
         self.wrt = list(graph.params) if wrt is None else list(wrt)
         self.states = _states(graph, self.axis)
         taken = set(graph.inputs) | set(graph.params) | set(graph.values) | set(graph.outputs)
-        self.state_inputs = {s: _leaf(graph.values[s], _fresh(f"ckpt_{s}", taken)) for s in self.states}
-        self.adjoint_inputs = {s: _leaf(graph.values[s], _fresh(f"ckpt_adj_{s}", taken)) for s in self.states}
+        self.state_inputs = {s: _leaf(graph.values[s], fresh_name(f"ckpt_{s}", taken)) for s in self.states}
+        self.adjoint_inputs = {s: _leaf(graph.values[s], fresh_name(f"ckpt_adj_{s}", taken)) for s in self.states}
         steps, final = _loss_parts(graph, self.axis)
         self.forward = self._model("forward", [], outputs=True)
         self.middle = self._model("middle", steps, adjoint=True)
@@ -190,14 +191,6 @@ def _leaf(value: Node, name: str) -> Node:
 
 def _read(value: Node, name: str) -> Node:
     return ref(name, value.axes, value.shape, value.dtype, value.batched, None, 0, where=value.where)
-
-
-def _fresh(name: str, taken: set) -> str:
-    base, k = name, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    taken.add(name)
-    return name
 
 
 def segment_length(checkpoint, steps: int) -> int:
