@@ -45,6 +45,7 @@ from rnnc.interpret.evaluate import initial_fill
 from rnnc.ir.graph import Graph, rebuild, topo_order
 from rnnc.ir.names import fresh_name
 from rnnc.ir.node import Node
+from rnnc.ir.where import user_line
 from rnnc.ops import ref
 from rnnc.ops.leaves import leaf
 from rnnc.ops.reduce import batch_mean, fsum
@@ -338,7 +339,7 @@ def segmented(compiled, options: dict) -> tuple[Segmented | None, str | None]:
     """``(Segmented, None)`` when ``compiled``'s model fits the segment plan, else ``(None, reason)``."""
     checkpoint = options["checkpoint"]
     if checkpoint is not True and (isinstance(checkpoint, bool) or int(checkpoint) < 1):
-        raise ValueError(f"checkpoint must be a positive number of steps or True, got {checkpoint!r}")
+        raise ValueError(f"checkpoint must be a positive number of steps or True, got {checkpoint!r} at {user_line()}")
     try:
         plan = Plan(compiled.graph, options.get("wrt"), options.get("truncate"))
     except Unsupported as why:
