@@ -8,6 +8,7 @@ import numpy as np
 
 from rnnc.ops import scalar as S
 from rnnc.ops.layout import pad_features
+from rnnc.ops.reduce import sum_to
 from rnnc.ops.registry import float_dtype, make, register, shape_error
 
 
@@ -30,8 +31,6 @@ def _unary(fn):
 
 
 def _sum_to(g, like):
-    from rnnc.ops.reduce import sum_to
-
     return sum_to(g, like)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from rnnc.ops import scalar as S
 from rnnc.ops.layout import pad_features
+from rnnc.ops.reduce import sum_to
 from rnnc.ops.registry import OPS, OpDef, as_node, float_dtype, make, register, shape_error
 
 
@@ -108,8 +109,6 @@ def _numpy_rule(expr: S.Expr, fn: Callable | None):
 
 
 def _vjp_rule(fn: Callable):
-    from rnnc.ops.reduce import sum_to
-
     def rule(node, g):
         out = fn(g, node, *node.inputs)
         if not isinstance(out, (tuple, list)):

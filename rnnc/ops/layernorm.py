@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnc.ops.elementwise import sqrt
+from rnnc.ops.reduce import expand, fmean, sum_to
 from rnnc.ops.registry import make, register, shape_error
 
 
@@ -34,9 +36,6 @@ def _np(node, x, gain, bias):
 
 
 def _vjp(node, g):
-    from rnnc.ops.elementwise import sqrt
-    from rnnc.ops.reduce import expand, fmean, sum_to
-
     x, gain, bias = node.inputs
 
     def spread(v):

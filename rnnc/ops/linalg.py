@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from rnnc.ops.layout import align
+from rnnc.ops.reduce import sum_to
 from rnnc.ops.registry import make, register, shape_error
 
 
@@ -29,8 +30,6 @@ def _matmul_np(node, a, b):
 
 
 def _matmul_vjp(node, g):
-    from rnnc.ops.reduce import sum_to
-
     a, b = node.inputs
     if len(b.shape) == 1:
         ga = outer_sum(g, b, like=a)
@@ -80,8 +79,6 @@ def _outer_np(node, ctx, g, b):
 
 
 def _outer_vjp(node, g):
-    from rnnc.ops.reduce import sum_to
-
     gn, bn = node.inputs
     return sum_to(matmul(g, bn), gn), sum_to(matmul(transpose(g), gn), bn)
 

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnc.ops.elementwise import log
+from rnnc.ops.reduce import expand, fsum, sum_to
 from rnnc.ops.registry import as_node, make, register, shape_error
+from rnnc.ops.structure import log_softmax, one_hot, softmax
 
 
 def _ce_shape(inputs, attrs):
@@ -27,9 +30,6 @@ def _ce_np(node, logits, target):
 
 
 def _ce_vjp(node, g):
-    from rnnc.ops.reduce import expand, fsum, sum_to
-    from rnnc.ops.structure import log_softmax, one_hot, softmax
-
     logits, target = node.inputs
     ge = expand(g, logits.shape, -1)
     if target.dtype == "int":
@@ -63,9 +63,6 @@ def _bce_np(node, p, y):
 
 
 def _bce_vjp(node, g):
-    from rnnc.ops.elementwise import log
-    from rnnc.ops.reduce import expand, sum_to
-
     p, y = node.inputs
     ge = expand(g, p.shape)
     return sum_to(ge * (p - y) / (p * (1.0 - p)), p), sum_to(ge * (log(1.0 - p) - log(p)), y)
@@ -77,8 +74,6 @@ def _mse_np(node, a, b):
 
 
 def _mse_vjp(node, g):
-    from rnnc.ops.reduce import expand, sum_to
-
     a, b = node.inputs
     n = float(np.prod(a.shape)) if a.shape else 1.0
     d = expand(g, a.shape) * (a - b) * (2.0 / n)

@@ -5,6 +5,8 @@ import numpy as np
 
 from rnnc.errors import ShapeError
 from rnnc.ir.node import user_line
+from rnnc.ops.elementwise import exp
+from rnnc.ops.reduce import expand, fsum
 from rnnc.ops.registry import as_node, make, register, shape_error
 
 
@@ -104,15 +106,10 @@ def _vector_shape(op):
 
 
 def _softmax_vjp(node, g):
-    from rnnc.ops.reduce import expand, fsum
-
     return (node * (g - expand(fsum(g * node, -1), node.shape, -1)),)
 
 
 def _log_softmax_vjp(node, g):
-    from rnnc.ops.elementwise import exp
-    from rnnc.ops.reduce import expand, fsum
-
     return (g - exp(node) * expand(fsum(g, -1), node.shape, -1),)
 
 
