@@ -22,6 +22,7 @@ from rnnc.errors import GraphError
 from rnnc.ir.graph import Graph
 from rnnc.ir.names import fresh_name
 from rnnc.ir.node import Node
+from rnnc.ir.where import at
 from rnnc.ops import as_node, opdef, ref
 from rnnc.ops.reduce import expand, spread, sum_to, to_batch
 from rnnc.ops.registry import ops_with
@@ -87,15 +88,16 @@ def sweep(graph: Graph, names: dict, relevant: set, seed: bool = True, hooks=Non
         if node not in relevant:
             continue
         terms = adj.contrib.get(node, [])
-        if node in defs:
-            name = defs[node]
-            adj.direct[name].extend(terms)
-            g = ref(names[name], node.axes, node.shape, "float", node.batched, None, 0, where=node.where)
-        elif not terms:
-            continue
-        else:
-            g = _total(terms)
-        _propagate(node, g, adj, relevant, hooks)
+        with at(node.where):                 # the adjoint's nodes point at the user's line of ``node``
+            if node in defs:
+                name = defs[node]
+                adj.direct[name].extend(terms)
+                g = ref(names[name], node.axes, node.shape, "float", node.batched, None, 0, where=node.where)
+            elif not terms:
+                continue
+            else:
+                g = _total(terms)
+            _propagate(node, g, adj, relevant, hooks)
     return adj
 
 
@@ -137,32 +139,33 @@ def adjoint_equations(graph: Graph, names: list, sweeps: list, dst: int, taken: 
     out = {}
     for v, dname in names[dst].items():
         value = graph.values[v]
-        terms = list(sweeps[dst].direct.get(v, []))
-        for src, adj in enumerate(sweeps):
-            shifted = defaultdict(list)
-            for r, g in adj.refs.items():
-                if r.attr("value") != v:
-                    continue
-                along_cut = cut is not None and r.attr("offset") and r.attr("axis") == cut[0]
-                if src != dst and not along_cut:
-                    continue
-                if r.attr("offset"):
-                    shifted[(r.attr("axis"), r.attr("offset"))].append(g)
-                else:
-                    terms.append(g)
-            for (axis, off), gs in sorted(shifted.items(), key=lambda kv: (kv[0][0].order, kv[0][1])):
-                flow = _conform(_total(gs), value)
-                label = f"{dname}_{axis.name}{'m' if off < 0 else 'p'}{abs(off)}"
-                if cut is not None and axis == cut[0]:
-                    flow = flow * tbptt_mask(axis, cut[1], cut[2], -off, src, dst, "flow")
-                    label += f"_from{src}" if src != dst else ""
-                via = fresh_name(label, taken)
-                out[via] = _conform(flow, value)
-                terms.append(ref(via, value.axes, value.shape, "float", value.batched, axis, -off,
-                                 where=value.where))
-        if not terms:
-            terms = [expand(as_node(0.0), value.shape)]
-        out[dname] = _conform(_total([_conform(term, value) for term in terms]), value)
+        with at(value.where):
+            terms = list(sweeps[dst].direct.get(v, []))
+            for src, adj in enumerate(sweeps):
+                shifted = defaultdict(list)
+                for r, g in adj.refs.items():
+                    if r.attr("value") != v:
+                        continue
+                    along_cut = cut is not None and r.attr("offset") and r.attr("axis") == cut[0]
+                    if src != dst and not along_cut:
+                        continue
+                    if r.attr("offset"):
+                        shifted[(r.attr("axis"), r.attr("offset"))].append(g)
+                    else:
+                        terms.append(g)
+                for (axis, off), gs in sorted(shifted.items(), key=lambda kv: (kv[0][0].order, kv[0][1])):
+                    flow = _conform(_total(gs), value)
+                    label = f"{dname}_{axis.name}{'m' if off < 0 else 'p'}{abs(off)}"
+                    if cut is not None and axis == cut[0]:
+                        flow = flow * tbptt_mask(axis, cut[1], cut[2], -off, src, dst, "flow")
+                        label += f"_from{src}" if src != dst else ""
+                    via = fresh_name(label, taken)
+                    out[via] = _conform(flow, value)
+                    terms.append(ref(via, value.axes, value.shape, "float", value.batched, axis, -off,
+                                     where=value.where))
+            if not terms:
+                terms = [expand(as_node(0.0), value.shape)]
+            out[dname] = _conform(_total([_conform(term, value) for term in terms]), value)
     return out
 
 
@@ -171,11 +174,13 @@ def collect_grads(graph: Graph, wrt, names: list, sweeps: list, values: dict) ->
     grads = {}
     for name in wrt:
         if name in names[0]:
-            grads[name] = _total([values[n[name]] for n in names])
+            with at(graph.values[name].where):
+                grads[name] = _total([values[n[name]] for n in names])
             continue
         leaf = graph.params[name] if name in graph.params else graph.inputs[name]
         parts = [adj.leaves[leaf] for adj in sweeps if leaf in adj.leaves]
-        grads[name] = _total(parts) if parts else _zeros_like(leaf)
+        with at(leaf.where):
+            grads[name] = _total(parts) if parts else _zeros_like(leaf)
     return grads
 
 

@@ -14,6 +14,7 @@ import dataclasses
 
 from rnnc.errors import GraphError
 from rnnc.ir.graph import Graph, rebuild
+from rnnc.ir.where import at
 from rnnc.ops import make, ref, step_mask, where
 from rnnc.ops.reduce import spread, to_batch
 
@@ -129,18 +130,21 @@ def _hold_past_lengths(graph: Graph, masks) -> dict:
 
 
 def _mask(node, masks, zero_fill=False):
-    for axis, mask in masks.items():
-        if axis in node.axes:
-            node = where(mask, node, 0.0) if zero_fill else node * mask
+    with at(node.where):
+        for axis, mask in masks.items():
+            if axis in node.axes:
+                node = where(mask, node, 0.0) if zero_fill else node * mask
     return node
 
 
 def _total_loss(terms, masks):
-    """:math:`L = \\frac{1}{B} \\sum_b \\sum_{axes} \\ell` over every (already masked) term."""
+    """:math:`L = \\frac{1}{B} \\sum_b \\sum_{axes} \\ell` over every (already masked) term; its sums take the
+    location of the term's ``m.loss(...)`` line."""
     total = None
     for term in terms:
-        for axis in term.axes:
-            term = make("asum", [term], axis=axis)
-        term = make("batch_mean", [term]) if term.batched else term
-        total = term if total is None else total + term
+        with at(term.where):
+            for axis in term.axes:
+                term = make("asum", [term], axis=axis)
+            term = make("batch_mean", [term]) if term.batched else term
+            total = term if total is None else total + term
     return total

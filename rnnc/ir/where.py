@@ -1,14 +1,38 @@
-"""Where the user is: ``file:line`` of the innermost frame outside the rnnc package, for error messages."""
+"""Where the user is: ``file:line`` of the innermost frame outside the rnnc package, for error messages and the
+comments of generated code.
+
+Nodes rnnc makes itself (a gradient's equations, the loss's sums) take the location of the user's node they
+come from, set with :func:`at`, not the line of the call that happened to build them (``rc.compile(...)``)."""
 from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+#: the location nodes made now take, set by :func:`at` ("" when none is set)
+_AT: ContextVar = ContextVar("rnnc_at", default="")
+
+
+@contextmanager
+def at(where: str):
+    """Nodes made inside this block (by rnnc itself) take ``where``, a user's node's ``file:line``: the
+    gradient of ``h[t] = tanh(...)`` points at that line, not at the ``rc.compile`` call that derived it."""
+    token = _AT.set(where)
+    try:
+        yield
+    finally:
+        _AT.reset(token)
+
+
 def user_line() -> str:
-    """Return ``file:line`` of the innermost stack frame outside the rnnc package (the user's code)."""
+    """Return ``file:line`` of the innermost stack frame outside the rnnc package (the user's code), or the
+    location :func:`at` set."""
+    if _AT.get():
+        return _AT.get()
     frame = sys._getframe(1)
     while frame is not None:
         path = frame.f_code.co_filename

@@ -71,18 +71,18 @@ def t_matmul(r, node) -> None:
                 if _parallel(r, outer) or not r.fixed:
                     _matmul_loops(r, node, out)
                     return
+                right = _right_operand(r, a)[0]
                 with r.em.loops(r.lead_ranges(outer)):
-                    r.em.line(f"gk.dot({_2d(vb, rows, N)}, {_right_operand(r, a)[0]}, {_2d(vo, orows, M)})")
+                    r.em.line(f"gk.dot({_2d(vb, rows, N)}, {right}, {_2d(vo, orows, M)})")
                 return
+            right, base = _right_operand(r, a)
             if _parallel(r, outer):
-                right, base = _right_operand(r, a)
                 r.em.mark(RunCall("lak", "matmul_rows", (f"{vb}.reshape(({rows}, {N}))", right,
                                                          f"{vo}.reshape(({rows}, {M}))"),
                                   reads=(r.buf(b).var, base), writes=(out.var,), comment=r.em.tag, where=r.em.where))
                 return
             with r.em.loops(r.lead_ranges(outer)):
-                r.em.line(f"gk.dot({vb}.reshape(({rows}, {N})), {_right_operand(r, a)[0]}, "
-                          f"{vo}.reshape(({rows}, {M})))")
+                r.em.line(f"gk.dot({vb}.reshape(({rows}, {N})), {right}, {vo}.reshape(({rows}, {M})))")
             return
     _matmul_loops(r, node, out)
 
@@ -102,7 +102,18 @@ def _right_operand(r, a) -> tuple[str, str]:
     computed ``transpose(A)`` (whole C-contiguous arrays: small products with a transposed operand run up to
     2x slower in OpenBLAS), or, for a product inside a scan, a transposed copy ``u<k>`` that ``run()`` makes
     once per call of a parameter (or a prologue value): OpenBLAS took 9.9 against 5.0 us for a
-    (16 x 128) @ (128 x 128)^T step product; else the view ``A.T``."""
+    (16 x 128) @ (128 x 128)^T step product; else the view ``A.T``. When the code reads another array than
+    ``A``'s own, the comment naming the product says which (``w10 = p8_W @ r9_h, reading u8_W = p8_W^T``)."""
+    right, base = _transposed_operand(r, a)
+    own = r.buf(a).var
+    if base != own:
+        where = r.em.where                   # the tag's setter clears it
+        r.em.tag = f"{r.em.tag}, reading {base} = {own}^T"
+        r.em.where = where
+    return right, base
+
+
+def _transposed_operand(r, a) -> tuple[str, str]:
     for other in ([a.inputs[0]] if a.op == "transpose" else []) + [
             u for u in r.users.get(a, ()) if u.op == "transpose"]:
         src = r.bufs.get(other)

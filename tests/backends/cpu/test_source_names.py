@@ -128,3 +128,32 @@ def test_names_that_are_no_plain_identifier_stay_in_comments(cache):
     assert "τ" not in _code_names(src) and not re.search(r"\bv\d+_τ", src)
     assert "'\\u03c4'" in src or "'τ'" in src                           # the name, escaped, in a comment
     assert re.search(r"   odd\.py:\d+  tau\[t\] = rc\.tanh", src)
+
+
+def test_a_product_comment_names_the_array_its_code_reads(cache):
+    """A step product reads a transposed copy of ``W`` made once per call (``u<k>_W``): its comment says so, so
+    every variable the comment names is one the next line of code reads or writes."""
+    src = _compile(_model(cache / "elman.py")).kernel("grad").source
+    lines = src.splitlines()
+    products = [(k, m) for k, ln in enumerate(lines) if (m := re.search(r"reading (\w+) = (\w+)\^T", ln))]
+    assert products, "no product reads a transposed operand"
+    for k, m in products:
+        code = next(ln for ln in lines[k + 1:] if not ln.lstrip().startswith(("#", "threads_ = ")))
+        note = NOTE.match(lines[k]) or re.match(r"^ *# (?P<var>\w+) = (?P<expr>.*)$", lines[k])
+        assert re.search(rf"\b{m[1]}\b", code), (lines[k], code)          # the array the code really reads
+        assert re.search(rf"\b{note['var']}\b", code), (lines[k], code)   # ... and the one it writes
+
+
+def test_gradient_lines_point_at_the_users_equation_not_the_compile_call(cache):
+    """rnnc's own nodes (the adjoint equations, the loss's sums) take the line of the user's node they come
+    from: the backward of ``h[t] = tanh(...)`` points at that line, never at this test's ``rc.compile`` call."""
+    src = _compile(_model(cache / "elman.py")).kernel("grad").source
+    here = __file__.rsplit("/", 1)[-1]
+    located = [ln for ln in src.splitlines() if re.search(r"   [\w.]+:\d+", ln)]
+    assert located and not [ln for ln in located if here in ln]
+    state_line = ELMAN.splitlines().index("STATE[t] = rc.tanh(U @ x[t] + W @ STATE[t-1] + b)") + 1
+    loss_line = ELMAN.splitlines().index("m.loss(rc.softmax_cross_entropy(o, y[t]))") + 1
+    backward = [ln for ln in located if re.search(r"# \w*d_h\w* = ", ln)]        # d_h, d_h_tm1
+    assert backward and all(f"elman.py:{state_line} " in ln for ln in backward), backward
+    sums = [ln for ln in located if re.search(r"= (asum|batch_mean)\(", ln)]
+    assert sums and all(f"elman.py:{loss_line} " in ln for ln in sums), sums
