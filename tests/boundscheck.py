@@ -1,7 +1,7 @@
 """Run the differential suite (compiled kernels against the interpreter) with Numba's bounds checking on.
 
     python tests/boundscheck.py                      # the differential files, below
-    python tests/boundscheck.py tests/test_backend_cpu.py -k step
+    python tests/boundscheck.py tests/backends/cpu/test_backend_cpu.py -k step
 
 Every array access in every compiled kernel then raises ``IndexError`` instead of reading or writing out of
 bounds. ``NUMBA_BOUNDSCHECK=1`` must be set before Numba is imported, so the tests run in a new process. Its
@@ -16,8 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DIFFERENTIAL = ["tests/test_random_graphs.py", "tests/test_backend_cpu.py", "tests/test_models.py"]
+from paths import REPO as ROOT
+
+DIFFERENTIAL = ["tests/interpret/test_random_graphs.py", "tests/backends/cpu/test_backend_cpu.py",
+                "tests/interpret/test_models.py"]
 
 
 def environment() -> dict:

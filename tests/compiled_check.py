@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from paths import CACHE_DIR
 
-os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
+os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
 
 from zoo import ZOO  # noqa: E402
 

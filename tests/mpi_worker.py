@@ -1,4 +1,4 @@
-"""One training run for tests/test_distributed.py: ``mpiexec -n N python tests/mpi_worker.py ...`` (data-parallel
+"""One training run for tests/train/test_distributed.py: ``mpiexec -n N python tests/mpi_worker.py ...`` (data-parallel
 over MPI) or plain ``python tests/mpi_worker.py ...`` (one process, the reference).
 
 Rank 0 writes the trained params, buffers and loss history to ``--out``. ``--ghost N`` makes the one-process
@@ -15,7 +15,10 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from paths import EXAMPLES, REPO  # noqa: E402
+
+sys.path.insert(0, str(REPO))
 
 import rnnc as rc  # noqa: E402
 import rnnc.nn as nn  # noqa: E402
@@ -43,7 +46,7 @@ def elman():
 def flagship():
     """examples/reseg_classifier.py's network at widths 2 and 32 x 32 images (four convs with batch norm, three
     max-pools, two SpatialRNN blocks, the 1x1 conv and global pooling), with dropout before the 1x1 conv."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+    sys.path.insert(0, str(EXAMPLES))
     from reseg_classifier import build_model
 
     clf = build_model((1, 32, 32), 3, widths=(2, 2, 3, 3), hidden=(2, 3), divisor=1.0, name="reseg_small")

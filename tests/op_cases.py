@@ -1,5 +1,5 @@
 """Models that exercise every op with a scalar form, and the embedding and layer-norm ops, for the op table tests
-(tests/test_op_table.py on the CPU, tests/cuda_sim/test_op_table_cuda.py in the CUDA simulator).
+(tests/ops/test_op_table.py on the CPU, tests/cuda_sim/test_op_table_cuda.py in the CUDA simulator).
 
 ``scalar_model()`` puts each scalar-form op in a scan of its own, ``h_<op>[t] = 0.5 h_<op>[t-1] + op(args)``,
 with operands ``a_k x[t] + b_k`` (params ``a_k``, ``b_k``) mapped into the op's domain, so every op is fused

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] / "rnnc"
+from paths import PACKAGE as ROOT
 
 
 def _module_name(path: Path) -> str:

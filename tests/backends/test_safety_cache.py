@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cache_cases import SRC, TINY, run_tiny, tiny
+from paths import REPO
 
 import rnnc as rc
 from rnnc.backends.cache import load, lookup, store, trusted, usable_dir
@@ -107,7 +108,7 @@ def test_empty_read_only_mount_falls_back(tmp_path):
     mount = f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder} {folder}"
     env = dict(os.environ, RNNC_CACHE_DIR=str(folder), PYTHONWARNINGS="always")
     done = subprocess.run(["unshare", "-rm", "sh", "-c", f'{mount} && exec "$0" -c "$1"', sys.executable, script],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent.parent)
+                          env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
     if "mount" in done.stderr and done.returncode:
         pytest.skip(f"no read-only bind mount here: {done.stderr.strip()[-200:]}")
     assert done.returncode == 0, done.stderr[-2000:]

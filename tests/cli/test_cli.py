@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 ELMAN = ROOT / "examples" / "elman.py"
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import EXAMPLES
 
 from rnnc.cli import COMMANDS, main
 
@@ -146,7 +147,7 @@ def test_traceback_flag_after_the_subcommand(tmp_path, capsys):
     (["predict", "{elman}", "--params", "{elman}"], "--params"),
 ])
 def test_bad_arguments_are_one_line_naming_the_option(tmp_path, capsys, args, option):
-    elman = Path(__file__).resolve().parents[1] / "examples" / "elman.py"
+    elman = EXAMPLES / "elman.py"
     if args[0] == "predict" and "missing" not in args[-1]:          # an existing file that is no params file
         args = ["predict", "{hello}", "--params", "{elman}"]
     hello = elman.with_name("hello.py")
@@ -164,7 +165,7 @@ def test_missing_output_folders_are_created(tmp_path, capsys):
     code, out, err = run(capsys, ["train", str(example), "--save", str(target)])
     assert code == 0, err
     assert target.exists() and f"wrote {target}" in out
-    elman = Path(__file__).resolve().parents[1] / "examples" / "elman.py"
+    elman = EXAMPLES / "elman.py"
     drawing = tmp_path / "drawings" / "new" / "elman.dot"
     code, out, err = run(capsys, ["render", str(elman), "-o", str(drawing)])
     assert code == 0, err
@@ -173,7 +174,7 @@ def test_missing_output_folders_are_created(tmp_path, capsys):
 
 def test_output_folder_that_cannot_be_created(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
-    elman = Path(__file__).resolve().parents[1] / "examples" / "elman.py"
+    elman = EXAMPLES / "elman.py"
     code, _, err = run(capsys, ["render", str(elman), "-o", str(tmp_path / "afile" / "x.svg")])
     assert code == 2
     assert re.match(r"\S+x\.svg: error: cannot create the folder", one_error_line(err)), err
@@ -207,7 +208,7 @@ def test_an_rnnc_bug_keeps_its_traceback(monkeypatch, capsys):
         raise RuntimeError("an rnnc bug")
 
     monkeypatch.setattr(cli, "model_table", broken)
-    elman = Path(__file__).resolve().parents[1] / "examples" / "elman.py"
+    elman = EXAMPLES / "elman.py"
     with pytest.raises(RuntimeError, match="an rnnc bug"):
         main(["summary", str(elman)])
 

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import REPO as ROOT
 
 import rnnc as rc
 from rnnc.cli import main
 from rnnc.data import pad
 from rnnc.train import Adam, Trainer
-
-ROOT = Path(__file__).resolve().parents[1]
 
 GRU = textwrap.dedent('''
     """A GRU from the lecture's equations: is the sum of a sequence's first feature positive?"""

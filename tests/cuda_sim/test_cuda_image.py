@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from compiled_check import close
 from image_cases import IMAGE_OPS, bn_data, bn_model, classifier, ops_data, ops_model
+from paths import EXAMPLES
 
 import rnnc as rc
 import rnnc.nn as nn
 from rnnc.backends.cuda.ops import REUSED, TEMPLATES, missing_templates
 from rnnc.runtime.targets import compile as rc_compile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+sys.path.insert(0, str(EXAMPLES))
 import reseg_classifier as R  # noqa: E402
 
 _CACHE: dict = {}

@@ -1,4 +1,4 @@
-"""The op table in the CUDA simulator (the CPU half is tests/test_op_table.py): the scalar-form ops added with
+"""The op table in the CUDA simulator (the CPU half is tests/ops/test_op_table.py): the scalar-form ops added with
 ``rc.register_op`` (softplus, abs, minimum, maximum, pow, clip), a user's op defined here through the public API,
 and the embedding / layer-norm model, forward and ``loss_and_grad`` equal to the interpreter in float64.
 

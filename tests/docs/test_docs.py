@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 SKIP = "<!-- no-test -->"
 FENCE = re.compile(r"^```(\w*)\s*$")

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradcheck import check_param_grads
+from paths import EXAMPLES
 
 import rnnc as rc
 from rnnc import t
 from rnnc.ops.linalg import transpose
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def example(name: str):

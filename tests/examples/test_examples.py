@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import EXAMPLES
+from paths import REPO as ROOT
 
 import rnnc as rc
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
 
 

@@ -1,13 +1,12 @@
 """The flagship (examples/reseg_classifier.py): the seed's ReSeg classifier layer for layer, its parameter count
 by hand, and a quick real training run on a fixed Fashion-MNIST subset that must learn."""
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import BENCHMARKS, EXAMPLES
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(EXAMPLES))
 
 import fashion_mnist  # noqa: E402
 import reseg_classifier as R  # noqa: E402
@@ -102,7 +101,7 @@ def test_quick_training_learns_and_predicts(tmp_path, capsys):
 def test_pytorch_twin_computes_the_same_network():
     """The benchmark's PyTorch network is the same function as rnnc's (training-mode batch norm, same params)."""
     torch = pytest.importorskip("torch")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(BENCHMARKS))
     import flagship
 
     net = R.fashion_reseg().build(train=True)

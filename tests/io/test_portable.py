@@ -8,10 +8,10 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import REPO as ROOT
 from zoo import ZOO
 
 import rnnc as rc
@@ -19,7 +19,6 @@ from rnnc.io import LoadedModel, ModelFileError
 from rnnc.runtime.graph_key import graph_key
 from rnnc.train.checkpoint import atomic_savez
 
-ROOT = Path(__file__).resolve().parents[1]
 NEW_PROCESS_MODELS = ("lstm", "bidirectional", "renet", "variable_length", "encoder_decoder")
 T, B = 4, 3
 

@@ -8,8 +8,9 @@ import os
 
 import numpy as np
 import pytest
+from paths import CACHE_DIR
 
-os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
+os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
 
 import numba  # noqa: E402
 from gradcheck import verify_grad  # noqa: E402

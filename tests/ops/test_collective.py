@@ -1,7 +1,7 @@
 """The collective op (rnnc/ops/collective.py) in one process: the identity unless a reduction is installed,
 the same through the interpreter and the compiled CPU kernel (where ``run`` calls it between two stages, forward
 and backward), the gradient kernel's ``ready`` hook, the CUDA backend's refusal, and synchronised batch norm,
-which in one process is the default batch norm. Over MPI: tests/test_distributed.py."""
+which in one process is the default batch norm. Over MPI: tests/train/test_distributed.py."""
 import numpy as np
 import pytest
 from gradcheck import check_param_grads

@@ -3,17 +3,13 @@ equal the whole-sequence kernel's and the interpreter's; memory held is one segm
 from __future__ import annotations
 
 import functools
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+from compiled_check import close  # noqa: E402
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-sys.path.insert(0, str(Path(__file__).parent))
-from compiled_check import close  # noqa: E402
 from zoo import ZOO  # noqa: E402
 
 import rnnc as rc  # noqa: E402

@@ -11,8 +11,9 @@ import sys
 
 import numpy as np
 import pytest
+from paths import CACHE_DIR, EXAMPLES
 
-os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
+os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
 
 from zoo import ZOO  # noqa: E402
 
@@ -242,7 +243,7 @@ def test_generate_without_feedback_says_how_to_give_it():
 
 
 def test_char_lstm_generation_is_reproducible_for_a_seed():
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+    sys.path.insert(0, str(EXAMPLES))
     import char_lstm as lm
 
     m = lm.build(layers=2, hidden=8)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from paths import EXAMPLES, TESTS
 
 from rnnc.train.sampler import DistributedSampler, epoch_order, split
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER = os.path.join(HERE, "mpi_worker.py")
+WORKER = str(TESTS / "mpi_worker.py")
 
 
 # ---------------------------------------------------------------------------------------------- the sampler
@@ -204,7 +204,7 @@ def test_cli_distributed_prints_once_and_equals_one_process(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 20, 8))
     np.savez(tmp_path / "d.npz", x=x, y=(x[..., 0] > 0).astype(np.int64))
-    args = [sys.executable, "-m", "rnnc", "train", os.path.join(HERE, "..", "examples", "elman.py"), "--data",
+    args = [sys.executable, "-m", "rnnc", "train", str(EXAMPLES / "elman.py"), "--data",
             str(tmp_path / "d.npz"), "--epochs", "2", "--batch", "6", "--engine", "interpret"]
     one = subprocess.run(args, capture_output=True, text=True, timeout=180, env=ENV)
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from paths import REPO as ROOT
 
 import rnnc.nn as nn
 from rnnc.train import CheckpointError, GradientDescentMomentum, Trainer, load_model, save_model
 from rnnc.train.checkpoint import CHECKPOINT_SCHEMA, atomic_savez, digest, load_npz
 from rnnc.train.files import remove_stale_temps
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 

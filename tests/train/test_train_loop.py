@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 from image_cases import toy_classifier, toy_data
+from paths import REPO, TESTS
 
 import rnnc as rc
 import rnnc.nn as nn
@@ -141,8 +142,8 @@ def test_resume_mid_epoch_is_exact(tmp_path):
 
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np
-    sys.path[:0] = [{root!r}, {root!r} + '/tests']
-    import tests.test_train_loop as T
+    sys.path[:0] = [{root!r}, {tests!r}, {here!r}]
+    import test_train_loop as T
     tr = T.trainer({ck!r})
     if {resume}:
         tr.resume({ck!r})
@@ -159,9 +160,9 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_sigkill_mid_epoch_then_resume(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root, tests, here = str(REPO), str(TESTS), os.path.dirname(os.path.abspath(__file__))
     ck, out = str(tmp_path / "run.npz"), str(tmp_path / "final.npz")
-    code = SCRIPT.format(root=root, ck=ck, out=out, resume=False)
+    code = SCRIPT.format(root=root, tests=tests, here=here, ck=ck, out=out, resume=False)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=root)
     line = proc.stdout.readline()
     assert line.strip() == b"MID"
@@ -169,7 +170,8 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     proc.wait()
     assert not os.path.exists(out)
     # the last complete epoch survived; resuming redoes epoch 3 and lands exactly where an unbroken run does
-    code = SCRIPT.format(root=root, ck=ck, out=out, resume=True).replace("tr.epoch == 2", "False")
+    code = SCRIPT.format(root=root, tests=tests, here=here, ck=ck, out=out, resume=True)
+    code = code.replace("tr.epoch == 2", "False")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, stdout=subprocess.DEVNULL)
     ref = trainer()
     ref.fit(DATA, epochs=3)

@@ -13,8 +13,9 @@ import warnings
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from paths import CACHE_DIR
 
-os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
+os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
 
 from compiled_check import (  # noqa: E402
     MERGE_ALL,

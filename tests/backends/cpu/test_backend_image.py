@@ -12,14 +12,14 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from paths import CACHE_DIR, TESTS
 
-os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
+os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
 
 from compiled_check import close  # noqa: E402
 from image_cases import IMAGE_OPS, classifier, ops_data, ops_model  # noqa: E402
@@ -89,7 +89,7 @@ def test_parallel_kernels_run_from_run_and_the_module_reloads_in_a_new_process(t
     assert not any(f"imk.{name}(" in stages for name in kernels_image.PARALLEL)
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(TESTS)!r})
         import numpy as np
         import rnnc as rc
         from image_cases import classifier

@@ -6,11 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import boundscheck
-
-HERE = Path(__file__).resolve().parent
+from paths import REPO
 
 PROBE = textwrap.dedent("""
     import sys
@@ -33,7 +31,7 @@ PROBE = textwrap.dedent("""
 
 
 def run(args, timeout=240):
-    return subprocess.run(args, cwd=HERE.parent, env=boundscheck.environment(), capture_output=True, text=True,
+    return subprocess.run(args, cwd=REPO, env=boundscheck.environment(), capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -46,6 +44,6 @@ def test_bounds_checking_is_on_and_catches_a_short_history():
 
 def test_differential_subset_under_boundscheck():
     out = run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider",
-               "tests/test_backend_cpu.py", "-k",
+               "tests/backends/cpu/test_backend_cpu.py", "-k",
                "step_matches_whole_sequence or (zoo_forward_and_grad_float64 and (elman or lstm))"])
     assert out.returncode == 0 and " passed" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]

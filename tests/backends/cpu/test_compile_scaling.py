@@ -10,12 +10,12 @@ import ast
 import importlib
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import BENCHMARKS, CACHE_DIR
 
-os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
+os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
 
 from compiled_check import assert_matches_interpreter  # noqa: E402
 
@@ -28,7 +28,7 @@ from rnnc.backends.cpu.rendered import KERNEL  # noqa: E402
 from rnnc.passes import CPU_PIPELINE, run_pipeline  # noqa: E402
 from rnnc.passes.fuse import MAX_FUSED  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(BENCHMARKS))
 from cells import CELLS  # noqa: E402
 from compile_scaling import chained_adds, many_signals, nested_tanh, scan_chain  # noqa: E402
 

@@ -2,14 +2,13 @@
 copy per step, one array for both, the initial value written into the first ``j`` steps before the loop."""
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 import pytest
+from paths import REPO
 
-sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, str(REPO))
 from compiled_check import assert_grads_match, assert_matches_interpreter  # noqa: E402
 from zoo import ZOO  # noqa: E402
 

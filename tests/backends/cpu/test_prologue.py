@@ -1,12 +1,12 @@
 """run()'s prologue (rnnc/backends/cpu/prologue.py): unread results dropped, single-use transposes inlined."""
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
+from paths import REPO
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, str(REPO))
 import rnnc as rc  # noqa: E402
 from benchmarks.cells import CELLS  # noqa: E402
 from rnnc.backends.cpu.prologue import PrologueEntry, prologue_lines  # noqa: E402

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import BENCHMARKS, CACHE_DIR
 
-os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
+os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
 
 from compiled_check import assert_grads_match  # noqa: E402
 
@@ -19,7 +19,7 @@ from rnnc.backends.cpu import kernels_linalg as lak  # noqa: E402
 from rnnc.backends.cpu.pieces import RunCall  # noqa: E402
 from rnnc.backends.cpu.row_groups import group_row_products  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(BENCHMARKS))
 from cells import CELLS  # noqa: E402
 
 

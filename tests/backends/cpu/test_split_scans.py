@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paths import BENCHMARKS, CACHE_DIR
 
-os.environ.setdefault("RNNC_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rnnc"))
+os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
 
 from compiled_check import ZOO_NAMES, assert_grads_match, close, compiled  # noqa: E402
 
@@ -219,9 +220,8 @@ def test_gru_stacks_its_adjoints_twice_with_one_copy():
     gradients): the first stack is written in place by the reverse scan, only the second is a copy; the
     gradients still equal the interpreter's."""
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(BENCHMARKS))
     from cells import CELLS
 
     m = CELLS["gru"](3, 4)
