@@ -295,8 +295,15 @@ class HelperLocator:
         return self._cache_path
 
     def get_source_stamp(self):
-        st = os.stat(self._py_file)
-        return _source_digest(self._py_file, st.st_mtime_ns, st.st_size)
+        """The digest of the function's file and of the helper files beside it (``gemm.py``, ``kernels_*.py``):
+        a compiled helper holds the code of the helpers it calls (``lak.row_products`` holds ``gk.dot``'s call
+        of gemm's external function), and Numba checks only the caller's own file. Any change of one invalidates
+        all, so no cached caller calls a function by an old name or signature (a crash, not an error)."""
+        folder = os.path.dirname(os.path.abspath(self._py_file))
+        files = sorted({os.path.abspath(self._py_file), *(os.path.join(folder, f) for f in os.listdir(folder)
+                                                           if f == "gemm.py" or f.startswith("kernels_"))})
+        stats = [(f, os.stat(f)) for f in files if f.endswith(".py")]
+        return "-".join(_source_digest(f, st.st_mtime_ns, st.st_size)[:16] for f, st in stats)
 
     def get_disambiguator(self) -> str:
         return str(self._lineno)

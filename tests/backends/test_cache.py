@@ -123,3 +123,26 @@ def test_corrupt_numba_entries_are_compiled_again(tmp_path):
     run()
     assert len(data[0].read_bytes()) > 40 and index[-1].read_bytes() != b"\x80\x04garbage"
     run()
+
+
+def test_a_helper_cache_entry_is_stale_when_a_helper_it_calls_changes(tmp_path):
+    """Compiled helpers hold the code of the helpers they call (``gk.dot``'s call of gemm's external function by
+    name): a cached ``kernels_linalg`` function must be rebuilt when ``gemm.py`` changes, else it would call a
+    function by an old name or signature (a segfault), and Numba checks only the caller's own file."""
+    from rnnc.backends.cache import HelperLocator
+
+    for name in ("gemm.py", "kernels_linalg.py", "render.py"):
+        (tmp_path / name).write_text(f"# {name}\n")
+
+    def stamp():
+        return HelperLocator(test_a_helper_cache_entry_is_stale_when_a_helper_it_calls_changes,
+                             str(tmp_path / "kernels_linalg.py"), tmp_path).get_source_stamp()
+
+    before = stamp()
+    (tmp_path / "render.py").write_text("# render.py, changed: no compiled helper holds its code\n")
+    assert stamp() == before
+    (tmp_path / "gemm.py").write_text("# gemm.py, changed\n")
+    after_gemm = stamp()
+    assert after_gemm != before
+    (tmp_path / "kernels_linalg.py").write_text("# its own file, changed\n")
+    assert stamp() not in (before, after_gemm)

@@ -53,11 +53,11 @@ _jit = numba.njit(cache=True, nogil=True)
 
 
 @intrinsic
-def _xxgemm(typingctx, transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
-    """Fortran ``?gemm`` (``alpha = 1``) on pointers, through Numba's own BLAS entry (``numba_xxgemm``,
-    scipy's ``cython_blas``)."""
-    dtype = c.dtype
-    sig = types.int32(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc)
+def _xxgemm(typingctx, single, transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """Fortran ``?gemm`` (``alpha = 1``) on byte pointers, through Numba's own BLAS entry (``numba_xxgemm``,
+    scipy's ``cython_blas``): ``sgemm`` when ``single`` is nonzero, else ``dgemm`` (chosen when it runs, so one
+    compiled function serves both dtypes)."""
+    sig = types.int32(single, transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc)
 
     def codegen(context, builder, sig, args):
         ensure_blas()
@@ -74,16 +74,20 @@ def _xxgemm(typingctx, transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
         def data(i):
             return builder.bitcast(args[i], ll_void_p)
 
-        def scalar(value):
-            slot = cgutils.alloca_once(builder, context.get_data_type(dtype))
-            builder.store(value, slot)
-            return builder.bitcast(slot, ll_void_p)
+        def scalars(value):
+            """``value`` (float64) in a float32 and a float64 slot: the pointer to the one ``?gemm`` reads."""
+            f32 = cgutils.alloca_once(builder, context.get_data_type(types.float32))
+            f64 = cgutils.alloca_once(builder, context.get_data_type(types.float64))
+            builder.store(context.cast(builder, value, types.float64, types.float32), f32)
+            builder.store(value, f64)
+            return builder.select(is_single, builder.bitcast(f32, ll_void_p), builder.bitcast(f64, ll_void_p))
 
-        one = context.get_constant(dtype, 1.0)
-        beta = context.cast(builder, args[9], sig.args[9], dtype)
-        kind = ir.Constant(ll_char, ord("s" if dtype == types.float32 else "d"))
-        res = builder.call(fn, (kind, char(0), char(1), integer(2), integer(3), integer(4), scalar(one), data(5),
-                                integer(6), data(7), integer(8), scalar(beta), data(10), integer(11)))
+        is_single = builder.icmp_signed("!=", integer(0), context.get_constant(types.intp, 0))
+        kind = builder.select(is_single, ir.Constant(ll_char, ord("s")), ir.Constant(ll_char, ord("d")))
+        one = context.get_constant(types.float64, 1.0)
+        beta = context.cast(builder, args[10], sig.args[10], types.float64)
+        res = builder.call(fn, (kind, char(1), char(2), integer(3), integer(4), integer(5), scalars(one), data(6),
+                                integer(7), data(8), integer(9), scalars(beta), data(11), integer(12)))
         check_blas_return(context, builder, res)
         return context.get_constant(types.int32, 0)
 
@@ -169,22 +173,50 @@ def panels(m: int, k: int, n: int) -> tuple:
 _panels = _jit(panels)
 
 
+def _words(word):
+    """An intrinsic viewing a byte pointer as a pointer to ``word`` values."""
+    @intrinsic
+    def cast(typingctx, ptr):
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], context.get_data_type(word).as_pointer())
+
+        return types.CPointer(word)(ptr), codegen
+    return cast
+
+
+_words4, _words8 = _words(types.uint32), _words(types.uint64)
+
+
 @_jit
-def _packed(p, rows, cols, s0, s1, copy):
-    """A row-major copy of a matrix view that BLAS cannot read when ``copy``, else an empty array."""
-    tmp = np.empty(rows * cols if copy else 0, numba.carray(p, 1).dtype)
-    if copy:
-        q = _data(tmp)
+def _copy(dst, d0, d1, src, s0, s1, rows, cols, size):
+    """``dst[i, j] = src[i, j]`` for elements of ``size`` bytes (4 or 8) at element strides ``(s0, s1)``,
+    ``(d0, d1)`` of byte pointers: each element one word."""
+    if size == 8:
+        p, q = _words8(src), _words8(dst)
         for i in range(rows):
             for j in range(cols):
-                _store(q, i * cols + j, _load(p, i * s0 + j * s1))
+                _store(q, i * d0 + j * d1, _load(p, i * s0 + j * s1))
+    else:
+        p4, q4 = _words4(src), _words4(dst)
+        for i in range(rows):
+            for j in range(cols):
+                _store(q4, i * d0 + j * d1, _load(p4, i * s0 + j * s1))
+
+
+@_jit
+def _packed(p, rows, cols, s0, s1, size, copy):
+    """A row-major copy (bytes) of a matrix view that BLAS cannot read when ``copy``, else an empty array."""
+    tmp = np.empty(rows * cols * size if copy else 0, np.uint8)
+    if copy:
+        _copy(_data(tmp), cols, 1, p, s0, s1, rows, cols, size)
     return tmp
 
 
 @_jit
-def _products(a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, beta, *keep):
+def _products(single, size, a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, beta, *keep):
     """``C = A B + beta C`` in panels; every operand's layout is BLAS-readable, ``C``'s rows have unit
-    stride. ``keep``: the copies the pointers point into, alive until the products are done."""
+    stride. Pointers are bytes, strides elements of ``size`` bytes. ``keep``: the copies the pointers point
+    into, alive until the products are done."""
     ta, lda = _layout_of(m, k, as0, as1)
     tb, ldb = _layout_of(k, n, bs0, bs1)
     _, ldc = _layout_of(m, n, cs0, 1)
@@ -195,48 +227,49 @@ def _products(a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, beta, *keep):
                 pm, pk, pn = min(wm, m - i), min(wk, k - q), min(wn, n - j)
                 # column-major view: C^T (n x m) = B^T (n x k) @ A^T (k x m); a row-major matrix is its
                 # transpose there
-                _xxgemm(tb, ta, pn, pm, pk, _at(b, q * bs0 + j * bs1), ldb, _at(a, i * as0 + q * as1), lda,
-                        beta if q == 0 else 1.0, _at(c, i * cs0 + j), ldc)
+                _xxgemm(single, tb, ta, pn, pm, pk, _at(b, (q * bs0 + j * bs1) * size), ldb,
+                        _at(a, (i * as0 + q * as1) * size), lda, beta if q == 0 else 1.0,
+                        _at(c, (i * cs0 + j) * size), ldc)
 
 
 @_jit
-def _product(a, m, k, as0, as1, b, n, bs0, bs1, c, cs0, cs1, add):
-    """``C = A B`` (``C += A B`` when ``add``) for strided views given by pointers and element strides
-    (copies as ``dot`` says)."""
+def _product(single, size, a, m, k, as0, as1, b, n, bs0, bs1, c, cs0, cs1, add):
+    """``C = A B`` (``C += A B`` when ``add``) for strided views given by byte pointers and element strides,
+    elements float32 (``single``, ``size`` 4) or float64 (copies as ``dot`` says)."""
     if m == 0 or n == 0 or (k == 0 and add):
         return
-    if k == 0:
+    if k == 0:                           # all-zero bytes are 0.0 in IEEE 754
         for i in range(m):
             for j in range(n):
-                _store(c, i * cs0 + j * cs1, 0.0)
+                for byte in range(size):
+                    _store(c, (i * cs0 + j * cs1) * size + byte, 0)
         return
     copy_a = _layout_of(m, k, as0, as1)[0] == 0
-    ta = _packed(a, m, k, as0, as1, copy_a)
+    ta = _packed(a, m, k, as0, as1, size, copy_a)
     if copy_a:
         a, as0, as1 = _data(ta), k, 1
     copy_b = _layout_of(k, n, bs0, bs1)[0] == 0
-    tb = _packed(b, k, n, bs0, bs1, copy_b)
+    tb = _packed(b, k, n, bs0, bs1, size, copy_b)
     if copy_b:
         b, bs0, bs1 = _data(tb), n, 1
     copy_c = _layout_of(m, n, cs0, cs1)[0] != _NOTRANS
-    tc = _packed(c, m, n, cs0, cs1, copy_c)
+    tc = _packed(c, m, n, cs0, cs1, size, copy_c)
     beta = 1.0 if add else 0.0
     if not copy_c:
-        _products(a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, beta, ta, tb, tc)
+        _products(single, size, a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, beta, ta, tb, tc)
         return
-    _products(a, as0, as1, b, bs0, bs1, _data(tc), n, m, k, n, beta, ta, tb, tc)
-    for i in range(m):
-        for j in range(n):
-            _store(c, i * cs0 + j * cs1, tc[i * n + j])
+    _products(single, size, a, as0, as1, b, bs0, bs1, _data(tc), n, m, k, n, beta, ta, tb, tc)
+    _copy(c, cs0, cs1, _data(tc), n, 1, m, n, size)
 
 
 # ---- the product as one external function ------------------------------------------------------------------
 # A stage that called the code above had Numba link it in and LLVM optimise it again with the stage: about
 # 0.3 s of compile time per caller and array type, 1.45 of the 4.5 s of an LSTM's training kernel. Instead the
-# code above is compiled once per dtype into a C-callable function (a ``cfunc``, cached), registered with LLVM
-# under a fixed name, and ``dot`` passes pointers, shapes and element strides to it. Cached stages refer to the
-# name only, so they pick up a change of the code above without being rebuilt; change the name (``VERSION``)
-# when the C signature changes.
+# code above is compiled once into a C-callable function (a ``cfunc``, cached) on byte pointers that serves
+# float32 and float64 alike (one compile, not one per dtype: it was 1.2-1.5 s of a first-ever compile each),
+# registered with LLVM under a fixed name, and ``dot`` passes pointers, shapes and element strides to it.
+# Cached stages refer to the name only, so they pick up a change of the code above without being rebuilt;
+# change the name (``VERSION``) when the C signature changes.
 
 def load_numba_blas() -> None:
     """Load the BLAS that Numba's ``np.dot`` calls, ``scipy.linalg.cython_blas``, if it is not loaded yet: that
@@ -260,11 +293,12 @@ def load_numba_blas() -> None:
             pass
 
 
-def _entry(dtype):
-    ptr = types.CPointer(dtype)
-    sig = types.void(ptr, types.intp, types.intp, types.intp, types.intp,       # A: data, m, k, strides
-                     ptr, types.intp, types.intp, types.intp,                   # B: data, n, strides
-                     ptr, types.intp, types.intp,                               # C: data, strides
+def _entry():
+    byte = types.CPointer(types.uint8)
+    sig = types.void(types.intp, types.intp,                                    # float32?, element bytes
+                     byte, types.intp, types.intp, types.intp, types.intp,      # A: data, m, k, strides
+                     byte, types.intp, types.intp, types.intp,                  # B: data, n, strides
+                     byte, types.intp, types.intp,                              # C: data, strides
                      types.intp)                                                # 1: C += A B
     try:
         return numba.cfunc(sig, cache=True, nogil=True)(_product.py_func)
@@ -277,12 +311,11 @@ def _entry(dtype):
 
 tolerate_corrupt_entries(sys.modules[__name__])   # the helpers above: an unreadable Numba cache entry is a miss
 load_numba_blas()       # before Numba's BLAS check, which would import all of scipy.linalg
-#: the external functions' names, per dtype (``VERSION`` is named in every generated module)
-VERSION = "rnnc_gemm_2"
-SYMBOLS = {types.float32: VERSION + "_float32", types.float64: VERSION + "_float64"}
-_ENTRIES = {name: _entry(dtype) for dtype, name in SYMBOLS.items()}
-for _name, _fn in _ENTRIES.items():
-    llvm.add_symbol(_name, _fn.address)
+#: the external function's name (named in every generated module), the same for both dtypes
+VERSION = "rnnc_gemm_3"
+SYMBOLS = {types.float32: VERSION, types.float64: VERSION}
+_ENTRY = _entry()
+llvm.add_symbol(VERSION, _ENTRY.address)
 
 
 @intrinsic
@@ -296,19 +329,20 @@ def _call(typingctx, a, b, out, add):
 
     def codegen(context, builder, sig, args):
         intp = context.get_value_type(types.intp)
-        size = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(dtype)))
+        item = context.get_abi_sizeof(context.get_data_type(dtype))
+        size = context.get_constant(types.intp, item)
         parts = []
         for ty, val in zip(sig.args[:3], args[:3]):
             ary = context.make_array(ty)(context, builder, val)
             strides = [builder.sdiv(st, size) for st in cgutils.unpack_tuple(builder, ary.strides)]
-            parts.append((ary.data, cgutils.unpack_tuple(builder, ary.shape), strides))
+            parts.append((builder.bitcast(ary.data, ll_void_p), cgutils.unpack_tuple(builder, ary.shape), strides))
         (ad, (m, k), (as0, as1)), (bd, (_, n), (bs0, bs1)), (cd, _, (cs0, cs1)) = parts
-        ptr = context.get_data_type(dtype).as_pointer()
         flag = context.cast(builder, args[3], sig.args[3], types.intp)
-        fnty = ir.FunctionType(ir.VoidType(), [ptr, intp, intp, intp, intp, ptr, intp, intp, intp, ptr, intp, intp,
-                                               intp])
+        single = context.get_constant(types.intp, int(dtype == types.float32))
+        fnty = ir.FunctionType(ir.VoidType(), [intp, intp, ll_void_p, intp, intp, intp, intp, ll_void_p, intp, intp,
+                                               intp, ll_void_p, intp, intp, intp])
         fn = cgutils.get_or_insert_function(builder.module, fnty, SYMBOLS[dtype])
-        builder.call(fn, (ad, m, k, as0, as1, bd, n, bs0, bs1, cd, cs0, cs1, flag))
+        builder.call(fn, (single, size, ad, m, k, as0, as1, bd, n, bs0, bs1, cd, cs0, cs1, flag))
         return context.get_constant(types.intp, 0)
 
     return types.intp(a, b, out, add), codegen
