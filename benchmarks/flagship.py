@@ -7,7 +7,9 @@ per side per round, so both see the same machine load. Prints images/s from the 
 (the minimum too: on a shared machine it is the least disturbed step), the ratio, and the load average.
 
     python benchmarks/flagship.py [--engine compiled] [--batch 128] [--steps 10] [--threads 2] [--rnnc-threads 1]
-                                  [--widths 8,16,32,64] [--hidden 64,128]
+                                  [--widths 8,16,32,64] [--hidden 64,128] [--seed-network]
+
+``--seed-network`` times the lecture's seed network at its full size instead (3 x 128 x 128, 2 classes, batch 32).
 
 PyTorch is an optional peer: ``pip install torch==2.13.0``.
 """
@@ -28,7 +30,7 @@ import reseg_classifier as R  # noqa: E402
 from rnnc.train import GradientDescentMomentum  # noqa: E402
 
 
-def torch_model(widths=R.FASHION_WIDTHS, hidden=R.FASHION_HIDDEN, classes=10):
+def torch_model(widths=R.FASHION_WIDTHS, hidden=R.FASHION_HIDDEN, classes=10, channels=1):
     """The Fashion ReSeg network in PyTorch, layer for layer (SpatialRNN: 2x2 patches in (c, row, col) order,
     a bidirectional tanh RNN down/up each column of the patch grid, then right/left along each row)."""
     import torch
@@ -48,7 +50,7 @@ def torch_model(widths=R.FASHION_WIDTHS, hidden=R.FASHION_HIDDEN, classes=10):
             o = self.h(o.permute(1, 0, 2, 3).reshape(j, i * n, -1))[0].reshape(j, i, n, -1)
             return o.permute(2, 3, 1, 0)                             # (n, 2u, i, j)
 
-    layers, c = [nn.BatchNorm2d(1)], 1
+    layers, c = [nn.BatchNorm2d(channels)], channels
     for k, w in enumerate(widths):
         layers += [nn.Conv2d(c, w, 3, 1, 2, 2), nn.ReLU(), nn.BatchNorm2d(w)]
         if k < len(widths) - 1:
@@ -92,15 +94,16 @@ def copy_rnnc_params(model, params: dict) -> None:
                         getattr(rnn, f"bias_hh_l0{suffix}").zero_()
 
 
-def torch_step(x, y, threads, widths=R.FASHION_WIDTHS, hidden=R.FASHION_HIDDEN):
-    """One training step of the PyTorch twin, as a closure."""
+def torch_step(x, y, threads, widths=R.FASHION_WIDTHS, hidden=R.FASHION_HIDDEN, seed=False):
+    """One training step of the PyTorch twin, as a closure (``seed``: the seed network, 3 x 128 x 128, 2
+    classes, inputs divided by 128 as its ``Normalizer`` does)."""
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = torch_model(widths, hidden)
+    model = torch_model(widths, hidden, 2, 3) if seed else torch_model(widths, hidden)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    xt, yt = torch.from_numpy(x / 255.0).float(), torch.from_numpy(y)
+    xt, yt = torch.from_numpy(x / (128.0 if seed else 255.0)).float(), torch.from_numpy(y)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step():
@@ -112,12 +115,14 @@ def torch_step(x, y, threads, widths=R.FASHION_WIDTHS, hidden=R.FASHION_HIDDEN):
 
 
 def rnnc_step(x, y, engine_kind: str = "compiled", threads: int | None = None, widths=R.FASHION_WIDTHS,
-              hidden=R.FASHION_HIDDEN):
+              hidden=R.FASHION_HIDDEN, seed=False):
     """One training step of the rnnc model (``engine_kind`` "compiled" or "interpret"), as a closure; and the
-    engine's name. ``threads``: threads of the compiled kernel (default: rnnc's choice)."""
+    engine's name. ``threads``: threads of the compiled kernel (default: rnnc's choice); ``seed``: the seed
+    network (``build_model()``: 3 x 128 x 128, 2 classes)."""
     from rnnc.train.engine import CompiledEngine, InterpretEngine
 
-    net = R.fashion_reseg(widths, hidden).build(train=True)
+    clf = R.build_model((3, 128, 128), 2, widths, hidden) if seed else R.fashion_reseg(widths, hidden)
+    net = clf.build(train=True)
     engine = CompiledEngine(net.model, "float32", threads=threads) if engine_kind == "compiled" else \
         InterpretEngine(net.model, "float32")
     params = net.model.init_params(0, "float32")
@@ -139,10 +144,10 @@ def timed(step, n: int) -> list[float]:
 
 
 def run(x, y, steps, warmup, rounds, engine_kind, threads, rnnc_threads, torch_too=True, widths=R.FASHION_WIDTHS,
-        hidden=R.FASHION_HIDDEN) -> dict:
+        hidden=R.FASHION_HIDDEN, seed=False) -> dict:
     """Per-step times of both sides, alternating ``rounds`` times (``steps`` steps per side per round)."""
-    ours, how = rnnc_step(x, y, engine_kind, rnnc_threads, widths, hidden)
-    theirs = torch_step(x, y, threads, widths, hidden) if torch_too else None
+    ours, how = rnnc_step(x, y, engine_kind, rnnc_threads, widths, hidden, seed)
+    theirs = torch_step(x, y, threads, widths, hidden, seed) if torch_too else None
     timed(ours, warmup)
     if theirs:
         timed(theirs, warmup)
@@ -160,7 +165,7 @@ def _rate(batch, ts) -> tuple[float, float]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batch", type=int, default=None, help="default 128; 32 with --seed-network")
     p.add_argument("--steps", type=int, default=10, help="timed steps per side per round")
     p.add_argument("--rounds", type=int, default=2, help="alternations of the two sides")
     p.add_argument("--warmup", type=int, default=2)
@@ -174,7 +179,13 @@ def main(argv=None) -> int:
     p.add_argument("--widths", type=R.int_tuple(4), default=R.FASHION_WIDTHS,
                    help="conv widths (default 8,16,32,64; the 92%% run: 16,32,64,128)")
     p.add_argument("--hidden", type=R.int_tuple(2), default=R.FASHION_HIDDEN, help="SpatialRNN widths (default 64,128)")
+    p.add_argument("--seed-network", action="store_true",
+                   help="the lecture's seed network at full size instead (3 x 128 x 128 images, 2 classes, widths "
+                        "32,64,128,256, hidden 256,512; --widths / --hidden are ignored)")
     a = p.parse_args(argv)
+    if a.seed_network:
+        a.widths, a.hidden = R.SEED_WIDTHS, R.SEED_HIDDEN
+    a.batch = a.batch or (32 if a.seed_network else 128)
     try:
         from threadpoolctl import threadpool_limits
 
@@ -191,14 +202,15 @@ def main(argv=None) -> int:
         torch = None
         print("PyTorch not installed (pip install torch==2.13.0): rnnc only")
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(a.batch, 1, 28, 28)).astype(np.float64)
-    y = rng.integers(0, 10, size=a.batch)
+    shape, classes = ((3, 128, 128), 2) if a.seed_network else ((1, 28, 28), 10)
+    x = rng.integers(0, 256, size=(a.batch, *shape)).astype(np.float64)
+    y = rng.integers(0, classes, size=a.batch)
     load0 = os.getloadavg()[0]
     # the compiled kernel sets Numba's thread count on every call (threads= or NUMBA_NUM_THREADS): a --threads
     # below the machine's limits rnnc's kernel too, unless --rnnc-threads says otherwise
     rnnc_threads = a.rnnc_threads or (a.threads if a.threads < numba.config.NUMBA_NUM_THREADS else None)
     r = run(x, y, a.steps, a.warmup, a.rounds, a.engine, a.threads, rnnc_threads, torch is not None,
-            a.widths, a.hidden)
+            a.widths, a.hidden, a.seed_network)
     n = len(r["rnnc"])
     med, best = _rate(a.batch, r["rnnc"])
     threads = rnnc_threads or "default"
