@@ -306,7 +306,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         "--batch is the global batch, rank 0 prints and saves (see docs/distributed.md)")
     p.add_argument("--sync-batchnorm", action="store_true",
                    help="with --distributed: batch norm normalises with the statistics of the global batch, "
-                        "reduced across the ranks inside the forward and backward passes (nn.Classifier models)")
+                        "reduced across the ranks inside the forward and backward passes; the file's build() is called "
+                        "as build(sync_batchnorm=True) and passes it to nn.Network(m, sync_batchnorm=...)")
     p.add_argument("--steps", type=positive_int, help="training steps, for an example's own train()")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--save", metavar="MODEL.rnnc", type=output_file(),
@@ -322,7 +323,8 @@ def cmd_train(args) -> int:
     ns = load_namespace(path)
     train = ns.get("train")
     if args.data is not None:
-        return train_on_data(args, pick_model(ns, path, name))
+        sync = {"sync_batchnorm": True} if args.sync_batchnorm and args.distributed else None
+        return train_on_data(args, pick_model(ns, path, name, sync))
     if args.val is not None:
         raise UserError("--val needs --data TRAIN.npz", where="--val")
     if args.distributed:

@@ -173,19 +173,22 @@ def load_model(spec: str):
     return pick_model(load_namespace(path), path, name)
 
 
-def pick_model(namespace: dict, path: str, name: str = ""):
+def pick_model(namespace: dict, path: str, name: str = "", options: dict | None = None):
     """The Model a MODEL.py's top-level ``namespace`` defines: ``name`` if given, else the variable ``model``,
     else ``build()``, else the only Model among its variables (a UserError naming ``path`` otherwise).
 
-    The model is checked (its stages scheduled) so that every command refuses an algebraic loop alike."""
+    ``options`` (``{"sync_batchnorm": True}`` under ``rnnc train --sync-batchnorm``) are passed to a builder
+    function whose signature has a parameter of that name (``def build(sync_batchnorm=False)``); others are
+    called without. The model is checked (its stages scheduled) so that every command refuses an algebraic
+    loop alike."""
     if name:
         if name not in namespace:
             raise UserError(f"the file defines no name {name!r}", where=path)
-        model = _as_model(namespace[name], f"{name}")
+        model = _as_model(namespace[name], f"{name}", options)
     elif "model" in namespace:
         model = _as_model(namespace["model"], "variable 'model'")
     elif callable(namespace.get("build")):
-        model = _as_model(namespace["build"], "build()")
+        model = _as_model(namespace["build"], "build()", options)
     else:
         found = [k for k, v in namespace.items() if isinstance(v, rc.Model) and not k.startswith("_")]
         if not found:
@@ -199,12 +202,23 @@ def pick_model(namespace: dict, path: str, name: str = ""):
     return model
 
 
-def _as_model(obj, what: str):
+def _as_model(obj, what: str, options: dict | None = None):
     if callable(obj) and not isinstance(obj, rc.Model):
-        obj = call_user(obj)
+        obj = call_user(obj, **accepted(obj, options or {}))
     if not isinstance(obj, rc.Model):
         raise UserError(f"{what} should be an rnnc Model, got {type(obj).__name__}")
     return obj
+
+
+def accepted(fn, options: dict) -> dict:
+    """The ``options`` whose names are parameters of ``fn`` (or all, for a ``**kwargs`` function)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in params}
 
 
 def call_user(fn, *args, **kwargs):

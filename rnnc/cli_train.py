@@ -144,7 +144,9 @@ def train_on_data(args, model) -> int:
     except ValueError as e:
         if "sync_batchnorm" not in str(e):
             raise
-        raise UserError(str(e).replace("sync_batchnorm=True", "--sync-batchnorm"), where="--sync-batchnorm") from None
+        raise UserError(f"the network of model {model.name!r} has per-rank batch norm: let the file's build() "
+                        f"take sync_batchnorm and pass it on, nn.Network(m, sync_batchnorm=sync_batchnorm); "
+                        f"--sync-batchnorm calls build(sync_batchnorm=True)", where="--sync-batchnorm") from None
     if args.resume:
         try:
             trainer.resume(trainer.checkpoint)
