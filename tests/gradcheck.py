@@ -46,16 +46,20 @@ def verify_grad(loss_fn: Callable[[dict], float], arrays: dict, grads: dict, nam
                 entries: Sequence[int] | None = None) -> None:
     r"""Assert ``grads[name]`` equals central differences of ``loss_fn`` for each name (default: all of ``arrays``).
 
-    Each checked entry must satisfy :math:`|g_k - n_k| \le \mathrm{tol} \cdot \max(1, |n_k|)`. The entries are
-    ``entries`` (flat indices), else ``picks`` distinct ones drawn with ``rng`` per name (in ``names`` order),
-    else all of them.
+    Each gradient has its array's shape, and each checked entry must satisfy
+    :math:`|g_k - n_k| \le \mathrm{tol} \cdot \max(1, |n_k|)`. The entries are ``entries`` (flat indices),
+    else ``picks`` distinct ones drawn with ``rng`` per name (in ``names`` order), else all of them.
     """
-    for name in names or sorted(arrays):
+    names = list(names or sorted(arrays))
+    assert names, "no arrays to check"
+    for name in names:
+        assert np.shape(grads[name]) == np.shape(arrays[name]), (name, np.shape(grads[name]), arrays[name].shape)
         size = arrays[name].size
         ks = entries
         if ks is None:
             ks = range(size) if picks is None else rng.choice(size, size=min(picks, size), replace=False)
         ks = list(ks)
+        assert ks, (name, "no entries to check")
         num = numeric_grad(loss_fn, arrays, name, eps, ks)
         got = np.asarray(grads[name]).reshape(-1)[ks]
         for k, g, n in zip(ks, got, num):
@@ -63,7 +67,8 @@ def verify_grad(loss_fn: Callable[[dict], float], arrays: dict, grads: dict, nam
 
 
 def check_param_grads(model, inputs, params, sizes=None, batch=None, eps=1e-6) -> dict:
-    """Relative error of rc.grad against central differences, per param."""
+    """Relative error of rc.grad against central differences, per param (at least one)."""
+    assert params, "no params to check"
     res = rc.interpret(rc.grad(model), inputs, params, sizes=sizes, batch=batch)
 
     def loss(p):

@@ -16,6 +16,10 @@ from rnnc.ops import OPS
 
 T, B, D, V = 3, 2, 2, 5
 
+#: compiled (CPU or CUDA, float64) against the interpreter, entry by entry (``compiled_check.close`` with atol):
+#: outputs and losses to 1e-10, gradients to 1e-9
+OP_TOL = {"tol": 1e-10, "atol": 1e-12, "grad_tol": 1e-9, "grad_atol": 1e-11}
+
 #: op -> how each operand is made from the raw ``a_k x + b_k``: into the op's domain, away from kinks' ties
 DOMAIN = {
     "log": ("pos",), "sqrt": ("pos",), "div": ("raw", "pos"), "pow": ("pos", "raw"),

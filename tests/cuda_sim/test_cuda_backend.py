@@ -10,6 +10,7 @@ from contextlib import nullcontext
 
 import numpy as np
 import pytest
+from compiled_check import assert_grads_match, assert_matches_interpreter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import cuda
@@ -33,17 +34,7 @@ def _check(name: str, scan: str, dtype: str = "float64", tol: float = 1e-10) -> 
     inputs = case.make_inputs(np.random.default_rng(1), T, B, np.float64)
     params = case.params(seed=2)
     f = rc_compile(case.model, target="cuda", dtype=dtype, scan=scan)
-    ref = rc.interpret(case.model, inputs, params, sizes=case.sizes(T), batch=B)
-    out = f.forward(inputs, params)
-    for k, v in ref.outputs.items():
-        np.testing.assert_allclose(_host(out.outputs[k]), v, rtol=tol, atol=tol, err_msg=f"{name} output {k}")
-    assert out.loss == pytest.approx(ref.loss, rel=tol, abs=tol)
-    gref = rc.interpret(rc.grad(case.model), inputs, params, sizes=case.sizes(T), batch=B)
-    loss, grads = f.loss_and_grad(inputs, params, to_host=True)
-    assert loss == pytest.approx(gref.loss, rel=tol, abs=tol)
-    assert set(grads) == set(gref.grads)
-    for k, v in gref.grads.items():
-        np.testing.assert_allclose(grads[k], v, rtol=tol, atol=tol, err_msg=f"{name} d/d{k}")
+    assert_matches_interpreter(f, case.model, inputs, params, tol, atol=tol, call={"to_host": True})
     return f.stats
 
 
@@ -189,12 +180,8 @@ def test_random_models_match_interpreter(s, scan):
     m = build(s)
     rng = np.random.default_rng(s["seed"])
     inputs, params = inputs_for(m, s, rng), params_for(m, rng)
-    ref = rc.interpret(rc.grad(m), inputs, params)
-    loss, grads = rc_compile(m, target="cuda", dtype="float64", scan=scan).loss_and_grad(inputs, params,
-                                                                                         to_host=True)
-    assert loss == pytest.approx(ref.loss, rel=1e-10, abs=1e-12)
-    for k, v in ref.grads.items():
-        np.testing.assert_allclose(grads[k], v, rtol=1e-9, atol=1e-11, err_msg=k)
+    f = rc_compile(m, target="cuda", dtype="float64", scan=scan)
+    assert_grads_match(f, m, inputs, params, 1e-9, atol=1e-11, loss_tol=1e-12, call={"to_host": True})
 
 
 @pytest.mark.parametrize("opts", [dict(truncate=(2, 3)), dict(checkpoint=2), dict(wrt=["W"])])
@@ -203,14 +190,10 @@ def test_grad_options(opts):
     case = ZOO["elman"]()
     inputs = case.make_inputs(np.random.default_rng(0), 5, B, np.float64)
     params = case.params()
-    gref = rc.interpret(rc.grad(case.model, **opts), inputs, params)
     with pytest.warns(RuntimeWarning, match="saves no memory") if "checkpoint" in opts else nullcontext():
         f = rc_compile(case.model, target="cuda", dtype="float64", **opts)
-    loss, grads = f.loss_and_grad(inputs, params, to_host=True)
-    assert loss == pytest.approx(gref.loss, rel=1e-10, abs=1e-12)
-    assert set(grads) == set(gref.grads)
-    for k, v in gref.grads.items():
-        np.testing.assert_allclose(grads[k], v, rtol=1e-10, atol=1e-12, err_msg=k)
+    assert_grads_match(f, case.model, inputs, params, 1e-10, atol=1e-12, loss_tol=1e-12, call={"to_host": True},
+                       **opts)
     if "truncate" in opts:
         assert "tbptt_mask" in {n.op for n in f.kernel("grad")._graph.nodes}
 

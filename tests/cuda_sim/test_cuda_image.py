@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 import pytest
-from compiled_check import close
+from compiled_check import assert_matches_interpreter, close
 from image_cases import IMAGE_OPS, bn_data, bn_model, classifier, ops_data, ops_model
 from paths import EXAMPLES
 
@@ -98,15 +98,7 @@ def test_batch_norm_ops_cuda_equal_interpreter(loop_axis, affine):
     ins, ps = bn_data(loop_axis, seed=5, batch=2, steps=2)
     ps = ps if affine else {}
     f = rc_compile(m, target="cuda", dtype="float64", wrt=["x"] + sorted(ps))
-    out = f.forward(ins, ps, to_host=True).outputs
-    loss, grads = f.loss_and_grad(ins, ps, to_host=True)
-    ref = rc.interpret(rc.grad(m, wrt=["x"] + sorted(ps)), ins, ps, dtype="float64")
-    fwd = rc.interpret(m, ins, ps, dtype="float64").outputs
-    for k in ("stats", "y"):
-        assert close(_host(out[k]), fwd[k], 1e-10), k
-    assert close(loss, ref.loss, 1e-10)
-    for k, v in ref.grads.items():
-        assert close(grads[k], v, 1e-10), k
+    assert_matches_interpreter(f, m, ins, ps, 1e-10, call={"to_host": True}, wrt=["x"] + sorted(ps))
 
 
 def _tiny(which: str):
@@ -126,15 +118,8 @@ def test_flagship_tiny_forward_and_loss_and_grad(which):
     rng = np.random.default_rng(0)
     batch = {"x": rng.uniform(0, 255, (3, 1, 8, 8)), "y": np.array([0, 2, 1])}
     params = m.init_params(seed=1, dtype="float64")
-    f, (loss, grads), gref = _grads(m, batch, params, "float64")
-    ref = rc.interpret(m, batch, params)
-    out = f.forward(batch, params)
-    for k, v in ref.outputs.items():
-        assert close(_host(out.outputs[k]), v, 1e-10), k
-    assert close(out.loss, ref.loss, 1e-10) and close(loss, gref.loss, 1e-10)
-    assert set(grads) == set(gref.grads)
-    for k, v in gref.grads.items():
-        assert close(grads[k], v, 1e-10), k
+    f, _, gref = _grads(m, batch, params, "float64")
+    assert_matches_interpreter(f, m, batch, params, 1e-10, call={"to_host": True})
     big = [k for k, v in gref.grads.items() if float(np.abs(v).max()) > 1e-3]
     assert any(k.startswith("conv1") for k in big)        # gradients reach the first layer
     ops = {n.op for n in f.kernel("grad")._graph.nodes}

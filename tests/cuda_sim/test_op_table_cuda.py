@@ -7,7 +7,8 @@ Small on purpose: the simulator runs a Python thread per CUDA thread.
 from __future__ import annotations
 
 import numpy as np
-from op_cases import lookup_data, lookup_model, scalar_data, scalar_model
+from compiled_check import assert_matches_interpreter
+from op_cases import OP_TOL, lookup_data, lookup_model, scalar_data, scalar_model
 
 import rnnc as rc
 from rnnc.ops.scalar import exp, log1p, maximum
@@ -22,15 +23,7 @@ def softplus_cuda_user(x):
 
 def _check(m, inputs, params):
     f = rc.compile(m, target="cuda", dtype="float64")
-    out = f.forward(inputs, params, to_host=True).outputs
-    ref = rc.interpret(m, inputs, params, dtype="float64")
-    for k, v in ref.outputs.items():
-        np.testing.assert_allclose(np.asarray(out[k]), v, rtol=1e-10, atol=1e-12, err_msg=k)
-    loss, grads = f.loss_and_grad(inputs, params, to_host=True)
-    gref = rc.interpret(rc.grad(m), inputs, params, dtype="float64")
-    assert abs(loss - gref.loss) <= 1e-10 * max(1.0, abs(gref.loss))
-    for k, v in gref.grads.items():
-        np.testing.assert_allclose(np.asarray(grads[k]), v, rtol=1e-9, atol=1e-11, err_msg=k)
+    assert_matches_interpreter(f, m, inputs, params, **OP_TOL, call={"to_host": True})
 
 
 def test_new_scalar_ops_and_a_user_op_cuda_equal_interpreter():

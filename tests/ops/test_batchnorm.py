@@ -13,6 +13,7 @@ from paths import CACHE_DIR
 os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
 
 import numba  # noqa: E402
+from compiled_check import assert_grads_match, assert_matches_interpreter  # noqa: E402
 from gradcheck import verify_grad  # noqa: E402
 from image_cases import SHAPE  # noqa: E402
 from image_cases import bn_data as data  # noqa: E402
@@ -76,14 +77,6 @@ def test_bn_stats_vjp_equals_finite_differences():
     verify_grad(lambda _: _loss(m, ins, ps), {"x": ins["x"]}, {"x": g}, entries=(0, 7, 31, 59, 100, 150))
 
 
-def _compiled(m, ins, ps, dtype):
-    f = rc.compile(m, dtype=dtype, wrt=["x"] + sorted(ps))
-    cast = {k: np.asarray(v, dtype) for k, v in ps.items()}
-    out = f.forward({k: np.asarray(v, dtype) for k, v in ins.items()}, cast).outputs
-    loss, grads = f.loss_and_grad({k: np.asarray(v, dtype) for k, v in ins.items()}, cast)
-    return out, loss, grads, f
-
-
 @pytest.mark.parametrize("fallback", [False, True])
 @pytest.mark.parametrize("loop_axis,affine,dtype,tol", [(False, True, "float64", 1e-10), (True, True, "float64", 1e-10),
                                                        (True, False, "float32", 1e-4)])
@@ -95,18 +88,12 @@ def test_compiled_equals_interpreter(loop_axis, affine, dtype, tol, fallback, mo
     m = model(loop_axis, affine)
     ins, ps = data(loop_axis, seed=5)
     ps = ps if affine else {}
-    out, loss, grads, f = _compiled(m, ins, ps, dtype)
+    f = rc.compile(m, dtype=dtype, wrt=["x"] + sorted(ps))
     calls = [n for n in ("bn_stats", "bn_apply", "bn_sums", "bn_input_grad")
              if f"imk.{n}(" in f.kernel("grad").source]
     assert calls == ([] if fallback else ["bn_stats", "bn_apply", "bn_sums", "bn_input_grad"])
-    ref = rc.interpret(m, ins, ps, dtype="float64")
-    gref = rc.interpret(rc.grad(m, wrt=["x"] + sorted(ps)), ins, ps, dtype="float64")
-    for k in ("stats", "y"):
-        assert np.allclose(out[k], ref.outputs[k], rtol=tol, atol=tol), k
-    assert abs(loss - gref.loss) <= tol * max(1.0, abs(gref.loss))
-    for k, v in gref.grads.items():
-        scale = max(1.0, float(np.abs(v).max()))
-        assert float(np.abs(grads[k] - v).max()) <= tol * scale, k
+    # outputs entry by entry (tol + tol |y|), the loss and gradients relative to their scale
+    assert_matches_interpreter(f, m, ins, ps, tol, atol=tol, grad_tol=tol, wrt=["x"] + sorted(ps))
 
 
 def test_one_pass_statistics_keep_the_variance_under_a_large_mean():
@@ -170,9 +157,7 @@ def test_vector_batch_norm_compiled_equals_interpreter():
     rng = np.random.default_rng(8)
     ins = {"x": 3.0 + rng.standard_normal((7, 5)), "w": rng.random((7, 5))}
     ps = {"gamma": 1.0 + rng.random(5), "beta": rng.standard_normal(5)}
-    loss, grads = rc.compile(m, dtype="float64", wrt=["x", "beta", "gamma"]).loss_and_grad(ins, ps)
+    f = rc.compile(m, dtype="float64", wrt=["x", "beta", "gamma"])
+    assert_grads_match(f, m, ins, ps, 1e-10, wrt=["x", "beta", "gamma"])
     ref = rc.interpret(rc.grad(m, wrt=["x", "beta", "gamma"]), ins, ps, dtype="float64")
-    assert abs(loss - ref.loss) <= 1e-10 * max(1.0, abs(ref.loss))
-    for k, v in ref.grads.items():
-        assert float(np.abs(grads[k] - v).max()) <= 1e-10 * max(1.0, float(np.abs(v).max())), k
     assert float(np.abs(ref.grads["x"]).max()) > 1e-3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from compiled_check import assert_matches_interpreter, close, worst
 from gradcheck import check_param_grads
 
 import rnnc as rc
@@ -50,13 +51,7 @@ def test_user_op_is_fused_in_a_row_block_scan_and_equals_the_interpreter():
     assert "math.log1p(" in f.source
     blocks = f.source.count("_blocks(stage_")
     assert blocks >= 1 and blocks == rc.compile(_model(rc.tanh), dtype="float64").source.count("_blocks(stage_")
-    ref = rc.interpret(m, inputs, params, dtype="float64")
-    np.testing.assert_allclose(f.forward(inputs, params).outputs["h"], ref.outputs["h"], rtol=1e-12)
-    loss, grads = f.loss_and_grad(inputs, params)
-    gref = rc.interpret(rc.grad(m), inputs, params, dtype="float64")
-    assert abs(loss - gref.loss) <= 1e-12 * max(1.0, abs(gref.loss))
-    for k, v in gref.grads.items():
-        np.testing.assert_allclose(grads[k], v, rtol=1e-10, atol=1e-12, err_msg=k)
+    assert_matches_interpreter(f, m, inputs, params, 1e-12, atol=0.0, grad_tol=1e-10, grad_atol=1e-12)
 
 
 def test_user_op_gradients_equal_finite_differences():
@@ -71,7 +66,7 @@ def test_user_op_float32_and_drawing(tmp_path):
     inputs, params = _data(m)
     out = rc.compile(m).forward(inputs, params).outputs["h"]
     ref = rc.interpret(m, inputs, params, dtype="float64").outputs["h"]
-    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    assert close(out, ref, 1e-4, atol=1e-5), worst(out, ref)
     for obj, name in ((m, "m.dot"), (m.unroll(t=3), "u.dot"), (rc.grad(m), "g.dot")):
         assert "softplus2" in rc.render(obj, tmp_path / name, detail=True).read_text()
 
