@@ -30,6 +30,7 @@ from rnnc.backends.cpu.order import stable_order
 from rnnc.backends.cpu.pieces import CUT, PIECE_END
 from rnnc.backends.cpu.refs import plan_lags, prepare_scan_refs, render_ref
 from rnnc.backends.cpu.rendered import PLAIN, BufSpec, Rendered, RenderOptions
+from rnnc.backends.cpu.reuse import share_dead
 from rnnc.errors import RnncError
 from rnnc.ir.graph import Graph
 from rnnc.ir.names import check_graph_names, code_name, prefixed, safe_comment
@@ -286,7 +287,14 @@ class Renderer:
         return self._finish()
 
     def _finish(self) -> Rendered:
-        return finish(self)
+        out = finish(self)
+        if self.options.reuse_buffers:
+            # kept: what the runtime reads after run(), and buffers that hold no node's value (an image kernel's
+            # scratch relies on its never-written padding staying zero)
+            values = {b.var for b in self.bufs.values()}
+            pinned = {out.results[n] for n in self.graph.roots() if n in out.results}
+            out.buffers = share_dead(out.buffers, out.source, pinned | {b.var for b in out.buffers} - values)
+        return out
 
     def _nodes(self, nodes, templates, render_ref, stage_no=None):
         """Render ``nodes`` in order; on the CPU, runs of sibling elementwise nodes share one loop nest."""

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 class BufSpec:
     """A buffer the runtime allocates: ``dims`` (axes / BATCH) then ``shape``; ``extra`` more entries along
     ``dims[0]``; or, with ``view = (base, start)``, no storage of its own but ``base[start:start + n]`` along
-    ``dims[0]`` (a value and its lagged reference sharing one array, :func:`rnnc.backends.cpu.refs.plan_lags`)."""
+    ``dims[0]``: a value and its lagged reference sharing one array (:func:`rnnc.backends.cpu.refs.plan_lags`), or a
+    buffer taking the storage of one of the same type that is dead by then (``start`` 0,
+    :func:`rnnc.backends.cpu.reuse.share_dead`)."""
 
     var: str
     dims: tuple
@@ -48,7 +50,8 @@ class RenderOptions:
     (float32: no libm call); ``split_scans``: row-local scans as row blocks of the batch on several threads;
     ``lag_views``: a scan's kept reference ``s[t-k]`` shares its value's array (:mod:`rnnc.backends.cpu.refs`);
     ``parallel_gemms``: a map stage's products as row blocks on several threads
-    (:mod:`rnnc.backends.cpu.kernels_linalg`).
+    (:mod:`rnnc.backends.cpu.kernels_linalg`); ``reuse_buffers``: a buffer born after another one of its type died
+    takes its storage (:mod:`rnnc.backends.cpu.reuse`).
     """
 
     alias_slices: bool = False
@@ -57,8 +60,9 @@ class RenderOptions:
     split_scans: bool = False
     lag_views: bool = False
     parallel_gemms: bool = False
+    reuse_buffers: bool = False
 
 
 PLAIN = RenderOptions()
 KERNEL = RenderOptions(alias_slices=True, numpy_prologue=True, vector_math=True, split_scans=True, lag_views=True,
-                       parallel_gemms=True)
+                       parallel_gemms=True, reuse_buffers=True)

@@ -1,0 +1,127 @@
+"""Buffers sharing the storage of dead ones (rnnc/backends/cpu/reuse.py): the same bits as buffers of their own,
+from buffers that start as NaN, and the LSTM's gradient kernel actually smaller."""
+import os
+
+import numpy as np
+from hypothesis import Phase, given, settings
+from paths import CACHE_DIR
+
+os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
+
+from random_models import build, inputs_for, params_for, specs  # noqa: E402
+
+import rnnc as rc  # noqa: E402
+from rnnc import t  # noqa: E402
+from rnnc.backends.cpu.emit import BATCH  # noqa: E402
+from rnnc.backends.cpu.rendered import BufSpec  # noqa: E402
+from rnnc.backends.cpu.reuse import live_ranges, run_uses, share_dead  # noqa: E402
+
+
+def lstm(inputs: int, hidden: int, classes: int) -> rc.Model:
+    m = rc.Model("reuse_lstm")
+    x, y = m.input("x", inputs), m.input("y", (), dtype="int")
+    h, c = m.signal("h", hidden), m.signal("c", hidden)
+
+    def gate(name):
+        return m.param(f"U{name}", (hidden, inputs)) @ x[t] + m.param(f"W{name}", (hidden, hidden)) @ h[t - 1] \
+            + m.param(f"b{name}", hidden)
+
+    i, f, o, g = rc.sigmoid(gate("i")), rc.sigmoid(gate("f")), rc.sigmoid(gate("o")), rc.tanh(gate("g"))
+    c[t] = f * c[t - 1] + i * g
+    h[t] = o * rc.tanh(c[t])
+    m.loss(rc.softmax_cross_entropy(m.param("V", (classes, hidden)) @ h[t], y[t]))
+    return m
+
+
+def reused(kernel) -> set:
+    """Vars of buffers that take another one's storage (views of a base without lagged entries)."""
+    extra = {b.var: b.extra for b in kernel.layout.buffers}
+    return {b.var for b in kernel.layout.buffers if b.view and not extra[b.view[0]]}
+
+
+def unshare(kernel) -> None:
+    """Give every buffer storage of its own again (the same module: sharing is only the buffer plan)."""
+    mine = reused(kernel)
+    kernel.layout.buffers = [BufSpec(b.var, b.dims, b.shape, b.kind, b.extra, ()) if b.var in mine else b
+                             for b in kernel.layout.buffers]
+    kernel._buffers.clear()
+
+
+def poison(kernel) -> None:
+    """Fill every work buffer with NaN (integers with 1): nothing may rely on a buffer starting zeroed."""
+    for bufs in kernel._buffers.values():
+        for arr in bufs.values():
+            arr.fill(np.nan if arr.dtype.kind == "f" else 1)
+
+
+def same(a, b) -> None:
+    assert np.array_equal(np.asarray(a[0]), np.asarray(b[0]), equal_nan=True)
+    assert a[1].keys() == b[1].keys()
+    for k in a[1]:
+        assert np.array_equal(a[1][k], b[1][k], equal_nan=True), k
+
+
+def check(f, data, params, variant="grad") -> set:
+    """loss_and_grad with shared buffers, again from NaN-filled ones, and with unshared ones: the same bits."""
+    first = f.loss_and_grad(data, params)
+    kernels = {name: k for name, k in f._kernels.items() if name == variant or name.startswith("segment")}
+    shared = set().union(*(reused(k) for k in kernels.values()))
+    for k in kernels.values():
+        poison(k)
+    same(first, f.loss_and_grad(data, params))
+    for k in kernels.values():
+        unshare(k)
+    same(first, f.loss_and_grad(data, params))
+    return shared
+
+
+@settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.generate])
+@given(specs())
+def test_random_models_same_bits_with_and_without_shared_buffers(s):
+    m = build(s)
+    rng = np.random.default_rng(s["seed"])
+    data, params = inputs_for(m, s, rng), params_for(m, rng)
+    f = rc.compile(m, dtype="float64")
+    out = f.forward(data, params)
+    check(f, data, params)
+    k = f.kernel("outputs")
+    poison(k)
+    again = f.forward(data, params)
+    assert out.outputs.keys() == again.outputs.keys()
+    assert all(np.array_equal(out.outputs[n], again.outputs[n]) for n in out.outputs)
+
+
+def test_lstm_gradient_kernel_reuses_the_input_products_storage():
+    """The LSTM's input products ``U @ x[t]`` (4H per step) are dead after the forward scan and the gates'
+    adjoints (4H per step) are born in the reverse scan: one array of (T, B, 4H) less. With checkpointing, the
+    segment kernel also keeps ``d_h``, ``d_c`` per step no more (two (k, B, H) arrays less)."""
+    T, B, inputs, H = 30, 3, 5, 8
+    m = lstm(inputs, H, 4)
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(T, B, inputs)), "y": rng.integers(0, 4, size=(T, B))}
+    params = m.init_params(0, "float64")
+    f = rc.compile(m, dtype="float64")
+    assert check(f, data, params)                            # leaves f's kernels unshared
+    unshared = f.kernel("grad").stats["buffer_bytes"]
+    g = rc.compile(m, dtype="float64")
+    g.loss_and_grad(data, params)
+    shared = g.kernel("grad").stats["buffer_bytes"]
+    assert unshared - shared >= T * B * 4 * H * 8
+
+    seg = rc.compile(m, dtype="float64", checkpoint=T)       # one segment: the whole sequence
+    seg.loss_and_grad(data, params)
+    stored = {b.var for b in seg._kernels["segment_grad"].layout.buffers if b.dims and b.dims[0] != BATCH}
+    assert not {v for v in stored if v.endswith(("_d_h", "_d_c"))}         # only d_h[t-1], d_c[t-1] per step
+    assert check(seg, data, params, "segment_grad")
+
+
+def test_share_dead_follows_the_statements_of_run():
+    source = "def run(n0, nb, x0, v1, v2, v3, v4):\n" \
+             "    f(x0, v1)\n    g(v1, v2)\n    h(v2, v3)\n    k(v3, v4)\n    _ready('v4')\n    return 0\n"
+    uses = run_uses(source)
+    assert live_ranges(uses, {"v1", "v2", "v3", "v4"}) == {"v1": (0, 1), "v2": (1, 2), "v3": (2, 3), "v4": (3, 4)}
+    a = ("T",)
+    specs_ = [BufSpec(v, a, (4,)) for v in ("v1", "v2", "v3", "v4")] + [BufSpec("v5", a, (4,))]
+    out = {b.var: b.view for b in share_dead(specs_, source, pinned={"v4"})}
+    # v3 takes v1's storage (v1 died in g); v2 and v3 meet in h; v4 is read after run; v5 is never named
+    assert out == {"v1": (), "v2": (), "v3": ("v1", 0), "v4": (), "v5": ()}
