@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnc.backends.cache import FOOTER, load, lookup, store, store_keyed
+from rnnc.backends.cpu.blocks import on_numba_threads
 from rnnc.backends.cpu.emit import BATCH, with_locations
 from rnnc.backends.cpu.render import Renderer
 from rnnc.backends.cpu.rendered import KERNEL, BufSpec
@@ -200,7 +201,8 @@ class Kernel:
         by_var.update(extra or {})
         by_var.update(bufs)
         want = self.blas_threads(binding.batch)
-        with _StageThreads(scan=want["scan"], whole=want["map"], parts=want["split"], rows=want["blocks"]) as threads:
+        with _StageThreads(scan=want["scan"], whole=want["map"], parts=want["split"], rows=want["blocks"]) as threads, \
+                on_numba_threads(self._prange):        # row blocks on the image kernels' pool (blocks.py)
             self.module._threads = threads
             saved = _numba_threads(want["numba"]) if self._prange else None     # the image kernels' prange
             ready = self._ready_hook(bufs)
@@ -243,16 +245,19 @@ class Kernel:
         (``NUMBA_NUM_THREADS``, default the CPU count), with OpenBLAS on one thread everywhere: OpenBLAS's
         threads keep spinning after a call and fight the others for the cores (the flagship's step ran 3.4x
         slower with 2 BLAS threads; an LSTM's split scans gained nothing). ``"split"`` is the number of row
-        blocks of a split scan, each at least :data:`SPLIT_MIN_ROWS` rows, ``"blocks"`` the threads of a
-        row-blocked product; both 1 in a module with image kernels. A module without them uses BLAS
-        threads: ``threads=`` when given, else 2 for map stages and for a scan's per-step products on batches
-        over 32, 1 otherwise."""
+        blocks of a split scan, each at least :data:`SPLIT_MIN_ROWS` rows, ``"blocks"`` the most row blocks of
+        a row-blocked product (:func:`rnnc.backends.cpu.kernels_linalg.blocks`); one per thread. In a module
+        with image kernels both are :data:`IMAGE_ROW_PARTS` whatever the thread count, run on Numba's threads
+        (:class:`rnnc.backends.cpu.blocks.on_numba_threads`): a block's products are cut into panels by its
+        row count and a product's outer sums are added block by block, so a split that followed the thread
+        count would change the rounding with it; the image kernels' results do not depend on the thread count,
+        and neither do these. A module without them uses BLAS threads: ``threads=`` when given, else 2 for
+        map stages and for a scan's per-step products on batches over 32, 1 otherwise."""
         most = numba_threads()
         numba_n = min(self.threads or most, most)
-        # beside image kernels on Numba's (OpenMP) threads, whose workers spin after each kernel, rnnc's own
-        # threads lost more than they gained (the flagship's step: 40-42 ms with row blocks, 36-38 without)
-        parts = 1 if self._prange else max(1, min(numba_n, batch // SPLIT_MIN_ROWS))
-        rows = 1 if self._prange else numba_n
+        fixed = IMAGE_ROW_PARTS if self._prange else numba_n
+        parts = max(1, min(fixed, batch // SPLIT_MIN_ROWS))
+        rows = fixed
         if self._parallel:
             return {"map": 1, "scan": 1, "kernel": 1, "split": parts, "blocks": rows, "numba": numba_n}
         if self.threads:
@@ -296,6 +301,11 @@ def _boundscheck() -> bool:
 _BLAS = None
 #: fewest batch rows in one block of a split scan (smaller blocks leave OpenBLAS too little work per call)
 SPLIT_MIN_ROWS = 4
+#: row blocks of split scans and row-blocked products in a module with image kernels, whatever the thread
+#: count (so the results do not depend on it), run on Numba's threads. 1 (one core for them) until two measure
+#: faster: on the busy 2-core machine the flagship's step was slower with 2 (docs/benchmarks.md, "SpatialRNN
+#: sweeps on Numba's threads")
+IMAGE_ROW_PARTS = 1
 
 
 def numba_threads() -> int:

@@ -120,8 +120,10 @@ def test_blas_threads_default_to_one_beside_parallel_image_kernels():
     k.threads = 1
     assert {key: v for key, v in k.blas_threads(128).items() if key in want} == want
     assert k.blas_threads(128)["numba"] == 1
-    k.threads = None                 # rnnc's own row blocks stay off beside the image kernels' OpenMP threads
-    assert k.blas_threads(128)["split"] == 1 and k.blas_threads(128)["blocks"] == 1
+    from rnnc.runtime.kernel import IMAGE_ROW_PARTS  # row blocks: a fixed number whatever the threads
+    assert k.blas_threads(128)["split"] == k.blas_threads(128)["blocks"] == IMAGE_ROW_PARTS
+    k.threads = None
+    assert k.blas_threads(128)["split"] == k.blas_threads(128)["blocks"] == IMAGE_ROW_PARTS
 
 
 def _pool_reference(x, g, gx, k, s, p):

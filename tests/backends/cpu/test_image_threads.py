@@ -4,6 +4,10 @@ Each kernel in :data:`rnnc.backends.cpu.kernels_image.PARALLEL` splits its work 
 fixed number of parts (``prange``); a thread never shares a sum with another, and partial sums are combined in
 a fixed order, so the thread count cannot change a bit of the result (the flagship's runs are reproducible on
 any machine). The maps here have sample and channel counts that do not divide evenly between the threads.
+
+A whole model with image kernels and SpatialRNN sweeps (``image_cases.classifier``) too: its sweeps, row-local
+map pieces and row-blocked products run as a fixed number of row blocks (``kernel.IMAGE_ROW_PARTS``) on
+Numba's threads, so its loss and gradients are the same bits on 1, 2 and 3 threads.
 """
 from __future__ import annotations
 
@@ -15,8 +19,11 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
+from paths import CACHE_DIR, TESTS
 
-from rnnc.backends.cpu import kernels_image as imk
+os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
+
+from rnnc.backends.cpu import kernels_image as imk  # noqa: E402
 
 N, C, H, W, O = 37, 3, 9, 8, 5
 GEO = (1, 2, 2, 1, 2, 1)                  # conv stride (1, 2), padding (2, 1), dilation (2, 1)
@@ -128,11 +135,92 @@ def test_three_threads_give_the_same_bits_as_one_and_two():
     """With three Numba threads (more than this machine's cores: the chunks, parts and channels are dealt
     differently again) every kernel still gives the bits of one and two threads."""
     tests = str(Path(__file__).parent)
-    code = (f"import sys; sys.path.insert(0, {tests!r}); import test_image_threads as t; "
-            "t.compare_thread_counts((1, 2, 3)); print('same bits')")
+    code = (f"import sys; sys.path.insert(0, {tests!r}); sys.path.insert(0, {str(TESTS)!r}); "
+            "import test_image_threads as t; t.compare_thread_counts((1, 2, 3)); "
+            "t.compare_model_thread_counts((1, 2, 3)); print('same bits')")
     env = {**os.environ, "NUMBA_NUM_THREADS": "3"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and "same bits" in out.stdout, out.stderr[-3000:]
+
+
+MODEL_BATCH = 37          # 2 row blocks (18 + 19 samples) of every sweep; 148 grid rows: 2 blocks of products
+
+
+def model_results(threads: int, dtype: str) -> tuple:
+    """The small SpatialRNN classifier's loss and gradients with ``threads=`` threads, its row blocks at least
+    two; and how many calls ran on Numba's pool with two or more blocks (sweeps, row-local map pieces,
+    products)."""
+    from image_cases import classifier
+
+    import rnnc as rc
+    from rnnc.backends.cpu import blocks
+    from rnnc.runtime import kernel
+
+    m = classifier()
+    rng = np.random.default_rng(3)
+    x = (rng.random((MODEL_BATCH, 2, 8, 8)) * 4.0).astype(dtype)
+    y = rng.integers(0, 3, MODEL_BATCH)
+    params = {k: v.astype(dtype) for k, v in m.init_params(seed=1, dtype="float64").items()}
+    seen, pool = [], blocks._numba_pool
+
+    def spy(calls):
+        seen.append(len(calls))
+        return pool(calls)
+    blocks._numba_pool, parts = spy, kernel.IMAGE_ROW_PARTS
+    kernel.IMAGE_ROW_PARTS = max(2, parts)
+    try:
+        loss, grads = rc.compile(m, dtype=dtype, threads=threads).loss_and_grad({"x": x, "y": y}, params)
+    finally:
+        blocks._numba_pool, kernel.IMAGE_ROW_PARTS = pool, parts
+    return loss, grads, len(seen)
+
+
+def compare_model_thread_counts(counts) -> None:
+    """:func:`model_results` on each of ``counts`` threads, float32 and float64: the same bits as on the first."""
+    for dtype in ("float32", "float64"):
+        (loss, grads, pooled), *others = [model_results(n, dtype) for n in counts]
+        assert pooled > 0 and np.isfinite(loss)
+        for (other_loss, other, _), n in zip(others, counts[1:]):
+            assert np.array_equal(loss, other_loss), f"loss, {dtype}, {n} threads"
+            for name in grads:
+                np.testing.assert_array_equal(grads[name], other[name], err_msg=f"{name}, {dtype}, {n} threads")
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one Numba thread here")
+def test_sweeps_on_two_threads_give_the_bits_of_one():
+    """A model with image kernels and SpatialRNN sweeps (conv, batch norm, max pool, a SpatialRNN block, global
+    pooling): its row blocks run on Numba's threads, and the loss and every gradient are the same bits with
+    ``threads=1`` and ``threads=2``."""
+    from rnnc.runtime import kernel
+
+    assert MODEL_BATCH // kernel.SPLIT_MIN_ROWS >= 2
+    compare_model_thread_counts((1, 2))
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one Numba thread here")
+def test_blocks_on_numba_threads_cover_every_row_once_and_raise_a_blocks_error():
+    """``run_blocks`` on Numba's pool (as in a module with image kernels): every row once for any number of
+    blocks, and an exception in a block is raised in the caller."""
+    from rnnc.backends.cpu.blocks import on_numba_threads, run_blocks
+
+    seen = np.zeros(23, np.int64)
+
+    def mark(out, lo, hi):
+        out[lo:hi] += 1
+
+    def fail(lo, hi):
+        if lo > 0:
+            raise ValueError(f"block {lo}:{hi}")
+
+    with on_numba_threads():
+        for parts in (1, 2, 3, 5):
+            seen[:] = 0
+            run_blocks(mark, parts, 23, seen)
+            assert (seen == 1).all()
+        with pytest.raises(ValueError, match="block"):
+            run_blocks(fail, 2, 10)
+        run_blocks(mark, 2, 23, seen)           # the pool is free again after the error
+    assert (seen == 2).all()
 
 
 def test_the_kernels_tested_here_are_the_parallel_ones():
