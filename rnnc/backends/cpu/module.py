@@ -95,5 +95,21 @@ def finish(r: Renderer) -> Rendered:
     src, sites = join_lines(module_head(r) + hook_lines(calls, bool(ready)) + mod.function_lines() + entry)
     parallel = any(isinstance(c, RunCall) or c.form == "blocks" for c in calls)
     return Rendered(one_line_breaks(src), args, sizes, dict(r.leaves), list(r.buffers), results, dict(r.hist),
-                    parallel, r.image_kernels, sites)
+                    parallel, r.image_kernels, sites, statement_uses(prologue, mod.calls, r.after))
+
+
+def statement_uses(prologue: list, calls, after: dict) -> list:
+    """The names each statement of ``run`` uses, in the order it runs them: the prologue's numpy statements,
+    then per stage each stage function (its parameters) or call of ``run``'s own (a
+    :class:`~rnnc.backends.cpu.pieces.RunCall`), then the stage's numpy statements. ``_ready(...)`` hooks are
+    left out: they name gradient buffers, which the runtime reads after ``run`` (never shared storage)."""
+    def code(lines):
+        return [frozenset(names_used([ln])) for ln in lines if not ln.lstrip().startswith("#")]
+
+    uses = code(prologue)
+    for k, stage_calls in calls:
+        for c in stage_calls:
+            uses.append(frozenset(names_used([c.text()])) if isinstance(c, RunCall) else frozenset(c.params))
+        uses += code(after.get(k, []))
+    return uses
 

@@ -293,7 +293,7 @@ class Renderer:
             # scratch relies on its never-written padding staying zero)
             values = {b.var for b in self.bufs.values()}
             pinned = {out.results[n] for n in self.graph.roots() if n in out.results}
-            out.buffers = share_dead(out.buffers, out.source, pinned | {b.var for b in out.buffers} - values)
+            out.buffers = share_dead(out.buffers, out.uses, pinned | {b.var for b in out.buffers} - values)
         return out
 
     def _nodes(self, nodes, templates, render_ref, stage_no=None):

@@ -37,6 +37,7 @@ class Rendered:
     parallel: bool = False
     prange: bool = False
     sites: list = field(default_factory=list)     # (line number, file:line) of comment lines naming a node
+    uses: list = field(default_factory=list)      # names each statement of run() uses, in order (module.py)
 
 
 @dataclass(frozen=True)

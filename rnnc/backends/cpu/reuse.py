@@ -5,9 +5,10 @@ Every work buffer of a generated module used to have storage of its own for the 
 input products ``U @ x[t]`` for all steps are read by the forward scan only, the gates' adjoints for all steps
 are born in the reverse scan. :func:`share_dead` lets the later buffer be a view of the earlier one's array.
 
-Liveness is read off ``run`` itself, the only place buffers meet: its statements run in order (prologue
-statements, stage function calls, parallel kernels, the numpy statements after a stage), and every stage
-function or kernel receives the buffers it touches as arguments named like the buffers. A buffer's live range
+Liveness is read off ``run``'s statements, the only place buffers meet, as the module is assembled
+(:func:`rnnc.backends.cpu.module.statement_uses`): they run in order (prologue statements, stage function
+calls, parallel kernels, the numpy statements after a stage), and every stage function or kernel receives the
+buffers it touches as arguments named like the buffers. A buffer's live range
 is from the first statement that names it to the last one (reads and writes alike; whole stage functions, so
 all buffers of one call are live together). Two buffers whose ranges do not meet never hold a value at the same
 time, and the later one may take the earlier one's storage. Kept out of sharing: buffers the runtime reads after
@@ -26,26 +27,7 @@ LSTM from NaN-filled buffers, shared and unshared, bit for bit.
 """
 from __future__ import annotations
 
-import ast
-
 from rnnc.backends.cpu.rendered import BufSpec
-
-
-def run_uses(source: str) -> list[frozenset]:
-    """The names each top-level statement of ``run`` in ``source`` mentions (variables and string constants:
-    ``_ready('v12_d_W')`` names a buffer too), in order."""
-    tree = ast.parse(source)
-    run = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "run")
-    uses = []
-    for stmt in run.body:
-        names = set()
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Name):
-                names.add(node.id)
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                names.add(node.value)
-        uses.append(frozenset(names))
-    return uses
 
 
 def live_ranges(uses: list, variables) -> dict:
@@ -59,7 +41,7 @@ def live_ranges(uses: list, variables) -> dict:
     return out
 
 
-def share_dead(buffers: list, source: str, pinned) -> list:
+def share_dead(buffers: list, uses: list, pinned) -> list:
     """``buffers`` with each buffer that can take the storage of a dead one of the same dims, shape and kind
     turned into a view ``(base, 0)`` of it (:class:`~rnnc.backends.cpu.rendered.BufSpec`); ``pinned`` vars are
     never shared (what the runtime reads after ``run``, scratch that relies on starting zeroed). Greedy over first
@@ -67,7 +49,7 @@ def share_dead(buffers: list, source: str, pinned) -> list:
     bases = {b.view[0] for b in buffers if b.view}
     free = [b for b in buffers if not b.view and not b.extra and b.var not in bases and b.var not in pinned
             and b.dims]
-    ranges = live_ranges(run_uses(source), {b.var for b in free})
+    ranges = live_ranges(uses, {b.var for b in free})
     free = sorted((b for b in free if b.var in ranges), key=lambda b: ranges[b.var])
     slots: dict = {}                        # (dims, shape, kind) -> [[storage var, last use]]
     into: dict = {}                         # var -> the var whose storage it takes

@@ -14,7 +14,7 @@ import rnnc as rc  # noqa: E402
 from rnnc import t  # noqa: E402
 from rnnc.backends.cpu.emit import BATCH  # noqa: E402
 from rnnc.backends.cpu.rendered import BufSpec  # noqa: E402
-from rnnc.backends.cpu.reuse import live_ranges, run_uses, share_dead  # noqa: E402
+from rnnc.backends.cpu.reuse import live_ranges, share_dead  # noqa: E402
 
 
 def lstm(inputs: int, hidden: int, classes: int) -> rc.Model:
@@ -116,12 +116,28 @@ def test_lstm_gradient_kernel_reuses_the_input_products_storage():
 
 
 def test_share_dead_follows_the_statements_of_run():
-    source = "def run(n0, nb, x0, v1, v2, v3, v4):\n" \
-             "    f(x0, v1)\n    g(v1, v2)\n    h(v2, v3)\n    k(v3, v4)\n    _ready('v4')\n    return 0\n"
-    uses = run_uses(source)
-    assert live_ranges(uses, {"v1", "v2", "v3", "v4"}) == {"v1": (0, 1), "v2": (1, 2), "v3": (2, 3), "v4": (3, 4)}
+    """Live ranges over ``run``'s statements (what each names, as ``module.statement_uses`` lists them)."""
+    uses = [frozenset(s) for s in ({"f", "x0", "v1"}, {"g", "v1", "v2"}, {"h", "v2", "v3"}, {"k", "v3", "v4"})]
+    assert live_ranges(uses, {"v1", "v2", "v3", "v4"}) == {"v1": (0, 1), "v2": (1, 2), "v3": (2, 3), "v4": (3, 3)}
     a = ("T",)
     specs_ = [BufSpec(v, a, (4,)) for v in ("v1", "v2", "v3", "v4")] + [BufSpec("v5", a, (4,))]
-    out = {b.var: b.view for b in share_dead(specs_, source, pinned={"v4"})}
+    out = {b.var: b.view for b in share_dead(specs_, uses, pinned={"v4"})}
     # v3 takes v1's storage (v1 died in g); v2 and v3 meet in h; v4 is read after run; v5 is never named
     assert out == {"v1": (), "v2": (), "v3": ("v1", 0), "v4": (), "v5": ()}
+
+
+def test_statement_uses_come_from_the_modules_parts_not_its_text():
+    """The uses the renderer hands to ``share_dead`` are ``run``'s statements in order: one per prologue
+    statement, stage function (its parameters) and call of ``run``'s own; a stage function's entry is exactly
+    its parameter list."""
+    from rnnc.backends.cpu.module import statement_uses
+    from rnnc.backends.cpu.pieces import RunCall, StageFunction
+
+    fn = StageFunction("stage_2", "blocks", "scan", ("n0", "v3", "v4"), ("    pass",))
+    call = RunCall("lak", "matmul_rows", ("x0.reshape((n0 * nb, 8))", "u1", "v3"), reads=("x0", "u1"),
+                   writes=("v3",))
+    uses = statement_uses(["    # transposed", "    np.copyto(u1, p1.T)"], [(1, [call]), (2, [fn])],
+                          {1: ["    v5[:] = v3[0]"]})
+    assert uses == [{"np", "copyto", "u1", "p1", "T"}, {"lak", "matmul_rows", "x0", "reshape", "n0", "nb", "u1",
+                                                        "v3", "threads_"},
+                    {"v5", "v3"}, {"n0", "v3", "v4"}]
