@@ -302,9 +302,9 @@ _BLAS = None
 #: fewest batch rows in one block of a split scan (smaller blocks leave OpenBLAS too little work per call)
 SPLIT_MIN_ROWS = 4
 #: row blocks of split scans and row-blocked products in a module with image kernels, whatever the thread
-#: count (so the results do not depend on it), run on Numba's threads. 1 (one core for them) until two measure
-#: faster: on the busy 2-core machine the flagship's step was slower with 2 (docs/benchmarks.md, "SpatialRNN
-#: sweeps on Numba's threads")
+#: count (so the results do not depend on it), run on Numba's threads. 1 (one core for them): with 2, the
+#: flagship's step on the 2-core machine was level to 6% faster when it was quiet and 1.7-3x slower when it was
+#: busy (docs/benchmarks.md, "SpatialRNN sweeps on Numba's threads")
 IMAGE_ROW_PARTS = 1
 
 
