@@ -1,7 +1,7 @@
 """Dead-code removal: keep only what the requested roots need (through inputs and references)."""
 from __future__ import annotations
 
-from rnnc.ir.graph import Graph
+from rnnc.ir.graph import Graph, rebuild, topo_order
 
 
 def needed(graph: Graph, roots) -> set:
@@ -42,3 +42,30 @@ def prune(graph: Graph, outputs: bool = True, loss: bool = True, grads: bool = T
 def dce(graph: Graph) -> Graph:
     """Pass form of :func:`prune` (all roots kept): drops values nothing reads."""
     return prune(graph)
+
+
+def drop_unread_values(graph: Graph) -> Graph:
+    """``graph`` with reads ``v[t]`` of a value at its own step (references of offset 0) made reads of the value's
+    node, and keeping as named values only those a reference still reads by name; its outputs must be pruned
+    already (``prune(graph, outputs=False)``). For kernels that return the loss and gradients only: every named
+    value is a result a kernel stores for every step, and the adjoint signals ``d_h``, ``d_c`` of an LSTM's
+    gradient are two ``(T, B, H)`` arrays nothing else needs (step buffers of the reverse scan without a name)."""
+    if graph.outputs:
+        raise ValueError("drop_unread_values: prune the graph's outputs first")
+    delayed = {r.attr("value") for r in graph.refs() if r.attr("offset")}
+
+    def same(n):        # only values no other reference reads: the graph changes no more than it must
+        if n.op != "ref" or n.attr("offset") or n.attr("value") not in graph.values or n.attr("value") in delayed \
+                or graph.values[n.attr("value")].op in ("input", "param", "lengths"):
+            return None
+        v = graph.values[n.attr("value")]
+        return v if (v.axes, v.shape, v.dtype, v.batched) == (n.axes, n.shape, n.dtype, n.batched) else None
+
+    roots = list(graph.values.values()) + list(graph.grads.values()) + [graph.loss]
+    mapping = rebuild(roots, lambda n, inputs, m: m[same(n)] if same(n) is not None else None,
+                      extra=lambda n: (same(n),) if same(n) is not None else ())
+    read = {r.attr("value") for r in topo_order([mapping[r] for r in roots]) if r.op == "ref"}
+    return graph.replace(values={k: mapping[v] for k, v in graph.values.items() if k in read},
+                         signals=tuple(s for s in graph.signals if s in read),
+                         grads={k: mapping[v] for k, v in graph.grads.items()}, loss=mapping[graph.loss],
+                         inits={k: v for k, v in graph.inits.items() if k in read})

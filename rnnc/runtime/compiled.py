@@ -20,7 +20,7 @@ from rnnc.interpret.boundary import check_state, positive_int, state_batch
 from rnnc.interpret.evaluate import initial_fill
 from rnnc.interpret.rolled import Result, _loss_only_inputs
 from rnnc.ir.graph import Graph
-from rnnc.passes.dce import needed, prune
+from rnnc.passes.dce import drop_unread_values, needed, prune
 from rnnc.runtime.kernel import Kernel
 
 _WHOLE_AXIS = ("last", "first", "asum", "amean", "at_index", "edge_sum", "spread")
@@ -79,7 +79,7 @@ class Compiled:
             from rnnc.autodiff.api import grad
 
             gg = grad(self.model, **self.grad_options).graph
-            return prune(gg, outputs=False)
+            return drop_unread_values(prune(gg, outputs=False))     # loss_and_grad returns loss and grads only
         if variant == "step":         # outputs that need the whole axis (h.last(t)) are left out
             return _streamable(prune(g, loss=False, grads=False))
         raise ValueError(f"unknown kernel variant {variant!r}")

@@ -50,7 +50,7 @@ from rnnc.ops import ref
 from rnnc.ops.leaves import leaf
 from rnnc.ops.reduce import batch_mean, fsum
 from rnnc.ops.registry import make
-from rnnc.passes.dce import prune
+from rnnc.passes.dce import drop_unread_values, prune
 from rnnc.runtime.compiled import _initial_values
 from rnnc.runtime.kernel import Kernel
 
@@ -127,8 +127,9 @@ class Plan:
         """The gradient model of a segment model: w.r.t. its params in ``wrt`` and the entering states."""
         wrt = [p for p in self.wrt if p in model.params] + [v.name for v in self.state_inputs.values()]
         if self.truncate is None:
-            return _unnamed(prune(gradient_graph(model, wrt), outputs=False))
-        return _unnamed(prune(truncated_gradient_graph(model, wrt, (*self.truncate, self.axis)), outputs=False))
+            return drop_unread_values(prune(gradient_graph(model, wrt), outputs=False))
+        cut = (*self.truncate, self.axis)
+        return drop_unread_values(prune(truncated_gradient_graph(model, wrt, cut), outputs=False))
 
 
 def _check(graph: Graph, wrt, truncate):
@@ -153,31 +154,6 @@ def _check(graph: Graph, wrt, truncate):
         if n.op in _WHOLE_AXIS:
             raise Unsupported(f"{n.label()} ({n.op} at {n.where}) needs the whole axis inside a step")
     return axis
-
-
-def _unnamed(graph: Graph) -> Graph:
-    """``graph`` with reads ``v[t]`` of a value at its own step (references of offset 0) made reads of the value's
-    node, and keeping as named values only those a reference still reads by name. Segments return the loss and
-    gradients only, while every named value is a result, stored for every step of the segment: the adjoint signals
-    ``d_h``, ``d_c`` of an LSTM's segment gradient were two ``(k, B, H)`` arrays nothing else needed (now step
-    buffers of the reverse scan)."""
-    delayed = {r.attr("value") for r in graph.refs() if r.attr("offset")}
-
-    def same(n):        # only values no other reference reads: the graph changes no more than it must
-        if n.op != "ref" or n.attr("offset") or n.attr("value") not in graph.values or n.attr("value") in delayed \
-                or graph.values[n.attr("value")].op in ("input", "param", "lengths"):
-            return None
-        v = graph.values[n.attr("value")]
-        return v if (v.axes, v.shape, v.dtype, v.batched) == (n.axes, n.shape, n.dtype, n.batched) else None
-
-    roots = list(graph.values.values()) + list(graph.grads.values()) + [graph.loss]
-    mapping = rebuild(roots, lambda n, inputs, m: m[same(n)] if same(n) is not None else None,
-                      extra=lambda n: (same(n),) if same(n) is not None else ())
-    read = {r.attr("value") for r in topo_order([mapping[r] for r in roots]) if r.op == "ref"}
-    return graph.replace(values={k: mapping[v] for k, v in graph.values.items() if k in read},
-                         signals=tuple(s for s in graph.signals if s in read),
-                         grads={k: mapping[v] for k, v in graph.grads.items()}, loss=mapping[graph.loss],
-                         inits={k: v for k, v in graph.inits.items() if k in read})
 
 
 def _states(graph: Graph, axis) -> list:

@@ -108,6 +108,9 @@ def test_lstm_gradient_kernel_reuses_the_input_products_storage():
     shared = g.kernel("grad").stats["buffer_bytes"]
     assert unshared - shared >= T * B * 4 * H * 8
 
+    stored = {b.var for b in g.kernel("grad").layout.buffers if b.dims and b.dims[0] != BATCH}
+    assert not {v for v in stored if v.endswith(("_d_h", "_d_c"))}         # adjoints d_h, d_c: step buffers
+
     seg = rc.compile(m, dtype="float64", checkpoint=T)       # one segment: the whole sequence
     seg.loss_and_grad(data, params)
     stored = {b.var for b in seg._kernels["segment_grad"].layout.buffers if b.dims and b.dims[0] != BATCH}
