@@ -137,7 +137,7 @@ def test_three_threads_give_the_same_bits_as_one_and_two():
     tests = str(Path(__file__).parent)
     code = (f"import sys; sys.path.insert(0, {tests!r}); sys.path.insert(0, {str(TESTS)!r}); "
             "import test_image_threads as t; t.compare_thread_counts((1, 2, 3)); "
-            "t.compare_model_thread_counts((1, 2, 3)); print('same bits')")
+            "t.compare_model_thread_counts((1, 3), ('float32',)); print('same bits')")
     env = {**os.environ, "NUMBA_NUM_THREADS": "3"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and "same bits" in out.stdout, out.stderr[-3000:]
@@ -175,9 +175,10 @@ def model_results(threads: int, dtype: str) -> tuple:
     return loss, grads, len(seen)
 
 
-def compare_model_thread_counts(counts) -> None:
-    """:func:`model_results` on each of ``counts`` threads, float32 and float64: the same bits as on the first."""
-    for dtype in ("float32", "float64"):
+def compare_model_thread_counts(counts, dtypes=("float32", "float64")) -> None:
+    """:func:`model_results` on each of ``counts`` threads in each of ``dtypes``: the same bits as on the first
+    (the three-thread child compares one dtype: the two-thread test covers both; 25 s less of the suite)."""
+    for dtype in dtypes:
         (loss, grads, pooled), *others = [model_results(n, dtype) for n in counts]
         assert pooled > 0 and np.isfinite(loss)
         for (other_loss, other, _), n in zip(others, counts[1:]):
