@@ -1,36 +1,22 @@
 """Buffers sharing the storage of dead ones (rnnc/backends/cpu/reuse.py): the same bits as buffers of their own,
 from buffers that start as NaN, and the LSTM's gradient kernel actually smaller."""
 import os
+import sys
 
 import numpy as np
 from hypothesis import Phase, given, settings
-from paths import CACHE_DIR
+from paths import BENCHMARKS, CACHE_DIR
 
 os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
+sys.path.insert(0, str(BENCHMARKS))
 
+from bptt_memory import lstm  # noqa: E402  (the LSTM whose memory docs/bptt.md reports)
 from random_models import build, inputs_for, params_for, specs  # noqa: E402
 
 import rnnc as rc  # noqa: E402
-from rnnc import t  # noqa: E402
 from rnnc.backends.cpu.emit import BATCH  # noqa: E402
 from rnnc.backends.cpu.rendered import BufSpec  # noqa: E402
 from rnnc.backends.cpu.reuse import live_ranges, share_dead  # noqa: E402
-
-
-def lstm(inputs: int, hidden: int, classes: int) -> rc.Model:
-    m = rc.Model("reuse_lstm")
-    x, y = m.input("x", inputs), m.input("y", (), dtype="int")
-    h, c = m.signal("h", hidden), m.signal("c", hidden)
-
-    def gate(name):
-        return m.param(f"U{name}", (hidden, inputs)) @ x[t] + m.param(f"W{name}", (hidden, hidden)) @ h[t - 1] \
-            + m.param(f"b{name}", hidden)
-
-    i, f, o, g = rc.sigmoid(gate("i")), rc.sigmoid(gate("f")), rc.sigmoid(gate("o")), rc.tanh(gate("g"))
-    c[t] = f * c[t - 1] + i * g
-    h[t] = o * rc.tanh(c[t])
-    m.loss(rc.softmax_cross_entropy(m.param("V", (classes, hidden)) @ h[t], y[t]))
-    return m
 
 
 def reused(kernel) -> set:
