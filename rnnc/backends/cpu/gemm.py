@@ -16,7 +16,7 @@ against 110; (64 x 512) @ (512 x 2048) at 83 against 99; products already under 
 (a call's overhead aside).
 
 Compiled callers (``dot``, ``dot_add``) hold only a call of one C-callable function per dtype, compiled once
-and registered with LLVM by name (``SYMBOLS``), which does the layout checks, copies and panels on pointers
+and registered with LLVM by name (``VERSION``), which does the layout checks, copies and panels on pointers
 and element strides.
 """
 from __future__ import annotations
@@ -311,9 +311,10 @@ def _entry():
 
 tolerate_corrupt_entries(sys.modules[__name__])   # the helpers above: an unreadable Numba cache entry is a miss
 load_numba_blas()       # before Numba's BLAS check, which would import all of scipy.linalg
-#: the external function's name (named in every generated module), the same for both dtypes
+#: the external function's name (named in every generated module), for both dtypes
 VERSION = "rnnc_gemm_3"
-SYMBOLS = {types.float32: VERSION, types.float64: VERSION}
+#: the element types it multiplies
+DTYPES = (types.float32, types.float64)
 _ENTRY = _entry()
 llvm.add_symbol(VERSION, _ENTRY.address)
 
@@ -324,13 +325,12 @@ def _call(typingctx, a, b, out, add):
     if not all(isinstance(x, types.Array) and x.ndim == 2 for x in arrays):
         raise TypingError(f"gemm needs three 2-D arrays, got {a}, {b}, {out}")
     dtype = out.dtype
-    if dtype not in SYMBOLS or a.dtype != dtype or b.dtype != dtype:
+    if dtype not in DTYPES or a.dtype != dtype or b.dtype != dtype:
         raise TypingError(f"gemm needs float32 or float64 arrays of one dtype, got {a.dtype}, {b.dtype}, {dtype}")
 
     def codegen(context, builder, sig, args):
         intp = context.get_value_type(types.intp)
-        item = context.get_abi_sizeof(context.get_data_type(dtype))
-        size = context.get_constant(types.intp, item)
+        size = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(dtype)))
         parts = []
         for ty, val in zip(sig.args[:3], args[:3]):
             ary = context.make_array(ty)(context, builder, val)
@@ -341,7 +341,7 @@ def _call(typingctx, a, b, out, add):
         single = context.get_constant(types.intp, int(dtype == types.float32))
         fnty = ir.FunctionType(ir.VoidType(), [intp, intp, ll_void_p, intp, intp, intp, intp, ll_void_p, intp, intp,
                                                intp, ll_void_p, intp, intp, intp])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, SYMBOLS[dtype])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, VERSION)
         builder.call(fn, (single, size, ad, m, k, as0, as1, bd, n, bs0, bs1, cd, cs0, cs1, flag))
         return context.get_constant(types.intp, 0)
 
@@ -353,7 +353,7 @@ def dot(a, b, out):
     """:math:`Y = A B` into ``out`` (``(m, k) @ (k, n)``), in panels (module docstring). Any strided 2-D
     views: an operand is copied only when neither its rows nor its columns have unit stride, and ``out``
     is written through a temporary only when its rows do not. The caller's compiled code holds only a call
-    of the external function (see ``SYMBOLS``)."""
+    of the external function (see ``VERSION``)."""
     return _call(a, b, out, 0)
 
 
