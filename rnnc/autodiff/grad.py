@@ -41,8 +41,9 @@ class Adjoints:
     leaves: dict       # param / axis-free input leaf -> its adjoint
 
 
-def _relevant(graph: Graph) -> set:
-    """Nodes whose value can change the loss (through inputs, references and initial values)."""
+def _relevant(graph: Graph, final=None) -> set:
+    """Nodes whose value can change the loss (through inputs, references and initial values), or the values
+    of the signals named in ``final`` (whose adjoint at the axis's end is given)."""
     dg = nx.DiGraph()
     for n in graph.nodes:
         dg.add_node(n)
@@ -50,9 +51,10 @@ def _relevant(graph: Graph) -> set:
             dg.add_edge(i, n)
         if n.op == "ref":
             dg.add_edge(graph.value_of(n), n)
-    if graph.loss is None:
+    if graph.loss is None and not final:
         raise GraphError(f"model {graph.name!r} has no loss (m.loss(...)); there is nothing to differentiate")
-    return nx.ancestors(dg, graph.loss) | {graph.loss}
+    roots = ([graph.loss] if graph.loss is not None else []) + [graph.values[v] for v in (final or {})]
+    return set(roots).union(*(nx.ancestors(dg, root) for root in roots))
 
 
 def _conform(node: Node, like: Node) -> Node:
@@ -82,7 +84,7 @@ def sweep(graph: Graph, names: dict, relevant: set, seed: bool = True, hooks=Non
     """
     defs = {node: name for name, node in graph.values.items() if name in names}
     adj = Adjoints(defaultdict(list), defaultdict(list), {}, {})
-    if seed:
+    if seed and graph.loss is not None:
         adj.contrib[graph.loss].append(as_node(1.0))
     for node in reversed(graph.nodes):
         if node not in relevant:
@@ -127,9 +129,14 @@ def _propagate(node: Node, g: Node, adj: Adjoints, relevant: set, hooks=None) ->
             adj.contrib[inp].append(c * mask if mask is not None else c)
 
 
-def adjoint_equations(graph: Graph, names: list, sweeps: list, dst: int, taken: set, cut=None) -> dict:
+def adjoint_equations(graph: Graph, names: list, sweeps: list, dst: int, taken: set, cut=None,
+                      final=None) -> dict:
     """Equations of stream ``dst``: ``d_v`` for every value, plus one ``d_v_tm1``-style signal per shift
     (what flows back through ``v[t-1]``), read one step later: ``d_v[t] = direct[t] + d_v_tm1[t+1]``.
+
+    ``final`` (value name -> (axis, axis-free node)): the adjoint entering ``v``'s last step from beyond the end
+    of ``axis`` is the initial value of the read ``d_v_tm1[t+1]`` there (zero otherwise); see
+    :func:`gradient_graph`.
 
     Full BPTT has one stream. With ``cut = (axis, k1, k2)`` (truncated BPTT) what flows back along ``axis``
     may come from any stream and is masked per step (see :mod:`rnnc.autodiff.truncate`).
@@ -143,6 +150,8 @@ def adjoint_equations(graph: Graph, names: list, sweeps: list, dst: int, taken: 
             terms = list(sweeps[dst].direct.get(v, []))
             for src, adj in enumerate(sweeps):
                 shifted = defaultdict(list)
+                if final and v in final:         # a flow to carry the adjoint from beyond the end, if none
+                    shifted[(final[v][0], -1)] = []
                 for r, g in adj.refs.items():
                     if r.attr("value") != v:
                         continue
@@ -154,14 +163,15 @@ def adjoint_equations(graph: Graph, names: list, sweeps: list, dst: int, taken: 
                     else:
                         terms.append(g)
                 for (axis, off), gs in sorted(shifted.items(), key=lambda kv: (kv[0][0].order, kv[0][1])):
-                    flow = _conform(_total(gs), value)
+                    flow = _conform(_total(gs), value) if gs else _zeros_like(value)
                     label = f"{dname}_{axis.name}{'m' if off < 0 else 'p'}{abs(off)}"
                     if cut is not None and axis == cut[0]:
                         flow = flow * tbptt_mask(axis, cut[1], cut[2], -off, src, dst, "flow")
                         label += f"_from{src}" if src != dst else ""
                     via = fresh_name(label, taken)
                     out[via] = _conform(flow, value)
-                    terms.append(ref(via, value.axes, value.shape, "float", value.batched, axis, -off,
+                    init = final[v][1] if final and v in final and (axis, off) == (final[v][0], -1) else None
+                    terms.append(ref(via, value.axes, value.shape, "float", value.batched, axis, -off, init=init,
                                      where=value.where))
             if not terms:
                 terms = [expand(as_node(0.0), value.shape)]
@@ -184,18 +194,26 @@ def collect_grads(graph: Graph, wrt, names: list, sweeps: list, values: dict) ->
     return grads
 
 
-def gradient_graph(graph: Graph, wrt=None) -> Graph:
-    """The gradient model of ``graph``: its forward equations, adjoint signals, and ``grads`` roots."""
+def gradient_graph(graph: Graph, wrt=None, final=None) -> Graph:
+    """The gradient model of ``graph``: its forward equations, adjoint signals, and ``grads`` roots.
+
+    ``final`` (signal name -> ``(axis, lam)``, ``lam`` an axis-free input leaf of the signal's shape and batch):
+    the gradient of :math:`L + \\sum_v \\langle \\lambda_v, v[n-1] \\rangle` along ``axis`` of ``n`` steps
+    (a later segment's adjoint of the state leaving this one, :mod:`rnnc.runtime.segments`) without that term
+    in the loss: :math:`\\lambda_v` is the initial value of the reverse scan's read ``d_v_tm1[t+1]``, so
+    :math:`\\bar v[n-1] = \\mathrm{direct}[n-1] + \\lambda_v`. The ``lam`` leaves become inputs.
+    """
     wrt = list(graph.params) if wrt is None else list(wrt)
     _check_wrt(graph, wrt)
-    relevant = _relevant(graph)
+    relevant = _relevant(graph, final)
     taken = set(graph.values) | set(graph.inputs) | set(graph.params) | set(graph.outputs)
     names = {v: fresh_name(f"d_{v}", taken) for v, node in graph.values.items()
              if node in relevant and (v in graph.signals or v in wrt)}
     sweeps = [sweep(graph, names, relevant)]
-    new_values = adjoint_equations(graph, [names], sweeps, 0, taken)
+    new_values = adjoint_equations(graph, [names], sweeps, 0, taken, final=final)
     grads = collect_grads(graph, wrt, [names], sweeps, new_values)
-    return Graph(f"{graph.name}_grad", dict(graph.inputs), dict(graph.params), dict(graph.param_inits),
+    inputs = {**graph.inputs, **{lam.name: lam for _, lam in (final or {}).values()}}
+    return Graph(f"{graph.name}_grad", inputs, dict(graph.params), dict(graph.param_inits),
                  {**graph.values, **new_values}, tuple(graph.signals) + tuple(new_values), dict(graph.outputs),
                  graph.loss, grads, dict(graph.lengths), dict(graph.inits),
                  {"forward": graph, "adjoints": dict(names), "wrt": tuple(wrt)})

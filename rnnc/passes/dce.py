@@ -61,11 +61,11 @@ def drop_unread_values(graph: Graph) -> Graph:
         v = graph.values[n.attr("value")]
         return v if (v.axes, v.shape, v.dtype, v.batched) == (n.axes, n.shape, n.dtype, n.batched) else None
 
-    roots = list(graph.values.values()) + list(graph.grads.values()) + [graph.loss]
+    roots = list(graph.values.values()) + list(graph.grads.values()) + [n for n in [graph.loss] if n is not None]
     mapping = rebuild(roots, lambda n, inputs, m: m[same(n)] if same(n) is not None else None,
                       extra=lambda n: (same(n),) if same(n) is not None else ())
     read = {r.attr("value") for r in topo_order([mapping[r] for r in roots]) if r.op == "ref"}
     return graph.replace(values={k: mapping[v] for k, v in graph.values.items() if k in read},
                          signals=tuple(s for s in graph.signals if s in read),
-                         grads={k: mapping[v] for k, v in graph.grads.items()}, loss=mapping[graph.loss],
+                         grads={k: mapping[v] for k, v in graph.grads.items()}, loss=mapping.get(graph.loss),
                          inits={k: v for k, v in graph.inits.items() if k in read})

@@ -14,9 +14,12 @@ one shorter when ``k`` does not divide ``T``). Compiled kernels of *segment mode
 
    whose gradient w.r.t. the params is the segment's share of :math:`\\partial L / \\partial \\theta`, and
    whose gradient w.r.t. the entering state is :math:`\\lambda_{j-1}` for the previous segment. Summed over
-   segments this is exactly full BPTT (the chain rule split at the boundaries); ``rc.grad`` of the segment model
-   gives both, because the entering state is an ordinary axis-free input (the initial value of ``h[t-1]``)
-   and :math:`\\lambda_j` another one.
+   segments this is exactly full BPTT (the chain rule split at the boundaries); the gradient model gives both,
+   because the entering state is an ordinary axis-free input (the initial value of ``h[t-1]``). The term
+   :math:`\\langle \\lambda_j, h[e_j - 1] \\rangle` is not in the segment model's loss:
+   :math:`\\lambda_j`, another axis-free input, is the initial value of the reverse scan's read ``d_h_tm1[t+1]``
+   (``gradient_graph(..., final=...)``), so no per-step array carries it and the kernel's loss is
+   :math:`\\sum_u L_u` alone.
 
 Truncated BPTT with ``k2 <= k1`` splits too: no gradient crosses a chunk boundary, so with segments made of
 whole chunks (see :func:`segment_cuts` for a short last chunk) each segment is its own truncated gradient model
@@ -73,12 +76,13 @@ class Plan:
     state_inputs : dict
         Signal name -> the axis-free input that holds the state entering a segment.
     adjoint_inputs : dict
-        Signal name -> the axis-free input :math:`B \\lambda` (the adjoint of the leaving state, times the batch
-        size for a batched signal: the term is batch-averaged like the loss).
+        Signal name -> the axis-free input :math:`\\lambda` (the adjoint of the leaving state), the initial value
+        of the reverse scan's ``d_h_tm1[t+1]`` in ``middle``'s gradient model.
     forward : Graph
         Outputs: each delayed signal at the segment's last step.
     middle, end : Graph
-        Segment models whose loss is :math:`L_j'`; ``end`` (None when ``middle`` serves) adds the loss terms
+        Segment models whose loss is the segment's per-step terms (:math:`L_j'` without the adjoint term, which
+        :meth:`gradient` adds as an initial value); ``end`` (None when ``middle`` serves) adds the loss terms
         read only at the last step and has no adjoint inputs.
     """
 
@@ -92,10 +96,10 @@ class Plan:
         self.adjoint_inputs = {s: _leaf(graph.values[s], fresh_name(f"ckpt_adj_{s}", taken)) for s in self.states}
         steps, final = _loss_parts(graph, self.axis)
         self.forward = self._model("forward", [], outputs=True)
-        self.middle = self._model("middle", steps, adjoint=True)
+        self.middle = self._model("middle", steps)
         self.end = self._model("end", steps + final) if final else None
 
-    def _model(self, label: str, parts: list, adjoint: bool = False, outputs: bool = False) -> Graph:
+    def _model(self, label: str, parts: list, outputs: bool = False) -> Graph:
         g, axis = self.graph, self.axis
         roots = list(g.values.values()) + parts
 
@@ -109,25 +113,24 @@ class Plan:
         values = {name: mapping[n] for name, n in g.values.items()}
         terms = [mapping[p] for p in parts]
         leaving = {s: make("last", [_read(g.values[s], s)], axis=axis) for s in self.states}
-        if adjoint:
-            terms += [batch_mean(fsum(self.adjoint_inputs[s] * leaving[s])) for s in self.states]
         loss = None
         for term in terms:
             loss = term if loss is None else loss + term
         seg = Graph(f"{g.name}_segment_{label}", {}, {}, {}, values, tuple(g.signals),
                     dict(leaving) if outputs else {}, loss)
         used = {n for n in seg.nodes if n.op in ("input", "lengths", "param")}
-        named = {**g.inputs, **{v.name: v for v in self.state_inputs.values()},
-                 **{v.name: v for v in self.adjoint_inputs.values()}}
+        named = {**g.inputs, **{v.name: v for v in self.state_inputs.values()}}
         return seg.replace(inputs={k: v for k, v in named.items() if v in used},
                            params={k: v for k, v in g.params.items() if v in used},
                            param_inits={k: v for k, v in g.param_inits.items() if g.params[k] in used})
 
     def gradient(self, model: Graph) -> Graph:
-        """The gradient model of a segment model: w.r.t. its params in ``wrt`` and the entering states."""
+        """The gradient model of a segment model: w.r.t. its params in ``wrt`` and the entering states; for
+        ``middle`` under full BPTT, with the adjoint inputs entering the leaving states."""
         wrt = [p for p in self.wrt if p in model.params] + [v.name for v in self.state_inputs.values()]
         if self.truncate is None:
-            return drop_unread_values(prune(gradient_graph(model, wrt), outputs=False))
+            final = {s: (self.axis, lam) for s, lam in self.adjoint_inputs.items()} if model is self.middle else None
+            return drop_unread_values(prune(gradient_graph(model, wrt, final), outputs=False))
         cut = (*self.truncate, self.axis)
         return drop_unread_values(prune(truncated_gradient_graph(model, wrt, cut), outputs=False))
 
@@ -237,11 +240,10 @@ class Segmented:
             end = j == len(cuts) - 1 and p.end is not None
             variant = "segment_grad_end" if end else "segment_grad"
             k = self.kernel(variant)
-            lam = {} if end else {s: a * (nbatch if p.graph.values[s].batched else 1) for s, a in adjoint.items()}
+            lam = {} if end or p.truncate is not None else adjoint
             bufs = self._call(variant, k, whole, enter[j], lam, *cuts[j])
-            total += float(k.result(bufs, "loss"))
-            if j < len(cuts) - 1 and not end:      # take <lambda, h[e_j - 1]> back out of the segment's loss
-                total -= float(sum(np.vdot(adjoint[s], enter[j + 1][s]) for s in p.states))
+            if k.source_graph.loss is not None:        # a middle segment of a loss read at the last step only
+                total += float(k.result(bufs, "loss"))
             for name in k.source_graph.grads:
                 if name in p.graph.params:
                     part = k.result(bufs, "grads", name)
