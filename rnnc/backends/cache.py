@@ -295,18 +295,23 @@ class HelperLocator:
         return self._cache_path
 
     def get_source_stamp(self):
-        """The digest of the function's file and of the helper files beside it (``gemm.py``, ``kernels_*.py``):
-        a compiled helper holds the code of the helpers it calls (``lak.row_products`` holds ``gk.dot``'s call
-        of gemm's external function), and Numba checks only the caller's own file. Any change of one invalidates
-        all, so no cached caller calls a function by an old name or signature (a crash, not an error)."""
+        """The digest of the function's file and of the helper files beside it (``kernels_*.py`` and
+        :data:`_HELPER_FILES`): a compiled helper holds the code of the helpers it calls (``lak.row_products``
+        holds ``gk.dot``'s call of gemm's external function), and Numba checks only the caller's own file. Any
+        change of one invalidates all, so no cached caller calls a function by an old name or signature (a
+        crash, not an error)."""
         folder = os.path.dirname(os.path.abspath(self._py_file))
         files = sorted({os.path.abspath(self._py_file), *(os.path.join(folder, f) for f in os.listdir(folder)
-                                                           if f == "gemm.py" or f.startswith("kernels_"))})
+                                                           if f in _HELPER_FILES or f.startswith("kernels_"))})
         stats = [(f, os.stat(f)) for f in files if f.endswith(".py")]
         return "-".join(_source_digest(f, st.st_mtime_ns, st.st_size)[:16] for f, st in stats)
 
     def get_disambiguator(self) -> str:
         return str(self._lineno)
+
+
+#: files beside the CPU helpers whose change invalidates every cached helper (besides ``kernels_*.py``)
+_HELPER_FILES = ("gemm.py", "packed_layout.py")
 
 
 @functools.cache

@@ -17,12 +17,12 @@ if TYPE_CHECKING:
     from rnnc.backends.cpu.render import Renderer
 
 
-def gemm_version() -> str:
-    """The name of gemm's external functions (``gemm.VERSION``), named in generated code: a module compiled
-    against other names is rebuilt."""
-    from rnnc.backends.cpu.gemm import VERSION
+def helper_versions() -> str:
+    """The names of the external functions generated code calls (``gemm.VERSION``, ``kernels_packed.VERSION``),
+    named in its text: a module compiled against other names is rebuilt."""
+    from rnnc.backends.cpu import gemm, kernels_packed
 
-    return VERSION
+    return f"{gemm.VERSION}, {kernels_packed.VERSION}"
 
 
 def module_head(r: Renderer) -> list:
@@ -37,10 +37,11 @@ def module_head(r: Renderer) -> list:
         "from rnnc.backends.cpu import gemm as gk  # noqa: F401",
         "from rnnc.backends.cpu import kernels_image as imk  # noqa: F401",
         "from rnnc.backends.cpu import kernels_linalg as lak  # noqa: F401",
+        "from rnnc.backends.cpu import kernels_packed as pk  # noqa: F401",
         "from rnnc.backends.cpu.blocks import run_blocks as _blocks  # noqa: F401",
         "",
         f"F = {ftype}",
-        f"# gemm {gemm_version()}",
+        f"# external functions {helper_versions()}",
         "",
         "",
         "def _threads(kind):",

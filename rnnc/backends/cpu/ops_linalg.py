@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rnnc.backends.cpu.emit import BATCH, feat_ranges
 from rnnc.backends.cpu.functions import SPLIT_HI, SPLIT_LO
+from rnnc.backends.cpu.packed_layout import packed_shape, packs
 from rnnc.backends.cpu.pieces import RunCall
 from rnnc.backends.cpu.prologue import PrologueEntry
 from rnnc.backends.cpu.rendered import BufSpec
@@ -71,9 +72,14 @@ def t_matmul(r, node) -> None:
                 if _parallel(r, outer) or not r.fixed:
                     _matmul_loops(r, node, out)
                     return
-                right = _right_operand(r, a)[0]
+                fn, right = _step_operand(r, a)
                 with r.em.loops(r.lead_ranges(outer)):
-                    r.em.line(f"gk.dot({_2d(vb, rows, N)}, {right}, {_2d(vo, orows, M)})")
+                    r.em.line(f"{fn}({_2d(vb, rows, N)}, {right}, {_2d(vo, orows, M)})")
+                return
+            if r.fixed:                            # a scan's step: the batch's rows at one index
+                fn, right = _step_operand(r, a)
+                with r.em.loops(r.lead_ranges(outer)):
+                    r.em.line(f"{fn}({vb}.reshape(({rows}, {N})), {right}, {vo}.reshape(({rows}, {M})))")
                 return
             right, base = _right_operand(r, a)
             if _parallel(r, outer):
@@ -111,6 +117,28 @@ def _right_operand(r, a) -> tuple[str, str]:
         r.em.tag = f"{r.em.tag}, reading {base} = {own}^T"
         r.em.where = where
     return right, base
+
+
+def _step_operand(r, a) -> tuple[str, str]:
+    """``(function, right operand)`` of a product inside a scan: ``pk.dot`` on ``A^T`` packed in panels once
+    per call (``k<n>``, a prologue entry; :mod:`rnnc.backends.cpu.kernels_packed`) when ``A^T`` is a whole
+    array ``run()`` has before the stages (a parameter, a prologue value or its transposed copy) and its
+    columns fill whole panels; else ``gk.dot`` on :func:`_right_operand`'s array."""
+    right, base = _right_operand(r, a)
+    ready = {e.out for e in r.prologue} | {r.bufs[p].var for p in r.graph.params.values() if p in r.bufs}
+    if not (r.options.packed_steps and r.fixed and right == base and base in ready
+            and packs(a.shape[0], r.dtype)):
+        return "gk.dot", right
+    var = f"k{base}"
+    if not any(b.var == var for b in r.buffers):
+        shape = packed_shape(a.shape[1], a.shape[0], r.dtype)
+        r.buffers.append(BufSpec(var, (), shape))
+        r.prologue.append(PrologueEntry(var, "pack", (base,), f"{var} = {base} in panels of {shape[2]} columns",
+                                        shape=shape))
+    where = r.em.where                   # the tag's setter clears it
+    r.em.tag = f"{r.em.tag}, packed as {var}"
+    r.em.where = where
+    return "pk.dot", var
 
 
 def _transposed_operand(r, a) -> tuple[str, str]:

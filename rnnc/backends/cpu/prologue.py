@@ -16,19 +16,22 @@ from collections import Counter
 from dataclasses import dataclass
 
 from rnnc.backends.cpu.emit import note, one_line
+from rnnc.backends.cpu.packed_layout import pack_statement
 
 
 @dataclass(frozen=True)
 class PrologueEntry:
-    """``out = transpose(ins[0])`` or ``out = concatenate(ins, axis=-1)``, run once per call of ``run``;
+    """``out = transpose(ins[0])``, ``out = concatenate(ins, axis=-1)`` or ``out = pack(ins[0])`` (panels of
+    ``shape`` ``(panels, k, NR)``, :mod:`rnnc.backends.cpu.packed_layout`), run once per call of ``run``;
     ``comment`` names the IR node; with ``where`` (its user's ``file:line``) the comment is a line of its own
     before the statement (a :class:`~rnnc.backends.cpu.emit.Note`), else it ends the statement's line."""
 
     out: str
-    op: str               # "transpose" | "concat"
+    op: str               # "transpose" | "concat" | "pack"
     ins: tuple
     comment: str = ""
     where: str = ""
+    shape: tuple = ()     # "pack": the packed array's shape
 
 
 def prologue_lines(entries: list, used: set) -> tuple[list, set]:
@@ -46,6 +49,9 @@ def prologue_lines(entries: list, used: set) -> tuple[list, set]:
         before = [note(f"    # {one_line(e.comment)}", e.where)] if e.comment and e.where else []
         if e.op == "transpose":
             lines += [f"    np.copyto({e.out}, {e.ins[0]}.T){tag}"] + before      # reversed below: the note comes first
+            live.add(e.ins[0])
+        elif e.op == "pack":
+            lines += [f"    {pack_statement(e.out, e.ins[0], e.shape)}{tag}"] + before
             live.add(e.ins[0])
         else:
             parts = [f"{inline[v]}.T" if v in inline else v for v in e.ins]

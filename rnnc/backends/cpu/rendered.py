@@ -52,7 +52,8 @@ class RenderOptions:
     ``lag_views``: a scan's kept reference ``s[t-k]`` shares its value's array (:mod:`rnnc.backends.cpu.refs`);
     ``parallel_gemms``: a map stage's products as row blocks on several threads
     (:mod:`rnnc.backends.cpu.kernels_linalg`); ``reuse_buffers``: a buffer born after another one of its type died
-    takes its storage (:mod:`rnnc.backends.cpu.reuse`).
+    takes its storage (:mod:`rnnc.backends.cpu.reuse`); ``packed_steps``: a scan step's product on a
+    parameter (or prologue value) reads it packed once per call (:mod:`rnnc.backends.cpu.kernels_packed`).
     """
 
     alias_slices: bool = False
@@ -62,8 +63,9 @@ class RenderOptions:
     lag_views: bool = False
     parallel_gemms: bool = False
     reuse_buffers: bool = False
+    packed_steps: bool = False
 
 
 PLAIN = RenderOptions()
 KERNEL = RenderOptions(alias_slices=True, numpy_prologue=True, vector_math=True, split_scans=True, lag_views=True,
-                       parallel_gemms=True, reuse_buffers=True)
+                       parallel_gemms=True, reuse_buffers=True, packed_steps=True)

@@ -1,0 +1,224 @@
+"""A scan step's product on weights packed once per call: :math:`Y = A B` with ``B`` ``(k, n)`` stored as
+panels of ``NR`` columns, ``Bp[p, q, :] = B[q, p NR : (p + 1) NR]`` (packed by a numpy statement in ``run()``'s
+prologue, :mod:`rnnc.backends.cpu.packed_layout`; ``pk.dot`` in the step).
+
+Each ``MR x NR`` tile of ``Y`` is summed in vector registers over the whole inner dimension,
+
+.. math:: Y_{i, pNR + j} = \\sum_q A_{iq} \\, (B_p)_{qj}, \\qquad i < MR,\\; j < NR,
+
+one fused multiply-add per ``A`` element and vector of the panel's row (:func:`_tile`, LLVM vectors through a
+Numba intrinsic), then stored once. The panel (``k NR`` values, 16 KB for ``k = 128``) stays in the L1 cache
+while every row block of ``A`` passes over it.
+
+Why: OpenBLAS's small-matrix kernels re-read ``B`` in its row-major layout on every call; a scan calls the
+product once per step with the same ``B``. Single thread, float32, alternating rounds
+(``python benchmarks/packed_step.py``): at 32 and 64 rows 1.05-1.14x OpenBLAS's paneled calls (106-109
+against 94-104 GFLOP/s), at 8 and 16 rows level (0.98-1.05x). A row's sum runs over ``q`` in the same order
+whatever the row block, so a split scan's result does not depend on how many blocks it has.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numba
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.caching import FunctionCache
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+from numba.np.linalg import ll_void_p
+
+from rnnc.backends.cache import tolerate_corrupt_entries
+from rnnc.backends.cpu.gemm import _at
+from rnnc.backends.cpu.packed_layout import PANEL_WIDTH
+
+#: rows of ``A`` per register tile
+MR = 8
+#: vectors per tile row: a panel is ``NV`` vectors wide (32 float32 or 16 float64 columns on 512-bit vectors)
+NV = 2
+#: vector lanes per dtype (512-bit vectors; LLVM splits them where the CPU has narrower ones)
+LANES = {dtype: width // NV for dtype, width in PANEL_WIDTH.items()}
+_WIDTH32, _WIDTH64 = PANEL_WIDTH["float32"], PANEL_WIDTH["float64"]
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+@intrinsic
+def _tile(typingctx, a, lda, bp, c, ldc, k, rows, add):
+    """``C[:rows, :NR] (+)= A[:rows, :k] @ P`` for one packed panel ``P`` (``k`` rows of ``NR`` values) on
+    pointers: ``MR`` rows x ``NV`` vectors of accumulators carried through the ``q`` loop as SSA values (so
+    they live in registers), one broadcast of ``A[i, q]`` and ``NV`` fused multiply-adds per row and ``q``.
+    Rows past ``rows`` repeat the last row's loads and are not stored. ``add`` nonzero adds to ``C``."""
+    sig = types.void(a, lda, bp, c, ldc, k, rows, add)
+
+    def codegen(context, builder, sig, args):
+        a_ptr, bp_ptr, c_ptr = args[0], args[2], args[3]
+        lda_, ldc_, k_, rows_ = (context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 4, 5, 6))
+        add_ = context.cast(builder, args[7], sig.args[7], types.intp)
+        elem = context.get_data_type(sig.args[0].dtype)
+        lanes = LANES[str(sig.args[0].dtype)]
+        vec = ir.VectorType(elem, lanes)
+        intp = context.get_value_type(types.intp)
+        i32 = ir.IntType(32)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+            f"llvm.fma.v{lanes}{'f32' if isinstance(elem, ir.FloatType) else 'f64'}")
+
+        def const(v):
+            return ir.Constant(intp, v)
+
+        last = builder.sub(rows_, const(1))
+        a_rows = [builder.gep(a_ptr, [builder.mul(builder.select(builder.icmp_signed("<", const(i), rows_),
+                                                                  const(i), last), lda_)]) for i in range(MR)]
+        zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * lanes)
+        splat = ir.Constant(ir.VectorType(i32, lanes), [ir.Constant(i32, 0)] * lanes)
+        entry = builder.block
+        head = builder.append_basic_block("pk_head")
+        body = builder.append_basic_block("pk_body")
+        done = builder.append_basic_block("pk_done")
+        builder.branch(head)
+
+        builder.position_at_end(head)
+        q = builder.phi(intp)
+        q.add_incoming(const(0), entry)
+        acc = [[builder.phi(vec) for _ in range(NV)] for _ in range(MR)]
+        for row in acc:
+            for phi in row:
+                phi.add_incoming(zero, entry)
+        builder.cbranch(builder.icmp_signed("<", q, k_), body, done)
+
+        builder.position_at_end(body)
+        panel_row = builder.gep(bp_ptr, [builder.mul(q, const(lanes * NV))])
+        b = [builder.load(builder.bitcast(builder.gep(panel_row, [const(v * lanes)]), vec.as_pointer()), align=4)
+             for v in range(NV)]
+        summed = []
+        for i in range(MR):
+            x = builder.insert_element(ir.Constant(vec, ir.Undefined), builder.load(builder.gep(a_rows[i], [q])),
+                                       ir.Constant(i32, 0))
+            x = builder.shuffle_vector(x, ir.Constant(vec, ir.Undefined), splat)
+            summed.append([builder.call(fma, [x, b[v], acc[i][v]]) for v in range(NV)])
+        q.add_incoming(builder.add(q, const(1)), builder.block)
+        for i in range(MR):
+            for v in range(NV):
+                acc[i][v].add_incoming(summed[i][v], builder.block)
+        builder.branch(head)
+
+        builder.position_at_end(done)
+        adding = builder.icmp_signed("!=", add_, const(0))
+        for i in range(MR):
+            with cgutils.if_likely(builder, builder.icmp_signed("<", const(i), rows_)):
+                c_row = builder.gep(c_ptr, [builder.mul(const(i), ldc_)])
+                for v in range(NV):
+                    ptr = builder.bitcast(builder.gep(c_row, [const(v * lanes)]), vec.as_pointer())
+                    total = builder.select(adding, builder.fadd(acc[i][v], builder.load(ptr, align=4)), acc[i][v])
+                    builder.store(total, ptr, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _pointer(word):
+    @intrinsic
+    def cast(typingctx, ptr):
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], context.get_data_type(word).as_pointer())
+
+        return types.CPointer(word)(ptr), codegen
+    return cast
+
+
+_as_f32, _as_f64 = _pointer(types.float32), _pointer(types.float64)
+
+
+@_jit
+def _panels(a, lda, bp, c, ldc, m, k, panels, nr, add):
+    for p in range(panels):
+        panel = _at(bp, p * k * nr)
+        for i in range(0, m, MR):
+            _tile(_at(a, i * lda), lda, panel, _at(c, i * ldc + p * nr), ldc, k, min(MR, m - i), add)
+
+
+@_jit
+def _product(single, a, m, k, as0, as1, bp, panels, kp, nr, bs0, bs1, bs2, c, cm, cn, cs0, cs1, add):
+    """``C (+)= A B`` on byte pointers and element strides, B packed; 0, or 1 when the shapes or strides do
+    not fit (the caller raises)."""
+    width = _WIDTH32 if single else _WIDTH64
+    if kp != k or cm != m or cn != panels * nr or nr != width or bs2 != 1 or bs1 != nr or bs0 != k * nr:
+        return 1
+    if m == 0 or cn == 0:
+        return 0
+    if (k > 1 and as1 != 1) or (cn > 1 and cs1 != 1):
+        return 1
+    if single:
+        _panels(_as_f32(a), as0, _as_f32(bp), _as_f32(c), cs0, m, k, panels, nr, add)
+    else:
+        _panels(_as_f64(a), as0, _as_f64(bp), _as_f64(c), cs0, m, k, panels, nr, add)
+    return 0
+
+
+# ---- one external function (as gemm's): compiled once for both dtypes, cached; callers hold only its call --
+def _entry():
+    byte, n = types.CPointer(types.uint8), types.intp
+    sig = types.intp(n, byte, n, n, n, n, byte, n, n, n, n, n, n, byte, n, n, n, n, n)
+    try:
+        return numba.cfunc(sig, cache=True, nogil=True)(_product.py_func)
+    except Exception:                    # noqa: BLE001 (an unreadable cache entry: drop it, compile again)
+        index = Path(FunctionCache(_product.py_func)._cache_file._index_path)
+        for old in index.parent.glob(index.stem + "*"):
+            old.unlink(missing_ok=True)
+        return numba.cfunc(sig, cache=True, nogil=True)(_product.py_func)
+
+
+tolerate_corrupt_entries(sys.modules[__name__])   # an unreadable Numba cache entry is a miss
+#: the external function's name, named in every generated module that uses it; change it with its C signature
+VERSION = "rnnc_packed_1"
+_ENTRY = _entry()
+llvm.add_symbol(VERSION, _ENTRY.address)
+
+
+@intrinsic
+def _call(typingctx, a, bp, out, add):
+    if not (isinstance(a, types.Array) and a.ndim == 2 and isinstance(out, types.Array) and out.ndim == 2
+            and isinstance(bp, types.Array) and bp.ndim == 3):
+        raise TypingError(f"pk.dot needs 2-D, 3-D (packed) and 2-D arrays, got {a}, {bp}, {out}")
+    if a.dtype not in (types.float32, types.float64) or bp.dtype != a.dtype or out.dtype != a.dtype:
+        raise TypingError(f"pk.dot needs float32 or float64 arrays of one dtype, got {a.dtype}, {bp.dtype}, "
+                          f"{out.dtype}")
+
+    def codegen(context, builder, sig, args):
+        intp = context.get_value_type(types.intp)
+        size = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(a.dtype)))
+        values = []
+        for ty, val in zip(sig.args[:3], args[:3]):
+            ary = context.make_array(ty)(context, builder, val)
+            values.append(builder.bitcast(ary.data, ll_void_p))
+            values += cgutils.unpack_tuple(builder, ary.shape)
+            values += [builder.sdiv(st, size) for st in cgutils.unpack_tuple(builder, ary.strides)]
+        single = context.get_constant(types.intp, int(a.dtype == types.float32))
+        flag = context.cast(builder, args[3], sig.args[3], types.intp)
+        fnty = ir.FunctionType(intp, [intp] + [v.type for v in values] + [intp])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, VERSION)
+        return builder.call(fn, [single, *values, flag])
+
+    return types.intp(a, bp, out, add), codegen
+
+
+@_jit
+def dot(a, bp, out):
+    """:math:`Y = A B` into ``out`` ``(m, n)`` from ``a`` ``(m, k)`` and ``B`` packed (``bp``, see
+    :func:`pack_statement`). Rows of ``a`` and ``out`` may be strided (a row block, a wider buffer's
+    columns); their elements must be contiguous, and the packed array C-contiguous."""
+    if _call(a, bp, out, 0):
+        raise ValueError("pk.dot: operands do not match the packed panels (shapes or strides)")
+    return 0
+
+
+@_jit
+def dot_add(a, bp, out):
+    """:math:`Y \\mathrel{+}= A B`, as :func:`dot`."""
+    if _call(a, bp, out, 1):
+        raise ValueError("pk.dot_add: operands do not match the packed panels (shapes or strides)")
+    return 0
