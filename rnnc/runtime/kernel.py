@@ -162,7 +162,7 @@ class Kernel:
     def buffers(self, sizes: dict) -> dict:
         """Buffers for these sizes (``{Axis or BATCH: n}``), allocated once and reused (zeroed views of one block,
         starts spread over a page: see :mod:`rnnc.runtime.arena`)."""
-        key = tuple(sorted((str(k), v) for k, v in sizes.items()))
+        key = frozenset(sizes.items())
         if key not in self._buffers:
             own = [spec for spec in self.layout.buffers if not spec.view]
             specs = []
