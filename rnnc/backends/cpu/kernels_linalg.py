@@ -49,6 +49,15 @@ def _outer_block(g, x, out, lo, hi):
     return 0
 
 
+@_jit
+def _sum_block(g, out, lo, hi):
+    out[:] = 0
+    for i in range(lo, hi):
+        for j in range(g.shape[1]):
+            out[j] += g[i, j]
+    return 0
+
+
 def _cuts(n: int, parts: int) -> list:
     return [(p * n // parts, (p + 1) * n // parts) for p in range(parts)]
 
@@ -88,6 +97,13 @@ def outer_rows(g, x, out, threads: int) -> None:
     blocks, like a threaded BLAS's)."""
     cuts = _cuts(g.shape[0], blocks(g.shape[0], threads))
     _summed_blocks(lambda part, lo, hi: (_outer_block, (g, x, part[0], lo, hi)), cuts, (out,))
+
+
+def sum_rows(g, out, threads: int) -> None:
+    """:math:`s = \\sum_r g_r` (``out``, a bias gradient over all steps x batch), the rows in blocks, one per
+    thread, added in block order as in :func:`outer_rows`."""
+    cuts = _cuts(g.shape[0], blocks(g.shape[0], threads))
+    _summed_blocks(lambda part, lo, hi: (_sum_block, (g, part[0], lo, hi)), cuts, (out,))
 
 
 def _summed_blocks(call, cuts: list, sums: tuple) -> None:

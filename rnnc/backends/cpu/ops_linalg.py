@@ -31,7 +31,7 @@ def _rows_view(r, buf, node_dims):
     if tuple(buf.dims) != tuple(outer + (fixed[:1] if has_axis else []) + rest) or len(buf.shape) != 1:
         return None
     idx = [r.var(d) for d in outer] + ([r.fixed[fixed[0]]] if has_axis else [])
-    if _narrowed(r, buf):  # columns of a wider buffer (a placed concat): a strided 2-D view, rows one lead dim
+    if narrowed(r, buf):  # columns of a wider buffer (a placed concat): a strided 2-D view, rows one lead dim
         if rest != [BATCH]:
             return None
         rows = f"{SPLIT_LO}:{SPLIT_HI}" if r.batch_span else ":"
@@ -46,7 +46,7 @@ def _rows_view(r, buf, node_dims):
     return outer, base, rows
 
 
-def _narrowed(r, buf) -> bool:
+def narrowed(r, buf) -> bool:
     """Is ``buf`` some of the columns of a wider buffer (an offset alias, the first one at offset 0 included)?"""
     own = next((b for b in r.buffers if b.var == buf.var), None)
     return bool(buf.offset) or (own is not None and tuple(own.shape[-1:]) != tuple(buf.shape[-1:]))
@@ -69,7 +69,7 @@ def t_matmul(r, node) -> None:
             (outer, vb, rows), (_, vo, orows) = vb, vo
             M, N = a.shape
             if rows is None or orows is None:      # a 2-D view (a row block, a wider buffer's columns): per step
-                if _parallel(r, outer) or not r.fixed:
+                if parallel_here(r, outer) or not r.fixed:
                     _matmul_loops(r, node, out)
                     return
                 fn, right = _step_operand(r, a)
@@ -82,7 +82,7 @@ def t_matmul(r, node) -> None:
                     r.em.line(f"{fn}({vb}.reshape(({rows}, {N})), {right}, {vo}.reshape(({rows}, {M})))")
                 return
             right, base = _right_operand(r, a)
-            if _parallel(r, outer):
+            if parallel_here(r, outer):
                 r.em.mark(RunCall("lak", "matmul_rows", (f"{vb}.reshape(({rows}, {N}))", right,
                                                          f"{vo}.reshape(({rows}, {M}))"),
                                   reads=(r.buf(b).var, base), writes=(out.var,), comment=r.em.tag, where=r.em.where))
@@ -98,7 +98,7 @@ def _2d(view, rows, cols) -> str:
     return view if rows is None else f"{view}.reshape(({rows}, {cols}))"
 
 
-def _parallel(r, outer=()) -> bool:
+def parallel_here(r, outer=()) -> bool:
     """Does a product at this point run as a parallel kernel (a map stage's top level, no loop around it)?"""
     return r.options.parallel_gemms and not r.fixed and not outer and r.em.depth == 1
 
@@ -193,7 +193,7 @@ def t_outer_sum(r, node) -> None:
             and set(gb.dims) == set(r.dims(g))):
         rows = " * ".join(r.size(d) for d in gb.dims) or "1"
         gv, xv = f"{gb.var}.reshape(({rows}, {g.shape[0]}))", f"{xb.var}.reshape(({rows}, {b.shape[0]}))"
-        if _parallel(r):
+        if parallel_here(r):
             r.em.mark(RunCall("lak", "outer_rows", (gv, xv, out.var), reads=(gb.var, xb.var), writes=(out.var,),
                               comment=r.em.tag, where=r.em.where))
         else:

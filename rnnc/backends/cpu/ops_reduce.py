@@ -6,6 +6,8 @@ outermost, features innermost, so the inner loop runs over contiguous memory).
 from __future__ import annotations
 
 from rnnc.backends.cpu.emit import BATCH, feat_ranges
+from rnnc.backends.cpu.ops_linalg import narrowed, parallel_here
+from rnnc.backends.cpu.pieces import RunCall
 
 
 def _zero(r, node, out) -> None:
@@ -65,6 +67,8 @@ def t_sum_to(r, node) -> None:
     """Unbroadcast: sum ``g`` over the axes, batch and feature dims ``node`` lacks."""
     (g,) = node.inputs
     out = r.out(node)
+    if _rows_summed(r, node, g, out):
+        return
     _zero(r, node, out)
     dims = r.space(g)
     env = r.env(dims)
@@ -85,6 +89,21 @@ def t_sum_to(r, node) -> None:
         with r.em.loops(r.sized_by(ranges[len(ranges) - inner:], r.buf(g))):
             r.em.line(f"acc += {r.buf(g).at(env, gf)}")
         r.em.line(f"{out.at(env, of)} += acc")
+
+
+def _rows_summed(r, node, g, out) -> bool:
+    """A bias gradient, :math:`s = \\sum_r g_r` over every row (steps x batch) of a vector ``g``, at a map
+    stage's top level: one ``lak.sum_rows`` call in row blocks on threads (a :class:`RunCall`, which
+    ``row_groups`` runs chunk by chunk with the products reading the same rows, while they are in cache)."""
+    gb = r.buf(g)
+    if (r.dims(node) or len(node.shape) != 1 or tuple(g.shape) != tuple(node.shape) or not gb.dims
+            or set(gb.dims) != set(r.dims(g)) or set(gb.dims) & set(r.fixed) or gb.literal is not None
+            or narrowed(r, gb) or not parallel_here(r)):
+        return False
+    rows = " * ".join(r.size(d) for d in gb.dims)
+    r.em.mark(RunCall("lak", "sum_rows", (f"{gb.var}.reshape(({rows}, {g.shape[0]}))", out.var),
+                      reads=(gb.var,), writes=(out.var,), comment=r.em.tag, where=r.em.where))
+    return True
 
 
 # ----------------------------------------------------------------------------- loop axes

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 from rnnc.backends.cpu.pieces import RunCall, names_used, names_written
 
-PRODUCTS = ("matmul_rows", "outer_rows")
+#: row products by the number of their arguments: ``(row, other, out)``, or ``(row, out)`` for a sum of rows
+PRODUCTS = {"matmul_rows": 3, "outer_rows": 3, "sum_rows": 2}
 
 
 def _product(piece) -> RunCall | None:
-    """``piece`` if it is a row product ``lak.matmul_rows(row, other, out)`` / ``lak.outer_rows(...)``."""
-    if isinstance(piece, RunCall) and piece.module == "lak" and piece.fn in PRODUCTS and len(piece.args) == 3:
+    """``piece`` if it is a row product ``lak.matmul_rows(row, other, out)`` / ``lak.outer_rows(...)`` /
+    ``lak.sum_rows(row, out)``."""
+    if isinstance(piece, RunCall) and piece.module == "lak" and len(piece.args) == PRODUCTS.get(piece.fn):
         return piece
     return None
 
@@ -37,8 +39,8 @@ def _row(call: RunCall) -> str:
     return call.reads[0]
 
 
-def _other(call: RunCall) -> str:
-    return call.reads[1]
+def _other(call: RunCall) -> str | None:
+    return call.reads[1] if len(call.reads) > 1 else None
 
 
 def _out(call: RunCall) -> str:
@@ -101,18 +103,23 @@ def group_row_products(pieces: list, stage: int, jit: str) -> tuple[list, list]:
 def _render_group(name: str, group: list, jit: str) -> tuple[list, RunCall]:
     params, args, sums, body = [], [], [], []
     for n, call in enumerate(group):
-        _, other, out = call.args
-        if call.fn == "matmul_rows":
+        other, out = call.args[1:-1], call.args[-1]
+        if call.fn == "sum_rows":
+            sums.append((f"s{n}_", out))
+            body += ["        for r_ in range(c_, d_):",
+                     "            for j_ in range(a_.shape[1]):",
+                     f"                s{n}_[j_] += a_[r_, j_]"]
+        elif call.fn == "matmul_rows":
             params += [f"b{n}_", f"o{n}_"]
-            args += [other, out]
+            args += [*other, out]
             body.append(f"        gk.dot(a_[c_:d_], b{n}_, o{n}_[c_:d_])")
         else:
             params.append(f"x{n}_")
-            args.append(other)
+            args += other
             sums.append((f"s{n}_", out))
             body.append(f"        gk.dot_add(a_[c_:d_].T, x{n}_[c_:d_], s{n}_)")
     sum_params = [s for s, _ in sums]
-    head = [f"    {s}[:, :] = 0" for s in sum_params]          # then every chunk adds (one call site each)
+    head = [f"    {s}[...] = 0" for s in sum_params]          # then every chunk adds (one call site each)
     fn = ["", "", jit, f"def {name}({', '.join(['a_'] + params + sum_params + ['lo_', 'hi_', 'step_'])}):",
           f"    # {len(group)} products reading the rows of one operand, chunk by chunk (row_groups.py)",
           *head,

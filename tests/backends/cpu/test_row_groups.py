@@ -44,7 +44,34 @@ def test_products_of_one_operand_are_grouped_over_safe_code():
     (fn,) = funcs
     assert "def rows_5(a_, x0_, b1_, o1_, s0_, lo_, hi_, step_):" in fn
     assert sum("gk.dot_add(a_[c_:d_].T, x0_[c_:d_], s0_)" in ln for ln in fn) == 1
-    assert "    s0_[:, :] = 0" in fn
+    assert "    s0_[...] = 0" in fn
+
+
+def SUM(o: str) -> RunCall:
+    """``lak.sum_rows(g, o, threads_)``: a bias gradient."""
+    return RunCall("lak", "sum_rows", ("g.reshape((n0 * nb, 8))", o), reads=("g",), writes=(o,))
+
+
+def test_a_sum_of_rows_joins_the_products_of_its_operand():
+    pieces = [OUTER(x="x", o="d1"), SUM(o="db"), MATMUL(o="dx")]
+    out, funcs = group_row_products(pieces, 5, "@jit")
+    assert len(out) == 1 and out[0].writes == ("d1", "db", "dx") and out[0].reads == ("g", "x", "w")
+    assert out[0].text() == ("lak.row_products(rows_5, g.reshape((n0 * nb, 8)), (x.reshape((n0 * nb, 3)), w, "
+                             "dx.reshape((n0 * nb, 3)),), (d1, db,), threads_)")
+    (fn,) = funcs
+    assert "def rows_5(a_, x0_, b2_, o2_, s0_, s1_, lo_, hi_, step_):" in fn and "    s1_[...] = 0" in fn
+    assert "                s1_[j_] += a_[r_, j_]" in fn
+    pieces = [SUM(o="x"), OUTER(x="x", o="d1")]           # a product reading the sum is not moved before it
+    assert group_row_products(pieces, 2, "@jit") == (pieces, [])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_sum_rows_in_blocks(threads):
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((700, 6))
+    out = np.full(6, np.nan)
+    lak.sum_rows(g, out, threads)
+    np.testing.assert_allclose(out, g.sum(axis=0), rtol=1e-12)
 
 
 @pytest.mark.parametrize("blocker", [
@@ -76,6 +103,7 @@ def test_grouped_products_equal_the_interpreter(cell, chunked, monkeypatch):
     f = rc.compile(m, dtype="float64", wrt=[*m.graph.params, "x"])
     src = f.kernel("grad").source
     assert "lak.row_products(rows_" in src
+    assert "+= a_[r_, j_]" in src                        # the bias gradients ride along (lak.sum_rows)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((37, 15, 3))
     assert lak.chunk_rows(np.zeros((555, 16)), (np.zeros((16, 4)),)) == (lak.MIN_CHUNK if chunked else 555)
