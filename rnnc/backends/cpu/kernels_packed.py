@@ -33,7 +33,7 @@ from numba.np.linalg import ll_void_p
 
 from rnnc.backends.cache import tolerate_corrupt_entries
 from rnnc.backends.cpu.gemm import _at
-from rnnc.backends.cpu.packed_layout import PANEL_WIDTH
+from rnnc.backends.cpu.packed_layout import PACKED_VERSION, PANEL_WIDTH
 
 #: rows of ``A`` per register tile
 MR = 8
@@ -134,14 +134,6 @@ _as_f32, _as_f64 = _pointer(types.float32), _pointer(types.float64)
 
 
 @_jit
-def _panels(a, lda, bp, c, ldc, m, k, panels, nr, add):
-    for p in range(panels):
-        panel = _at(bp, p * k * nr)
-        for i in range(0, m, MR):
-            _tile(_at(a, i * lda), lda, panel, _at(c, i * ldc + p * nr), ldc, k, min(MR, m - i), add)
-
-
-@_jit
 def _product(single, a, m, k, as0, as1, bp, panels, kp, nr, bs0, bs1, bs2, c, cm, cn, cs0, cs1, add):
     """``C (+)= A B`` on byte pointers and element strides, B packed; 0, or 1 when the shapes or strides do
     not fit (the caller raises)."""
@@ -152,10 +144,18 @@ def _product(single, a, m, k, as0, as1, bp, panels, kp, nr, bs0, bs1, bs2, c, cm
         return 0
     if (k > 1 and as1 != 1) or (cn > 1 and cs1 != 1):
         return 1
-    if single:
-        _panels(_as_f32(a), as0, _as_f32(bp), _as_f32(c), cs0, m, k, panels, nr, add)
+    if single:                    # one function, the loops written out per dtype: one compile, not three
+        a4, b4, c4 = _as_f32(a), _as_f32(bp), _as_f32(c)
+        for p in range(panels):
+            for i in range(0, m, MR):
+                _tile(_at(a4, i * as0), as0, _at(b4, p * k * nr), _at(c4, i * cs0 + p * nr), cs0, k,
+                      min(MR, m - i), add)
     else:
-        _panels(_as_f64(a), as0, _as_f64(bp), _as_f64(c), cs0, m, k, panels, nr, add)
+        a8, b8, c8 = _as_f64(a), _as_f64(bp), _as_f64(c)
+        for p in range(panels):
+            for i in range(0, m, MR):
+                _tile(_at(a8, i * as0), as0, _at(b8, p * k * nr), _at(c8, i * cs0 + p * nr), cs0, k,
+                      min(MR, m - i), add)
     return 0
 
 
@@ -173,8 +173,8 @@ def _entry():
 
 
 tolerate_corrupt_entries(sys.modules[__name__])   # an unreadable Numba cache entry is a miss
-#: the external function's name, named in every generated module that uses it; change it with its C signature
-VERSION = "rnnc_packed_1"
+#: the external function's name, named in every generated module that uses it
+VERSION = PACKED_VERSION
 _ENTRY = _entry()
 llvm.add_symbol(VERSION, _ENTRY.address)
 

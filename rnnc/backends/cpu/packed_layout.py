@@ -5,6 +5,9 @@ from __future__ import annotations
 
 #: columns per panel (``NR``): two 512-bit vectors of the dtype
 PANEL_WIDTH = {"float32": 32, "float64": 16}
+#: the name of the packed product's external function (``kernels_packed``), named in generated code; change it
+#: with its C signature
+PACKED_VERSION = "rnnc_packed_1"
 
 
 def packs(n: int, dtype: str) -> bool:
