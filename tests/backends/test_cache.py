@@ -131,7 +131,7 @@ def test_a_helper_cache_entry_is_stale_when_a_helper_it_calls_changes(tmp_path):
     function by an old name or signature (a segfault), and Numba checks only the caller's own file."""
     from rnnc.backends.cache import HelperLocator
 
-    for name in ("gemm.py", "kernels_linalg.py", "render.py"):
+    for name in ("gemm.py", "kernels_linalg.py", "render.py", "packed_layout.py", "kernels_packed.py"):
         (tmp_path / name).write_text(f"# {name}\n")
 
     def stamp():
@@ -145,4 +145,10 @@ def test_a_helper_cache_entry_is_stale_when_a_helper_it_calls_changes(tmp_path):
     after_gemm = stamp()
     assert after_gemm != before
     (tmp_path / "kernels_linalg.py").write_text("# its own file, changed\n")
-    assert stamp() not in (before, after_gemm)
+    after_own = stamp()
+    assert after_own not in (before, after_gemm)
+    (tmp_path / "packed_layout.py").write_text("# the panel width the packed kernel checks, changed\n")
+    after_layout = stamp()
+    assert after_layout != after_own
+    (tmp_path / "kernels_packed.py").write_text("# the packed step kernel, changed\n")
+    assert stamp() != after_layout
