@@ -12,6 +12,7 @@ from rnnc.passes.fuse import fuse
 from rnnc.passes.merge_matmul import merge_matmul, merge_matmul_cpu
 from rnnc.passes.merge_outer import merge_outer
 from rnnc.passes.merge_sums import merge_sums, merge_sums_cpu
+from rnnc.passes.remat import remat
 
 #: clean-ups first, then merges of products, then fusion (shared by both pipelines)
 CLEANUP = [("cse", cse), ("fold", fold), ("dce", dce)]
@@ -21,7 +22,8 @@ PIPELINE = CLEANUP + [("merge_matmul", merge_matmul)] + FINISH
 # the CPU backend also stacks adjoints for sums of products and weight gradients (its renderer writes them
 # straight into the stacked buffer), and keeps large per-step products and sums apart (see merge_matmul, merge_sums)
 CPU_MERGES = [("merge_matmul", merge_matmul_cpu), ("merge_sums", merge_sums_cpu), ("merge_outer", merge_outer)]
-CPU_PIPELINE = CLEANUP + CPU_MERGES + FINISH
+# then a scan's cheap values read by a later stage are recomputed there, not stored (see remat)
+CPU_PIPELINE = CLEANUP + CPU_MERGES + FINISH + [("remat", remat)]
 
 
 def run_pipeline(graph, passes=None, dump=None):
@@ -34,4 +36,4 @@ def run_pipeline(graph, passes=None, dump=None):
 
 
 __all__ = ["PIPELINE", "CPU_PIPELINE", "run_pipeline", "cse", "fold", "dce", "prune", "fuse", "merge_matmul",
-           "merge_outer", "merge_sums"]
+           "merge_outer", "merge_sums", "remat"]

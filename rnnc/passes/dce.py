@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from rnnc.ir.graph import Graph, rebuild, topo_order
 
+#: ``Graph.meta`` key: names of values that only the graph's own references read; no caller reads them after a
+#: kernel returns (set by :func:`drop_unread_values`), so a backend may keep fewer steps of them than all
+INTERNAL = "internal_values"
+
 
 def needed(graph: Graph, roots) -> set:
     """Nodes the ``roots`` depend on, following input edges and reference -> value edges (iterative)."""
@@ -49,7 +53,9 @@ def drop_unread_values(graph: Graph) -> Graph:
     node, and keeping as named values only those a reference still reads by name; its outputs must be pruned
     already (``prune(graph, outputs=False)``). For kernels that return the loss and gradients only: every named
     value is a result a kernel stores for every step, and the adjoint signals ``d_h``, ``d_c`` of an LSTM's
-    gradient are two ``(T, B, H)`` arrays nothing else needs (step buffers of the reverse scan without a name)."""
+    gradient are two ``(T, B, H)`` arrays nothing else needs (step buffers of the reverse scan without a name).
+    The values kept are listed in ``meta[INTERNAL]``: results of no kernel
+    (see :func:`rnnc.backends.cpu.refs.plan_rings`)."""
     if graph.outputs:
         raise ValueError("drop_unread_values: prune the graph's outputs first")
     delayed = {r.attr("value") for r in graph.refs() if r.attr("offset")}
@@ -66,6 +72,7 @@ def drop_unread_values(graph: Graph) -> Graph:
                       extra=lambda n: (same(n),) if same(n) is not None else ())
     read = {r.attr("value") for r in topo_order([mapping[r] for r in roots]) if r.op == "ref"}
     return graph.replace(values={k: mapping[v] for k, v in graph.values.items() if k in read},
+                         meta={**graph.meta, INTERNAL: tuple(k for k in graph.values if k in read)},
                          signals=tuple(s for s in graph.signals if s in read),
                          grads={k: mapping[v] for k, v in graph.grads.items()}, loss=mapping.get(graph.loss),
                          inits={k: v for k, v in graph.inits.items() if k in read})

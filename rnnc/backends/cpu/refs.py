@@ -7,7 +7,10 @@
 * in a scan, when the whole sequence of ``s[t-k]`` is kept for later stages (an LSTM's ``h[t-1]`` and
   ``c[t-1]``, read by the backward): no copy at all, but one array of ``n + k`` steps holding both, ``s`` at
   steps ``[k, n + k)`` and ``s[t-k]`` at ``[0, n)`` (reversed for a reverse scan); the first ``k`` steps hold
-  the initial value, written before the loop (:func:`plan_lags`).
+  the initial value, written before the loop (:func:`plan_lags`);
+* in a scan, when nothing after the kernel reads ``s`` (:data:`rnnc.passes.dce.INTERNAL`) and the scan reads
+  it only one step back: a *ring* of two step buffers, step ``t`` in slot ``t mod 2`` (:func:`plan_rings`), so
+  no array of ``n`` steps at all (an LSTM gradient's ``d_h_tm1`` and ``d_c_tm1``).
 
 With ``stream=True`` a read before index 0 takes the stored history ``hist[D + t - k]`` once ``started``.
 """
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING
 from rnnc.backends.cpu.emit import Buf, feat_ranges
 from rnnc.backends.cpu.rendered import BufSpec
 from rnnc.ir.names import safe_comment
+from rnnc.passes.dce import INTERNAL
 
 if TYPE_CHECKING:
     from rnnc.backends.cpu.render import Renderer
@@ -90,6 +94,8 @@ def _viewable(r: Renderer, ref) -> bool:
     axis = ref.attr("axis")
     if axis not in r.fixed or ref in r.keep:
         return False
+    if r.graph.value_of(ref) in r.rings:
+        return True
     vbuf = r.bufs.get(r.graph.value_of(ref))
     vdims = r.dims(r.graph.value_of(ref))
     return vdims and vdims[0] == axis and (vbuf is None or vbuf.var.startswith("v"))
@@ -118,7 +124,11 @@ def _step_view(r: Renderer, ref) -> None:
     view = r.bufs[ref].var
     r.em.line(f"j_ = {j}")
     with r.em.block(f"if j_ >= 0 and j_ < {n}:"):
-        r.em.line(f"{view} = {r.buf(value).var}[j_]")
+        if value in r.rings:
+            even, odd = r.rings[value]
+            r.em.line(f"{view} = {even} if j_ % 2 == 0 else {odd}")
+        else:
+            r.em.line(f"{view} = {r.buf(value).var}[j_]")
     with r.em.block("else:"):
         name = ref.attr("value")
         if r.stream and name in r.hist:
@@ -174,6 +184,64 @@ def plan_lags(r: Renderer, stage) -> None:
             with r.em.block(f"for s_ in range(min({j}, {n})):"):
                 r.em.line("j_ = s_" if stage.direction > 0 else f"j_ = {n} - 1 - s_")
                 _write_initial(r, ref, r.bufs[ref], lead, {**r.env(lead), axis: "j_"})
+
+
+def plan_rings(r: Renderer, stage) -> list:
+    """Before a scan's buffers are allocated: the values of the scan kept in a ring of two step buffers
+    (step ``t`` in slot ``t mod 2``), returned in order. A value ``s`` qualifies when no caller reads it after
+    the kernel (it is in the graph's :data:`~rnnc.passes.dce.INTERNAL` names: not a result), the scan reads it
+    only at its own step and through references ``s[t-j]`` exactly one step back in the scan's order, and code
+    after the scan reads at most its step 0 (an ``edge_sum`` of offset -1) and only after a reverse scan, which
+    writes step 0 last. Inside the loop ``s`` is a step buffer bound to its slot each step
+    (:func:`pick_slots`), a reference ``s[t-1]`` a view of the other slot; after the loop readers of step 0
+    read slot 0."""
+    internal = set(r.graph.meta.get(INTERNAL, ()))
+    members = set(stage.nodes)
+    refs: dict = {}
+    for ref in r.graph.refs():
+        refs.setdefault(ref.attr("value"), []).append(ref)
+    chosen = []
+    for name, value in r.graph.values.items():
+        if name in internal and value in members and _ring_fits(r, stage, value, refs.get(name, []), members):
+            chosen.append(value)
+    for value in chosen:
+        dims = tuple(d for d in r.dims(value) if d != stage.axis)
+        slots = (r.name(value, "qa"), r.name(value, "qb"))
+        for var in slots:
+            r.buffers.append(BufSpec(var, dims, tuple(value.shape), "i" if value.dtype == "int" else "f"))
+        r.rings[value] = slots
+        r.bufs[value] = Buf(r.name(value, "w"), dims, tuple(value.shape), "i" if value.dtype == "int" else "f")
+    return chosen
+
+
+def _ring_fits(r: Renderer, stage, value, refs: list, members: set) -> bool:
+    axis = stage.axis
+    dims = r.dims(value)
+    if value in r.bufs or r.is_leaf(value) or value.op == "ref" or not dims or dims[0] != axis:
+        return False
+    for ref in refs:
+        if ref not in members or ref in r.keep or ref.attr("axis") != axis \
+                or ref.attr("offset") * stage.direction != -1 or any(axis in r.dims(i) for i in ref.inputs):
+            return False
+    last_is_zero = stage.direction < 0
+    return all(u in members or (u.op == "edge_sum" and u.attr("axis") == axis and u.attr("offset") == -1
+                                and last_is_zero) for u in r.users.get(value, ()))
+
+
+def pick_slots(r: Renderer, rings: list) -> None:
+    """At the top of a step: each ring value's step buffer is the slot of this step."""
+    k = next(iter(r.fixed.values()), None)
+    for value in rings:
+        even, odd = r.rings[value]
+        r.em.line(f"{r.bufs[value].var} = {even} if {k} % 2 == 0 else {odd}  # ring: step {k} in slot {k} % 2")
+
+
+def after_rings(r: Renderer, rings: list) -> None:
+    """After the loop: code reads a ring value's step 0 (the only step it may read, see :func:`plan_rings`)
+    from slot 0."""
+    for value in rings:
+        step = r.bufs[value]
+        r.bufs[value] = Buf(r.rings[value][0], step.dims, step.shape, step.kind)
 
 
 def _write_initial(r: Renderer, ref, out: Buf, dims, env) -> None:

@@ -28,9 +28,10 @@ from rnnc.backends.cpu.ops import TEMPLATES
 from rnnc.backends.cpu.ops_ewise import member_reads, program_of, render_ewise, render_ewise_group, same_step
 from rnnc.backends.cpu.order import stable_order
 from rnnc.backends.cpu.pieces import CUT, PIECE_END
-from rnnc.backends.cpu.refs import plan_lags, prepare_scan_refs, render_ref
+from rnnc.backends.cpu.refs import after_rings, pick_slots, plan_lags, plan_rings, prepare_scan_refs, render_ref
 from rnnc.backends.cpu.rendered import PLAIN, BufSpec, Rendered, RenderOptions
 from rnnc.backends.cpu.reuse import share_dead
+from rnnc.backends.cpu.sink import sink_step_products
 from rnnc.errors import RnncError
 from rnnc.ir.graph import Graph
 from rnnc.ir.names import check_graph_names, code_name, prefixed, safe_comment
@@ -98,6 +99,8 @@ class Renderer:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.graph, self.dtype, self.stream, self.options = graph, dtype, stream, options
         self.schedule = sched or build_schedule(graph)
+        if options.lag_views and not stream:
+            self.schedule = sink_step_products(graph, self.schedule)
         self.axes = graph.axes()
         self.axis_no = {a: k for k, a in enumerate(self.axes)}
         self.order = {n: k for k, n in enumerate(graph.nodes)}
@@ -114,6 +117,7 @@ class Renderer:
         self.keep: set = set()
         self.ref_fill: dict = {}
         self.lagged: set = set()         # references that are views of their value's array (plan_lags)
+        self.rings: dict = {}            # value -> its two slot buffers (refs.plan_rings)
         self.aliases: set = set()
         self.prologue: list = []
         self.after: dict = {}            # stage number -> numpy statements run after its function
@@ -380,8 +384,10 @@ class Renderer:
         k, n = self.var(axis), self.size(axis)
         self.em.tag = f"scan over {safe_comment(axis.name, bare=True)}"
         self.fixed = {axis: k}
+        rings = []
         if self.options.lag_views and not self.stream:
             plan_lags(self, stage)
+            rings = plan_rings(self, stage)
         for node in stage.nodes:
             if node.op not in ("ref", "input", "param", "lengths", "const"):
                 self.out(node)
@@ -389,7 +395,9 @@ class Renderer:
         self.em.tag = f"scan over {safe_comment(axis.name, bare=True)}"
         with self.em.block(f"for s_ in range({n}):"):
             self.em.line(f"{k} = s_" if stage.direction > 0 else f"{k} = {n} - 1 - s_")
+            pick_slots(self, rings)
             self._nodes(stage.nodes, templates, render_ref)
+        after_rings(self, rings)
         self.fixed = {}
 
     def _row_local(self, stage) -> bool:
