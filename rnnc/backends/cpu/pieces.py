@@ -19,9 +19,12 @@ import ast
 import textwrap
 from dataclasses import dataclass
 
-#: fastmath "reassoc" only (no assumptions about NaN or infinity): LLVM may reorder a sum, so the register
-#: accumulations of reductions (a bias gradient summed over batch x pixels) vectorise: 2.4x faster, measured
-JIT = "@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'reassoc'})"
+#: fastmath "reassoc" and "contract" only (no assumptions about NaN or infinity): LLVM may reorder a sum, so the
+#: register accumulations of reductions (a bias gradient summed over batch x pixels) vectorise: 2.4x faster,
+#: measured; and fuse a product and a sum into one multiply-add: an LSTM step's gate loop 0.327 -> 0.275 ms per
+#: 50 steps of 16 rows (three alternating pairs; the float32 tanh helper in ops_ewise clamps its result so it
+#: stays exactly +-1 far out)
+JIT = "@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'reassoc', 'contract'})"
 
 
 @dataclass(frozen=True)
