@@ -16,7 +16,7 @@ def sink_step_products(graph: Graph, schedule: Schedule) -> Schedule:
     """``schedule`` with each product on an axis-free operand (``x[t] @ W``) that a map stage computes for every
     step and only one later *reverse* scan along that axis reads moved into that scan: a product per step, read
     in its own step, needs a one-step buffer instead of one of ``n`` steps (an LSTM gradient's
-    :math:`V^\top \bar z` of the softmax's logits). A forward scan's input products (``U x[t]``) stay one large
+    :math:`V^\\top \\bar z` of the softmax's logits). A forward scan's input products (``U x[t]``) stay one large
     product: in a gradient kernel the gates' adjoints take their storage once the forward scan is done, so a
     product per step would save no memory there. A named value, a root, a reference's initial value and a
     product of more than :data:`SINK_MAX_TERMS` terms per element stay where they are."""
