@@ -121,17 +121,28 @@ def fuse(graph: Graph) -> Graph:
             size += grow if inline[-1] else 0
         if not any(inline):
             return None
-        prog, leaves, args = [], {}, []
-        for new, spliced in zip(inputs, inline):
-            if spliced:
-                args.append(_splice(prog, leaves, *_program(new, new.inputs)))
-            else:
-                args.append(("in", _leaf(leaves, new)))
-        # rewrite the node's own instructions: its ("in", k) args become the args computed above
-        base = len(prog)
-        for op, shape, attrs, a in own:
-            prog.append((op, shape, attrs, tuple(args[k] if kind == "in" else ("t", base + k) for kind, k in a)))
-        return Node("fused", tuple(leaves), {"prog": tuple(prog), "shape": node.shape}, node.shape, "float",
-                    node.axes, node.batched, node.where, node.name)
+        return spliced(node, inputs, own, inline)
 
     return remap(graph, rebuild(graph.roots(), fn))
+
+
+def program_of(node) -> list:
+    """``node``'s instructions as a fused program (one instruction for a plain elementwise op)."""
+    return _program(node, node.inputs)[0]
+
+
+def spliced(node, inputs: list, own: list, inline: list) -> Node:
+    """``node`` (its program ``own``, its new ``inputs``) as one ``fused`` node with the programs of the inputs
+    marked in ``inline`` spliced in ahead of its own instructions; the other inputs stay leaves."""
+    prog, leaves, args = [], {}, []
+    for new, splice in zip(inputs, inline):
+        if splice:
+            args.append(_splice(prog, leaves, *_program(new, new.inputs)))
+        else:
+            args.append(("in", _leaf(leaves, new)))
+    # rewrite the node's own instructions: its ("in", k) args become the args computed above
+    base = len(prog)
+    for op, shape, attrs, a in own:
+        prog.append((op, shape, attrs, tuple(args[k] if kind == "in" else ("t", base + k) for kind, k in a)))
+    return Node("fused", tuple(leaves), {"prog": tuple(prog), "shape": node.shape}, node.shape, "float",
+                node.axes, node.batched, node.where, node.name)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from rnnc.ir.graph import Graph, rebuild
 from rnnc.ir.node import Node
 from rnnc.passes.common import remap
-from rnnc.passes.fuse import FUSABLE, MAX_FUSED, _leaf, _program, _splice
+from rnnc.passes.fuse import FUSABLE, MAX_FUSED, program_of, spliced
 from rnnc.schedule.schedule import build_schedule
 
 #: the longest program recomputed in another stage (an LSTM's ``tanh(c)`` is one instruction)
@@ -40,7 +40,7 @@ def candidates(graph: Graph) -> set:
     for n in graph.nodes:
         k = stage_of.get(n)
         if k is None or stages[k].kind != "scan" or n in roots or not _elementwise(n) \
-                or len(_program(n, n.inputs)[0]) > MAX_RECOMPUTED or not all(i in stored for i in n.inputs):
+                or len(program_of(n)) > MAX_RECOMPUTED or not all(i in stored for i in n.inputs):
             continue
         later = [u for u in users.get(n, []) if stage_of.get(u) != k]
         if later and all(_elementwise(u) and stage_of.get(u, -1) > k and u.axes == n.axes
@@ -58,20 +58,12 @@ def remat(graph: Graph) -> Graph:
     stage_of = {n: k for k, s in enumerate(stages) for n in s.nodes}
 
     def fn(node, inputs, mapping):
-        spliced = [old in chosen and stage_of.get(old) != stage_of.get(node) for old in node.inputs]
-        if not any(spliced):
+        splice = [old in chosen and stage_of.get(old) != stage_of.get(node) for old in node.inputs]
+        if not any(splice):
             return None
-        own, _ = _program(node, inputs)
-        size = len(own) + sum(len(_program(new, new.inputs)[0]) for new, s in zip(inputs, spliced) if s)
-        if size > MAX_FUSED:
+        own = program_of(node)
+        if len(own) + sum(len(program_of(new)) for new, s in zip(inputs, splice) if s) > MAX_FUSED:
             return None
-        prog, leaves, args = [], {}, []
-        for new, s in zip(inputs, spliced):
-            args.append(_splice(prog, leaves, *_program(new, new.inputs)) if s else ("in", _leaf(leaves, new)))
-        base = len(prog)
-        for op, shape, attrs, a in own:
-            prog.append((op, shape, attrs, tuple(args[k] if kind == "in" else ("t", base + k) for kind, k in a)))
-        return Node("fused", tuple(leaves), {"prog": tuple(prog), "shape": node.shape}, node.shape, "float",
-                    node.axes, node.batched, node.where, node.name)
+        return spliced(node, inputs, own, splice)
 
     return remap(graph, rebuild(graph.roots(), fn))

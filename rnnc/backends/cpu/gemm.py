@@ -173,7 +173,7 @@ def panels(m: int, k: int, n: int) -> tuple:
 _panels = _jit(panels)
 
 
-def _words(word):
+def words(word):
     """An intrinsic viewing a byte pointer as a pointer to ``word`` values."""
     @intrinsic
     def cast(typingctx, ptr):
@@ -184,7 +184,7 @@ def _words(word):
     return cast
 
 
-_words4, _words8 = _words(types.uint32), _words(types.uint64)
+_words4, _words8 = words(types.uint32), words(types.uint64)
 
 
 @_jit
@@ -300,13 +300,19 @@ def _entry():
                      byte, types.intp, types.intp, types.intp,                  # B: data, n, strides
                      byte, types.intp, types.intp,                              # C: data, strides
                      types.intp)                                                # 1: C += A B
+    return external(sig, _product.py_func)
+
+
+def external(sig, py_func):
+    """``py_func`` compiled as a cached C-callable function (``numba.cfunc``) of signature ``sig``; a cache
+    entry that cannot be read is dropped and the function compiled again."""
     try:
-        return numba.cfunc(sig, cache=True, nogil=True)(_product.py_func)
+        return numba.cfunc(sig, cache=True, nogil=True)(py_func)
     except Exception:                    # noqa: BLE001 (an unreadable cache entry: drop it, compile again)
-        index = Path(FunctionCache(_product.py_func)._cache_file._index_path)
+        index = Path(FunctionCache(py_func)._cache_file._index_path)
         for old in index.parent.glob(index.stem + "*"):
             old.unlink(missing_ok=True)
-        return numba.cfunc(sig, cache=True, nogil=True)(_product.py_func)
+        return numba.cfunc(sig, cache=True, nogil=True)(py_func)
 
 
 tolerate_corrupt_entries(sys.modules[__name__])   # the helpers above: an unreadable Numba cache entry is a miss

@@ -11,28 +11,27 @@ Numba intrinsic), then stored once. The panel (``k NR`` values, 16 KB for ``k = 
 while every row block of ``A`` passes over it.
 
 Why: OpenBLAS's small-matrix kernels re-read ``B`` in its row-major layout on every call; a scan calls the
-product once per step with the same ``B``. Single thread, float32, alternating rounds
-(``python benchmarks/packed_step.py``): at 32 and 64 rows 1.05-1.14x OpenBLAS's paneled calls (106-109
-against 94-104 GFLOP/s), at 8 and 16 rows level (0.98-1.05x). A row's sum runs over ``q`` in the same order
-whatever the row block, so a split scan's result does not depend on how many blocks it has.
+product once per step with the same ``B``. Single thread, float32, alternating rounds on a quiet machine
+(``python benchmarks/packed_step.py``): at 32 and 64 rows 1.08-1.12x OpenBLAS's paneled calls (109-110 against
+98-103 GFLOP/s), at 8 rows 1.03x, at 16 rows 1.00-1.06x; both within a few percent of the core's peak. A
+row's sum runs over ``q`` in the same order whatever the row block, so a split scan's result does not depend on
+how many blocks it has.
 """
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numba
 from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.core.caching import FunctionCache
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 from numba.np.linalg import ll_void_p
 
 from rnnc.backends.cache import tolerate_corrupt_entries
-from rnnc.backends.cpu.gemm import _at
+from rnnc.backends.cpu.gemm import _at, external, words
 from rnnc.backends.cpu.packed_layout import PACKED_VERSION, PANEL_WIDTH
 
 #: rows of ``A`` per register tile
@@ -120,17 +119,7 @@ def _tile(typingctx, a, lda, bp, c, ldc, k, rows, add):
     return sig, codegen
 
 
-def _pointer(word):
-    @intrinsic
-    def cast(typingctx, ptr):
-        def codegen(context, builder, sig, args):
-            return builder.bitcast(args[0], context.get_data_type(word).as_pointer())
-
-        return types.CPointer(word)(ptr), codegen
-    return cast
-
-
-_as_f32, _as_f64 = _pointer(types.float32), _pointer(types.float64)
+_as_f32, _as_f64 = words(types.float32), words(types.float64)
 
 
 @_jit
@@ -163,13 +152,7 @@ def _product(single, a, m, k, as0, as1, bp, panels, kp, nr, bs0, bs1, bs2, c, cm
 def _entry():
     byte, n = types.CPointer(types.uint8), types.intp
     sig = types.intp(n, byte, n, n, n, n, byte, n, n, n, n, n, n, byte, n, n, n, n, n)
-    try:
-        return numba.cfunc(sig, cache=True, nogil=True)(_product.py_func)
-    except Exception:                    # noqa: BLE001 (an unreadable cache entry: drop it, compile again)
-        index = Path(FunctionCache(_product.py_func)._cache_file._index_path)
-        for old in index.parent.glob(index.stem + "*"):
-            old.unlink(missing_ok=True)
-        return numba.cfunc(sig, cache=True, nogil=True)(_product.py_func)
+    return external(sig, _product.py_func)
 
 
 tolerate_corrupt_entries(sys.modules[__name__])   # an unreadable Numba cache entry is a miss

@@ -121,9 +121,9 @@ def _right_operand(r, a) -> tuple[str, str]:
 
 def _step_operand(r, a) -> tuple[str, str]:
     """``(function, right operand)`` of a product inside a scan: ``pk.dot`` on ``A^T`` packed in panels once
-    per call (``k<n>``, a prologue entry; :mod:`rnnc.backends.cpu.kernels_packed`) when ``A^T`` is a whole
-    array ``run()`` has before the stages (a parameter, a prologue value or its transposed copy) and its
-    columns fill whole panels; else ``gk.dot`` on :func:`_right_operand`'s array."""
+    per call (``k`` + the array's name, a prologue entry; :mod:`rnnc.backends.cpu.kernels_packed`) when
+    ``A^T`` is a whole array ``run()`` has before the stages (a parameter, a prologue value or its transposed
+    copy) and its columns fill whole panels; else ``gk.dot`` on :func:`_right_operand`'s array."""
     right, base = _right_operand(r, a)
     ready = {e.out for e in r.prologue} | {r.bufs[p].var for p in r.graph.params.values() if p in r.bufs}
     if not (r.options.packed_steps and r.fixed and right == base and base in ready
