@@ -123,16 +123,7 @@ def _store(typingctx, ptr, offset, value):
     return types.void(ptr, offset, value), codegen
 
 
-@intrinsic
-def _data(typingctx, arr):
-    """The data pointer of a C-contiguous array."""
-    def codegen(context, builder, sig, args):
-        return context.make_array(sig.args[0])(context, builder, args[0]).data
-
-    return types.CPointer(arr.dtype)(arr), codegen
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
+@_jit
 def _layout_of(rows, cols, s0, s1):
     """(BLAS transpose flag, leading dimension) of a row-major matrix with element strides ``s0``, ``s1``,
     or (0, 0) when neither its rows nor its columns have unit stride. The stride of a dimension of size 1
@@ -185,6 +176,28 @@ def words(word):
 
 
 _words4, _words8 = words(types.uint32), words(types.uint64)
+#: a unit stride typed ``intp``, not the literal ``1``: Numba compiles a function once per literal argument
+_UNIT = np.intp(1)
+
+
+@intrinsic
+def _alloc(typingctx, nbytes):
+    """``nbytes`` uninitialised bytes from Numba's allocator, freed by :func:`_free` (no array object)."""
+    def codegen(context, builder, sig, args):
+        size = context.cast(builder, args[0], sig.args[0], types.intp)
+        return builder.bitcast(context.nrt.allocate(builder, size), context.get_data_type(types.uint8).as_pointer())
+
+    return types.CPointer(types.uint8)(nbytes), codegen
+
+
+@intrinsic
+def _free(typingctx, ptr):
+    """Free a block of :func:`_alloc`."""
+    def codegen(context, builder, sig, args):
+        context.nrt.free(builder, builder.bitcast(args[0], ll_void_p))
+        return context.get_dummy_value()
+
+    return types.void(ptr), codegen
 
 
 @_jit
@@ -204,38 +217,11 @@ def _copy(dst, d0, d1, src, s0, s1, rows, cols, size):
 
 
 @_jit
-def _packed(p, rows, cols, s0, s1, size, copy):
-    """A row-major copy (bytes) of a matrix view that BLAS cannot read when ``copy``, else an empty array."""
-    tmp = np.empty(rows * cols * size if copy else 0, np.uint8)
-    if copy:
-        _copy(_data(tmp), cols, 1, p, s0, s1, rows, cols, size)
-    return tmp
-
-
-@_jit
-def _products(single, size, a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, beta, *keep):
-    """``C = A B + beta C`` in panels; every operand's layout is BLAS-readable, ``C``'s rows have unit
-    stride. Pointers are bytes, strides elements of ``size`` bytes. ``keep``: the copies the pointers point
-    into, alive until the products are done."""
-    ta, lda = _layout_of(m, k, as0, as1)
-    tb, ldb = _layout_of(k, n, bs0, bs1)
-    _, ldc = _layout_of(m, n, cs0, 1)
-    wm, wk, wn = _panels(m, k, n)
-    for i in range(0, m, wm):
-        for j in range(0, n, wn):
-            for q in range(0, k, wk):
-                pm, pk, pn = min(wm, m - i), min(wk, k - q), min(wn, n - j)
-                # column-major view: C^T (n x m) = B^T (n x k) @ A^T (k x m); a row-major matrix is its
-                # transpose there
-                _xxgemm(single, tb, ta, pn, pm, pk, _at(b, (q * bs0 + j * bs1) * size), ldb,
-                        _at(a, (i * as0 + q * as1) * size), lda, beta if q == 0 else 1.0,
-                        _at(c, (i * cs0 + j) * size), ldc)
-
-
-@_jit
 def _product(single, size, a, m, k, as0, as1, b, n, bs0, bs1, c, cs0, cs1, add):
     """``C = A B`` (``C += A B`` when ``add``) for strided views given by byte pointers and element strides,
-    elements float32 (``single``, ``size`` 4) or float64 (copies as ``dot`` says)."""
+    elements float32 (``single``, ``size`` 4) or float64: an operand BLAS cannot read is copied row-major
+    first, and ``C`` is computed in a row-major copy when its rows are strided (``dot``). The products run
+    in panels, each one ``?gemm``."""
     if m == 0 or n == 0 or (k == 0 and add):
         return
     if k == 0:                           # all-zero bytes are 0.0 in IEEE 754
@@ -245,21 +231,39 @@ def _product(single, size, a, m, k, as0, as1, b, n, bs0, bs1, c, cs0, cs1, add):
                     _store(c, (i * cs0 + j * cs1) * size + byte, 0)
         return
     copy_a = _layout_of(m, k, as0, as1)[0] == 0
-    ta = _packed(a, m, k, as0, as1, size, copy_a)
-    if copy_a:
-        a, as0, as1 = _data(ta), k, 1
     copy_b = _layout_of(k, n, bs0, bs1)[0] == 0
-    tb = _packed(b, k, n, bs0, bs1, size, copy_b)
-    if copy_b:
-        b, bs0, bs1 = _data(tb), n, 1
     copy_c = _layout_of(m, n, cs0, cs1)[0] != _NOTRANS
-    tc = _packed(c, m, n, cs0, cs1, size, copy_c)
+    tmp_a = _alloc(m * k * size if copy_a else 0)
+    tmp_b = _alloc(k * n * size if copy_b else 0)
+    tmp_c = _alloc(m * n * size if copy_c else 0)
+    if copy_a:
+        _copy(tmp_a, k, _UNIT, a, as0, as1, m, k, size)
+        a, as0, as1 = tmp_a, k, _UNIT
+    if copy_b:
+        _copy(tmp_b, n, _UNIT, b, bs0, bs1, k, n, size)
+        b, bs0, bs1 = tmp_b, n, _UNIT
+    out, os0 = (tmp_c, n) if copy_c else (c, cs0)
+    if copy_c:
+        _copy(tmp_c, n, _UNIT, c, cs0, cs1, m, n, size)
+    ta, lda = _layout_of(m, k, as0, as1)
+    tb, ldb = _layout_of(k, n, bs0, bs1)
+    ldc = max(os0 if m > 1 else n, 1)     # the output's rows have unit stride
     beta = 1.0 if add else 0.0
-    if not copy_c:
-        _products(single, size, a, as0, as1, b, bs0, bs1, c, cs0, m, k, n, beta, ta, tb, tc)
-        return
-    _products(single, size, a, as0, as1, b, bs0, bs1, _data(tc), n, m, k, n, beta, ta, tb, tc)
-    _copy(c, cs0, cs1, _data(tc), n, 1, m, n, size)
+    wm, wk, wn = _panels(m, k, n)
+    for i in range(0, m, wm):
+        for j in range(0, n, wn):
+            for q in range(0, k, wk):
+                pm, pk, pn = min(wm, m - i), min(wk, k - q), min(wn, n - j)
+                # column-major view: C^T (n x m) = B^T (n x k) @ A^T (k x m); a row-major matrix is its
+                # transpose there
+                _xxgemm(single, tb, ta, pn, pm, pk, _at(b, (q * bs0 + j * bs1) * size), ldb,
+                        _at(a, (i * as0 + q * as1) * size), lda, beta if q == 0 else 1.0,
+                        _at(out, (i * os0 + j) * size), ldc)
+    if copy_c:
+        _copy(c, cs0, cs1, tmp_c, n, _UNIT, m, n, size)
+    _free(tmp_a)
+    _free(tmp_b)
+    _free(tmp_c)
 
 
 # ---- the product as one external function ------------------------------------------------------------------
