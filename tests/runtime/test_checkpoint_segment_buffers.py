@@ -39,7 +39,8 @@ def test_segment_gradient_kernel_stores_no_adjoint_sequence():
     few logit-sized arrays. The adjoint of the leaving state is an initial value (no ``at_index`` sequences:
     16 H before phase 1, 14 H after); ``d_h[t-1]`` and ``d_c[t-1]`` live in rings of two step buffers,
     ``tanh(c)`` is recomputed by the reverse scan and ``V' dz`` is a product per step inside it (14 H -> 10 H:
-    232 floats per step at H = 16 before, 168 now)."""
+    232 floats per step at H = 16 before, 168 after); the gates are written over the input products and their
+    adjoints over the gates (``rnnc/backends/cpu/inplace.py``: 10 H -> 6 H, 104 floats)."""
     m = lstm(4, HIDDEN, 2)
     f = rc.compile(m, dtype="float64", checkpoint=3)
     rng = np.random.default_rng(0)
@@ -48,7 +49,7 @@ def test_segment_gradient_kernel_stores_no_adjoint_sequence():
     f.loss_and_grad(inputs, params)
     k = f.segments.kernel("segment_grad")
     assert "at_index" not in {n.op for n in k.source_graph.nodes}
-    assert per_step_floats(k) < 11 * HIDDEN, per_step_floats(k)
+    assert per_step_floats(k) < 7 * HIDDEN, per_step_floats(k)
     rings = [b.var for b in k.layout.buffers if b.var.startswith(("qa", "qb"))]
     assert sorted(v.split("_", 1)[1] for v in rings) == ["d_c_tm1", "d_c_tm1", "d_h_tm1", "d_h_tm1"], rings
 

@@ -23,6 +23,7 @@ import math
 from rnnc.backends.cpu import placement
 from rnnc.backends.cpu.emit import BATCH, Buf, Emitter, align_feats, feat_ranges
 from rnnc.backends.cpu.functions import SPLIT_HI, SPLIT_LO
+from rnnc.backends.cpu.inplace import after_copies, copy_back, plan_in_place
 from rnnc.backends.cpu.module import finish
 from rnnc.backends.cpu.ops import TEMPLATES
 from rnnc.backends.cpu.ops_ewise import member_reads, program_of, render_ewise, render_ewise_group, same_step
@@ -118,6 +119,7 @@ class Renderer:
         self.ref_fill: dict = {}
         self.lagged: set = set()         # references that are views of their value's array (plan_lags)
         self.rings: dict = {}            # value -> its two slot buffers (refs.plan_rings)
+        self.donors: set = set()         # inputs whose blocks values of a scan are written over (inplace.py)
         self.aliases: set = set()
         self.prologue: list = []
         self.after: dict = {}            # stage number -> numpy statements run after its function
@@ -351,10 +353,10 @@ class Renderer:
             if src in members:
                 if cf != feats:
                     return False
-            elif self.buf(src).var in written:
+            elif self.buf(src).var in written and src not in self.donors:
                 return False
         mine = self.out(node).var
-        return not any(self.buf(src).var == mine and same_step(self, src) is not node
+        return not any(self.buf(src).var == mine and same_step(self, src) is not node and src not in self.donors
                        for m in group for src, _ in member_reads(m, feats))
 
     def _arrays(self, nodes, feats) -> set:
@@ -384,10 +386,11 @@ class Renderer:
         k, n = self.var(axis), self.size(axis)
         self.em.tag = f"scan over {safe_comment(axis.name, bare=True)}"
         self.fixed = {axis: k}
-        rings = []
+        rings, copies = [], []
         if self.options.lag_views and not self.stream:
             plan_lags(self, stage)
             rings = plan_rings(self, stage)
+            copies = plan_in_place(self, stage)
         for node in stage.nodes:
             if node.op not in ("ref", "input", "param", "lengths", "const"):
                 self.out(node)
@@ -397,7 +400,9 @@ class Renderer:
             self.em.line(f"{k} = s_" if stage.direction > 0 else f"{k} = {n} - 1 - s_")
             pick_slots(self, rings)
             self._nodes(stage.nodes, templates, render_ref)
+            copy_back(self, copies)
         after_rings(self, rings)
+        after_copies(self, copies)
         self.fixed = {}
 
     def _row_local(self, stage) -> bool:

@@ -17,9 +17,10 @@ def sink_step_products(graph: Graph, schedule: Schedule) -> Schedule:
     step and only one later *reverse* scan along that axis reads moved into that scan: a product per step, read
     in its own step, needs a one-step buffer instead of one of ``n`` steps (an LSTM gradient's
     :math:`V^\\top \\bar z` of the softmax's logits). A forward scan's input products (``U x[t]``) stay one large
-    product: in a gradient kernel the gates' adjoints take their storage once the forward scan is done, so a
-    product per step would save no memory there. A named value, a root, a reference's initial value and a
-    product of more than :data:`SINK_MAX_TERMS` terms per element stay where they are."""
+    product: in a gradient kernel the gates are written over them and the gates' adjoints over the gates
+    (:mod:`rnnc.backends.cpu.inplace`), so a product per step would save no memory there. A named value, a
+    root, a reference's initial value and a product of more than :data:`SINK_MAX_TERMS` terms per element stay
+    where they are."""
     stage_of = {n: k for k, s in enumerate(schedule) for n in s.nodes}
     users: dict = {}
     for n in graph.nodes:
