@@ -19,8 +19,6 @@ how many blocks it has.
 """
 from __future__ import annotations
 
-import sys
-
 import numba
 from llvmlite import binding as llvm
 from llvmlite import ir
@@ -28,11 +26,10 @@ from numba import types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
-from numba.np.linalg import ll_void_p
 
-from rnnc.backends.cache import tolerate_corrupt_entries
-from rnnc.backends.cpu.gemm import _at, external, words
-from rnnc.backends.cpu.packed_layout import PACKED_VERSION, PANEL_WIDTH
+from rnnc.backends.cache import install_helper_locator
+from rnnc.backends.cpu.gemm import _at, external
+from rnnc.backends.cpu.packed_layout import PANEL_WIDTH, packed_symbol
 
 #: rows of ``A`` per register tile
 MR = 8
@@ -40,9 +37,6 @@ MR = 8
 NV = 2
 #: vector lanes per dtype (512-bit vectors; LLVM splits them where the CPU has narrower ones)
 LANES = {dtype: width // NV for dtype, width in PANEL_WIDTH.items()}
-_WIDTH32, _WIDTH64 = PANEL_WIDTH["float32"], PANEL_WIDTH["float64"]
-
-_jit = numba.njit(cache=True, nogil=True)
 
 
 @intrinsic
@@ -119,47 +113,50 @@ def _tile(typingctx, a, lda, bp, c, ldc, k, rows, add):
     return sig, codegen
 
 
-_as_f32, _as_f64 = words(types.float32), words(types.float64)
+@intrinsic
+def _width(typingctx, ptr):
+    """``NR`` for ``ptr``'s element type (a constant)."""
+    width = PANEL_WIDTH[str(ptr.dtype)]
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, width)
+
+    return types.intp(ptr), codegen
 
 
-@_jit
-def _product(single, a, m, k, as0, as1, bp, panels, kp, nr, bs0, bs1, bs2, c, cm, cn, cs0, cs1, add):
-    """``C (+)= A B`` on byte pointers and element strides, B packed; 0, or 1 when the shapes or strides do
-    not fit (the caller raises)."""
-    width = _WIDTH32 if single else _WIDTH64
-    if kp != k or cm != m or cn != panels * nr or nr != width or bs2 != 1 or bs1 != nr or bs0 != k * nr:
+def _product(a, m, k, as0, as1, bp, panels, kp, nr, bs0, bs1, bs2, c, cm, cn, cs0, cs1, add):
+    """``C (+)= A B`` on pointers to the elements and element strides, B packed; 0, or 1 when the shapes or
+    strides do not fit (the caller raises). Compiled once per dtype (:func:`require`)."""
+    if kp != k or cm != m or cn != panels * nr or nr != _width(a) or bs2 != 1 or bs1 != nr or bs0 != k * nr:
         return 1
     if m == 0 or cn == 0:
         return 0
     if (k > 1 and as1 != 1) or (cn > 1 and cs1 != 1):
         return 1
-    if single:                    # one function, the loops written out per dtype: one compile, not three
-        a4, b4, c4 = _as_f32(a), _as_f32(bp), _as_f32(c)
-        for p in range(panels):
-            for i in range(0, m, MR):
-                _tile(_at(a4, i * as0), as0, _at(b4, p * k * nr), _at(c4, i * cs0 + p * nr), cs0, k,
-                      min(MR, m - i), add)
-    else:
-        a8, b8, c8 = _as_f64(a), _as_f64(bp), _as_f64(c)
-        for p in range(panels):
-            for i in range(0, m, MR):
-                _tile(_at(a8, i * as0), as0, _at(b8, p * k * nr), _at(c8, i * cs0 + p * nr), cs0, k,
-                      min(MR, m - i), add)
+    for p in range(panels):
+        for i in range(0, m, MR):
+            _tile(_at(a, i * as0), as0, _at(bp, p * k * nr), _at(c, i * cs0 + p * nr), cs0, k, min(MR, m - i), add)
     return 0
 
 
-# ---- one external function (as gemm's): compiled once for both dtypes, cached; callers hold only its call --
-def _entry():
-    byte, n = types.CPointer(types.uint8), types.intp
-    sig = types.intp(n, byte, n, n, n, n, byte, n, n, n, n, n, n, byte, n, n, n, n, n)
-    return external(sig, _product.py_func)
+# ---- one external function per dtype (as gemm's), compiled or loaded from the cache when a kernel first needs
+# it: a float32 kernel compiles no float64 code. Callers hold only its call, by name (packed_symbol(dtype)).
+_ENTRIES: dict = {}
 
 
-tolerate_corrupt_entries(sys.modules[__name__])   # an unreadable Numba cache entry is a miss
-#: the external function's name, named in every generated module that uses it
-VERSION = PACKED_VERSION
-_ENTRY = _entry()
-llvm.add_symbol(VERSION, _ENTRY.address)
+def require(dtype: str) -> str:
+    """Make the packed product for ``dtype`` ("float32" or "float64") callable by its name (compiled, or loaded
+    from the cache, once per process) and return the name. Typing a call of :func:`dot` does it; a generated
+    module calls it on import, as its cached stage functions name the function without being typed again."""
+    name = packed_symbol(dtype)
+    if dtype not in _ENTRIES:
+        install_helper_locator()                  # cached in rnnc's cache folder, never beside the source
+        ptr, n = types.CPointer(getattr(types, dtype)), types.intp
+        sig = types.intp(ptr, n, n, n, n, ptr, n, n, n, n, n, n, ptr, n, n, n, n, n)
+        entry = external(sig, _product)
+        llvm.add_symbol(name, entry.address)
+        _ENTRIES[dtype] = entry
+    return name
 
 
 @intrinsic
@@ -171,25 +168,31 @@ def _call(typingctx, a, bp, out, add):
         raise TypingError(f"pk.dot needs float32 or float64 arrays of one dtype, got {a.dtype}, {bp.dtype}, "
                           f"{out.dtype}")
 
+    name = require(str(a.dtype))
+
     def codegen(context, builder, sig, args):
         intp = context.get_value_type(types.intp)
         size = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(a.dtype)))
         values = []
         for ty, val in zip(sig.args[:3], args[:3]):
             ary = context.make_array(ty)(context, builder, val)
-            values.append(builder.bitcast(ary.data, ll_void_p))
+            values.append(ary.data)
             values += cgutils.unpack_tuple(builder, ary.shape)
             values += [builder.sdiv(st, size) for st in cgutils.unpack_tuple(builder, ary.strides)]
-        single = context.get_constant(types.intp, int(a.dtype == types.float32))
         flag = context.cast(builder, args[3], sig.args[3], types.intp)
-        fnty = ir.FunctionType(intp, [intp] + [v.type for v in values] + [intp])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, VERSION)
-        return builder.call(fn, [single, *values, flag])
+        fnty = ir.FunctionType(intp, [v.type for v in values] + [intp])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+        return builder.call(fn, [*values, flag])
 
     return types.intp(a, bp, out, add), codegen
 
 
-@_jit
+# ``dot`` and ``dot_add`` are inlined into their callers (no Numba function of their own per array type) and not
+# cached: compiled code loaded from a cache does not type its call again, so it would not call require().
+_inline = numba.njit(nogil=True, inline="always")
+
+
+@_inline
 def dot(a, bp, out):
     """:math:`Y = A B` into ``out`` ``(m, n)`` from ``a`` ``(m, k)`` and ``B`` packed (``bp``, see
     :func:`pack_statement`). Rows of ``a`` and ``out`` may be strided (a row block, a wider buffer's
@@ -199,7 +202,7 @@ def dot(a, bp, out):
     return 0
 
 
-@_jit
+@_inline
 def dot_add(a, bp, out):
     """:math:`Y \\mathrel{+}= A B`, as :func:`dot`."""
     if _call(a, bp, out, 1):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rnnc.backends.cpu.emit import BATCH, join_lines, note, one_line, one_line_breaks
 from rnnc.backends.cpu.functions import stage_functions
 from rnnc.backends.cpu.hooks import hook_lines, ready_lines
-from rnnc.backends.cpu.packed_layout import PACKED_VERSION
+from rnnc.backends.cpu.packed_layout import packed_symbol
 from rnnc.backends.cpu.pieces import RunCall, names_used
 from rnnc.backends.cpu.prologue import prologue_lines
 from rnnc.backends.cpu.rendered import Rendered
@@ -18,12 +18,13 @@ if TYPE_CHECKING:
     from rnnc.backends.cpu.render import Renderer
 
 
-def helper_versions(packed: bool) -> str:
-    """The names of the external functions generated code calls (``gemm.VERSION``, and ``PACKED_VERSION`` in a
-    module that reads packed weights), named in its text: a module compiled against other names is rebuilt."""
+def helper_versions(packed: bool, dtype: str) -> str:
+    """The names of the external functions generated code calls (``gemm.VERSION``, and the packed product's for
+    ``dtype`` in a module that reads packed weights), named in its text: a module compiled against other names is
+    rebuilt."""
     from rnnc.backends.cpu.gemm import VERSION
 
-    return f"{VERSION}, {PACKED_VERSION}" if packed else VERSION
+    return f"{VERSION}, {packed_symbol(dtype)}" if packed else VERSION
 
 
 def module_head(r: Renderer) -> list:
@@ -43,7 +44,9 @@ def module_head(r: Renderer) -> list:
         "from rnnc.backends.cpu.blocks import run_blocks as _blocks  # noqa: F401",
         "",
         f"F = {ftype}",
-        f"# external functions {helper_versions(packed)}",
+        f"# external functions {helper_versions(packed, r.dtype)}",
+        # cached stage functions call the packed product by name without being typed again (which compiles it)
+        *([f'pk.require("{r.dtype}")'] if packed else []),
         "",
         "",
         "def _threads(kind):",

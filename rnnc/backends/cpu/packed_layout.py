@@ -5,9 +5,14 @@ from __future__ import annotations
 
 #: columns per panel (``NR``): two 512-bit vectors of the dtype
 PANEL_WIDTH = {"float32": 32, "float64": 16}
-#: the name of the packed product's external function (``kernels_packed``), named in generated code; change it
-#: with its C signature
-PACKED_VERSION = "rnnc_packed_1"
+#: the prefix of the names of the packed product's external functions (``kernels_packed``, one per dtype), named
+#: in generated code; change it with their C signature
+PACKED_VERSION = "rnnc_packed_2"
+
+
+def packed_symbol(dtype: str) -> str:
+    """The name of the packed product's external function for ``dtype``."""
+    return f"{PACKED_VERSION}_{dtype}"
 
 
 def packs(n: int, dtype: str) -> bool:

@@ -2,6 +2,9 @@
 numpy's product on every shape and stride a step hands it, the same bits whatever block of rows it gets,
 refused when the operands do not fit the panels, and used by compiled scans (then equal to the interpreter)."""
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -125,3 +128,39 @@ def test_compiled_scans_read_packed_weights(dtype, hidden, uses):
         source = f.kernel(kind).source
         assert ("pk.dot(" in source) == uses
         assert ("in panels of" in source) == uses
+
+
+LSTM8 = textwrap.dedent("""
+    import numpy as np
+    import rnnc as rc
+    from rnnc import t
+    from rnnc.backends.cpu import kernels_packed as pk
+    m = rc.Model("lstm8")
+    x, y = m.input("x", 6), m.input("y", 8)
+    h, c = m.signal("h", 8), m.signal("c", 8)
+    gates = {g: m.param(f"U{g}", (8, 6)) @ x[t] + m.param(f"W{g}", (8, 8)) @ h[t - 1] + m.param(f"b{g}", 8)
+             for g in "ifgo"}
+    c[t] = rc.sigmoid(gates["f"]) * c[t - 1] + rc.sigmoid(gates["i"]) * rc.tanh(gates["g"])
+    h[t] = rc.sigmoid(gates["o"]) * rc.tanh(c[t])
+    m.loss(rc.mse(h[t], y[t]))
+    f = rc.compile(m, dtype="float32")
+    rng = np.random.default_rng(1)
+    params = {name: 0.3 * rng.standard_normal(p.shape) for name, p in m.graph.params.items()}
+    loss, grads = f.loss_and_grad({"x": rng.standard_normal((5, 4, 6)), "y": rng.standard_normal((5, 4, 8))},
+                                  params)
+    assert "pk.dot(" in f.kernel("grad").source
+    print(",".join(sorted(pk._ENTRIES)), f.kernel("grad").stats["cache_hit"], loss.hex())
+""")
+
+
+def test_a_kernel_compiles_the_packed_product_of_its_dtype_only(tmp_path):
+    """A float32 kernel compiles (or loads) the float32 packed product and no float64 one; a new process that
+    loads the kernel from the cache, its stage functions untyped, gets the function too (the module requires it
+    on import) and the same loss to the bit."""
+    env = dict(os.environ, RNNC_CACHE_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", LSTM8], env=env, capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+    (dtypes, hit, loss), (dtypes2, hit2, loss2) = (r.stdout.split() for r in runs)
+    assert dtypes == dtypes2 == "float32"
+    assert (hit, hit2) == ("False", "True") and loss == loss2
