@@ -40,8 +40,9 @@ _READERS = ops_with(alias_reader=True)
 
 
 def plan_in_place(r: Renderer, stage) -> list:
-    """Before a scan's buffers are allocated: bind the values written in place over a dead input's block (into
-    ``r.donors``, the inputs, for :meth:`Renderer._joins`), and return the written-back values as
+    """Before a scan's buffers are allocated: bind the values written in place over a dead input's block (the
+    inputs and the values go into ``r.in_place``: a read of one never meets another one's write, see
+    :meth:`Renderer._joins`), and return the written-back values as
     ``[(value, step Buf, full Buf, bound)]`` for :func:`copy_back` and :func:`after_copies`."""
     k = r.stage_of[stage.nodes[0]]
     refs = {r.graph.value_of(ref) for ref in r.graph.refs()}
@@ -100,7 +101,7 @@ def _over_inputs(r: Renderer, stage, k: int, refs: set) -> None:
         for y, o in ys:
             r.bufs[y] = Buf(buf.var, buf.dims, tuple(y.shape), buf.kind, offset=o)
             r.aliases.add(y)
-        r.donors.add(x)
+        r.in_place |= mine | {x}
 
 
 def _offset(cf: list):

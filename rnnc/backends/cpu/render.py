@@ -119,7 +119,7 @@ class Renderer:
         self.ref_fill: dict = {}
         self.lagged: set = set()         # references that are views of their value's array (plan_lags)
         self.rings: dict = {}            # value -> its two slot buffers (refs.plan_rings)
-        self.donors: set = set()         # inputs whose blocks values of a scan are written over (inplace.py)
+        self.in_place: set = set()       # inputs written over block by block, and those blocks (inplace.py)
         self.aliases: set = set()
         self.prologue: list = []
         self.after: dict = {}            # stage number -> numpy statements run after its function
@@ -353,10 +353,10 @@ class Renderer:
             if src in members:
                 if cf != feats:
                     return False
-            elif self.buf(src).var in written and src not in self.donors:
+            elif self.buf(src).var in written and src not in self.in_place:
                 return False
         mine = self.out(node).var
-        return not any(self.buf(src).var == mine and same_step(self, src) is not node and src not in self.donors
+        return not any(self.buf(src).var == mine and same_step(self, src) is not node and src not in self.in_place
                        for m in group for src, _ in member_reads(m, feats))
 
     def _arrays(self, nodes, feats) -> set:
