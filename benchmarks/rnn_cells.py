@@ -141,8 +141,9 @@ m = CELLS["lstm"](64, 128)
 f = rc.compile(m, wrt=[*m.graph.params, "x"])
 T = {T}
 x = np.zeros((T, 2, 64), np.float32); y = np.zeros((T, 2, 128), np.float32)
+p = m.init_params(0, "float32")  # outside the timing: its QR (orthogonal init) is no compile time
 t1 = time.perf_counter()
-f.loss_and_grad({{"x": x, "y": y}}, m.init_params(0, "float32"))
+f.loss_and_grad({{"x": x, "y": y}}, p)
 t2 = time.perf_counter()
 print(f"{{t2 - t1:.3f}} {{t2 - t0:.3f}} {{f.stats['grad']['cache_hit']}} {{f.stats['grad']['render_s']:.3f}}")
 """
