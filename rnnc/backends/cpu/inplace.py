@@ -80,7 +80,7 @@ def _over_inputs(r: Renderer, stage, k: int, refs: set) -> None:
                 or len(y.shape) != 1 or r.dims(y)[:1] != (axis,) \
                 or not all(u.op in _READERS for u in r.users.get(y, ())):
             continue
-        for x in set(y.inputs):
+        for x in dict.fromkeys(y.inputs):
             reads = [cf for src, cf in member_reads(y, feats) if src is x]
             offsets = {0 if cf == ["f0"] else _offset(cf) for cf in reads}
             if len(offsets) == 1 and None not in offsets:
@@ -88,7 +88,8 @@ def _over_inputs(r: Renderer, stage, k: int, refs: set) -> None:
     for x, ys in owners.items():
         buf = r.bufs.get(x)
         if buf is None or buf.offset or buf.literal is not None or x in r.keep_roots or x in refs \
-                or r.is_leaf(x) or r.dims(x) != r.dims(ys[0][0]) or _own_spec(r, buf.var) is None \
+                or r.is_leaf(x) or tuple(buf.dims) != r.dims(x) or r.dims(x) != r.dims(ys[0][0]) \
+                or any(y in r.bufs for y, _ in ys) or _own_spec(r, buf.var) is None \
                 or r.stage_of.get(x, k) >= k or not _read_here(r, x, k, axis):
             continue
         mine = {y for y, _ in ys}
