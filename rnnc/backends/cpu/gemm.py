@@ -15,8 +15,8 @@ row counts. On one core of the development machine (float32, ``benchmarks/gemm_p
 against 110; (64 x 512) @ (512 x 2048) at 83 against 99; products already under the limit at the same speed
 (a call's overhead aside).
 
-Compiled callers (``dot``, ``dot_add``) hold only a call of one C-callable function per dtype, compiled once
-and registered with LLVM by name (``VERSION``), which does the layout checks, copies and panels on pointers
+Compiled callers (``dot``, ``dot_add``) hold only a call of one C-callable function for both dtypes, compiled
+once and registered with LLVM by name (``VERSION``), which does the layout checks, copies and panels on pointers
 and element strides.
 """
 from __future__ import annotations

@@ -16,6 +16,11 @@ product once per step with the same ``B``. Single thread, float32, alternating r
 98-103 GFLOP/s), at 8 rows 1.03x, at 16 rows 1.00-1.06x; both within a few percent of the core's peak. A
 row's sum runs over ``q`` in the same order whatever the row block, so a split scan's result does not depend on
 how many blocks it has.
+
+Compiled callers hold only a call of an external C-callable function, one per dtype (``packed_symbol(dtype)``;
+the tile is typed, so it cannot serve both dtypes as gemm's byte-pointer function does), compiled or loaded from
+rnnc's cache the first time a kernel of that dtype needs it (:func:`require`): a float32 kernel compiles no
+float64 code.
 """
 from __future__ import annotations
 
