@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rnnc.backends.cpu.emit import Buf, feat_ranges
-from rnnc.backends.cpu.ops_ewise import member_reads, template_for
+from rnnc.backends.cpu.ops_ewise import member_reads, slice_offset, template_for
 from rnnc.backends.cpu.rendered import BufSpec
 from rnnc.ops.registry import ops_with
 
@@ -82,7 +82,7 @@ def _over_inputs(r: Renderer, stage, k: int, refs: set) -> None:
             continue
         for x in dict.fromkeys(y.inputs):
             reads = [cf for src, cf in member_reads(y, feats) if src is x]
-            offsets = {0 if cf == ["f0"] else _offset(cf) for cf in reads}
+            offsets = {slice_offset(cf) for cf in reads}
             if len(offsets) == 1 and None not in offsets:
                 owners.setdefault(x, []).append((y, offsets.pop()))
     for x, ys in owners.items():
@@ -103,15 +103,6 @@ def _over_inputs(r: Renderer, stage, k: int, refs: set) -> None:
             r.bufs[y] = Buf(buf.var, buf.dims, tuple(y.shape), buf.kind, offset=o)
             r.aliases.add(y)
         r.in_place |= mine | {x}
-
-
-def _offset(cf: list):
-    """The feature offset ``o`` of a read at ``["f0 + o"]`` (:func:`~rnnc.backends.cpu.ops_ewise.member_reads`
-    of a slice), else None."""
-    if len(cf) != 1 or not cf[0].startswith("f0 + "):
-        return None
-    tail = cf[0][len("f0 + "):]
-    return int(tail) if tail.isdigit() else None
 
 
 def _write_backs(r: Renderer, stage, k: int, refs: set) -> list:

@@ -65,9 +65,24 @@ def program_of(node) -> list:
     return [(node.op, node.shape, dict(node.attrs), tuple(("in", k) for k in range(len(node.inputs))))]
 
 
+def shifted(feat: str, offset: int) -> str:
+    """The index ``feat + offset`` of a slice's read (:func:`slice_offset` reads it back)."""
+    return f"{feat} + {offset}"
+
+
+def slice_offset(cf: list, feat: str = "f0"):
+    """``o`` when the feature indices ``cf`` are ``[shifted(feat, o)]`` (or ``[feat]``: 0), else None."""
+    if cf == [feat]:
+        return 0
+    head = shifted(feat, "")
+    if len(cf) != 1 or not cf[0].startswith(head) or not cf[0][len(head):].isdigit():
+        return None
+    return int(cf[0][len(head):])
+
+
 def _child_feats(op, attrs, shape, feats, child_shape) -> list:
     if op == "slice":
-        return feats[:-1] + [f"{feats[-1]} + {attrs['start']}"] if attrs["start"] else list(feats)
+        return feats[:-1] + [shifted(feats[-1], attrs["start"])] if attrs["start"] else list(feats)
     if op == "expand":
         return [] if attrs.get("axis") is None else feats[:-1]
     return align_feats(feats, shape, child_shape)
