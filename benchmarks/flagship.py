@@ -4,7 +4,10 @@ interpreter) vs the same network written in PyTorch (CPU, ``torch.set_num_thread
 Same batch (random images, fixed seed), same optimizer (momentum SGD 0.9, weight decay 5e-4), one run: each side
 does ``warmup`` steps, then the two alternate ``rounds`` times, ``steps`` timed steps (forward, backward, update)
 per side per round, so both see the same machine load. Prints images/s from the median step time of each side
-(the minimum too: on a shared machine it is the least disturbed step), the ratio, and the load average.
+(the minimum too: on a shared machine it is the least disturbed step), the ratio, and the load average; then
+the products of one step (``rc.flops``: convolutions and matrix products, the zero padding's excluded), the time
+they take at the machine's measured GEMM rate (numpy float32 1024³, same threads), and the ceiling that sets:
+PyTorch's median step over that time, the most any implementation could be ahead of PyTorch here.
 
     python benchmarks/flagship.py [--engine compiled] [--batch 128] [--steps 10] [--threads 2] [--rnnc-threads 1]
                                   [--widths 8,16,32,64] [--hidden 64,128] [--seed-network]
@@ -24,9 +27,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import reseg_classifier as R  # noqa: E402
 
+import rnnc as rc  # noqa: E402
+from benchmarks.machine import gemm_peak  # noqa: E402
 from rnnc.train import GradientDescentMomentum  # noqa: E402
 
 
@@ -114,6 +120,15 @@ def torch_step(x, y, threads, widths=R.FASHION_WIDTHS, hidden=R.FASHION_HIDDEN, 
     return step
 
 
+def _classifier(widths, hidden, seed):
+    return R.build_model((3, 128, 128), 2, widths, hidden) if seed else R.fashion_reseg(widths, hidden)
+
+
+def step_flops(batch: int, widths=R.FASHION_WIDTHS, hidden=R.FASHION_HIDDEN, seed=False) -> rc.FlopCount:
+    """The products of one training step (the gradient model's, for ``batch`` images)."""
+    return rc.flops(rc.grad(_classifier(widths, hidden, seed).build(train=True).model), batch=batch)
+
+
 def rnnc_step(x, y, engine_kind: str = "compiled", threads: int | None = None, widths=R.FASHION_WIDTHS,
               hidden=R.FASHION_HIDDEN, seed=False):
     """One training step of the rnnc model (``engine_kind`` "compiled" or "interpret"), as a closure; and the
@@ -121,8 +136,7 @@ def rnnc_step(x, y, engine_kind: str = "compiled", threads: int | None = None, w
     network (``build_model()``: 3 x 128 x 128, 2 classes)."""
     from rnnc.train.engine import CompiledEngine, InterpretEngine
 
-    clf = R.build_model((3, 128, 128), 2, widths, hidden) if seed else R.fashion_reseg(widths, hidden)
-    net = clf.build(train=True)
+    net = _classifier(widths, hidden, seed).build(train=True)
     engine = CompiledEngine(net.model, "float32", threads=threads) if engine_kind == "compiled" else \
         InterpretEngine(net.model, "float32")
     params = net.model.init_params(0, "float32")
@@ -220,6 +234,14 @@ def main(argv=None) -> int:
         tmed, tbest = _rate(a.batch, r["torch"])
         print(f"PyTorch {torch.__version__} CPU ({a.threads} threads):  {tmed:8.1f} images/s median, {tbest:8.1f} best")
         print(f"ratio rnnc / PyTorch: {med / tmed:.2f} (median steps), {best / tbest:.2f} (best steps)")
+    f, peak = step_flops(a.batch, a.widths, a.hidden, a.seed_network), gemm_peak()
+    at_peak = f.total / peak / 1e6                                        # ms
+    parts = ", ".join(f"{k} {v / 1e9:.2f}" for k, v in f.by_op.items())
+    print(f"products of one step: {f.total / 1e9:.2f} GFLOP ({parts}); at the measured GEMM peak ({peak:.1f} "
+          f"GFLOP/s, {a.threads} threads) {at_peak:.1f} ms, {100 * at_peak / (a.batch / med * 1e3):.0f}% of rnnc's "
+          f"median step")
+    if torch is not None:
+        print(f"ceiling: PyTorch's median step / that time = {a.batch / tmed * 1e3 / at_peak:.2f}x")
     print(f"load average (1 min) {load0:.2f} before, {os.getloadavg()[0]:.2f} after; {os.cpu_count()} CPUs")
     return 0
 

@@ -3,7 +3,9 @@
 Run: ``python benchmarks/rnn_cells.py [--quick] [--repeat N] [--rounds R] [--compile-times]``. Peers that are
 not installed are skipped with a message. float32, 2 threads (set before numpy loads). The engines take turns
 (``--rounds``); prints each one's median ms per call, the median over rounds of the ratio fastest peer / rnnc
-(and its range), achieved GFLOP/s and the machine's measured float32 GEMM peak.
+(and its range), achieved GFLOP/s and the machine's measured float32 GEMM peak, and the ceiling: the fastest
+peer's time over the time the products (``rc.flops``) take at that peak, the most any implementation could be
+ahead of the peer here.
 """
 from __future__ import annotations
 
@@ -25,10 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import rnnc as rc  # noqa: E402
 from benchmarks.cells import CELLS  # noqa: E402
+from benchmarks.machine import cpu_name, gemm_peak  # noqa: E402
 from benchmarks.peers import make_jax, make_torch, make_torch_builtin  # noqa: E402
 
 SHAPES = [(50, 32, 64, 128), (100, 64, 128, 256), (200, 16, 32, 64), (50, 128, 256, 512)]
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 def median_ms(fn, repeat: int) -> float:
@@ -41,35 +43,10 @@ def median_ms(fn, repeat: int) -> float:
     return float(np.median(times) * 1e3)
 
 
-def gemm_peak(n: int = 1024) -> float:
-    """GFLOP/s of the best of 20 numpy float32 n³ products (a peak: the best call, not the median)."""
-    a = np.random.default_rng(0).normal(size=(n, n)).astype(np.float32)
-    a @ a
-    best = float("inf")
-    for _ in range(20):
-        t0 = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
-
-
-def cpu_name() -> str:
-    """The CPU's model name and LLVM's name for it (what Numba compiles for)."""
-    import llvmlite.binding as llvm
-
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"{model} (LLVM: {llvm.get_host_cpu_name()})"
-
-
 def flops(cell, T, B, I, H, train: bool) -> float:
-    """Matrix-product flops: forward 2·T·B·G·H·(I+H); a training step three times that."""
-    fwd = 2.0 * T * B * GATES[cell] * H * (I + H)
-    return 3 * fwd if train else fwd
+    """Matrix-product flops (``rc.flops``): forward 2·T·B·G·H·(I+H); a training step with dL/dx three times that."""
+    m = CELLS[cell](I, H)
+    return float(rc.flops(rc.grad(m, wrt=[*m.graph.params, "x"]) if train else m, {"t": T}, B).total)
 
 
 def rnnc_pair(cell, T, B, I, H):
@@ -125,7 +102,9 @@ def fmt(row, cell, shape, peak):
         ratio = ""
         if ratios:
             spread = f" ({min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} rounds)" if len(ratios) > 1 else ""
-            ratio = f" | peer/rnnc {float(np.median(ratios)):.2f}x{spread}"
+            fastest = min(v[k] for n, v in row.items() if v and n not in ("rnnc", "ratios", "interp"))
+            ratio = (f" | peer/rnnc {float(np.median(ratios)):.2f}x{spread}, ceiling {fastest * gf / peak / ours:.2f}x"
+                     f" (fastest peer / the products' time at the peak)")
         out.append(f"{cell:4s} {mode:5s} T{T} B{B} I{I} H{H}: " + " · ".join(parts)
                    + f" ms{ratio} | rnnc {gf:.1f} GFLOP/s ({100 * gf / peak:.0f}% of peak)")
     return out

@@ -7,6 +7,7 @@ from rnnc.autodiff import GradModel, grad
 from rnnc.dsl import init
 from rnnc.dsl.model import Model, axes, t
 from rnnc.errors import CycleError, GraphError, InputError, RnncError, ShapeError
+from rnnc.flops import FlopCount, flops
 from rnnc.interpret import interpret, interpret_unrolled
 from rnnc.io import load, save
 from rnnc.ir.node import Axis
@@ -62,5 +63,5 @@ __all__ = [
     "binary_cross_entropy", "mse", "fsum", "fmean", "fmax", "batch_mean", "schedule", "interpret",
     "interpret_unrolled", "last", "first", "sum", "mean", "render", "compile", "grad", "GradModel", "summary",
     "save", "load", "softplus", "abs", "minimum", "maximum", "pow", "clip", "embedding", "layer_norm",
-    "register_op",
+    "register_op", "flops", "FlopCount",
 ]

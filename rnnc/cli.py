@@ -56,6 +56,7 @@ from rnnc.cli_support import (
     pick_model,
     positive_float,
     positive_int,
+    products_line,
     random_inputs,
     split_spec,
 )
@@ -195,6 +196,8 @@ def cmd_summary(args) -> int:
     target = ns.get(name or "classifier", ns.get("layers"))
     if target is not None and not isinstance(target, rc.Model) and (hasattr(target, "layers") or args.input_shape):
         print(rc.summary(target, args.input_shape, batch=args.batch))
+        if hasattr(target, "build"):
+            print(products_line(target.build(train=True).model, {}, args.batch))
         return 0
     model = pick_model(ns, path, name)
     sizes = merge_sizes(args.size)

@@ -15,6 +15,7 @@ import numpy as np
 
 import rnnc as rc
 from rnnc.errors import RnncError
+from rnnc.ir.graph import static_sizes
 
 
 class UserError(Exception):
@@ -316,7 +317,8 @@ def finite_difference_table(model, sizes, batch, entries, seed) -> list[tuple[st
 def model_table(model, sizes: dict, batch: int) -> str:
     """Params, inputs and signals of ``model`` with shapes and sizes, and the float32 memory they take."""
     graph = model.graph
-    axis_size = {a.name: sizes.get(a.name, 4) for a in graph.axes()}
+    fixed = {a.name: n for a, n in static_sizes(graph).items()}
+    axis_size = {a.name: fixed.get(a.name, sizes.get(a.name, 4)) for a in graph.axes()}
     lines = [f"model {model.name!r}, axes {axis_size or '{}'}, batch {batch}",
              f"{'kind':<8} {'name':<16} {'shape':<14} {'axes':<8} {'elements':>12}"]
     total = {"param": 0, "input": 0, "signal": 0}
@@ -332,7 +334,16 @@ def model_table(model, sizes: dict, batch: int) -> str:
             lines.append(f"{kind:<8} {name:<16} {str(node.shape):<14} {axes:<8} {count:>12,}")
     lines.append(f"parameters {total['param']:,} ({4 * total['param'] / 2**20:.2f} MiB float32); inputs "
                  f"{4 * total['input'] / 2**20:.2f} MiB; signals kept for BPTT {4 * total['signal'] / 2**20:.2f} MiB")
+    lines.append(products_line(model, {k: v for k, v in axis_size.items() if k not in fixed}, batch))
     return "\n".join(lines)
+
+
+def products_line(model, sizes: dict, batch: int) -> str:
+    """The FLOPs of ``model``'s products (:func:`rnnc.flops`), forward and, with a loss, a training step."""
+    text = f"products (rc.flops): forward {rc.flops(model, sizes, batch).total:,} FLOPs"
+    if model.graph.loss is not None:
+        text += f", training step {rc.flops(rc.grad(model), sizes, batch).total:,} FLOPs (every param's gradient)"
+    return text
 
 
 # ---------------------------------------------------------------------------------------------- error lines

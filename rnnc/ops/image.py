@@ -172,10 +172,30 @@ def _weight_grad_vjp(node, gw):
             make("conv2d_input_grad", [g_out, gw], x_shape=x.shape, **attrs))
 
 
-register("conv2d", _conv_shape, conv2d_np, _conv_vjp)
-register("conv2d_input_grad", _input_grad_shape, conv2d_input_grad_np, _input_grad_vjp)
+def _taps_in_range(size: int, out: int, k: int, s: int, p: int, d: int) -> int:
+    """Pairs (output position u, tap a) whose input position :math:`s u + d a - p` lies in ``[0, size)``."""
+    return sum(1 for a in range(k) for u in range(out) if 0 <= s * u + d * a - p < size)
+
+
+def _conv_flops(node) -> int:
+    """:math:`2 O C R_h R_w`, with :math:`R_h` the (output row, tap row) pairs that read an input row in range
+    (and :math:`R_w` the same for columns): the products with the zero padding are not counted. The same for
+    the convolution and both its gradients (the same pairs of a kernel tap and a map position)."""
+    first, second = node.inputs
+    if node.op == "conv2d":
+        (c, h, w), (o, _, kh, kw), (ho, wo) = first.shape, second.shape, node.shape[1:]
+    elif node.op == "conv2d_input_grad":
+        (c, h, w), (o, _, kh, kw), (ho, wo) = node.shape, second.shape, first.shape[1:]
+    else:
+        (c, h, w), (o, _, kh, kw), (ho, wo) = second.shape, node.shape, first.shape[1:]
+    sh, sw, ph, pw, dh, dw = _conv_geometry(node)
+    return 2 * o * c * _taps_in_range(h, ho, kh, sh, ph, dh) * _taps_in_range(w, wo, kw, sw, pw, dw)
+
+
+register("conv2d", _conv_shape, conv2d_np, _conv_vjp, flops=_conv_flops)
+register("conv2d_input_grad", _input_grad_shape, conv2d_input_grad_np, _input_grad_vjp, flops=_conv_flops)
 register("conv2d_weight_grad", lambda i, a: (a["w_shape"], "float"), conv2d_weight_grad_np, _weight_grad_vjp,
-         axes=shared_axes, aligned=False)
+         axes=shared_axes, aligned=False, flops=_conv_flops)
 
 
 def conv2d(x, w, stride=1, padding=0, dilation=1):

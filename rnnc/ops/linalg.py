@@ -38,7 +38,13 @@ def _matmul_vjp(node, g):
     return ga, sum_to(matmul(transpose(a), g), b)
 
 
-register("matmul", _matmul_shape, _matmul_np, _matmul_vjp, row_local=True)
+def _matmul_flops(node) -> int:
+    """``(M, N) @ (N,)`` or ``(N, K)``: :math:`2 M N K` (K = 1 for a vector)."""
+    a, b = node.inputs
+    return 2 * a.shape[0] * a.shape[1] * (b.shape[1] if len(b.shape) == 2 else 1)
+
+
+register("matmul", _matmul_shape, _matmul_np, _matmul_vjp, row_local=True, flops=_matmul_flops)
 
 
 def _transpose_shape(inputs, attrs):
@@ -84,7 +90,7 @@ def _outer_vjp(node, g):
 
 
 register("outer_sum", lambda i, a: ((i[0].shape[0], i[1].shape[0]), "float"), _outer_np, _outer_vjp,
-         axes=_outer_axes, aligned=False)
+         axes=_outer_axes, aligned=False, flops=lambda n: 2 * n.shape[0] * n.shape[1])
 
 
 def matmul(a, b):

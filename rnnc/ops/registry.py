@@ -52,7 +52,9 @@ class OpDef:
       something, range-checked at the runtime boundary (:mod:`rnnc.interpret.boundary`);
     * ``collective``: a reduction across the ranks of a data-parallel run (:mod:`rnnc.ops.collective`): every
       rank executes it in the same order, between two stages (``run`` calls it on the CPU); never folded,
-      fused or moved into a loop, and refused by a backend that cannot call it.
+      fused or moved into a loop, and refused by a backend that cannot call it;
+    * ``flops(node)``: the floating-point operations of a product op (a multiply-add is 2) per element of its
+      loop space, i.e. per loop index and batch sample of the node and its inputs; read by :func:`rnnc.flops`.
     """
 
     name: str
@@ -72,6 +74,7 @@ class OpDef:
     differentiable: bool = True
     indexes: Callable | None = None
     collective: bool = False
+    flops: Callable | None = None
 
     @property
     def fusable(self) -> bool:
@@ -92,7 +95,7 @@ def register(name: str, shape, numpy, vjp=None, axes=None, aligned=True, element
     """Add an op to the table (rnnc's own ops; users call :func:`rnnc.register_op`).
 
     ``scalar_cpu`` / ``scalar_cuda`` are scalar forms (a function of scalar operands, an expression's text or an
-    :class:`~rnnc.ops.scalar.Expr`); ``props`` are the boolean properties of :class:`OpDef` and ``indexes``.
+    :class:`~rnnc.ops.scalar.Expr`); ``props`` are the boolean properties of :class:`OpDef`, ``indexes`` and ``flops``.
     An elementwise op without a scalar form is refused here, naming it: it would have no fused loop.
     """
     check_name(name, "op")

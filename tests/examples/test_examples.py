@@ -195,11 +195,16 @@ def test_cli_summary_of_a_model_and_of_a_classifier(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "param    W                (3, 3)" in out and "signal   h                (3,)           t" in out
     assert "30" in out.split("signal   h")[1].splitlines()[0]              # 5 steps x 2 samples x 3 units
+    # per step and sample U onehot(x) 2*3*4, W h 2*3*3, V h 2*4*3 = 66 FLOPs forward; backward the outer sums
+    # for U, W, V (24 + 18 + 24) and V^T g, W^T g (24 + 18): 108 more
+    assert "forward 660 FLOPs, training step 1,740 FLOPs" in out
     clf = tmp_path / "clf.py"
     clf.write_text("import rnnc.nn as nn\nclassifier = nn.Classifier((nn.Dense(5), nn.Dense(2)), (3,))\n")
     assert main(["summary", str(clf)]) == 0
     out = capsys.readouterr().out
     assert "Dense" in out and "20" in out                                   # 3*5+5 params in the first layer
+    # forward 2 (5*3 + 2*5); backward the two weights' outer sums (30 + 20) and W2^T g (20), not W1^T g
+    assert "forward 50 FLOPs, training step 120 FLOPs" in out
 
 
 def test_cli_compile_emits_source(capsys):
