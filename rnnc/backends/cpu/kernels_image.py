@@ -29,7 +29,8 @@ _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 #: samples' outputs. Generated code calls them from the plain-Python ``run`` between stage functions: a cached
 #: jitted function that calls a parallel one crashes when it is loaded from the cache (numba#8578). Each also
 #: has a serial twin ``<name>_serial`` (the same code, ``prange`` as ``range``) for calls inside a scan's loop.
-PARALLEL = ("conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "maxpool", "maxpool_route", "avgpool", "avgpool_grad",
+PARALLEL = ("conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "maxpool", "maxpool_route", "maxpool_argmax",
+            "maxpool_scatter", "avgpool", "avgpool_grad",
             "channel_mean", "channel_spread", "bn_stats", "bn_apply", "bn_sums", "bn_input_grad")
 
 
@@ -212,6 +213,78 @@ def maxpool_route(x, g, dst, kh, kw, sh, sw, ph, pw, select):
                         dst[n, c, u, v] = g[n, c, by, bx]
                     else:
                         dst[n, c, by, bx] += g[n, c, u, v]
+
+
+@_pjit
+def maxpool_argmax(x, out, idx, kh, kw, sh, sw, ph, pw):
+    """:func:`maxpool`, and in ``idx[n, c, u, v]`` the position ``y W + x`` in its ``(H, W)`` plane of each
+    window's first maximum in row-major order (the one :func:`maxpool_route` finds; -1 for a window with no
+    in-range position), for :func:`maxpool_scatter`. Separably too: the column pass keeps each column's first
+    maximum row, the pass across the window's columns takes a greater value, or an equal one in an earlier row."""
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = out.shape
+    for n in numba.prange(n_):
+        col = np.empty(w, dtype=x.dtype)
+        row = np.empty(w, dtype=np.int64)
+        for c in range(c_):
+            xp, op, ip = x[n, c], out[n, c], idx[n, c]
+            for u in range(ho):
+                y0, y1 = max(0, sh * u - ph), min(h, sh * u - ph + kh)
+                if y0 >= y1:
+                    for v in range(wo):
+                        op[u, v] = -np.inf
+                        ip[u, v] = -1
+                    continue
+                for xx in range(w):
+                    col[xx] = xp[y0, xx]
+                    row[xx] = y0
+                for y in range(y0 + 1, y1):
+                    for xx in range(w):
+                        val = xp[y, xx]
+                        take = val > col[xx]
+                        col[xx] = val if take else col[xx]
+                        row[xx] = y if take else row[xx]
+                for v in range(wo):
+                    x0, x1 = max(0, sw * v - pw), min(w, sw * v - pw + kw)
+                    if x0 >= x1:
+                        op[u, v] = -np.inf
+                        ip[u, v] = -1
+                        continue
+                    best, by, bx = col[x0], row[x0], x0
+                    for xx in range(x0 + 1, x1):
+                        val, ry = col[xx], row[xx]
+                        take = (val > best) | ((val == best) & (ry < by))
+                        best = val if take else best
+                        by = ry if take else by
+                        bx = xx if take else bx
+                    op[u, v] = best
+                    ip[u, v] = by * w + bx
+
+
+@_pjit
+def maxpool_scatter(idx, g, dst, select):
+    """:func:`maxpool_route` from the positions :func:`maxpool_argmax` kept: ``select``: ``dst[u, v] =
+    g[idx[u, v]]`` (0 where there is none); else ``dst[idx[u, v]] += g[u, v]`` (``dst`` zeroed first). The
+    positions are this kernel's own (never a caller's), each in ``[-1, H W)``."""
+    n_, c_, ho, wo = idx.shape
+    for n in numba.prange(n_):
+        if not select:
+            dst[n] = 0.0
+        for c in range(c_):
+            ip = idx[n, c]
+            if select:
+                gf, dp = g[n, c].reshape(-1), dst[n, c]
+                for u in range(ho):
+                    for v in range(wo):
+                        k = ip[u, v]
+                        dp[u, v] = gf[k] if k >= 0 else 0.0
+            else:
+                df, gp = dst[n, c].reshape(-1), g[n, c]
+                for u in range(ho):
+                    for v in range(wo):
+                        k = ip[u, v]
+                        if k >= 0:
+                            df[k] += gp[u, v]
 
 
 @_pjit

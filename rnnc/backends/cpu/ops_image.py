@@ -332,10 +332,59 @@ def _map_loops(r, node, c):
     return dims, r.env(dims), r.lead_ranges(dims) + [("c_", str(c))]
 
 
+def _pool_key(r, node, x) -> tuple:
+    return (x, _pool_attrs(node), tuple(r.space(node)))
+
+
+def _pool_attrs(node) -> tuple:
+    return node.attr("kernel") + node.attr("stride") + node.attr("padding")
+
+
+def _routed_here(r, node, x) -> bool:
+    """Does this kernel route adjoints through the windows of ``node`` (a ``maxpool2d_grad`` or ``_select``
+    of the same map and geometry)? Then the forward pass keeps each window's argmax for it."""
+    return any(n.op in ("maxpool2d_grad", "maxpool2d_select") and n.inputs[0] is x
+               and _pool_attrs(n) == _pool_attrs(node) for n in r.graph.nodes)
+
+
+def _argmax_kept(r, node, x, kernel_out) -> bool:
+    """``imk.maxpool_scatter`` from the positions the forward pool of ``x`` kept in this run, if it did."""
+    idx = None if r.fixed else _pools_seen(r).get(_pool_key(r, node, x))
+    if idx is None:
+        return False
+    dims = r.space(node)
+    nrows = _rows(r, dims)
+    g, out = node.inputs[1], node
+    views = [_view(r, g, dims, nrows), _view(r, out, dims, nrows)]
+    if not all(views):
+        return False
+    _call(r, "maxpool_scatter", idx, *views, kernel_out)
+    return True
+
+
+def _pools_seen(r) -> dict:
+    """Argmax buffers of max pools run earlier in this run (outside scans), by (x, geometry, rows)."""
+    return r.__dict__.setdefault("_image_pools", {})
+
+
 def t_maxpool2d(r, node) -> None:
-    """:math:`y[c, u, v] = \\max` over the in-range window (padding counts as :math:`-\\infty`)."""
+    """:math:`y[c, u, v] = \\max` over the in-range window (padding counts as :math:`-\\infty`). When the same
+    kernel routes adjoints through these windows (a gradient kernel), the fast path keeps each window's argmax
+    too (``imk.maxpool_argmax``), so the backward pass scatters instead of searching the windows again."""
     (x,) = node.inputs
     out, xb = r.out(node), r.buf(x)
+    if not r.fixed and _routed_here(r, node, x):
+        dims = r.space(node)
+        nrows = _rows(r, dims)
+        xv, ov = _view(r, x, dims, nrows), _view(r, node, dims, nrows)
+        if xv and ov:
+            c, ho, wo = node.shape
+            var = r.name(node, "ix")
+            r.buffers.append(BufSpec(var, tuple(dims), (int(c * ho * wo),), kind="i"))
+            idx = f"{var}.reshape(({nrows}, {c}, {ho}, {wo}))"
+            _call(r, "maxpool_argmax", xv, ov, idx, *_pool_attrs(node))
+            _pools_seen(r)[_pool_key(r, node, x)] = idx
+            return
     if _pool_fast(r, node, "maxpool", [x], node):
         return
     dims, env, ranges = _map_loops(r, node, x.shape[0])
@@ -353,7 +402,7 @@ def t_maxpool2d_grad(r, node) -> None:
     """Each output's adjoint goes to the first maximum of its window."""
     x, g = node.inputs
     out, xb, gb = r.out(node), r.buf(x), r.buf(g)
-    if _pool_fast(r, node, "maxpool_route", [x, g], node, (False,)):
+    if _argmax_kept(r, node, x, False) or _pool_fast(r, node, "maxpool_route", [x, g], node, (False,)):
         return
     r.fill_loops(node, out, lambda e, f: "F(0.0)")
     dims, env, ranges = _map_loops(r, node, x.shape[0])
@@ -366,7 +415,7 @@ def t_maxpool2d_select(r, node) -> None:
     """:math:`y[c, u, v] = g[c, \\arg\\max_{window} x]`."""
     x, g = node.inputs
     out, xb, gb = r.out(node), r.buf(x), r.buf(g)
-    if _pool_fast(r, node, "maxpool_route", [x, g], node, (True,)):
+    if _argmax_kept(r, node, x, True) or _pool_fast(r, node, "maxpool_route", [x, g], node, (True,)):
         return
     r.fill_loops(node, out, lambda e, f: "F(0.0)")
     dims, env, ranges = _map_loops(r, node, x.shape[0])

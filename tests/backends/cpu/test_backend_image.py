@@ -85,7 +85,11 @@ def test_parallel_kernels_run_from_run_and_the_module_reloads_in_a_new_process(t
     classifier_case("float32")
     source = rc.compile(_CACHE["clf_model"], dtype="float32").kernel("grad").source
     stages, _, entry = source.partition("\ndef run(")
-    assert "imk.conv2d_fwd(" in entry and "imk.maxpool(" in entry
+    # the training kernel's pools keep their argmax for the backward scatter; a forward kernel's do not
+    assert "imk.conv2d_fwd(" in entry and "imk.maxpool_argmax(" in entry and "imk.maxpool_scatter(" in entry
+    assert "imk.maxpool(" not in entry and "imk.maxpool_route(" not in entry
+    forward = rc.compile(_CACHE["clf_model"], dtype="float32").kernel("loss").source.partition("\ndef run(")[2]
+    assert "imk.maxpool(" in forward and "maxpool_argmax" not in forward
     assert not any(f"imk.{name}(" in stages for name in kernels_image.PARALLEL)
     script = textwrap.dedent(f"""
         import sys
@@ -159,6 +163,16 @@ def test_pool_kernels_first_maximum_with_many_ties(k, s, p):
     assert np.allclose(got, route, rtol=0, atol=1e-12) and np.abs(route).max() > 0
     got = np.zeros_like(out)
     imk.maxpool_route(x, gx, got, *k, *s, *p, True)
+    assert np.array_equal(got, sel)
+    # the forward pool that keeps each window's argmax, and the scatter / selection from it
+    got, idx = np.zeros_like(out), np.full(out.shape, -7, dtype=np.int64)
+    imk.maxpool_argmax(x, got, idx, *k, *s, *p)
+    assert np.array_equal(got, out)
+    got = np.full_like(x, np.nan)
+    imk.maxpool_scatter(idx, g, got, False)
+    assert np.allclose(got, route, rtol=0, atol=1e-12)
+    got = np.full_like(out, np.nan)
+    imk.maxpool_scatter(idx, gx, got, True)
     assert np.array_equal(got, sel)
 
 

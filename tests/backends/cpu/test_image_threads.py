@@ -58,6 +58,15 @@ def _pool(rng, dtype) -> dict:
     imk.maxpool(x, out["max"], *POOL)
     imk.maxpool_route(x, g, out["max grad"], *POOL, False)
     imk.maxpool_route(x, gx, out["max select"], *POOL, True)
+    idx = np.zeros((N, C, PH, PW), np.int64)
+    out |= {"max (argmax kept)": np.zeros((N, C, PH, PW), dtype), "max scatter": np.zeros_like(x),
+            "max select (scatter)": np.zeros((N, C, PH, PW), dtype)}
+    imk.maxpool_argmax(x, out["max (argmax kept)"], idx, *POOL)
+    imk.maxpool_scatter(idx, g, out["max scatter"], False)
+    imk.maxpool_scatter(idx, gx, out["max select (scatter)"], True)
+    for kept, searched in (("max (argmax kept)", "max"), ("max scatter", "max grad"),
+                           ("max select (scatter)", "max select")):
+        np.testing.assert_array_equal(out[kept], out[searched], err_msg=kept)
     imk.avgpool(x, out["avg"], *POOL)
     imk.avgpool_grad(g, out["avg grad"], *POOL)
     return out
@@ -226,6 +235,7 @@ def test_blocks_on_numba_threads_cover_every_row_once_and_raise_a_blocks_error()
 
 def test_the_kernels_tested_here_are_the_parallel_ones():
     """Every kernel of ``PARALLEL`` is covered above (a new parallel kernel needs its thread-count check)."""
-    covered = {"conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "maxpool", "maxpool_route", "avgpool", "avgpool_grad",
-               "channel_mean", "channel_spread", "bn_stats", "bn_apply", "bn_sums", "bn_input_grad"}
+    covered = {"conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "maxpool", "maxpool_route", "maxpool_argmax",
+               "maxpool_scatter", "avgpool", "avgpool_grad", "channel_mean", "channel_spread", "bn_stats", "bn_apply",
+               "bn_sums", "bn_input_grad"}
     assert set(imk.PARALLEL) == covered
