@@ -23,6 +23,7 @@ parents are not checked: a parent that someone else may write lets them replace 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -35,6 +36,11 @@ import warnings
 from pathlib import Path
 
 from rnnc.version import __version__
+
+try:
+    import fcntl
+except ImportError:          # not POSIX: no locks (Numba's own behaviour)
+    fcntl = None
 
 FOOTER = "# rnnc-sha256: "
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -218,23 +224,66 @@ def load(path: Path):
 
 class _Tolerant:
     """Mixin for a Numba cache: an entry that cannot be read (truncated, corrupt) is a miss, and an index
-    that cannot be read is replaced when the new entry is saved."""
+    that cannot be read is replaced when the new entry is saved.
+
+    Two processes compiling the same functions at once (``mpiexec -n 2`` or test workers on a cold cache) race
+    in Numba's index: each reads it, picks the first free data file ``<name>.1.nbc`` for its own signature and
+    writes index and data, so one index can end up naming another signature's data, and a later load returned
+    code typed for other arguments (seen as a typing error in an unrelated caller). Here a save holds an
+    exclusive ``flock`` on ``<index>.lock`` from reading the index to writing the data, a load a shared one,
+    and a loaded entry compiled for other argument types than asked is a miss."""
 
     def load_overload(self, sig, target_context):
         try:
-            return super().load_overload(sig, target_context)
+            with _index_lock(self, exclusive=False):
+                loaded = super().load_overload(sig, target_context)
         except Exception:                    # noqa: BLE001 (any unreadable entry: compile instead)
             return None
+        return loaded if _compiled_for(loaded, sig) else None
 
     def save_overload(self, sig, data):
-        try:
-            super().save_overload(sig, data)
-        except Exception:                    # noqa: BLE001 (an unreadable index: start it again)
+        with _index_lock(self, exclusive=True):
             try:
-                Path(self._cache_file._index_path).unlink(missing_ok=True)
                 super().save_overload(sig, data)
-            except Exception:                # noqa: BLE001 (not cached, e.g. a read-only folder; the code runs)
-                pass
+            except Exception:                    # noqa: BLE001 (an unreadable index: start it again)
+                try:
+                    Path(self._cache_file._index_path).unlink(missing_ok=True)
+                    super().save_overload(sig, data)
+                except Exception:                # noqa: BLE001 (not cached, e.g. a read-only folder; the code runs)
+                    pass
+
+
+@contextlib.contextmanager
+def _index_lock(cache, exclusive: bool):
+    """An ``flock`` on the lock file beside ``cache``'s index (none where it cannot be made: a read-only or
+    missing folder, where nothing is saved either); released when the file is closed."""
+    index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+    fd = None
+    if fcntl is not None and index is not None:
+        try:
+            fd = os.open(index + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except OSError:
+            if fd is not None:
+                os.close(fd)
+            fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _compiled_for(loaded, sig) -> bool:
+    """Is a loaded CPU overload compiled for ``sig``'s argument types (other targets' objects pass)?"""
+    if loaded is None:
+        return True
+    args = getattr(getattr(loaded, "signature", None), "args", None)
+    if args is None:
+        return True
+    from numba.core import sigutils
+
+    return tuple(args) == tuple(sigutils.normalize_signature(sig)[0])
 
 
 _TOLERANT: dict = {}
