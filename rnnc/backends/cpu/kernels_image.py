@@ -220,12 +220,13 @@ def maxpool_argmax(x, out, idx, kh, kw, sh, sw, ph, pw):
     """:func:`maxpool`, and in ``idx[n, c, u, v]`` the position ``y W + x`` in its ``(H, W)`` plane of each
     window's first maximum in row-major order (the one :func:`maxpool_route` finds; -1 for a window with no
     in-range position), for :func:`maxpool_scatter`. Separably too: the column pass keeps each column's first
-    maximum row, the pass across the window's columns takes a greater value, or an equal one in an earlier row."""
+    maximum, the pass across the window's columns takes a greater value, or an equal one at a smaller position
+    (row-major order is the order of the positions)."""
     n_, c_, h, w = x.shape
     _, _, ho, wo = out.shape
     for n in numba.prange(n_):
         col = np.empty(w, dtype=x.dtype)
-        row = np.empty(w, dtype=np.int64)
+        pos = np.empty(w, dtype=np.int64)
         for c in range(c_):
             xp, op, ip = x[n, c], out[n, c], idx[n, c]
             for u in range(ho):
@@ -237,28 +238,27 @@ def maxpool_argmax(x, out, idx, kh, kw, sh, sw, ph, pw):
                     continue
                 for xx in range(w):
                     col[xx] = xp[y0, xx]
-                    row[xx] = y0
+                    pos[xx] = y0 * w + xx
                 for y in range(y0 + 1, y1):
                     for xx in range(w):
                         val = xp[y, xx]
                         take = val > col[xx]
                         col[xx] = val if take else col[xx]
-                        row[xx] = y if take else row[xx]
+                        pos[xx] = y * w + xx if take else pos[xx]
                 for v in range(wo):
                     x0, x1 = max(0, sw * v - pw), min(w, sw * v - pw + kw)
                     if x0 >= x1:
                         op[u, v] = -np.inf
                         ip[u, v] = -1
                         continue
-                    best, by, bx = col[x0], row[x0], x0
+                    best, at = col[x0], pos[x0]
                     for xx in range(x0 + 1, x1):
-                        val, ry = col[xx], row[xx]
-                        take = (val > best) | ((val == best) & (ry < by))
+                        val, p = col[xx], pos[xx]
+                        take = (val > best) | ((val == best) & (p < at))
                         best = val if take else best
-                        by = ry if take else by
-                        bx = xx if take else bx
+                        at = p if take else at
                     op[u, v] = best
-                    ip[u, v] = by * w + bx
+                    ip[u, v] = at
 
 
 @_pjit
