@@ -11,8 +11,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from rnnc.backends.cache import tolerate_corrupt_entries
 
 SOURCE = textwrap.dedent("""
@@ -103,8 +101,7 @@ def test_a_save_holds_the_index_lock_and_a_load_shares_it(tmp_path):
     assert _lock_is_free(index, fcntl.LOCK_EX)                # released after the call
 
 
-@pytest.mark.parametrize("round_", range(2))
-def test_two_processes_filling_one_cold_cache_leave_entries_a_third_loads(tmp_path, round_):
+def test_two_processes_filling_one_cold_cache_leave_entries_a_third_loads(tmp_path):
     """Two processes compile the same function for six argument types, in opposite orders, at once; a third
     process then loads every entry and gets each type's own result."""
     _, path = _module(tmp_path, "cold")
