@@ -55,7 +55,10 @@ def flops(model, sizes: dict | None = None, batch: int = 1) -> FlopCount:
     batch : int
         Samples per call.
     """
-    graph = model if isinstance(model, Graph) else model.graph
+    graph = model if isinstance(model, Graph) else getattr(model, "graph", None)
+    if not isinstance(graph, Graph):
+        hint = " (for an nn.Classifier, count clf.build().model)" if hasattr(model, "layers") else ""
+        raise TypeError(f"rc.flops expects a Model, GradModel or Graph, got {type(model).__name__}{hint}")
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     axes = {a.name: a for a in graph.axes()}

@@ -109,6 +109,9 @@ def test_wrong_sizes_are_refused_naming_the_axis():
         rc.flops(m, {"t": 0})
     with pytest.raises(ValueError, match="batch must be a positive int"):
         rc.flops(m, {"t": 3}, batch=1.5)
+    import rnnc.nn as nn
+    with pytest.raises(TypeError, match=r"expects a Model, GradModel or Graph, got Classifier \(for an nn"):
+        rc.flops(nn.Classifier((nn.Dense(2),), (3,)))
     g = rc.Model("fixed")
     x = g.input("x", (1, 4, 4), axes=())
     gi, gj = rc.axes("gi", "gj")
