@@ -396,6 +396,9 @@ def main(argv=None) -> int:
     if args.cmd == "summary":
         clf = fashion_reseg() if args.fashion else build_model((3, 128, 128), 2)
         print(rc.summary(clf, batch=128))
+        model = clf.build(train=True).model
+        forward, step = rc.flops(model, batch=128), rc.flops(rc.grad(model), batch=128)
+        print(f"products (rc.flops, batch 128): forward {forward.total:,} FLOPs, training step {step.total:,} FLOPs")
     elif args.cmd == "train":
         run_training(args)
     elif args.cmd == "predict":
