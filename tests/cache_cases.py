@@ -1,11 +1,14 @@
-"""What the cache tests share: a tiny numba module source (``SRC``), a tiny model (``tiny``), and ``run_tiny``,
-which runs a script after ``TINY`` in a new process with its own ``RNNC_CACHE_DIR``."""
+"""What the cache tests share: a tiny numba module source (``SRC``), a tiny model (``tiny``), ``run_tiny``,
+which runs a script after ``TINY`` in a new process with its own ``RNNC_CACHE_DIR``, and ``with_helpers``, a new
+cache folder holding the suite's compiled helpers."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 SRC = "import numba\n\n@numba.njit(cache=True)\ndef run(a):\n    return a + 1\n"
 
@@ -49,3 +52,16 @@ def run_tiny(script: str, cache) -> list:
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.split()
+
+
+def with_helpers(folder: Path) -> Path:
+    """``folder`` as a new cache folder with a copy of the suite's compiled helpers (Numba's cache files of
+    rnnc's own ``@njit(cache=True)`` functions, ``$RNNC_CACHE_DIR/helpers``) and no generated module: a process
+    using it compiles the model's module cold but loads the image kernels, gemm... as any later run does,
+    instead of spending half a minute compiling them again. Numba writes each entry atomically, so a copy taken
+    while the other worker compiles holds whole files (an entry it lacks is compiled, as in an empty folder)."""
+    suite = Path(os.environ.get("RNNC_CACHE_DIR", "")) / "helpers"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.environ.get("RNNC_CACHE_DIR") and suite.is_dir():
+        shutil.copytree(suite, folder / "helpers", dirs_exist_ok=True)
+    return folder

@@ -13,6 +13,7 @@ Other test files (gradients, backends) reuse ``ZOO``::
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -556,9 +557,29 @@ def ops_mix(X=3, H=4, K=3) -> Case:
     return Case(m.name, m, make, reference)
 
 
-ZOO: dict[str, Callable[[], Case]] = {
+def _shared(builder: Callable[..., Case]) -> Callable[..., Case]:
+    """``builder`` built once per process and arguments: ``ZOO[name]()`` is one model object for every test, so
+    the tests that compile it share its kernels instead of compiling each instance again (rnnc's key of a
+    gradient kernel holds the forward graph's node numbers, so two instances of one model were two modules to
+    Numba). Zoo models are never changed after they are built."""
+    built: dict = {}
+
+    @functools.wraps(builder)
+    def shared(*args, **kwargs) -> Case:
+        key = (args, tuple(sorted(kwargs.items())))
+        if key not in built:
+            built[key] = builder(*args, **kwargs)
+        return built[key]
+    return shared
+
+
+ZOO: dict[str, Callable[..., Case]] = {name: _shared(builder) for name, builder in {
     "elman": elman, "jordan": jordan, "many_to_one": many_to_one, "autonomous": autonomous,
     "two_tap": two_tap, "deep_transition": deep_transition, "deep_output": deep_output, "stack2": stack2,
     "lstm": lstm, "gru": gru, "bidirectional": bidirectional, "encoder_decoder": encoder_decoder,
     "renet": renet, "variable_length": variable_length, "ops_mix": ops_mix,
-}
+}.items()}
+# every default case built now, in this order: the node numbers (and so the kernel keys) are the same in every
+# process that collects the same tests, so the two pytest-xdist workers and later runs find each other's kernels
+for _build in ZOO.values():
+    _build()
