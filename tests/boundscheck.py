@@ -19,7 +19,7 @@ from pathlib import Path
 from paths import REPO as ROOT
 
 DIFFERENTIAL = ["tests/interpret/test_random_graphs.py", "tests/backends/cpu/test_backend_cpu.py",
-                "tests/interpret/test_models.py"]
+                "tests/backends/cpu/test_reuse.py", "tests/interpret/test_models.py"]
 
 
 def environment() -> dict:

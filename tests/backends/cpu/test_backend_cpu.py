@@ -1,5 +1,6 @@
 """Compiled CPU kernels agree with the reference interpreter: outputs, loss and gradients, on every zoo
-model (float64 to 1e-10, float32 to 1e-4 relative), on hypothesis-drawn models, and in streaming ``step``.
+model (float64 to 1e-10, float32 to 1e-4 relative) and in streaming ``step`` (hypothesis-drawn models:
+test_reuse.py, which compiles each once for both of its checks).
 
 Numba compiles are slow, so each compiled model is built once per session (module-level cache) and the
 generated modules go to one cache folder that later runs reuse (``RNNC_CACHE_DIR``, default below).
@@ -12,7 +13,6 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
 from paths import CACHE_DIR
 
 os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
@@ -25,7 +25,6 @@ from compiled_check import (  # noqa: E402
     close,
     compiled,
 )
-from random_models import build, inputs_for, params_for, specs  # noqa: E402
 from zoo import ZOO  # noqa: E402
 
 import rnnc as rc  # noqa: E402
@@ -189,22 +188,6 @@ def test_every_op_has_a_template_or_names_the_op():
             Renderer(m.graph, "float64").render()
     finally:
         del OPS["probe_no_template"]
-
-
-@settings(max_examples=4, deadline=None)
-@given(specs())
-def test_random_models_agree(s):
-    """A model drawn by the shared generator (tests/random_models.py): compiled outputs, loss and gradients equal
-    the interpreter's."""
-    m = build(s)
-    rng = np.random.default_rng(s["seed"])
-    inputs, params = inputs_for(m, s, rng), params_for(m, rng)
-    f = rc.compile(m, dtype="float64")
-    ref = rc.interpret(m, inputs, params)
-    out = f.forward(inputs, params).outputs
-    for k, v in ref.outputs.items():
-        assert close(out[k], v, 1e-10), k
-    assert_grads_match(f, m, inputs, params, 1e-10)
 
 
 @pytest.mark.parametrize("opts", [dict(truncate=(2, 3)), dict(checkpoint=2), dict(wrt=["W"])])

@@ -1,5 +1,6 @@
 """Buffers sharing the storage of dead ones (rnnc/backends/cpu/reuse.py): the same bits as buffers of their own,
-from buffers that start as NaN, and the LSTM's gradient kernel actually smaller."""
+from buffers that start as NaN, and the LSTM's gradient kernel actually smaller. Hypothesis-drawn models are
+compared with the interpreter here too (part of the differential suite, tests/boundscheck.py)."""
 import os
 import sys
 
@@ -11,6 +12,7 @@ os.environ.setdefault("RNNC_CACHE_DIR", CACHE_DIR)
 sys.path.insert(0, str(BENCHMARKS))
 
 from bptt_memory import lstm  # noqa: E402  (the LSTM whose memory docs/bptt.md reports)
+from compiled_check import assert_grads_match, close  # noqa: E402
 from random_models import build, inputs_for, params_for, specs  # noqa: E402
 
 import rnnc as rc  # noqa: E402
@@ -63,12 +65,20 @@ def check(f, data, params, variant="grad") -> set:
 
 @settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.generate])
 @given(specs())
-def test_random_models_same_bits_with_and_without_shared_buffers(s):
+def test_random_models_agree_and_give_the_same_bits_with_and_without_shared_buffers(s):
+    """A model drawn by the shared generator (tests/random_models.py): compiled outputs, loss and gradients equal
+    the interpreter's (float64, 1e-10); then the same bits from NaN-filled buffers and from unshared ones. (One
+    test, so each drawn model is compiled once: it was two tests drawing ten models, four of them for the
+    comparison with the interpreter, which test_backend_cpu.py held.)"""
     m = build(s)
     rng = np.random.default_rng(s["seed"])
     data, params = inputs_for(m, s, rng), params_for(m, rng)
     f = rc.compile(m, dtype="float64")
     out = f.forward(data, params)
+    ref = rc.interpret(m, data, params)
+    for k, v in ref.outputs.items():
+        assert close(out.outputs[k], v, 1e-10), k
+    assert_grads_match(f, m, data, params, 1e-10)
     check(f, data, params)
     k = f.kernel("outputs")
     poison(k)
