@@ -18,6 +18,7 @@ import hashlib
 
 import numpy as np
 
+from rnnc.ir.graph import Graph
 from rnnc.ir.names import check_graph_names
 from rnnc.ir.node import Axis, AxisShift, Node
 from rnnc.version import ROOT, __version__
@@ -68,6 +69,8 @@ def _canon(value, index: dict, axes: dict) -> str:
             stack.append("}")
             for k in reversed(sorted(v, key=str)):
                 stack.extend([v[k], k])
+        elif isinstance(v, Graph):       # a gradient graph's forward graph (meta["forward"]): by structure,
+            out.append(f"G{graph_key(v)}")     # not by repr, whose node names count every node ever made
         elif isinstance(v, np.ndarray):
             out.append(f"arr{v.dtype}{v.shape}{hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()}")
         elif v is None or isinstance(v, (bool, int, float, str, np.generic)):

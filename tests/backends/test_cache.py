@@ -152,3 +152,36 @@ def test_a_helper_cache_entry_is_stale_when_a_helper_it_calls_changes(tmp_path):
     assert after_layout != after_own
     (tmp_path / "kernels_packed.py").write_text("# the packed step kernel, changed\n")
     assert stamp() != after_layout
+
+
+def _trained(decay: float):
+    """``h[t] = tanh(W x[t] + decay h[t-1])`` with an MSE loss: a model with a gradient kernel."""
+    import rnnc as rc
+    from rnnc import t
+
+    m = rc.Model("trained")
+    x, y = m.input("x", 2), m.input("y", 2)
+    W = m.param("W", (2, 2))
+    h = m.signal("h", 2)
+    h[t] = rc.tanh(W @ x[t] + h[t - 1] * decay)
+    m.loss(rc.mse(h[t], y[t]))
+    return m
+
+
+def test_a_gradient_kernel_is_found_whatever_the_process_built_before(tmp_path, monkeypatch):
+    """A gradient graph keeps its forward graph in ``meta["forward"]``; keying it by ``repr`` (node names count
+    every node the process ever made) gave the same model a new key after any other model was built, so its
+    gradient kernel compiled again in every script that built things in another order."""
+    import rnnc as rc
+    from rnnc.runtime.graph_key import graph_key
+
+    monkeypatch.setenv("RNNC_CACHE_DIR", str(tmp_path))
+    first = rc.grad(_trained(0.5)).graph
+    rc.grad(_trained(0.25))                                          # other nodes in between
+    again = rc.grad(_trained(0.5)).graph
+    assert graph_key(first, "float64") == graph_key(again, "float64")
+    assert graph_key(first, "float64") != graph_key(rc.grad(_trained(0.25)).graph, "float64")
+    f = rc.compile(_trained(0.5), dtype="float64").kernel("grad")
+    rc.compile(_trained(0.25), dtype="float64").kernel("grad")
+    g = rc.compile(_trained(0.5), dtype="float64").kernel("grad")
+    assert not f.stats["cache_hit"] and g.stats["cache_hit"] and g.path == f.path
