@@ -7,7 +7,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 ensure_system
 ensure_rnnc "test,cuda"     # numba-cuda: the CUDA target and its simulator (tests/cuda_sim)
 
-workers=(-n "${RNNC_TEST_WORKERS:-2}")
+# worksteal: a worker that runs out of tests takes half of the other's queue (compiles make tests uneven)
+workers=(-n "${RNNC_TEST_WORKERS:-2}" --dist worksteal)
 "$PYTHON" -m pytest "${workers[@]}" --ignore=tests/cuda_sim "$@"
 if compgen -G "tests/cuda_sim/test_*.py" >/dev/null; then
     echo "== CUDA simulator tests (NUMBA_ENABLE_CUDASIM=1)"
