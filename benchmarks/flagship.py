@@ -6,8 +6,9 @@ does ``warmup`` steps, then the two alternate ``rounds`` times, ``steps`` timed 
 per side per round, so both see the same machine load. Prints images/s from the median step time of each side
 (the minimum too: on a shared machine it is the least disturbed step), the ratio, and the load average; then
 the products of one step (``rc.flops``: convolutions and matrix products, the zero padding's excluded), the time
-they take at the machine's measured GEMM rate (numpy float32 1024³, same threads), and the ceiling that sets:
-PyTorch's median step over that time, the most any implementation could be ahead of PyTorch here.
+they take at the machine's measured GEMM rate (numpy float32 1024³, same threads) and at ``threads`` times one
+core's, and the ceiling that sets: PyTorch's median step over the latter, the most any implementation could be
+ahead of PyTorch here.
 
     python benchmarks/flagship.py [--engine compiled] [--batch 128] [--steps 10] [--threads 2] [--rnnc-threads 1]
                                   [--widths 8,16,32,64] [--hidden 64,128] [--seed-network]
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import reseg_classifier as R  # noqa: E402
 
 import rnnc as rc  # noqa: E402
-from benchmarks.machine import gemm_peak  # noqa: E402
+from benchmarks.machine import core_bound, gemm_peak  # noqa: E402
 from rnnc.train import GradientDescentMomentum  # noqa: E402
 
 
@@ -234,14 +235,15 @@ def main(argv=None) -> int:
         tmed, tbest = _rate(a.batch, r["torch"])
         print(f"PyTorch {torch.__version__} CPU ({a.threads} threads):  {tmed:8.1f} images/s median, {tbest:8.1f} best")
         print(f"ratio rnnc / PyTorch: {med / tmed:.2f} (median steps), {best / tbest:.2f} (best steps)")
-    f, peak = step_flops(a.batch, a.widths, a.hidden, a.seed_network), gemm_peak()
-    at_peak = f.total / peak / 1e6                                        # ms
+    f, peak, bound = step_flops(a.batch, a.widths, a.hidden, a.seed_network), gemm_peak(), core_bound(a.threads)
+    step_ms = a.batch / med * 1e3
     parts = ", ".join(f"{k} {v / 1e9:.2f}" for k, v in f.by_op.items())
-    print(f"products of one step: {f.total / 1e9:.2f} GFLOP ({parts}); at the measured GEMM peak ({peak:.1f} "
-          f"GFLOP/s, {a.threads} threads) {at_peak:.1f} ms, {100 * at_peak / (a.batch / med * 1e3):.0f}% of rnnc's "
-          f"median step")
+    print(f"products of one step: {f.total / 1e9:.2f} GFLOP ({parts}): at the measured GEMM peak ({peak:.1f} "
+          f"GFLOP/s, {a.threads} threads) {f.total / peak / 1e6:.1f} ms, {100 * f.total / peak / 1e6 / step_ms:.0f}% "
+          f"of rnnc's median step; at {a.threads} x one core's ({bound:.1f} GFLOP/s) {f.total / bound / 1e6:.1f} ms")
     if torch is not None:
-        print(f"ceiling: PyTorch's median step / that time = {a.batch / tmed * 1e3 / at_peak:.2f}x")
+        print(f"ceiling: PyTorch's median step / the products' time at {a.threads} x one core's rate = "
+              f"{a.batch / tmed * 1e3 / (f.total / bound / 1e6):.2f}x")
     print(f"load average (1 min) {load0:.2f} before, {os.getloadavg()[0]:.2f} after; {os.cpu_count()} CPUs")
     return 0
 

@@ -19,6 +19,16 @@ def gemm_peak(n: int = 1024) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
+def core_bound(threads: int, n: int = 1024) -> float:
+    """An upper bound on ``threads`` cores' GEMM rate: ``threads`` times one core's best float32 n³ product
+    (BLAS held to one thread): what cores each multiplying their own matrices can reach, and more than one product
+    shared by the cores reaches (:func:`gemm_peak`)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return threads * gemm_peak(n)
+
+
 def cpu_name() -> str:
     """The CPU's model name and LLVM's name for it (what Numba compiles for)."""
     import llvmlite.binding as llvm

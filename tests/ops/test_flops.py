@@ -125,3 +125,15 @@ def test_the_count_prints_a_table():
     text = str(rc.flops(CELLS["lstm"](3, 4), {"t": 5}, 2))
     assert "batch 2, t=5" in text and "matmul" in text
     assert text.splitlines()[-1].split()[-1] == f"{2 * 5 * 2 * 16 * 7:,}"
+
+
+def test_the_benchmark_ceiling_is_the_fastest_peer_over_the_products_time_at_the_peak():
+    from benchmarks.rnn_cells import flops, fmt
+
+    row = {"rnnc": (6.0, 2.0), "torch": (20.0, 6.0), "torch_nn": (8.0, 2.5), "jax": None,
+           "ratios": [(1.3, 1.2)], "interp": (1.0, 0.5)}           # the interpreter is not a peer
+    train, infer = fmt(row, "lstm", (50, 32, 64, 128), 180.0, 200.0)   # the ceiling uses the bound, 200
+    at_bound_ms = flops("lstm", 50, 32, 64, 128, True) / 200e9 * 1e3  # 943.7 MFLOP: 4.72 ms at 200 GFLOP/s
+    assert f"ceiling {8.0 / at_bound_ms:.2f}x" in train and "ceiling 1.70x" in train
+    assert f"ceiling {2.5 / (flops('lstm', 50, 32, 64, 128, False) / 200e9 * 1e3):.2f}x" in infer
+    assert "(87% of peak)" in train                                   # 943.7 MFLOP in 6 ms against 180
