@@ -347,8 +347,9 @@ def _routed_here(r, node, x) -> bool:
                and _pool_attrs(n) == _pool_attrs(node) for n in r.graph.nodes)
 
 
-def _argmax_kept(r, node, x, kernel_out) -> bool:
-    """``imk.maxpool_scatter`` from the positions the forward pool of ``x`` kept in this run, if it did."""
+def _argmax_kept(r, node, x, select: bool) -> bool:
+    """``imk.maxpool_scatter`` (the route, or with ``select`` the selection) from the positions the forward pool
+    of ``x`` kept in this run, if it did."""
     idx = None if r.fixed else _pools_seen(r).get(_pool_key(r, node, x))
     if idx is None:
         return False
@@ -358,7 +359,7 @@ def _argmax_kept(r, node, x, kernel_out) -> bool:
     views = [_view(r, g, dims, nrows), _view(r, out, dims, nrows)]
     if not all(views):
         return False
-    _call(r, "maxpool_scatter", idx, *views, kernel_out)
+    _call(r, "maxpool_scatter", idx, *views, select)
     return True
 
 
