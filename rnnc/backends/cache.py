@@ -255,12 +255,14 @@ class _Tolerant:
 
 @contextlib.contextmanager
 def _index_lock(cache, exclusive: bool):
-    """An ``flock`` on the lock file beside ``cache``'s index (none where it cannot be made: a read-only or
-    missing folder, where nothing is saved either); released when the file is closed."""
+    """An ``flock`` on the lock file beside ``cache``'s index (a save creates the folder first; none where the
+    file cannot be made: a read-only folder, where nothing is saved either); released when the file is closed."""
     index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
     fd = None
     if fcntl is not None and index is not None:
         try:
+            if exclusive:                    # a cold cache: the folder Numba would create at the save
+                cache._impl.locator.ensure_cache_path()
             fd = os.open(index + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         except OSError:
