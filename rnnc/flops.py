@@ -10,8 +10,9 @@ so ``W @ h[t-1]`` in a scan of ``T`` steps counts :math:`2 H^2 T B`, and the wei
 ``outer_sum(g, h)`` summed over the steps as much again. Count a gradient model (``rc.grad(m)``) for a
 training step: its graph holds the forward products and the adjoint ones. What is counted is the model's own
 arithmetic: a compiled kernel's recomputation (``checkpoint=k``) and the products of the zero padding of a
-convolution are not, elementwise ops neither. Divided by a machine's measured GEMM rate, it gives the time no
-implementation of the model can beat there (the benchmarks print it as a ceiling on a speed-up).
+convolution are not, elementwise ops neither. Divided by an upper bound on a machine's rate for products (the
+benchmarks take each core's best float32 product times the cores), it gives a time no implementation that
+computes these products directly can beat there; the benchmarks print the ceiling that sets on a speed-up.
 """
 from __future__ import annotations
 
