@@ -75,17 +75,13 @@ def ops_data(m, seed=0):
 @functools.cache
 def classifier():
     """A small conv + BN + pool + SpatialRNN + global-pool classifier's training model (2x8x8 inputs): one model
-    object per process (built when this module is imported), so every test that compiles it shares its kernels
-    (a new instance would be a new gradient kernel to compile: tests/zoo.py says why)."""
+    object per process, shared by every test that compiles it."""
     layers = (nn.Normalizer(4.0), nn.BatchNorm(), nn.Conv2d(4, kernel=3, padding=2, dilation=2, activation="relu"),
               nn.BatchNorm(), nn.MaxPool2d(kernel=3, stride=2, padding=1),
               nn.Conv2d(6, kernel=3, stride=1, padding=1, activation="relu"),
               nn.SpatialRNN(block=(2, 2), hidden=3, activation="tanh"), nn.BatchNorm(),
               nn.Conv2d(3, kernel=1, padding=1, activation="relu"), nn.AvgPool2d("all"), nn.Softmax())
     return nn.Classifier(layers, (2, 8, 8), "small_reseg").build(train=True).model
-
-
-classifier()
 
 
 SHAPE = (3, 4, 5)

@@ -559,9 +559,8 @@ def ops_mix(X=3, H=4, K=3) -> Case:
 
 def _shared(builder: Callable[..., Case]) -> Callable[..., Case]:
     """``builder`` built once per process and arguments: ``ZOO[name]()`` is one model object for every test, so
-    the tests that compile it share its kernels instead of compiling each instance again (rnnc's key of a
-    gradient kernel holds the forward graph's node numbers, so two instances of one model were two modules to
-    Numba). Zoo models are never changed after they are built."""
+    the tests that compile it share its compiled object's kernels instead of building, keying and loading each
+    instance again. Zoo models are never changed after they are built."""
     built: dict = {}
 
     @functools.wraps(builder)
@@ -579,7 +578,3 @@ ZOO: dict[str, Callable[..., Case]] = {name: _shared(builder) for name, builder 
     "lstm": lstm, "gru": gru, "bidirectional": bidirectional, "encoder_decoder": encoder_decoder,
     "renet": renet, "variable_length": variable_length, "ops_mix": ops_mix,
 }.items()}
-# every default case built now, in this order: the node numbers (and so the kernel keys) are the same in every
-# process that collects the same tests, so the two pytest-xdist workers and later runs find each other's kernels
-for _build in ZOO.values():
-    _build()
