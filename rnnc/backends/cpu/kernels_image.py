@@ -2,27 +2,40 @@
 
 Calling shared kernels instead of inlining a loop nest per node keeps the generated modules small, so Numba
 compiles them in a fraction of the time; each kernel is compiled once per dtype and cached on disk.
-Maps are ``(N, C, H, W)`` (every lead dim folded into ``N``); ``cols`` are ``(C, kh, kw, N, Ho, Wo)``.
-Window offsets: output ``u`` reads row ``s u + d a - p``; only in-range positions are visited.
+Maps are ``(N, C, H, W)`` (every lead dim folded into ``N``). Window offsets: output ``u`` reads row
+``s u + d a - p``; only in-range positions are visited. The convolutions are in :mod:`kernels_conv`, re-exported
+here.
 """
 from __future__ import annotations
 
 import hashlib
 import sys
-import types
 from pathlib import Path
 
 import numba
 import numpy as np
 
 from rnnc.backends.cache import tolerate_corrupt_entries
-from rnnc.backends.cpu import gemm
+from rnnc.backends.cpu import conv_columns, conv_regions, kernels_conv
+from rnnc.backends.cpu.kernels_conv import (  # noqa: F401 (generated code and tests call them as imk.<name>)
+    CHUNK_FLOATS,
+    col2im,
+    conv2d_fwd,
+    conv2d_fwd_serial,
+    conv2d_igrad,
+    conv2d_igrad_serial,
+    conv2d_wgrad,
+    conv2d_wgrad_serial,
+    im2col,
+)
+from rnnc.backends.cpu.njit import jit as _jit
+from rnnc.backends.cpu.njit import pjit as _pjit
+from rnnc.backends.cpu.njit import pjit_sums as _pjit_sums
 
-#: Changes whenever this file does: templates put it in the generated source, so the module cache (keyed by
-#: the source text) never reuses a module compiled against an older version of these kernels.
-VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-
-_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+#: Changes whenever these kernels do (this file and the convolutions'): templates put it in the generated
+#: source, so the module cache (keyed by the source text) never reuses a module compiled against older kernels.
+VERSION = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (
+    sys.modules[__name__], kernels_conv, conv_columns, conv_regions))).hexdigest()[:12]
 
 #: Kernels that split their work over samples (or channels, or chunks of samples) with ``numba.prange``, run
 #: on every Numba thread (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``), each thread writing only its own
@@ -32,126 +45,6 @@ _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 PARALLEL = ("conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "maxpool", "maxpool_route", "maxpool_argmax",
             "maxpool_scatter", "avgpool", "avgpool_grad",
             "channel_mean", "channel_spread", "bn_stats", "bn_apply", "bn_sums", "bn_input_grad")
-
-
-def _pjit(fn, **options):
-    """The parallel kernel ``fn``; its serial twin goes into this module as ``<name>_serial``."""
-    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
-                              fn.__closure__)
-    twin.__qualname__ = fn.__qualname__ + "_serial"      # its own cache files
-    globals()[twin.__name__] = numba.njit(cache=True, nogil=True, error_model="numpy", **options)(twin)
-    return numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True, **options)(fn)
-
-
-def _pjit_sums(fn):
-    """:func:`_pjit` with reassociation allowed, so LLVM vectorises a loop's float64 sums (one channel's sums
-    stay in one thread, in the same order whatever the thread count)."""
-    return _pjit(fn, fastmath={"reassoc"})
-
-
-#: Parts the blocked ``conv2d_wgrad`` deals its chunks into (chunk ``j`` to part ``j % WGRAD_PARTS``), each
-#: summing its own partial gradient, the parts' sums then added in part order: the threads share the work,
-#: and the result does not depend on the thread count. Its ``tmp`` buffer holds ``2 WGRAD_PARTS O K`` floats.
-WGRAD_PARTS = 4
-
-
-@_jit
-def _span(off, s, size, n):
-    """Outputs ``u`` in ``range(lo, hi)`` with ``0 <= s u + off < size``."""
-    lo = max(0, (-off + s - 1) // s)
-    hi = min(n, (size - 1 - off) // s + 1)
-    return lo, hi
-
-
-# Copies run through 1-D views indexed from 0 (``dst = a[i:j]; dst[v] = src[v]``): LLVM then vectorises them,
-# while ``a[i + d]`` with a run-time offset keeps Numba's negative-index check in the loop (20x slower, measured).
-@_jit
-def _run(dst, src, add):
-    """``dst = src`` (or ``dst += src`` with ``add``) over two equal-length 1-D views."""
-    if add:
-        for i in range(dst.shape[0]):
-            dst[i] += src[i]
-    else:
-        for i in range(dst.shape[0]):
-            dst[i] = src[i]
-
-
-@_jit
-def _clear_edges(cf, dst0, u0, u1, v0, v1, wo):
-    """Zero the columns outside ``[v0, v1)`` of rows ``u0..u1`` of one ``(Ho, Wo)`` plane at ``dst0``."""
-    for u in range(u0, u1):
-        r = dst0 + u * wo
-        for v in range(v0):
-            cf[r + v] = 0.0
-        for v in range(v1, wo):
-            cf[r + v] = 0.0
-
-
-@_jit
-def _window_runs(x, cols, sh, sw, ph, pw, dh, dw, gather):
-    """Move data between a map ``x (N, C, H, W)`` and its columns ``cols (C, kh, kw, N, Ho, Wo)``, in-range
-    positions only, one plane ``(c, a, b)`` at a time (so ``cols`` is walked in order): ``gather`` copies
-    ``x`` into ``cols`` (im2col), else ``cols`` is added into ``x`` (col2im). With stride 1 at equal widths a
-    sample's rows are one contiguous run in both arrays, moved at once; the columns of ``cols`` outside the
-    window's range are zeroed (after the copy, where it wrapped around a row's end; before the add, so the
-    wrapped positions add nothing)."""
-    n_, c_, h, w = x.shape
-    _, kh, kw, _, ho, wo = cols.shape
-    xf, cf = x.reshape(-1), cols.reshape(-1)
-    one_run = sh == 1 and sw == 1 and w == wo
-    for c in range(c_):
-        for a in range(kh):
-            u0, u1 = _span(dh * a - ph, sh, h, ho)
-            for b in range(kw):
-                v0, v1 = _span(dw * b - pw, sw, w, wo)
-                if u1 <= u0 or v1 <= v0:
-                    continue
-                oy, ox = dh * a - ph, dw * b - pw
-                for n in range(n_):
-                    dst0 = (((c * kh + a) * kw + b) * n_ + n) * ho * wo
-                    src0 = (n * c_ + c) * h * w + oy * w + ox
-                    if one_run:
-                        lo, hi = u0 * wo + v0, (u1 - 1) * wo + v1
-                        if gather:
-                            _run(cf[dst0 + lo:dst0 + hi], xf[src0 + lo:src0 + hi], False)
-                            _clear_edges(cf, dst0, u0, u1, v0, v1, wo)
-                        else:
-                            _clear_edges(cf, dst0, u0, u1, v0, v1, wo)
-                            _run(xf[src0 + lo:src0 + hi], cf[dst0 + lo:dst0 + hi], True)
-                        continue
-                    for u in range(u0, u1):
-                        r, q = dst0 + u * wo, src0 + sh * u * w
-                        cv, xv = cf[r + v0:r + v1], xf[q + sw * v0:q + sw * (v1 - 1) + 1:sw]
-                        if gather:
-                            _run(cv, xv, False)
-                        else:
-                            _run(xv, cv, True)
-
-
-@_jit
-def im2col(x, cols, sh, sw, ph, pw, dh, dw):
-    """``cols[c, a, b, n, u, v] = x[n, c, s u + d a - p, s v + d b - p]`` (in-range positions only; the rest
-    of ``cols`` is left as the runtime keeps it, zero)."""
-    _window_runs(x, cols, sh, sw, ph, pw, dh, dw, True)
-
-
-@_jit
-def col2im(cols, dx, sh, sw, ph, pw, dh, dw):
-    """``dx = 0``, then ``dx[n, c, s u + d a - p, s v + d b - p] += cols[c, a, b, n, u, v]`` (``cols`` is
-    scratch: its out-of-range columns are zeroed on the way)."""
-    dx[...] = 0.0
-    _window_runs(dx, cols, sh, sw, ph, pw, dh, dw, False)
-
-
-@_jit
-def swap01(src, dst):
-    """``dst[j, i] = src[i, j]`` over the first two dims of 4-D arrays."""
-    n0, n1, h, w = src.shape
-    for i in range(n0):
-        for j in range(n1):
-            for u in range(h):
-                for v in range(w):
-                    dst[j, i, u, v] = src[i, j, u, v]
 
 
 @_pjit
@@ -486,128 +379,6 @@ def bn_input_grad(g, x, s, sums, gamma, affine, eps, out):
         m, a, b, d = k[0, c], k[1, c], k[2, c], k[3, c]
         for q in range(r_):
             out[n, c, q] = a * (g[n, c, q] - b - (x[n, c, q] - m) * d)
-
-
-# ----------------------------------------------------------------------------- convolution, cache-blocked
-#: Floats of im2col columns per chunk (256 KiB of float32): a chunk's columns stay in L2 between the im2col
-#: fill and the GEMM (or between the GEMM and the col2im scatter) instead of going through memory.
-CHUNK_FLOATS = 65536
-
-
-@_jit
-def rows_per_chunk(n_, k, p, budget):
-    """Samples per chunk: as many ``(K, P)`` column blocks as fit ``budget`` floats (at least one)."""
-    return max(1, min(n_, budget // max(1, k * p)))
-
-
-# The chunk bodies are separate (serial) functions: Numba cannot cache a parallel function whose parallel loop
-# calls np.dot itself (the BLAS pointer becomes a "dynamic global"), while a call to a cached function is fine.
-# Their products are ``gemm.dot`` calls (panels on OpenBLAS's small-matrix kernels), not ``np.dot``: on one
-# core, at the flagship's chunk shapes, 1.2-3x faster for the forward and input-gradient products (e.g. the
-# first layer's (16 x 9) @ (9 x 7056) 43 -> 21 us, the 64 -> 128 layer's (128 x 576) @ (576 x 112) 175 -> 148
-# us). The weight gradient's (O, n P) @ (n P, K) was level or slower in panels except with a short K (the first
-# layer's K = 9: 71 -> 23 us), so it takes them only up to ``WGRAD_GEMM_K``. A chunk's product is one thread's
-# call, so the bits do not depend on the thread count (they differ from np.dot's in the last place).
-#: Largest ``K = C kh kw`` whose weight-gradient product runs as ``gemm.dot`` panels (beyond it, ``np.dot``).
-WGRAD_GEMM_K = 32
-
-
-@_jit
-def _fwd_chunk(x, w2, cc, g, y, sh, sw, ph, pw, dh, dw):
-    """``y = swap01(W (O, K) @ im2col(x))`` of one chunk of samples."""
-    n = x.shape[0]
-    im2col(x, cc, sh, sw, ph, pw, dh, dw)
-    gemm.dot(w2, cc.reshape((cc.shape[0] * cc.shape[1] * cc.shape[2], -1)), g)
-    swap01(g.reshape((g.shape[0], n, y.shape[2], y.shape[3])), y)
-
-
-@_pjit
-def conv2d_fwd(x, w, cols, gy, y, sh, sw, ph, pw, dh, dw, budget):
-    """``y = conv2d(x, w)`` chunk by chunk of samples, the chunks shared by the threads:
-    im2col of the chunk into its slice of ``cols`` (flat, chunk-major: chunk ``[n0, n1)`` holds
-    ``(K, (n1 - n0) P)`` from offset ``n0 K P``, kept for the weight gradient), one GEMM
-    ``W (O, K) @ cols_chunk`` into the chunk's slice of the scratch ``gy``, then ``(O, n, P) -> (n, O, P)``."""
-    n_, c_ = x.shape[0], x.shape[1]
-    o_, _, kh, kw = w.shape
-    ho, wo = y.shape[2], y.shape[3]
-    k, p = c_ * kh * kw, ho * wo
-    w2 = w.reshape((o_, k))
-    step = rows_per_chunk(n_, k, p, budget)
-    for j in numba.prange((n_ + step - 1) // step):
-        n0 = j * step
-        n1 = min(n_, n0 + step)
-        m = (n1 - n0) * p
-        cc = cols[n0 * k * p:n0 * k * p + k * m].reshape((c_, kh, kw, n1 - n0, ho, wo))
-        g = gy[n0 * o_ * p:n0 * o_ * p + o_ * m].reshape((o_, m))
-        _fwd_chunk(x[n0:n1], w2, cc, g, y[n0:n1], sh, sw, ph, pw, dh, dw)
-
-
-@_jit
-def _igrad_chunk(g, wt, gg, dd, dx, sh, sw, ph, pw, dh, dw):
-    """``dx = col2im(W^T (K, O) @ G (O, n P))`` of one chunk of samples."""
-    swap01(g, gg.reshape((g.shape[1], g.shape[0], g.shape[2], g.shape[3])))
-    gemm.dot(wt, gg.reshape((g.shape[1], -1)), dd.reshape((wt.shape[0], -1)))
-    col2im(dd, dx, sh, sw, ph, pw, dh, dw)
-
-
-@_pjit
-def conv2d_igrad(g, w, gm, dcols, dx, sh, sw, ph, pw, dh, dw, budget):
-    """``dx = col2im(W^T G)`` chunk by chunk (dealt to the threads): ``G`` of the chunk as ``(O, n P)``, one
-    GEMM into the chunk's slice of ``dcols``, then its scatter-add into the chunk's samples of ``dx``."""
-    n_, o_, ho, wo = g.shape
-    _, c_, kh, kw = w.shape
-    k, p = c_ * kh * kw, ho * wo
-    wt = w.reshape((o_, k)).T
-    step = rows_per_chunk(n_, k, p, budget)
-    for j in numba.prange((n_ + step - 1) // step):
-        n0 = j * step
-        n1 = min(n_, n0 + step)
-        m = (n1 - n0) * p
-        dd = dcols[n0 * k * p:n0 * k * p + k * m].reshape((c_, kh, kw, n1 - n0, ho, wo))
-        _igrad_chunk(g[n0:n1], wt, gm[n0 * o_ * p:n0 * o_ * p + o_ * m], dd, dx[n0:n1], sh, sw, ph, pw, dh, dw)
-
-
-@_jit
-def _wgrad_chunk(g, x, cc, fill, gg, acc, t2, sh, sw, ph, pw, dh, dw):
-    """``acc += G (O, n P) @ cols^T`` of one chunk (its columns computed first with ``fill``)."""
-    if fill:
-        im2col(x, cc, sh, sw, ph, pw, dh, dw)
-    swap01(g, gg.reshape((g.shape[1], g.shape[0], g.shape[2], g.shape[3])))
-    k = cc.shape[0] * cc.shape[1] * cc.shape[2]
-    if k <= WGRAD_GEMM_K:
-        gemm.dot(gg.reshape((g.shape[1], -1)), cc.reshape((k, -1)).T, t2)
-    else:
-        np.dot(gg.reshape((g.shape[1], -1)), cc.reshape((k, -1)).T, t2)
-    acc += t2
-
-
-@_pjit
-def conv2d_wgrad(g, x, cols, fill, gm, tmp, dw_out, sh, sw, ph, pw, dh, dw, budget):
-    """``dW = sum over chunks of G_chunk (O, n P) @ cols_chunk^T``, the columns laid out as :func:`conv2d_fwd`
-    leaves them (``fill``: compute them here first, when no forward convolution of the same ``x`` did). Each
-    of the :data:`WGRAD_PARTS` parts of the chunks sums into its own slice of ``tmp`` (a sum and a product per
-    part); the parts' sums are added in part order."""
-    n_, o_, ho, wo = g.shape
-    _, c_, kh, kw = dw_out.shape
-    k, p = c_ * kh * kw, ho * wo
-    step = rows_per_chunk(n_, k, p, budget)
-    chunks = (n_ + step - 1) // step
-    parts = min(chunks, WGRAD_PARTS)
-    for part in numba.prange(parts):
-        acc = tmp[part * o_ * k:(part + 1) * o_ * k].reshape((o_, k))
-        t2 = tmp[(WGRAD_PARTS + part) * o_ * k:(WGRAD_PARTS + part + 1) * o_ * k].reshape((o_, k))
-        acc[...] = 0.0
-        for j in range(part, chunks, parts):
-            n0 = j * step
-            n1 = min(n_, n0 + step)
-            m = (n1 - n0) * p
-            cc = cols[n0 * k * p:n0 * k * p + k * m].reshape((c_, kh, kw, n1 - n0, ho, wo))
-            _wgrad_chunk(g[n0:n1], x[n0:n1], cc, fill, gm[n0 * o_ * p:n0 * o_ * p + o_ * m], acc, t2,
-                         sh, sw, ph, pw, dh, dw)
-    d2 = dw_out.reshape((o_, k))
-    d2[...] = tmp[:o_ * k].reshape((o_, k))
-    for part in range(1, parts):
-        d2 += tmp[part * o_ * k:(part + 1) * o_ * k].reshape((o_, k))
 
 
 tolerate_corrupt_entries(sys.modules[__name__])   # an unreadable Numba cache entry is a miss

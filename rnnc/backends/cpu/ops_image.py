@@ -265,8 +265,7 @@ def t_conv2d_weight_grad(r, node) -> None:
         fill = cols is None
         if fill:
             cols = _scratch(r, node, "im", dims, k * p)
-        tmp = _scratch(r, node, "wt", (), 2 * _kernels().WGRAD_PARTS * o * k)   # a sum and a product per part
-        _blocked(r, "conv2d_wgrad", g4, xv, _flat(cols, nrows, k * p), fill, _flat(gv, nrows, o * p), tmp,
+        _blocked(r, "conv2d_wgrad", g4, xv, _flat(cols, nrows, k * p), fill, _flat(gv, nrows, o * p),
                  f"{out.var}.reshape(({o}, {c}, {kh}, {kw}))", *_geo_args(node))
         return
     cols = _scratch(r, node, "im", dims, k * p)

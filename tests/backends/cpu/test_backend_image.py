@@ -275,12 +275,12 @@ def _check_blocked_conv(imk, budget):
     want_dw = (gmat @ cols.reshape(k, n * p).T).reshape(w.shape)
     want_dx = np.zeros_like(x)
     imk.col2im((w.reshape(o, k).T @ gmat).reshape(c, 3, 2, n, ho, wo), want_dx, *geo)
-    flat, gm, y = np.zeros(k * n * p), np.zeros(o * n * p), np.zeros_like(want_y)
+    flat, gm, y = np.zeros(k * n * p), np.zeros(o * n * p), np.zeros(want_y.shape)  # C order, as generated code passes
     imk.conv2d_fwd(x, w, flat, gm.copy(), y, *geo, budget)
     assert np.allclose(y, want_y, rtol=0, atol=1e-12)
     for fill, cc in ((False, flat), (True, np.zeros_like(flat))):
         dw = np.zeros_like(w)
-        imk.conv2d_wgrad(g, x, cc, fill, gm, np.zeros(2 * imk.WGRAD_PARTS * o * k), dw, *geo, budget)
+        imk.conv2d_wgrad(g, x, cc, fill, gm, dw, *geo, budget)
         assert np.allclose(dw, want_dw, rtol=0, atol=1e-12) and np.array_equal(cc, flat)
     dx = np.zeros_like(x)
     imk.conv2d_igrad(g, w, gm, np.zeros(k * n * p), dx, *geo, budget)

@@ -28,24 +28,27 @@ from rnnc.backends.cpu import kernels_image as imk  # noqa: E402
 N, C, H, W, O = 37, 3, 9, 8, 5
 GEO = (1, 2, 2, 1, 2, 1)                  # conv stride (1, 2), padding (2, 1), dilation (2, 1)
 POOL = (3, 3, 2, 2, 1, 1)                 # window, stride, padding
-HO, WO = (H + 4 - 2 * 2 - 1) // 1 + 1, (W + 2 - 3) // 2 + 1
 PH, PW = (H + 2 - 3) // 2 + 1, (W + 2 - 3) // 2 + 1
 
 
 def _conv(rng, dtype, budget) -> dict:
-    """Forward, input gradient and weight gradient (on the forward's columns and filling its own)."""
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    w = rng.standard_normal((O, C, 3, 3)).astype(dtype)
-    g = rng.standard_normal((N, O, HO, WO)).astype(dtype)
-    k, p = C * 9, HO * WO
-    cols, gm = np.zeros(N * k * p, dtype), np.zeros(N * O * p, dtype)
-    y, dx, dw, dw_fill = np.zeros(g.shape, dtype), np.zeros_like(x), np.zeros_like(w), np.zeros_like(w)
-    imk.conv2d_fwd(x, w, cols, gm, y, *GEO, budget)
-    imk.conv2d_wgrad(g, x, cols, False, gm, np.zeros(2 * imk.WGRAD_PARTS * O * k, dtype), dw, *GEO, budget)
-    imk.conv2d_wgrad(g, x, np.zeros_like(cols), True, gm, np.zeros(2 * imk.WGRAD_PARTS * O * k, dtype), dw_fill,
-                     *GEO, budget)
-    imk.conv2d_igrad(g, w, gm, np.zeros_like(cols), dx, *GEO, budget)
-    return {"conv y": y, "conv dW": dw, "conv dW (fill)": dw_fill, "conv dx": dx}
+    """Forward, input gradient and weight gradient (on the forward's columns and filling its own), on full
+    columns (``GEO``) and over in-range taps by region (4x4 maps, dilation 2, padding 2: ``kernels_conv``)."""
+    out = {}
+    for tag, (h, w_, geo) in {"": (H, W, GEO), " (regions)": (4, 4, (1, 1, 2, 2, 2, 2))}.items():
+        ho, wo = (h + 2 * geo[2] - 2 * geo[4] - 1) // geo[0] + 1, (w_ + 2 * geo[3] - 2 * geo[5] - 1) // geo[1] + 1
+        x = rng.standard_normal((N, C, h, w_)).astype(dtype)
+        w = rng.standard_normal((O, C, 3, 3)).astype(dtype)
+        g = rng.standard_normal((N, O, ho, wo)).astype(dtype)
+        k, p = C * 9, ho * wo
+        cols, gm = np.zeros(N * k * p, dtype), np.zeros(N * O * p, dtype)
+        y, dx, dw, dw_fill = np.zeros(g.shape, dtype), np.zeros_like(x), np.zeros_like(w), np.zeros_like(w)
+        imk.conv2d_fwd(x, w, cols, gm, y, *geo, budget)
+        imk.conv2d_wgrad(g, x, cols, False, gm, dw, *geo, budget)
+        imk.conv2d_wgrad(g, x, np.zeros_like(cols), True, gm, dw_fill, *geo, budget)
+        imk.conv2d_igrad(g, w, gm, np.zeros_like(cols), dx, *geo, budget)
+        out |= {f"conv y{tag}": y, f"conv dW{tag}": dw, f"conv dW (fill){tag}": dw_fill, f"conv dx{tag}": dx}
+    return out
 
 
 def _pool(rng, dtype) -> dict:
