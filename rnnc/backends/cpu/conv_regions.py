@@ -68,30 +68,33 @@ def per_sample(c_, rows, cols):
 
 
 @jit
-def _by_region(w, rows, cols, flat, to_flat):
+def _by_region(w, tab, flat, to_flat):
     """Between a kernel ``w (O, C, kh, kw)`` and its regions' weights ``flat`` (``W_R[o, (c, a, b)]``, ``a ∈ A``,
-    ``b ∈ B``, flat in region order, row band major): ``to_flat``: ``flat = W_R``; else ``w[:, :, A, B] +=
-    W_R`` for every region."""
+    ``b ∈ B``, flat in region order, :func:`table`): ``to_flat``: ``flat = W_R``; else ``w[:, :, A, B] += W_R``
+    for every region."""
     o_, c_ = w.shape[0], w.shape[1]
     q = 0
-    for i in range(rows.shape[0]):
-        for j in range(cols.shape[0]):
-            for o in range(o_):
-                for c in range(c_):
-                    for a in range(rows[i, 2], rows[i, 3]):
-                        for b in range(cols[j, 2], cols[j, 3]):
-                            if to_flat:
-                                flat[q] = w[o, c, a, b]
-                            else:
-                                w[o, c, a, b] += flat[q]
-                            q += 1
+    for r in range(tab.shape[0]):
+        a0, na, b0, nb = tab[r, 2], tab[r, 3], tab[r, 4], tab[r, 5]
+        for o in range(o_):
+            for c in range(c_):
+                for a in range(a0, a0 + na):
+                    for b in range(b0, b0 + nb):
+                        if to_flat:
+                            flat[q] = w[o, c, a, b]
+                        else:
+                            w[o, c, a, b] += flat[q]
+                        q += 1
 
 
 @jit
-def region_weights(w, rows, cols):
+def region_weights(w, tab):
     """Every region's ``W_R (O, K_R)``, flat in region order (:func:`_by_region`)."""
-    out = np.empty(w.shape[0] * w.shape[1] * taps_times_regions(rows, cols), w.dtype)
-    _by_region(w, rows, cols, out, True)
+    taps = 0
+    for r in range(tab.shape[0]):
+        taps += tab[r, 0]
+    out = np.empty(w.shape[0] * w.shape[1] * taps, w.dtype)
+    _by_region(w, tab, out, True)
     return out
 
 
@@ -154,39 +157,41 @@ def _outputs(mat, maps, o_, n_, plane, pos, nv, to_maps):
 
 
 @jit
-def taps_times_regions(rows, cols):
-    """``Σ_R |A| |B|``: the floats of every region's weights per (output, input) channel pair."""
-    ta = tb = 0
-    for i in range(rows.shape[0]):
-        ta += rows[i, 3] - rows[i, 2]
-    for j in range(cols.shape[0]):
-        tb += cols[j, 3] - cols[j, 2]
-    return ta * tb
+def worth(c_, h, wd, ho, wo, kh, kw, sh, sw, ph, pw, dh, dw):
+    """Whether the convolution of ``c_`` maps ``(h, wd) -> (ho, wo)`` by ``kh x kw`` taps takes the regions: at
+    most :data:`REGION_MAX` of its taps in range. The renderer asks (the geometry is static), and picks the
+    same kernels for a forward convolution and the weight gradient of the same maps."""
+    rows, cols = bands(h, ho, kh, sh, ph, dh), bands(wd, wo, kw, sw, pw, dw)
+    return per_sample(c_, rows, cols) <= REGION_MAX * c_ * kh * kw * ho * wo
 
 
 @jit
-def regional(c_, full, rows, cols):
-    """Whether a map of ``c_`` channels with ``full = kh kw Ho Wo`` taps per channel takes the regions
-    (:data:`REGION_MAX`)."""
-    return per_sample(c_, rows, cols) <= REGION_MAX * c_ * full
+def plan(w, h, wd, ho, wo, sh, sw, ph, pw, dh, dw):
+    """The regions of the convolution of ``(h, wd)`` maps by ``w (O, C, kh, kw)`` into ``(ho, wo)``: their
+    weights (:func:`region_weights`), their table (:func:`table`) and the floats of a sample's columns."""
+    kh, kw = w.shape[2], w.shape[3]
+    rows, cols = bands(h, ho, kh, sh, ph, dh), bands(wd, wo, kw, sw, pw, dw)
+    tab, src, pos = table(rows, cols, wd, wo, sh, sw, ph, pw, dh, dw)
+    return region_weights(w, tab), tab, src, pos, per_sample(w.shape[1], rows, cols)
 
 
 @jit
-def table(rows, cols, c_, in_w, out_w, sh, sw, ph, pw, dh, dw):
-    """Each region's sizes and its outputs' offsets, once per call: ``tab[r] = (K_R / C, |U| |V|, |A|, |B|,
-    |V|, k0)`` for region ``r`` in order (row band major), and from ``k0`` on, for each of its outputs
-    ``(u, v)`` in order, ``src`` the offset of its first in-range tap in an input plane ``in_w`` wide and
-    ``pos`` its offset in an output plane ``out_w`` wide."""
-    regions = rows.shape[0] * cols.shape[0]
-    tab = np.empty((regions, 6), np.int64)
+def table(rows, cols, in_w, out_w, sh, sw, ph, pw, dh, dw):
+    """Each region's taps and outputs, once per call: ``tab[r] = (|A| |B|, |U| |V|, a0, |A|, b0, |B|, |V|, k0)``
+    for region ``r`` in order (row band major), and from ``k0`` on, for each of its outputs ``(u, v)`` in order,
+    ``src`` the offset of its first in-range tap in an input plane ``in_w`` wide and ``pos`` its offset in an
+    output plane ``out_w`` wide."""
+    tab = np.empty((rows.shape[0] * cols.shape[0], 8), np.int64)
     total = (rows[-1, 1] - rows[0, 0]) * (cols[-1, 1] - cols[0, 0])
     src, pos = np.empty(total, np.int64), np.empty(total, np.int64)
     r = k = 0
     for i in range(rows.shape[0]):
         for j in range(cols.shape[0]):
-            u0, u1, a0, a1 = rows[i]
-            v0, v1, b0, b1 = cols[j]
-            tab[r] = ((a1 - a0) * (b1 - b0), (u1 - u0) * (v1 - v0), a1 - a0, b1 - b0, v1 - v0, k)
+            u0, u1, a0, a1 = rows[i, 0], rows[i, 1], rows[i, 2], rows[i, 3]
+            v0, v1, b0, b1 = cols[j, 0], cols[j, 1], cols[j, 2], cols[j, 3]
+            row = tab[r]
+            row[0], row[1], row[2], row[3] = (a1 - a0) * (b1 - b0), (u1 - u0) * (v1 - v0), a0, a1 - a0
+            row[4], row[5], row[6], row[7] = b0, b1 - b0, v1 - v0, k
             for u in range(u0, u1):
                 for v in range(v0, v1):
                     src[k] = (sh * u + dh * a0 - ph) * in_w + sw * v + dw * b0 - pw
@@ -205,7 +210,7 @@ def fwd_chunk(x, wr, tab, src, pos, cc, gy, y, sw, dh, dw):
     xf, yf = x.reshape(-1), y.reshape(-1)
     off = woff = 0
     for r in range(tab.shape[0]):
-        taps, nuv, na, nb, nv, k0 = tab[r]
+        taps, nuv, na, nb, nv, k0 = tab[r, 0], tab[r, 1], tab[r, 3], tab[r, 5], tab[r, 6], tab[r, 7]
         kr, m, sr, pr = c_ * taps, n_ * nuv, src[k0:k0 + nuv], pos[k0:k0 + nuv]
         if kr == 0:
             gy[:o_ * m] = 0.0
@@ -227,7 +232,7 @@ def wgrad_chunk(g, x, tab, src, pos, cc, fill, gm, acc, t2, sw, dh, dw):
     xf, gf = x.reshape(-1), g.reshape(-1)
     off = woff = 0
     for r in range(tab.shape[0]):
-        taps, nuv, na, nb, nv, k0 = tab[r]
+        taps, nuv, na, nb, nv, k0 = tab[r, 0], tab[r, 1], tab[r, 3], tab[r, 5], tab[r, 6], tab[r, 7]
         kr, m = c_ * taps, n_ * nuv
         if kr == 0:
             continue
@@ -249,9 +254,9 @@ def wgrad_chunk(g, x, tab, src, pos, cc, fill, gm, acc, t2, sw, dh, dw):
 
 
 @jit
-def add_regions(acc, rows, cols, dw_out):
-    """``dw_out[o, c, A, B] += acc_R`` for every region (``acc`` flat in region order)."""
-    _by_region(dw_out, rows, cols, acc, False)
+def add_regions(acc, tab, dw_out):
+    """``dw_out[o, c, A, B] += acc_R`` for every region (``acc`` flat in region order, :func:`table`)."""
+    _by_region(dw_out, tab, acc, False)
 
 
 tolerate_corrupt_entries(sys.modules[__name__])   # an unreadable Numba cache entry is a miss

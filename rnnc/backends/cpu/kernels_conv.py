@@ -65,59 +65,39 @@ def flipped(w):
     return out
 
 
+def regions(c_, h, w, ho, wo, kh, kw, sh, sw, ph, pw, dh, dw) -> bool:
+    """Whether the convolution of ``c_`` maps ``(h, w) -> (ho, wo)`` runs on the ``_regions`` kernels
+    (:func:`conv_regions.worth`); its weight gradient then does too, and with stride 1 its input gradient (the
+    flipped kernel's forward convolution multiplies the same in-range (tap, output) pairs)."""
+    return bool(reg.worth(c_, h, w, ho, wo, kh, kw, sh, sw, ph, pw, dh, dw))
+
+
+# ----------------------------------------------------------------------------- full columns
 @pjit
 def conv2d_fwd(x, w, cols, gy, y, sh, sw, ph, pw, dh, dw, budget):
     """``y[n, o, u, v] = Σ_{c,a,b} w[o, c, a, b] x[n, c, s u + d a - p, s v + d b - p]`` (in-range positions)
-    chunk by chunk of samples, the columns left in ``cols`` (``N C kh kw Ho Wo`` floats, flat, chunk-major)
-    for the weight gradient; ``gy`` is scratch of ``N O Ho Wo`` floats."""
-    n_, c_, h, wd = x.shape
+    on im2col columns, chunk by chunk of samples, the columns left in ``cols`` (``N C kh kw Ho Wo`` floats,
+    flat, chunk-major) for the weight gradient; ``gy`` is scratch of ``N O Ho Wo`` floats."""
+    n_, c_ = x.shape[0], x.shape[1]
     o_, _, kh, kw = w.shape
     ho, wo = y.shape[2], y.shape[3]
-    rows, cb = reg.bands(h, ho, kh, sh, ph, dh), reg.bands(wd, wo, kw, sw, pw, dw)
-    if reg.regional(c_, kh * kw * ho * wo, rows, cb):
-        wr = reg.region_weights(w, rows, cb)
-        tab, src, pos = reg.table(rows, cb, c_, wd, wo, sh, sw, ph, pw, dh, dw)
-        q = reg.per_sample(c_, rows, cb)
-        step, chunks = _chunking(n_, q, budget)
-        for j in numba.prange(chunks):
-            n0 = j * step
-            n1 = min(n_, n0 + step)
-            reg.fwd_chunk(x[n0:n1], wr, tab, src, pos, cols[n0 * q:n1 * q],
-                          gy[n0 * o_ * ho * wo:n1 * o_ * ho * wo], y[n0:n1], sw, dh, dw)
-        return
     k, p = c_ * kh * kw, ho * wo
     w2 = w.reshape((o_, k))
     step, chunks = _chunking(n_, k * p, budget)
     for j in numba.prange(chunks):
         n0 = j * step
         n1 = min(n_, n0 + step)
-        cc = cols[n0 * k * p:n1 * k * p].reshape((c_, kh, kw, n1 - n0, ho, wo))
-        full.fwd_chunk(x[n0:n1], w2, cc, gy[n0 * o_ * p:n1 * o_ * p].reshape((o_, (n1 - n0) * p)), y[n0:n1],
-                       sh, sw, ph, pw, dh, dw)
+        full.fwd_chunk(x[n0:n1], w2, cols[n0 * k * p:n1 * k * p].reshape((c_, kh, kw, n1 - n0, ho, wo)),
+                       gy[n0 * o_ * p:n1 * o_ * p].reshape((o_, (n1 - n0) * p)), y[n0:n1], sh, sw, ph, pw, dh, dw)
 
 
 @pjit
 def conv2d_igrad(g, w, gm, dcols, dx, sh, sw, ph, pw, dh, dw, budget):
-    """``dx[n, c, y, x] = Σ g[n, o, u, v] w[o, c, a, b]`` over ``y = s u + d a - p``, ``x = s v + d b - p``:
-    the input gradient of :func:`conv2d_fwd` (module docstring for the two ways), chunk by chunk; ``gm``
-    (``N O Ho Wo`` floats) and ``dcols`` (``N C kh kw Ho Wo``) are scratch."""
+    """``dx[n, c, y, x] = Σ g[n, o, u, v] w[o, c, a, b]`` over ``y = s u + d a - p``, ``x = s v + d b - p``
+    (the input gradient of :func:`conv2d_fwd`) as ``col2im(W^T G)``, chunk by chunk: ``G`` gathered into
+    ``gm`` (``N O Ho Wo`` floats), the product into ``dcols`` (``N C kh kw Ho Wo``)."""
     n_, o_, ho, wo = g.shape
     _, c_, kh, kw = w.shape
-    h, wd = dx.shape[2], dx.shape[3]
-    qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw
-    if sh == 1 and sw == 1:
-        rows, cb = reg.bands(ho, h, kh, 1, qh, dh), reg.bands(wo, wd, kw, 1, qw, dw)
-        if reg.regional(o_, kh * kw * h * wd, rows, cb):
-            wr = reg.region_weights(flipped(w), rows, cb)
-            tab, src, pos = reg.table(rows, cb, o_, wo, wd, 1, 1, qh, qw, dh, dw)
-            q = reg.per_sample(o_, rows, cb)
-            step, chunks = _chunking(n_, q, budget)
-            for j in numba.prange(chunks):
-                n0 = j * step
-                n1 = min(n_, n0 + step)
-                reg.fwd_chunk(g[n0:n1], wr, tab, src, pos, np.empty((n1 - n0) * q, g.dtype),
-                              np.empty((n1 - n0) * c_ * h * wd, g.dtype), dx[n0:n1], 1, dh, dw)
-            return
     k, p = c_ * kh * kw, ho * wo
     wt = w.reshape((o_, k)).T
     step, chunks = _chunking(n_, k * p, budget)
@@ -131,40 +111,81 @@ def conv2d_igrad(g, w, gm, dcols, dx, sh, sw, ph, pw, dh, dw, budget):
 @pjit
 def conv2d_wgrad(g, x, cols, fill, gm, dw_out, sh, sw, ph, pw, dh, dw, budget):
     """``dw_out[o, c, a, b] = Σ_{n,u,v} g[n, o, u, v] x[n, c, s u + d a - p, s v + d b - p]`` (in-range
-    positions), on the columns :func:`conv2d_fwd` left in ``cols`` (``fill``: gathered here first, when no
-    forward convolution of the same ``x`` did). Each of the :data:`WGRAD_PARTS` parts of the chunks sums its
+    positions) on the im2col columns :func:`conv2d_fwd` left in ``cols`` (``fill``: gathered here first, when
+    no forward convolution of the same ``x`` did). Each of the :data:`WGRAD_PARTS` parts of the chunks sums its
     own products; the parts' sums are added in part order. ``gm`` is scratch of ``N O Ho Wo`` floats."""
     n_, o_, ho, wo = g.shape
     _, c_, kh, kw = dw_out.shape
-    h, wd = x.shape[2], x.shape[3]
-    rows, cb = reg.bands(h, ho, kh, sh, ph, dh), reg.bands(wd, wo, kw, sw, pw, dw)
-    regions = reg.regional(c_, kh * kw * ho * wo, rows, cb)
-    tab, src, pos = reg.table(rows, cb, c_, wd, wo, sh, sw, ph, pw, dh, dw)
     k, p = c_ * kh * kw, ho * wo
-    q = reg.per_sample(c_, rows, cb) if regions else k * p
-    size = o_ * c_ * reg.taps_times_regions(rows, cb) if regions else o_ * k
-    step, chunks = _chunking(n_, q, budget)
+    step, chunks = _chunking(n_, k * p, budget)
     parts = min(chunks, WGRAD_PARTS)
-    acc = np.zeros((parts, size), g.dtype)
-    t2 = np.empty((parts, size), g.dtype)
+    acc = np.zeros((parts, o_, k), g.dtype)
+    t2 = np.empty((parts, o_, k), g.dtype)
     for part in numba.prange(parts):
         for j in range(part, chunks, parts):
             n0 = j * step
             n1 = min(n_, n0 + step)
-            if regions:
-                reg.wgrad_chunk(g[n0:n1], x[n0:n1], tab, src, pos, cols[n0 * q:n1 * q], fill,
-                                gm[n0 * o_ * p:n1 * o_ * p], acc[part], t2[part], sw, dh, dw)
-            else:
-                cc = cols[n0 * q:n1 * q].reshape((c_, kh, kw, n1 - n0, ho, wo))
-                full.wgrad_chunk(g[n0:n1], x[n0:n1], cc, fill, gm[n0 * o_ * p:n1 * o_ * p], acc[part].reshape((o_, k)),
-                                 t2[part].reshape((o_, k)), sh, sw, ph, pw, dh, dw)
-    dw_out[...] = 0.0
+            full.wgrad_chunk(g[n0:n1], x[n0:n1], cols[n0 * k * p:n1 * k * p].reshape((c_, kh, kw, n1 - n0, ho, wo)),
+                             fill, gm[n0 * o_ * p:n1 * o_ * p], acc[part], t2[part], sh, sw, ph, pw, dh, dw)
     d2 = dw_out.reshape((o_, k))
+    d2[...] = acc[0]
+    for part in range(1, parts):
+        d2 += acc[part]
+
+
+# ----------------------------------------------------------------------------- in-range taps, by region
+@pjit
+def conv2d_fwd_regions(x, w, cols, gy, y, sh, sw, ph, pw, dh, dw, budget):
+    """:func:`conv2d_fwd` over in-range taps only, region by region (:mod:`conv_regions`); the columns left in
+    ``cols`` (``Q`` floats a sample, at most ``C kh kw Ho Wo``) for :func:`conv2d_wgrad_regions`."""
+    n_, o_ = x.shape[0], w.shape[0]
+    ho, wo = y.shape[2], y.shape[3]
+    wr, tab, src, pos, q = reg.plan(w, x.shape[2], x.shape[3], ho, wo, sh, sw, ph, pw, dh, dw)
+    p = ho * wo
+    step, chunks = _chunking(n_, q, budget)
+    for j in numba.prange(chunks):
+        n0 = j * step
+        n1 = min(n_, n0 + step)
+        reg.fwd_chunk(x[n0:n1], wr, tab, src, pos, cols[n0 * q:n1 * q], gy[n0 * o_ * p:n1 * o_ * p], y[n0:n1],
+                      sw, dh, dw)
+
+
+@pjit
+def conv2d_igrad_regions(g, w, dx, ph, pw, dh, dw, budget):
+    """:func:`conv2d_igrad` of a stride-1 convolution as the forward convolution of ``g`` with
+    :func:`flipped` ``w`` at padding ``d (k - 1) - p``, over in-range taps only (its columns are scratch)."""
+    n_, c_, h, wd = dx.shape
+    kh, kw = w.shape[2], w.shape[3]
+    wr, tab, src, pos, q = reg.plan(flipped(w), g.shape[2], g.shape[3], h, wd, 1, 1, dh * (kh - 1) - ph,
+                                    dw * (kw - 1) - pw, dh, dw)
+    step, chunks = _chunking(n_, q, budget)
+    for j in numba.prange(chunks):
+        n0 = j * step
+        n1 = min(n_, n0 + step)
+        reg.fwd_chunk(g[n0:n1], wr, tab, src, pos, np.empty((n1 - n0) * q, g.dtype),
+                      np.empty((n1 - n0) * c_ * h * wd, g.dtype), dx[n0:n1], 1, dh, dw)
+
+
+@pjit
+def conv2d_wgrad_regions(g, x, cols, fill, gm, dw_out, sh, sw, ph, pw, dh, dw, budget):
+    """:func:`conv2d_wgrad` over in-range taps only, region by region, on the columns
+    :func:`conv2d_fwd_regions` left in ``cols`` (``fill``: gathered here first); parts as there."""
+    n_, o_, ho, wo = g.shape
+    wr, tab, src, pos, q = reg.plan(dw_out, x.shape[2], x.shape[3], ho, wo, sh, sw, ph, pw, dh, dw)
+    p = ho * wo
+    step, chunks = _chunking(n_, q, budget)
+    parts = min(chunks, WGRAD_PARTS)
+    acc = np.zeros((parts, wr.shape[0]), g.dtype)         # every region's weights
+    t2 = np.empty((parts, wr.shape[0]), g.dtype)
+    for part in numba.prange(parts):
+        for j in range(part, chunks, parts):
+            n0 = j * step
+            n1 = min(n_, n0 + step)
+            reg.wgrad_chunk(g[n0:n1], x[n0:n1], tab, src, pos, cols[n0 * q:n1 * q], fill, gm[n0 * o_ * p:n1 * o_ * p],
+                            acc[part], t2[part], sw, dh, dw)
+    dw_out[...] = 0.0
     for part in range(parts):
-        if regions:
-            reg.add_regions(acc[part], rows, cb, dw_out)
-        else:
-            d2 += acc[part].reshape((o_, k))
+        reg.add_regions(acc[part], tab, dw_out)
 
 
 tolerate_corrupt_entries(sys.modules[__name__])   # an unreadable Numba cache entry is a miss

@@ -10,10 +10,11 @@ Convolution is im2col plus GEMM. With ``N`` rows (loop indices × batch), ``K = 
     conv2d_weight_grad:  W̄ (O, K)   = G (O, N P) @ cols^T
 
 Where every buffer has an ``(N, C, H, W)`` view (lead dims equal, scan indices first) the generated code calls
-the cache-blocked kernels of :mod:`kernels_image`: they run the products chunk by chunk of samples, each
+the cache-blocked kernels of :mod:`kernels_conv`: they run the products chunk by chunk of samples, each
 chunk's columns (``kernels_image.CHUNK_FLOATS`` floats) filled and multiplied while they are in L2, the
-columns of the forward convolution kept (chunk-major) for the weight gradient of the same ``x``. Pooling and
-the channel statistics call shared kernels too (small modules, fast Numba compiles). Other layouts
+columns of the forward convolution kept (chunk-major) for the weight gradient of the same ``x``; where most of
+a map's taps fall in the padding, their ``_regions`` twins multiply the in-range taps only (:mod:`conv_regions`).
+Pooling and the channel statistics call shared kernels too (small modules, fast Numba compiles). Other layouts
 (broadcast reads) get inline loop nests over :meth:`Buf.at` with one GEMM over every row, their zero padding
 never written (scratch buffers start zeroed; only in-range window positions are visited).
 """
@@ -181,6 +182,15 @@ def _flat(var: str, nrows: str, size: int) -> str:
     return f"{var}.reshape(({nrows} * {size},))"
 
 
+def _regions(c: int, x_shape, out_shape, taps, geo) -> bool:
+    """Whether a convolution of ``c`` maps ``x_shape[-2:] -> out_shape[-2:]`` runs on the ``_regions`` kernels
+    (``kernels_conv.regions``: most of its taps out of range); a static choice, the same for a forward
+    convolution and the weight gradient of the same maps."""
+    from rnnc.backends.cpu import kernels_conv
+
+    return kernels_conv.regions(c, *x_shape[-2:], *out_shape[-2:], *taps, *geo)
+
+
 def _blocked(r, name: str, *args) -> None:
     """``imk.<name>(*args, budget)``: the cache-blocked convolution kernels (chunks of samples whose im2col
     columns fit ``kernels_image.CHUNK_FLOATS``)."""
@@ -203,7 +213,8 @@ def t_conv2d(r, node) -> None:
     yv = _scratch(r, node, "gy", dims, o * p)
     xv, ov = _view(r, x, dims, nrows), _view(r, node, dims, nrows)
     if xv and ov:
-        _blocked(r, "conv2d_fwd", xv, _kernel_view(r, w, True), _flat(cols, nrows, k * p), _flat(yv, nrows, o * p),
+        name = "conv2d_fwd_regions" if _regions(c, x.shape, node.shape, (kh, kw), _geo_args(node)) else "conv2d_fwd"
+        _blocked(r, name, xv, _kernel_view(r, w, True), _flat(cols, nrows, k * p), _flat(yv, nrows, o * p),
                  ov, *_geo_args(node))
         if not r.fixed:     # the weight gradient of the same x and geometry reuses these columns
             _cols_seen(r)[(x, _geo_args(node), (kh, kw), tuple(dims))] = cols
@@ -230,6 +241,10 @@ def t_conv2d_input_grad(r, node) -> None:
     dv = _scratch(r, node, "im", dims, k * p)
     g4, ov = _view(r, g, dims, nrows), _view(r, node, dims, nrows)
     if g4 and ov:
+        sh, sw, ph, pw, dh, dw = _geo_args(node)
+        if (sh, sw) == (1, 1) and _regions(c, node.shape, g.shape, (kh, kw), _geo_args(node)):
+            _blocked(r, "conv2d_igrad_regions", g4, _kernel_view(r, w, True), ov, ph, pw, dh, dw)
+            return
         _blocked(r, "conv2d_igrad", g4, _kernel_view(r, w, True), _flat(gv, nrows, o * p), _flat(dv, nrows, k * p),
                  ov, *_geo_args(node))
         return
@@ -265,7 +280,8 @@ def t_conv2d_weight_grad(r, node) -> None:
         fill = cols is None
         if fill:
             cols = _scratch(r, node, "im", dims, k * p)
-        _blocked(r, "conv2d_wgrad", g4, xv, _flat(cols, nrows, k * p), fill, _flat(gv, nrows, o * p),
+        name = "conv2d_wgrad_regions" if _regions(c, x.shape, g.shape, (kh, kw), _geo_args(node)) else "conv2d_wgrad"
+        _blocked(r, name, g4, xv, _flat(cols, nrows, k * p), fill, _flat(gv, nrows, o * p),
                  f"{out.var}.reshape(({o}, {c}, {kh}, {kw}))", *_geo_args(node))
         return
     cols = _scratch(r, node, "im", dims, k * p)

@@ -33,9 +33,10 @@ PH, PW = (H + 2 - 3) // 2 + 1, (W + 2 - 3) // 2 + 1
 
 def _conv(rng, dtype, budget) -> dict:
     """Forward, input gradient and weight gradient (on the forward's columns and filling its own), on full
-    columns (``GEO``) and over in-range taps by region (4x4 maps, dilation 2, padding 2: ``kernels_conv``)."""
+    columns (``GEO``) and over in-range taps by region (the ``_regions`` kernels; 4x4 maps, dilation 2,
+    padding 2)."""
     out = {}
-    for tag, (h, w_, geo) in {"": (H, W, GEO), " (regions)": (4, 4, (1, 1, 2, 2, 2, 2))}.items():
+    for tag, (h, w_, geo) in {"": (H, W, GEO), "_regions": (4, 4, (1, 1, 2, 2, 2, 2))}.items():
         ho, wo = (h + 2 * geo[2] - 2 * geo[4] - 1) // geo[0] + 1, (w_ + 2 * geo[3] - 2 * geo[5] - 1) // geo[1] + 1
         x = rng.standard_normal((N, C, h, w_)).astype(dtype)
         w = rng.standard_normal((O, C, 3, 3)).astype(dtype)
@@ -43,10 +44,13 @@ def _conv(rng, dtype, budget) -> dict:
         k, p = C * 9, ho * wo
         cols, gm = np.zeros(N * k * p, dtype), np.zeros(N * O * p, dtype)
         y, dx, dw, dw_fill = np.zeros(g.shape, dtype), np.zeros_like(x), np.zeros_like(w), np.zeros_like(w)
-        imk.conv2d_fwd(x, w, cols, gm, y, *geo, budget)
-        imk.conv2d_wgrad(g, x, cols, False, gm, dw, *geo, budget)
-        imk.conv2d_wgrad(g, x, np.zeros_like(cols), True, gm, dw_fill, *geo, budget)
-        imk.conv2d_igrad(g, w, gm, np.zeros_like(cols), dx, *geo, budget)
+        getattr(imk, "conv2d_fwd" + tag)(x, w, cols, gm, y, *geo, budget)
+        getattr(imk, "conv2d_wgrad" + tag)(g, x, cols, False, gm, dw, *geo, budget)
+        getattr(imk, "conv2d_wgrad" + tag)(g, x, np.zeros_like(cols), True, gm, dw_fill, *geo, budget)
+        if tag:
+            imk.conv2d_igrad_regions(g, w, dx, *geo[2:], budget)
+        else:
+            imk.conv2d_igrad(g, w, gm, np.zeros_like(cols), dx, *geo, budget)
         out |= {f"conv y{tag}": y, f"conv dW{tag}": dw, f"conv dW (fill){tag}": dw_fill, f"conv dx{tag}": dx}
     return out
 
@@ -238,7 +242,8 @@ def test_blocks_on_numba_threads_cover_every_row_once_and_raise_a_blocks_error()
 
 def test_the_kernels_tested_here_are_the_parallel_ones():
     """Every kernel of ``PARALLEL`` is covered above (a new parallel kernel needs its thread-count check)."""
-    covered = {"conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "maxpool", "maxpool_route", "maxpool_argmax",
+    covered = {"conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "conv2d_fwd_regions", "conv2d_igrad_regions",
+               "conv2d_wgrad_regions", "maxpool", "maxpool_route", "maxpool_argmax",
                "maxpool_scatter", "avgpool", "avgpool_grad", "channel_mean", "channel_spread", "bn_stats", "bn_apply",
                "bn_sums", "bn_input_grad"}
     assert set(imk.PARALLEL) == covered
