@@ -1,5 +1,5 @@
 """Convolution on full im2col columns (zero padding included): the path of :mod:`kernels_conv` for maps whose
-taps are mostly in range, and for the input gradient of strided convolutions.
+taps are mostly in range, and for the input gradient of every strided convolution.
 
 ``cols`` of a chunk of ``n`` samples are ``(C, kh, kw, n, Ho, Wo)``, ``K = C kh kw`` rows of ``n P`` columns::
 
@@ -153,7 +153,6 @@ def wgrad_chunk(g, x, cc, fill, gg, acc, t2, sh, sw, ph, pw, dh, dw):
     else:
         np.dot(gg.reshape((g.shape[1], -1)), cc.reshape((k, -1)).T, t2)
     acc += t2
-
 
 
 tolerate_corrupt_entries(sys.modules[__name__])   # an unreadable Numba cache entry is a miss

@@ -26,9 +26,10 @@ from rnnc.backends.cpu.njit import jit
 
 #: Largest share of a map's taps in range (in-range ``(c, a, b, u, v)`` over ``C kh kw Ho Wo``) for which the
 #: regions pay. One core, batch 128, 3x3 taps with dilation 2 and padding 2 (forward + both gradients, ms,
-#: full columns -> regions): 4x4 maps (0.44 in range, 64 -> 128 channels) 12.2 -> 7.2; 7x7 (0.66) 9.7 -> 10.0;
-#: 14x14 (0.82) 12.3 -> 13.9.
+#: full columns -> regions): 4x4 maps (0.44 in range, 64 -> 128 channels) 12.2 -> 6.9; 7x7 (0.66) 9.7 -> 10.0;
+#: 14x14 (0.82) 12.3 -> 13.9 (docs/benchmarks.md, "In-range taps only").
 REGION_MAX = 0.5
+
 
 @jit
 def bands(size, n, k, s, p, d):

@@ -1,20 +1,18 @@
-"""The convolution kernels of the generated modules (``imk.conv2d_fwd``, ``imk.conv2d_igrad``,
-``imk.conv2d_wgrad``; :mod:`kernels_image` re-exports them): chunk by chunk of samples, the chunks dealt to
-Numba's threads.
+"""The convolution kernels of the generated modules (``imk.conv2d_fwd`` ...; :mod:`kernels_image` re-exports
+them): chunk by chunk of samples, the chunks dealt to Numba's threads.
 
 Maps are C-contiguous ``(N, C, H, W)`` (generated code passes reshapes of its buffers); output ``u`` of tap
-``a`` reads row ``s u + d a - p``. Each kernel takes one of two
-paths, chosen by the geometry alone (so the forward convolution and the weight gradient of the same ``x`` agree
+``a`` reads row ``s u + d a - p``. Two sets of kernels, and the renderer picks one from the static geometry
+(:func:`regions`; the same for the forward convolution and the weight gradient of the same ``x``, so they agree
 on the columns' layout):
 
-- :mod:`conv_regions`, the products over in-range taps only, where at most :data:`conv_regions.REGION_MAX` of
-  the taps are in range (the flagship's 4x4 maps: 0.44);
-- :mod:`conv_columns`, im2col columns with the zero padding, otherwise.
-
-The input gradient of a stride-1 convolution is itself a forward convolution: ``x̄[n, c, y, x] =
-Σ_{o,a,b} ḡ[n, o, y - d a + p, x - d b + p] W[o, c, a, b]``, i.e. ``ḡ`` convolved with :func:`flipped` ``W``
-at padding ``d (k - 1) - p`` (negative: a crop, which the regions handle as well); it takes the regions when
-that convolution would, else ``col2im(W^T Ḡ)``.
+- ``conv2d_fwd``, ``conv2d_igrad``, ``conv2d_wgrad``: im2col columns with the zero padding
+  (:mod:`conv_columns`);
+- ``conv2d_fwd_regions``, ``conv2d_igrad_regions``, ``conv2d_wgrad_regions``: products over in-range taps only
+  (:mod:`conv_regions`), where at most :data:`conv_regions.REGION_MAX` of the taps are in range (the flagship's
+  4x4 maps: 0.44). There the input gradient of a stride-1 convolution is itself a forward convolution:
+  ``x̄[n, c, y, x] = Σ_{o,a,b} ḡ[n, o, y - d a + p, x - d b + p] W[o, c, a, b]``, i.e. ``ḡ`` convolved with
+  :func:`flipped` ``W`` at padding ``d (k - 1) - p`` (negative: a crop, which the regions handle as well).
 
 A chunk's columns (``budget`` floats, :data:`CHUNK_FLOATS`) are filled and multiplied while they are in L2. The
 forward convolution keeps them in ``cols`` (chunk-major: chunk ``[n0, n1)`` from ``n0 Q``, ``Q`` the floats of a
