@@ -135,3 +135,16 @@ def conv_loops(x, w, s, p, d):
             patch = xp[:, :, u * s[0]:u * s[0] + d[0] * (kh - 1) + 1:d[0], v * s[1]:v * s[1] + d[1] * (kw - 1) + 1:d[1]]
             y[:, :, u, v] = np.einsum("ncab,ocab->no", patch, w)
     return y
+
+
+def igrad_regions(g, w, dx, ph, pw, dh, dw, budget):
+    """The input gradient of a stride-1 convolution as generated code runs it where the forward convolution
+    takes the regions: ``imk.flip`` the kernel, then ``imk.conv2d_fwd_regions`` of ``g`` at padding
+    ``d (k - 1) - p`` (scratch columns at their largest)."""
+    from rnnc.backends.cpu import kernels_image as imk
+    o, c, kh, kw = w.shape
+    n, _, h, wd = dx.shape
+    wf = np.empty((c, o, kh, kw), w.dtype)
+    imk.flip(w, wf)
+    imk.conv2d_fwd_regions(g, wf, np.empty(n * o * kh * kw * h * wd, g.dtype), np.empty(n * c * h * wd, g.dtype), dx,
+                           1, 1, dh * (kh - 1) - ph, dw * (kw - 1) - pw, dh, dw, budget)

@@ -8,11 +8,11 @@ on the columns' layout):
 
 - ``conv2d_fwd``, ``conv2d_igrad``, ``conv2d_wgrad``: im2col columns with the zero padding
   (:mod:`conv_columns`);
-- ``conv2d_fwd_regions``, ``conv2d_igrad_regions``, ``conv2d_wgrad_regions``: products over in-range taps only
-  (:mod:`conv_regions`), where at most :data:`conv_regions.REGION_MAX` of the taps are in range (the flagship's
-  4x4 maps: 0.44). There the input gradient of a stride-1 convolution is itself a forward convolution:
+- ``conv2d_fwd_regions``, ``conv2d_wgrad_regions``: products over in-range taps only (:mod:`conv_regions`),
+  where at most :data:`conv_regions.REGION_MAX` of the taps are in range (the flagship's 4x4 maps: 0.44). There
+  the input gradient of a stride-1 convolution is itself a forward convolution, run by ``conv2d_fwd_regions``:
   ``x̄[n, c, y, x] = Σ_{o,a,b} ḡ[n, o, y - d a + p, x - d b + p] W[o, c, a, b]``, i.e. ``ḡ`` convolved with
-  :func:`flipped` ``W`` at padding ``d (k - 1) - p`` (negative: a crop, which the regions handle as well).
+  :func:`flip` ``W`` at padding ``d (k - 1) - p`` (negative: a crop, which the regions handle as well).
 
 A chunk's columns (``budget`` floats, :data:`CHUNK_FLOATS`) are filled and multiplied while they are in L2. The
 forward convolution keeps them in ``cols`` (chunk-major: chunk ``[n0, n1)`` from ``n0 Q``, ``Q`` the floats of a
@@ -50,17 +50,15 @@ def _chunking(n_, q, budget):
 
 
 @jit
-def flipped(w):
-    """``W'[c, o, a, b] = w[o, c, kh - 1 - a, kw - 1 - b]``: the kernel whose forward convolution (stride 1,
+def flip(w, out):
+    """``out[c, o, a, b] = w[o, c, kh - 1 - a, kw - 1 - b]``: the kernel whose forward convolution (stride 1,
     padding ``d (k - 1) - p``) is the input gradient of ``w``'s."""
     o_, c_, kh, kw = w.shape
-    out = np.empty((c_, o_, kh, kw), w.dtype)
     for o in range(o_):
         for c in range(c_):
             for a in range(kh):
                 for b in range(kw):
                     out[c, o, kh - 1 - a, kw - 1 - b] = w[o, c, a, b]
-    return out
 
 
 def regions(c_, h, w, ho, wo, kh, kw, sh, sw, ph, pw, dh, dw) -> bool:
@@ -146,22 +144,6 @@ def conv2d_fwd_regions(x, w, cols, gy, y, sh, sw, ph, pw, dh, dw, budget):
         n1 = min(n_, n0 + step)
         reg.fwd_chunk(x[n0:n1], wr, tab, src, pos, cols[n0 * q:n1 * q], gy[n0 * o_ * p:n1 * o_ * p], y[n0:n1],
                       sw, dh, dw)
-
-
-@pjit
-def conv2d_igrad_regions(g, w, dx, ph, pw, dh, dw, budget):
-    """:func:`conv2d_igrad` of a stride-1 convolution as the forward convolution of ``g`` with
-    :func:`flipped` ``w`` at padding ``d (k - 1) - p``, over in-range taps only (its columns are scratch)."""
-    n_, c_, h, wd = dx.shape
-    kh, kw = w.shape[2], w.shape[3]
-    wr, tab, src, pos, q = reg.plan(flipped(w), g.shape[2], g.shape[3], h, wd, 1, 1, dh * (kh - 1) - ph,
-                                    dw * (kw - 1) - pw, dh, dw)
-    step, chunks = _chunking(n_, q, budget)
-    for j in numba.prange(chunks):
-        n0 = j * step
-        n1 = min(n_, n0 + step)
-        reg.fwd_chunk(g[n0:n1], wr, tab, src, pos, np.empty((n1 - n0) * q, g.dtype),
-                      np.empty((n1 - n0) * c_ * h * wd, g.dtype), dx[n0:n1], 1, dh, dw)
 
 
 @pjit

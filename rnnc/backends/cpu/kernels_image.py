@@ -25,13 +25,12 @@ from rnnc.backends.cpu.kernels_conv import (  # noqa: F401 (generated code and t
     conv2d_fwd_regions_serial,
     conv2d_fwd_serial,
     conv2d_igrad,
-    conv2d_igrad_regions,
-    conv2d_igrad_regions_serial,
     conv2d_igrad_serial,
     conv2d_wgrad,
     conv2d_wgrad_regions,
     conv2d_wgrad_regions_serial,
     conv2d_wgrad_serial,
+    flip,
     im2col,
 )
 from rnnc.backends.cpu.njit import jit as _jit
@@ -48,8 +47,8 @@ VERSION = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (
 #: samples' outputs. Generated code calls them from the plain-Python ``run`` between stage functions: a cached
 #: jitted function that calls a parallel one crashes when it is loaded from the cache (numba#8578). Each also
 #: has a serial twin ``<name>_serial`` (the same code, ``prange`` as ``range``) for calls inside a scan's loop.
-PARALLEL = ("conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "conv2d_fwd_regions", "conv2d_igrad_regions",
-            "conv2d_wgrad_regions", "maxpool", "maxpool_route", "maxpool_argmax",
+PARALLEL = ("conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "conv2d_fwd_regions", "conv2d_wgrad_regions",
+            "maxpool", "maxpool_route", "maxpool_argmax",
             "maxpool_scatter", "avgpool", "avgpool_grad",
             "channel_mean", "channel_spread", "bn_stats", "bn_apply", "bn_sums", "bn_input_grad")
 

@@ -229,22 +229,29 @@ def t_conv2d(r, node) -> None:
 
 def t_conv2d_input_grad(r, node) -> None:
     """:math:`\\bar x = \\mathrm{col2im}(W^T G)`: gather ``G``, one GEMM, scatter-add the columns (chunk by
-    chunk of samples in the blocked kernel on the fast path)."""
+    chunk of samples in the blocked kernel on the fast path). Where the forward convolution takes the regions
+    (stride 1), the forward convolution of ``G`` with the flipped kernel instead (``kernels_conv``)."""
     g, w = node.inputs
     out = r.out(node)
     dims = r.space(node)
     env = r.env(dims)
     o, c, kh, kw = w.shape
     _, ho, wo = g.shape
+    _, h, wd = node.shape
     nrows, k, p = _rows(r, dims), c * kh * kw, ho * wo
+    g4, ov = _view(r, g, dims, nrows), _view(r, node, dims, nrows)
+    sh, sw, ph, pw, dh, dw = _geo_args(node)
+    if g4 and ov and (sh, sw) == (1, 1) and _regions(c, node.shape, g.shape, (kh, kw), _geo_args(node)):
+        wf = f"{_scratch(r, node, 'wf', (), c * o * kh * kw)}.reshape(({c}, {o}, {kh}, {kw}))"
+        q = o * kh * kw * h * wd          # at most this many floats of columns a row
+        cols, gy = _scratch(r, node, "im", dims, q), _scratch(r, node, "gy", dims, c * h * wd)
+        _call(r, "flip", _kernel_view(r, w, True), wf)
+        _blocked(r, "conv2d_fwd_regions", g4, wf, _flat(cols, nrows, q), _flat(gy, nrows, c * h * wd), ov, 1, 1,
+                 dh * (kh - 1) - ph, dw * (kw - 1) - pw, dh, dw)
+        return
     gv = _scratch(r, node, "gm", dims, o * p)
     dv = _scratch(r, node, "im", dims, k * p)
-    g4, ov = _view(r, g, dims, nrows), _view(r, node, dims, nrows)
     if g4 and ov:
-        sh, sw, ph, pw, dh, dw = _geo_args(node)
-        if (sh, sw) == (1, 1) and _regions(c, node.shape, g.shape, (kh, kw), _geo_args(node)):
-            _blocked(r, "conv2d_igrad_regions", g4, _kernel_view(r, w, True), ov, ph, pw, dh, dw)
-            return
         _blocked(r, "conv2d_igrad", g4, _kernel_view(r, w, True), _flat(gv, nrows, o * p), _flat(dv, nrows, k * p),
                  ov, *_geo_args(node))
         return
