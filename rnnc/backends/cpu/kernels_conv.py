@@ -151,11 +151,13 @@ def conv2d_wgrad_regions(g, x, cols, fill, gm, dw_out, sh, sw, ph, pw, dh, dw, b
     """:func:`conv2d_wgrad` over in-range taps only, region by region, on the columns
     :func:`conv2d_fwd_regions` left in ``cols`` (``fill``: gathered here first); parts as there."""
     n_, o_, ho, wo = g.shape
+    # the regions as the forward convolution planned them (of the weights planned, only their size is used:
+    # the partial sums hold every region's weights)
     wr, tab, src, pos, q = reg.plan(dw_out, x.shape[2], x.shape[3], ho, wo, sh, sw, ph, pw, dh, dw)
     p = ho * wo
     step, chunks = _chunking(n_, q, budget)
     parts = min(chunks, WGRAD_PARTS)
-    acc = np.zeros((parts, wr.shape[0]), g.dtype)         # every region's weights
+    acc = np.zeros((parts, wr.shape[0]), g.dtype)
     t2 = np.empty((parts, wr.shape[0]), g.dtype)
     for part in numba.prange(parts):
         for j in range(part, chunks, parts):
