@@ -203,23 +203,32 @@ def table(rows, cols, in_w, out_w, sh, sw, ph, pw, dh, dw):
 
 
 @jit
+def _columns(x, tab, r, src, pos, cc, off, fill, sw, dh, dw):
+    """Region ``r`` of a chunk of maps ``x``: ``K_R``, ``M_R``, its columns ``cols_R`` (flat in ``cc`` from
+    ``off``; gathered from ``x`` first with ``fill``), its outputs' positions and the length of its rows."""
+    n_, c_, h, w = x.shape
+    taps, nuv, na, nb, nv, k0 = tab[r, 0], tab[r, 1], tab[r, 3], tab[r, 5], tab[r, 6], tab[r, 7]
+    kr, m = c_ * taps, n_ * nuv
+    cr = cc[off:off + kr * m]
+    if fill and kr > 0:
+        _gather(x.reshape(-1), h * w, c_, n_, cr, src[k0:k0 + nuv], nv, sw, na, nb, dh * w, dw)
+    return kr, m, cr, pos[k0:k0 + nuv], nv
+
+
+@jit
 def fwd_chunk(x, wr, tab, src, pos, cc, gy, y, sw, dh, dw):
     """``y = conv2d(x, w)`` of one chunk of samples, region by region (:func:`table`): columns into ``cc``,
     ``Y_R = W_R @ cols_R`` into ``gy``, scattered to ``y`` (zeros where no tap is in range)."""
-    n_, c_, h, w = x.shape
-    o_, plane = y.shape[1], y.shape[2] * y.shape[3]
-    xf, yf = x.reshape(-1), y.reshape(-1)
+    o_, plane, yf = y.shape[1], y.shape[2] * y.shape[3], y.reshape(-1)
     off = woff = 0
     for r in range(tab.shape[0]):
-        taps, nuv, na, nb, nv, k0 = tab[r, 0], tab[r, 1], tab[r, 3], tab[r, 5], tab[r, 6], tab[r, 7]
-        kr, m, sr, pr = c_ * taps, n_ * nuv, src[k0:k0 + nuv], pos[k0:k0 + nuv]
+        kr, m, cr, pr, nv = _columns(x, tab, r, src, pos, cc, off, True, sw, dh, dw)
+        yr = gy[:o_ * m].reshape((o_, m))
         if kr == 0:
-            gy[:o_ * m] = 0.0
+            yr[:, :] = 0.0
         else:
-            cr = cc[off:off + kr * m]
-            _gather(xf, h * w, c_, n_, cr, sr, nv, sw, na, nb, dh * w, dw)
-            gemm.dot(wr[woff:woff + o_ * kr].reshape((o_, kr)), cr.reshape((kr, m)), gy[:o_ * m].reshape((o_, m)))
-        _outputs(gy[:o_ * m].reshape((o_, m)), yf, o_, n_, plane, pr, nv, True)
+            gemm.dot(wr[woff:woff + o_ * kr].reshape((o_, kr)), cr.reshape((kr, m)), yr)
+        _outputs(yr, yf, o_, x.shape[0], plane, pr, nv, True)
         off += kr * m
         woff += o_ * kr
 
@@ -228,28 +237,20 @@ def fwd_chunk(x, wr, tab, src, pos, cc, gy, y, sw, dh, dw):
 def wgrad_chunk(g, x, tab, src, pos, cc, fill, gm, acc, t2, sw, dh, dw):
     """``acc_R += G_R @ cols_R^T`` of one chunk for every region (``acc`` flat in region order, as
     :func:`region_weights`), the columns gathered first with ``fill``."""
-    n_, c_, h, w = x.shape
-    o_, plane = g.shape[1], g.shape[2] * g.shape[3]
-    xf, gf = x.reshape(-1), g.reshape(-1)
+    o_, plane, gf = g.shape[1], g.shape[2] * g.shape[3], g.reshape(-1)
     off = woff = 0
     for r in range(tab.shape[0]):
-        taps, nuv, na, nb, nv, k0 = tab[r, 0], tab[r, 1], tab[r, 3], tab[r, 5], tab[r, 6], tab[r, 7]
-        kr, m = c_ * taps, n_ * nuv
-        if kr == 0:
-            continue
-        cr = cc[off:off + kr * m]
-        if fill:
-            _gather(xf, h * w, c_, n_, cr, src[k0:k0 + nuv], nv, sw, na, nb, dh * w, dw)
-        gr = gm[:o_ * m].reshape((o_, m))
-        _outputs(gr, gf, o_, n_, plane, pos[k0:k0 + nuv], nv, False)
-        tr = t2[:o_ * kr].reshape((o_, kr))
-        if kr <= WGRAD_GEMM_K:
-            gemm.dot(gr, cr.reshape((kr, m)).T, tr)
-        else:
-            np.dot(gr, cr.reshape((kr, m)).T, tr)
-        a, tf = acc[woff:woff + o_ * kr], t2[:o_ * kr]
-        for e in range(o_ * kr):
-            a[e] += tf[e]
+        kr, m, cr, pr, nv = _columns(x, tab, r, src, pos, cc, off, fill, sw, dh, dw)
+        if kr > 0:
+            gr, tr = gm[:o_ * m].reshape((o_, m)), t2[:o_ * kr].reshape((o_, kr))
+            _outputs(gr, gf, o_, x.shape[0], plane, pr, nv, False)
+            if kr <= WGRAD_GEMM_K:
+                gemm.dot(gr, cr.reshape((kr, m)).T, tr)
+            else:
+                np.dot(gr, cr.reshape((kr, m)).T, tr)
+            a, tf = acc[woff:woff + o_ * kr], t2[:o_ * kr]
+            for e in range(o_ * kr):
+                a[e] += tf[e]
         off += kr * m
         woff += o_ * kr
 
