@@ -1,9 +1,10 @@
 """``run()``'s prologue: the axis-free transposes and concatenations of parameters (an LSTM's stacked gate
-matrices), as numpy statements, with two clean-ups once the whole module is rendered:
+matrices), as Python statements (numpy, and :mod:`rnnc.backends.cpu.copies` as ``cp`` for the transposed
+copies), with two clean-ups once the whole module is rendered:
 
 * a result nothing reads is not computed (the transposed stack ``[U_i; U_f; ...]`` whose product reads the
   stack ``[U_i^T U_f^T ...]`` instead);
-* a transpose read only by one concatenation is no copy of its own: ``np.concatenate((p1.T, p3.T, ...))``.
+* a transpose read only by one concatenation is no copy of its own: ``cp.concat_last((p1.T, p3.T, ...), v)``.
 
 The entries are data (:class:`PrologueEntry`), and what the rest of the module reads is the set of names its
 code uses (:attr:`rnnc.backends.cpu.functions.StageModule.used`): nothing here reads generated text.
@@ -48,14 +49,17 @@ def prologue_lines(entries: list, used: set) -> tuple[list, set]:
         tag = f"  # {e.comment}" if e.comment and not e.where else ""
         before = [note(f"    # {one_line(e.comment)}", e.where)] if e.comment and e.where else []
         if e.op == "transpose":
-            lines += [f"    np.copyto({e.out}, {e.ins[0]}.T){tag}"] + before      # reversed below: the note comes first
+            lines += [f"    cp.transpose_into({e.ins[0]}, {e.out}){tag}"] + before      # reversed below: the note first
             live.add(e.ins[0])
         elif e.op == "pack":
             lines += [f"    {pack_statement(e.out, e.ins[0], e.shape)}{tag}"] + before
             live.add(e.ins[0])
         else:
-            parts = [f"{inline[v]}.T" if v in inline else v for v in e.ins]
-            lines += [f"    np.concatenate(({', '.join(parts)},), axis=-1, out={e.out}){tag}"] + before
+            parts = ", ".join(f"{inline[v]}.T" if v in inline else v for v in e.ins)
+            if any(v in inline for v in e.ins):      # 2-D: transposed parts copied by cp.transpose_into
+                lines += [f"    cp.concat_last(({parts},), {e.out}){tag}"] + before
+            else:
+                lines += [f"    np.concatenate(({parts},), axis=-1, out={e.out}){tag}"] + before
             live.update(inline.get(v, v) for v in e.ins)
     dropped = {e.out for e in entries if e.out not in live or e.out in inline}
     return lines[::-1], dropped

@@ -20,8 +20,7 @@ def test_single_use_transposes_are_inlined_and_unread_results_dropped():
     lines, dropped = prologue_lines(ENTRIES, {"gk", "a", "v6", "b"})
     # v6 is read by stage code; v7 and v9 by nothing (the names stage code uses, not its comments: see
     # test_prologue_reads_the_names_of_code_not_comments); v2 feeds two concats, v4 one
-    assert [line.strip() for line in lines] == ["np.copyto(v2, p1.T)",
-                                                "np.concatenate((v2, p3.T,), axis=-1, out=v6)"]
+    assert [line.strip() for line in lines] == ["cp.transpose_into(p1, v2)", "cp.concat_last((v2, p3.T,), v6)"]
     assert dropped == {"v4", "v7", "v8", "v9"}
 
 
@@ -29,8 +28,8 @@ def test_everything_read_is_kept():
     lines, dropped = prologue_lines(ENTRIES, {"f", "v7", "v9"})
     assert dropped == {"v4", "v8"}
     assert [line.strip() for line in lines] == [
-        "np.copyto(v2, p1.T)", "np.concatenate((v2, p3.T,), axis=-1, out=v6)", "np.copyto(v7, v6.T)",
-        "np.concatenate((p5.T, v2,), axis=-1, out=v9)"]
+        "cp.transpose_into(p1, v2)", "cp.concat_last((v2, p3.T,), v6)", "cp.transpose_into(v6, v7)",
+        "cp.concat_last((p5.T, v2,), v9)"]
 
 
 def test_prologue_reads_the_names_of_code_not_comments():
@@ -50,6 +49,6 @@ def test_lstm_forward_stacks_its_gate_matrices_without_copies():
     np.testing.assert_allclose(out, rc.interpret(m, {"x": x}, params).outputs["out"], rtol=1e-12, atol=1e-12)
     src = f.kernel("outputs").source
     run = src[src.index("def run("):]
-    assert run.count("np.concatenate((p") == 2 and "np.copyto(" not in run      # U and W stacks, nothing else
+    assert run.count("cp.concat_last((p") == 2 and "np.copyto(" not in run      # U and W stacks, nothing else
     stacks = [b for b in f.kernel("outputs").layout.buffers if not b.dims and len(b.shape) == 2]
     assert sorted(b.shape for b in stacks) == [(3, 20), (5, 20)]        # no buffers for the dropped copies
