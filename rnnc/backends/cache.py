@@ -346,14 +346,14 @@ class HelperLocator:
         return self._cache_path
 
     def get_source_stamp(self):
-        """The digest of the function's file and of the helper files beside it (``kernels_*.py`` and
+        """The digest of the function's file and of the helper files beside it (``kernels_*.py``, ``conv_*.py`` and
         :data:`_HELPER_FILES`): a compiled helper holds the code of the helpers it calls (``lak.row_products``
         holds ``gk.dot``'s call of gemm's external function), and Numba checks only the caller's own file. Any
         change of one invalidates all, so no cached caller calls a function by an old name or signature (a
         crash, not an error)."""
         folder = os.path.dirname(os.path.abspath(self._py_file))
         files = sorted({os.path.abspath(self._py_file), *(os.path.join(folder, f) for f in os.listdir(folder)
-                                                           if f in _HELPER_FILES or f.startswith("kernels_"))})
+                                                           if f in _HELPER_FILES or f.startswith(_HELPER_PREFIXES))})
         stats = [(f, os.stat(f)) for f in files if f.endswith(".py")]
         return "-".join(_source_digest(f, st.st_mtime_ns, st.st_size)[:16] for f, st in stats)
 
@@ -361,8 +361,10 @@ class HelperLocator:
         return str(self._lineno)
 
 
-#: files beside the CPU helpers whose change invalidates every cached helper (besides ``kernels_*.py``)
-_HELPER_FILES = ("gemm.py", "packed_layout.py")
+#: files beside the CPU helpers whose change invalidates every cached helper: the kernels, the convolution code
+#: they compile in (``conv_*.py``), the products, the packed layout, and the decorators' options (``njit.py``)
+_HELPER_FILES = ("gemm.py", "packed_layout.py", "njit.py")
+_HELPER_PREFIXES = ("kernels_", "conv_")
 
 
 @functools.cache

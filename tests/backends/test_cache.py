@@ -131,7 +131,8 @@ def test_a_helper_cache_entry_is_stale_when_a_helper_it_calls_changes(tmp_path):
     function by an old name or signature (a segfault), and Numba checks only the caller's own file."""
     from rnnc.backends.cache import HelperLocator
 
-    for name in ("gemm.py", "kernels_linalg.py", "render.py", "packed_layout.py", "kernels_packed.py"):
+    for name in ("gemm.py", "kernels_linalg.py", "render.py", "packed_layout.py", "kernels_packed.py",
+                 "conv_columns.py", "njit.py"):
         (tmp_path / name).write_text(f"# {name}\n")
 
     def stamp():
@@ -151,7 +152,14 @@ def test_a_helper_cache_entry_is_stale_when_a_helper_it_calls_changes(tmp_path):
     after_layout = stamp()
     assert after_layout != after_own
     (tmp_path / "kernels_packed.py").write_text("# the packed step kernel, changed\n")
-    assert stamp() != after_layout
+    after_packed = stamp()
+    assert after_packed != after_layout
+    # kernels_conv's functions compile conv_columns' in, and njit.py holds every helper's compile options
+    (tmp_path / "conv_columns.py").write_text("# the im2col columns, changed\n")
+    after_columns = stamp()
+    assert after_columns != after_packed
+    (tmp_path / "njit.py").write_text("# the decorators' options, changed\n")
+    assert stamp() != after_columns
 
 
 def _trained(decay: float):
