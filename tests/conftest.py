@@ -16,6 +16,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# Parallel test workers already use every core: a new module's functions compile in the worker's own process
+# (rnnc/runtime/precompile.py; its tests set RNNC_COMPILE_WORKERS themselves), so no worker starts more processes.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("RNNC_COMPILE_WORKERS", "1")
+
 settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=100, deadline=None,

@@ -108,7 +108,9 @@ class Kernel:
 
     ``stats`` holds ``compile_s`` (lookup or passes + render, import, Numba compile/load, first call),
     ``cache_hit`` (the module was found under the graph's key, so passes and rendering were skipped),
-    ``render_s`` (time to the imported module) and ``buffer_bytes`` (buffers for the last shapes seen).
+    ``render_s`` (time to the imported module), ``buffer_bytes`` (buffers for the last shapes seen) and, for a
+    module rendered here, ``precompile`` (``{"jobs", "workers"}``: its functions compiled on several processes
+    before the first call, :mod:`rnnc.runtime.precompile`).
     """
 
     def __init__(self, graph: Graph, dtype: str, stream: bool = False, passes=None, threads: int | None = None):
@@ -200,6 +202,12 @@ class Kernel:
                   for var, node in self.layout.leaves.items()}
         by_var.update(extra or {})
         by_var.update(bufs)
+        args = self.arguments(sizes, by_var)
+        if not self._compiled and not self.stats["cache_hit"] and "precompile" not in self.stats:
+            # a module rendered here: its functions compiled on several cores before the first call
+            from rnnc.runtime.precompile import precompile
+
+            self.stats["precompile"] = precompile(self.module, self.path, args)
         want = self.blas_threads(binding.batch)
         with _StageThreads(scan=want["scan"], whole=want["map"], parts=want["split"], rows=want["blocks"]) as threads, \
                 on_numba_threads(self._prange):        # row blocks on the image kernels' pool (blocks.py)
@@ -209,7 +217,7 @@ class Kernel:
             if ready is not None:
                 self.module._ready = ready
             try:
-                self._run(self.arguments(sizes, by_var))
+                self._run(args)
             finally:
                 self.module._threads = _keep_threads     # a later run() outside call() leaves BLAS alone
                 if ready is not None:

@@ -119,6 +119,24 @@ def _summed_blocks(call, cuts: list, sums: tuple) -> None:
             s += t
 
 
+def planned_calls(name: str, *args) -> list:
+    """``[(compiled function, arguments)]``: the calls ``<name>(*args)`` would make (one row block's, typed as
+    every block's), for :func:`rnnc.runtime.precompile.planned`; nothing for a name without compiled calls."""
+    if name == "matmul_rows":
+        a, b, out, _ = args
+        return [(_matmul_block, (a, b, out, 0, a.shape[0]))]
+    if name == "row_products":
+        fn, a, more, sums, _ = args
+        return [(fn, (a, *more, *sums, 0, a.shape[0], chunk_rows(a, sums)))]
+    if name == "outer_rows":
+        g, x, out, _ = args
+        return [(_outer_block, (g, x, out, 0, g.shape[0]))]
+    if name == "sum_rows":
+        g, out, _ = args
+        return [(_sum_block, (g, out, 0, g.shape[0]))]
+    return []
+
+
 _SPARES: dict = {}      # id(sum array) -> arrays like it for blocks 1, 2, ... (dropped with the array)
 
 
