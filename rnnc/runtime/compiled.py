@@ -65,8 +65,10 @@ class Compiled:
             return
         self._reported.add(variant)
         module = "module loaded from the cache" if k.stats["cache_hit"] else "module generated"
+        done = k.stats.get("precompile", {})
+        where = f", {done['jobs']} functions on {done['workers']} processes" if done.get("workers", 1) > 1 else ""
         print(f"rc.compile: {self.graph.name!r} {variant} kernel: {module} in {k.stats['render_s']:.2f} s "
-              f"({k.path}); first call, Numba's compile or cache load included, {k.stats['compile_s']:.2f} s",
+              f"({k.path}); first call, Numba's compile or cache load included, {k.stats['compile_s']:.2f} s{where}",
               file=sys.stderr, flush=True)
 
     def _graph_of(self, variant: str) -> Graph:

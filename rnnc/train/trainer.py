@@ -182,7 +182,7 @@ class Trainer:
             small = np.arange(min(self.batch_size, self._count(val, eval_graph)))
             self.eval_engine.forward(self._take(val, small, eval_graph), self.eval_params())
         self._compiled = True
-        _say(f"{time.perf_counter() - t0:.1f} s\n", self.progress)
+        _say(f"{time.perf_counter() - t0:.1f} s{_processes(self.engine)}\n", self.progress)
 
     def _safe_point(self):
         """Between two steps: if a signal came, save the checkpoint (if one is configured) and stop."""
@@ -381,6 +381,13 @@ def _add_hits(sums: dict, metrics: Metrics, hit, count: int) -> None:
 
 def _metric_row(sums: dict, metrics: Metrics) -> dict:
     return metrics.row(sums["correct"] if metrics.kind == "accuracy" else sums["sq"], sums["count"])
+
+
+def _processes(engine) -> str:
+    """`` (N functions on W processes)`` when a compiled engine's new kernel compiled on several processes."""
+    kernel = getattr(engine, "kernel", None)
+    done = kernel().stats.get("precompile", {}) if callable(kernel) else {}
+    return f" ({done['jobs']} functions on {done['workers']} processes)" if done.get("workers", 1) > 1 else ""
 
 
 def _say(text: str, enabled: bool) -> None:

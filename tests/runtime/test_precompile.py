@@ -114,3 +114,15 @@ def test_argument_types_travel_as_json_data_and_come_back_equal():
         t = numba.typeof(value)
         assert pc.rebuild(json.loads(json.dumps(pc.describe(t)))) == t
     assert pc.describe(numba.typeof("text")) is None and pc.describe(numba.typeof((1, "a"))) is None
+
+
+def test_the_trainer_says_when_the_first_call_compiled_on_several_processes():
+    from types import SimpleNamespace
+
+    from rnnc.train.trainer import _processes
+
+    def engine(stats):
+        return SimpleNamespace(kernel=lambda: SimpleNamespace(stats=stats))
+    assert _processes(engine({"precompile": {"jobs": 57, "workers": 2, "s": 30.0}})) == " (57 functions on 2 processes)"
+    assert _processes(engine({"precompile": {"jobs": 6, "workers": 1}})) == ""
+    assert _processes(engine({"cache_hit": True})) == "" and _processes(SimpleNamespace()) == ""
