@@ -1,12 +1,12 @@
 """A new module's Numba functions compiled on several cores before its first call.
 
 Numba compiles a function the first time it is called, one after another: the wide flagship's training kernel
-calls 51 of them (42 stage functions of its own module and rnnc's image kernels), 75 s on one core on a new
-machine. :func:`precompile` finds every function the first ``run`` will call, with the argument types it will
-call it with, by running ``run`` once with the calls recorded instead of made (``run`` is straight-line code:
-numpy statements and calls, no branches); then this process and ``workers - 1`` others (:func:`main` in a new
-Python, given the module's path, then one job at a time on stdin) take the jobs from one queue, and each
-compiled function lands in the on-disk cache (Numba's ``cache=True``; concurrent writers are safe,
+calls 57 of them (44 of its own module, 13 of rnnc's kernels), 68-75 s on one core on a new machine.
+:func:`precompile` finds every function the first ``run`` will call, with the argument types it will call it
+with, by running ``run`` once with the calls recorded instead of made (``run`` is straight-line code: numpy
+statements and calls, no branches); then this process and ``workers - 1`` others (:func:`main` in a new Python,
+given the module's path, then one job at a time on stdin) take the jobs from one queue, and each compiled
+function lands in the on-disk cache (Numba's ``cache=True``; concurrent writers are safe,
 :mod:`rnnc.backends.cache`). The first ``run`` then loads what the other processes compiled.
 
 It runs only for a module rendered in this process (one found in the cache was compiled and cached before),
@@ -177,7 +177,12 @@ def precompile(module, path: Path, args: list) -> dict:
         with lock:
             return queue.pop() if queue else None
 
-    procs = [_start(path) for _ in range(workers - 1)]
+    procs = []
+    for _ in range(workers - 1):
+        try:
+            procs.append(_start(path))
+        except OSError:                 # no new Python here (an embedded interpreter): this process compiles all
+            break
     feeders = [threading.Thread(target=_feed, args=(proc, module, take, queue, lock), daemon=True) for proc in procs]
     try:
         for feeder in feeders:
@@ -193,7 +198,7 @@ def precompile(module, path: Path, args: list) -> dict:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-    return {"jobs": len(jobs), "workers": workers, "s": round(time.perf_counter() - t0, 3)}
+    return {"jobs": len(jobs), "workers": 1 + len(procs), "s": round(time.perf_counter() - t0, 3)}
 
 
 #: compile time of a parallel kernel (``prange``: a convolution, batch norm...) against a stage function's, about
@@ -209,14 +214,14 @@ def _compile_here(disp, sig) -> None:
 
 def _feed(proc, module, take, queue, lock) -> None:
     """Hand ``proc`` one job at a time (a JSON line; it answers a line when done) until the queue is empty or it
-    dies; a job it took and did not answer goes back to the queue."""
+    dies; a job it took and did not answer goes back to the queue, one whose types have no JSON form is
+    compiled in this process."""
     try:
         while (job := take()) is not None:
             owner, name, sig = _job(module, *job)
             args = [describe(a) for a in sig]
-            if None in args:            # a type without a description: this process compiles it
-                with lock:
-                    queue.insert(0, job)
+            if None in args:            # a type without a description: compiled here (Numba holds a lock)
+                _compile_here(*job)
                 continue
             try:
                 proc.stdin.write(json.dumps([owner, name, args]).encode() + b"\n")
@@ -252,6 +257,8 @@ def main(path: str) -> None:
     function name, argument types) and answer a line; one that fails is left to the first call."""
     from rnnc.backends.cache import load
 
+    answers = os.fdopen(os.dup(1), "w")             # stdout answers; anything else printed goes to stderr
+    os.dup2(2, 1)
     module = load(Path(path))
     for line in sys.stdin.buffer:       # from the process that started this one
         owner, name, args = json.loads(line)
@@ -261,5 +268,5 @@ def main(path: str) -> None:
                 fn.compile(tuple(rebuild(a) for a in args))
             except Exception:           # noqa: BLE001
                 pass
-        sys.stdout.write("done\n")
-        sys.stdout.flush()
+        answers.write("done\n")
+        answers.flush()

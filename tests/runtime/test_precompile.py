@@ -126,3 +126,19 @@ def test_the_trainer_says_when_the_first_call_compiled_on_several_processes():
     assert _processes(engine({"precompile": {"jobs": 57, "workers": 2, "s": 30.0}})) == " (57 functions on 2 processes)"
     assert _processes(engine({"precompile": {"jobs": 6, "workers": 1}})) == ""
     assert _processes(engine({"cache_hit": True})) == "" and _processes(SimpleNamespace()) == ""
+
+
+def test_without_a_new_python_this_process_compiles_everything(monkeypatch):
+    import types
+
+    monkeypatch.setenv("RNNC_COMPILE_WORKERS", "2")
+
+    def no_python(path):
+        raise FileNotFoundError("no executable")
+    monkeypatch.setattr(pc, "_start", no_python)
+    module = types.ModuleType("eight_functions")
+    exec("import numba\n" + "".join(f"f{i} = numba.njit(lambda a: a + {i})\n" for i in range(8))
+         + "def run(a):\n" + "".join(f"    f{i}(a)\n" for i in range(8)), vars(module))
+    done = pc.precompile(module, None, [np.zeros(3)])
+    assert done["jobs"] == 8 and done["workers"] == 1                  # no other process, and no error
+    assert all(len(getattr(module, f"f{i}").overloads) == 1 for i in range(8))
