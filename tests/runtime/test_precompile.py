@@ -142,3 +142,54 @@ def test_without_a_new_python_this_process_compiles_everything(monkeypatch):
     done = pc.precompile(module, None, [np.zeros(3)])
     assert done["jobs"] == 8 and done["workers"] == 1                  # no other process, and no error
     assert all(len(getattr(module, f"f{i}").overloads) == 1 for i in range(8))
+
+
+INTERRUPTED = """
+import os, signal, sys, threading
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_precompile import _layers, _check
+from rnnc.autodiff import grad
+from rnnc.runtime import precompile as pc
+from rnnc.runtime.kernel import Kernel
+m = _layers(0.375)
+rng = np.random.default_rng(0)
+data = {{"x": rng.standard_normal((5, 4, 3)), "y": rng.standard_normal((5, 4, 3))}}
+params = m.init_params(0, "float64")
+k = Kernel(grad(m).graph, "float64")
+if {interrupt}:
+    pids, start = [], pc._start
+    pc._start = lambda path: (lambda p: (pids.append(p.pid), p)[1])(start(path))
+    threading.Timer({delay}, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        _check(k, data, params, m)
+        print("finished")
+    except KeyboardInterrupt:
+        print("interrupted")
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            print("left", pid)
+        except ProcessLookupError:
+            print("gone")
+else:
+    _check(k, data, params, m)
+    print("right", k.stats["cache_hit"])
+"""
+
+
+def test_an_interrupt_while_compiling_leaves_no_worker_and_the_cache_usable(tmp_path, delay=1.2):
+    from cache_cases import with_helpers
+    from paths import REPO
+
+    env = dict(__import__("os").environ, RNNC_CACHE_DIR=str(with_helpers(tmp_path / "cache")),
+               RNNC_COMPILE_WORKERS="2")
+
+    def run(interrupt):
+        code = INTERRUPTED.format(tests=str(REPO / "tests" / "runtime"), interrupt=interrupt, delay=delay)
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()
+    first = run(True)
+    assert first[0] in ("interrupted", "finished") and set(first[1:]) <= {"gone"}, first
+    assert run(False) == ["right", "True"]       # the module from the cache, its functions compiled or loaded
