@@ -8,6 +8,7 @@ statistics, :math:`r_c = 1/\\sqrt{\\sigma^2_c + \\epsilon}` and :math:`\\hat x =
     batch_norm(x, s[, gamma, beta])     y = gamma x̂ + beta
     bn_sums(g, x, s)                    [sum g; sum g x̂]                 (2C,)
     bn_input_grad(g, x, s, sums[, gamma])   x̄ = gamma r (g - sum g / N - x̂ sum(g x̂) / N)
+    bn_input_grad(g, x, s, sums[, gamma], z, mask=True)   x̄ [z > 0]   (a relu's gradient applied too: CPU pass)
 
 ``batch_norm``'s ``s`` must be ``bn_stats`` of the same ``x`` (checked when the node is built): its VJP is
 the *total* derivative through the batch statistics (the formula for ``x̄`` above, as PyTorch's
@@ -174,12 +175,19 @@ def _input_grad_shape(inputs, attrs):
     g, x = inputs[:2]
     if g.shape != x.shape or not x.shape:
         raise shape_error("bn_input_grad", inputs, "the adjoint and the input should have the same (C, ...) shape")
-    _check_vectors("bn_input_grad", inputs, _channels(x), inputs[2:4], inputs[4:])
+    masked = bool(attrs.get("mask"))
+    if masked and (len(inputs) < 5 or inputs[-1].shape != x.shape or inputs[-1].axes != x.axes
+                   or inputs[-1].batched != x.batched):
+        raise shape_error("bn_input_grad", inputs, "mask=True needs a last input z of the input's shape and axes")
+    _check_vectors("bn_input_grad", inputs, _channels(x), inputs[2:4], inputs[4:len(inputs) - masked])
     return x.shape, "float"
 
 
-def bn_input_grad_np(node, g, x, s, sums, *gamma):
-    """:math:`\\bar x = \\gamma r (g - \\sum g / N - \\hat x \\sum (g \\hat x) / N)`."""
+def bn_input_grad_np(node, g, x, s, sums, *rest):
+    """:math:`\\bar x = \\gamma r (g - \\sum g / N - \\hat x \\sum (g \\hat x) / N)`, times :math:`[z > 0]`
+    with ``mask=True`` (its last input ``z``), as ``mul(bn_input_grad(...), positive(z))``."""
+    masked = bool(node.attr("mask"))
+    gamma = rest[:len(rest) - masked]
     lead, c = node.lead, _channels(node)
     g, x = np.broadcast_arrays(g, x)
     count = x.size // c
@@ -187,7 +195,8 @@ def bn_input_grad_np(node, g, x, s, sums, *gamma):
     xhat = (x - _channel_view(x, lead, s[..., :c])) * r
     k = _channel_view(x, lead, gamma[0]) * r if gamma else r
     sum_g, sum_gx = _channel_view(x, lead, sums[..., :c]), _channel_view(x, lead, sums[..., c:])
-    return k * (g - sum_g / count - xhat * sum_gx / count)
+    out = k * (g - sum_g / count - xhat * sum_gx / count)
+    return out * (rest[-1] > 0).astype(out.dtype) if masked else out
 
 
 def _no_second(node, g):

@@ -50,7 +50,8 @@ VERSION = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (
 PARALLEL = ("conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "conv2d_fwd_regions", "conv2d_wgrad_regions",
             "maxpool", "maxpool_route", "maxpool_argmax",
             "maxpool_scatter", "avgpool", "avgpool_grad",
-            "channel_mean", "channel_spread", "bn_stats", "bn_apply", "bn_sums", "bn_input_grad")
+            "channel_mean", "channel_spread", "bn_stats", "bn_apply", "bn_sums", "bn_input_grad",
+            "bn_input_grad_masked")
 
 
 @_pjit
@@ -368,23 +369,45 @@ def bn_sums(g, x, s, eps, out):
         out[c_ + c] = s2 / np.sqrt(np.float64(s[c_ + c]) + eps)
 
 
-@_pjit_sums
-def bn_input_grad(g, x, s, sums, gamma, affine, eps, out):
-    """``out = gamma r (g - sum g / N - xhat sum(g xhat) / N)``, ``r = 1 / sqrt(var + eps)``, ``N = n R``."""
+@_jit
+def _input_grad_factors(x, s, sums, gamma, affine, eps, dtype):
+    """Per channel ``[mu, gamma r, sum g / N, r sum(g xhat) / N]`` in the map's precision."""
     n_, c_, r_ = x.shape
     count = max(n_ * r_, 1)
-    k = np.empty((4, c_), dtype=out.dtype)
+    k = np.empty((4, c_), dtype=dtype)
     for c in range(c_):
         inv = 1.0 / np.sqrt(np.float64(s[c_ + c]) + eps)
         k[0, c] = s[c]
         k[1, c] = gamma[c] * inv if affine else inv
         k[2, c] = sums[c] / count
         k[3, c] = inv * sums[c_ + c] / count
+    return k
+
+
+@_pjit_sums
+def bn_input_grad(g, x, s, sums, gamma, affine, eps, out):
+    """``out = gamma r (g - sum g / N - xhat sum(g xhat) / N)``, ``r = 1 / sqrt(var + eps)``, ``N = n R``."""
+    n_, c_, r_ = x.shape
+    k = _input_grad_factors(x, s, sums, gamma, affine, eps, out.dtype)
     for p in numba.prange(n_ * c_):
         n, c = p // c_, p % c_
         m, a, b, d = k[0, c], k[1, c], k[2, c], k[3, c]
         for q in range(r_):
             out[n, c, q] = a * (g[n, c, q] - b - (x[n, c, q] - m) * d)
+
+
+@_pjit_sums
+def bn_input_grad_masked(g, x, s, sums, gamma, affine, eps, z, out):
+    """:func:`bn_input_grad` times ``[z > 0]`` (a relu's gradient), in the same pass: each value as
+    :func:`bn_input_grad` computes it, multiplied by 1 or 0 as the unfused product does."""
+    n_, c_, r_ = x.shape
+    k = _input_grad_factors(x, s, sums, gamma, affine, eps, out.dtype)
+    for p in numba.prange(n_ * c_):
+        n, c = p // c_, p % c_
+        m, a, b, d = k[0, c], k[1, c], k[2, c], k[3, c]
+        for q in range(r_):
+            v = a * (g[n, c, q] - b - (x[n, c, q] - m) * d)
+            out[n, c, q] = v * (1.0 if z[n, c, q] > 0.0 else 0.0)
 
 
 tolerate_corrupt_entries(sys.modules[__name__])   # an unreadable Numba cache entry is a miss

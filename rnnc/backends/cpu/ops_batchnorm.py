@@ -112,23 +112,34 @@ def t_bn_sums(r, node) -> None:
         r.em.line(f"{out.at({}, [f'{c} + c_'])} = acc64 * {inv_of(r, s, {}, 'c_', eps)}")
 
 
+def _grad_inputs(node):
+    """``g, x, s, sums, gamma (list), z`` of a ``bn_input_grad`` node (``z``: its relu mask's operand, or None)."""
+    g, x, s, sums, *rest = node.inputs
+    z = rest.pop() if node.attr("mask") else None
+    return g, x, s, sums, rest, z
+
+
 def t_bn_input_grad(r, node) -> None:
-    """:math:`\\bar x = \\gamma r (g - \\sum g / N - \\hat x \\sum (g \\hat x) / N)`."""
-    g, x, s, sums, *gamma = node.inputs
+    """:math:`\\bar x = \\gamma r (g - \\sum g / N - \\hat x \\sum (g \\hat x) / N)` (times :math:`[z > 0]`
+    with ``mask``: :mod:`rnnc.passes.mask_bn`)."""
+    g, x, s, sums, gamma, z = _grad_inputs(node)
     eps = node.attr("eps")
     r.out(node)
-    views = _views(r, x, [g, x, node])
+    views = _views(r, x, [g, x, node] + ([z] if z is not None else []))
     shared = _shared_vars(r, [s, sums] + gamma)
     if views and shared and not r.fixed:         # the kernel counts N from the view: every lead dim looped
-        _call(r, "bn_input_grad", *views[:2], shared[0], shared[1], shared[2] if gamma else shared[0],
-              bool(gamma), f"{eps!r}", views[2])
+        head = [*views[:2], shared[0], shared[1], shared[2] if gamma else shared[0], bool(gamma), f"{eps!r}"]
+        if z is None:
+            _call(r, "bn_input_grad", *head, views[2])
+        else:
+            _call(r, "bn_input_grad_masked", *head, views[3], views[2])
         return
     input_grad_loops(r, node)
 
 
 def input_grad_loops(r, node) -> None:
     """``bn_input_grad`` as one loop nest writing each element once (also the CUDA form)."""
-    g, x, s, sums, *gamma = node.inputs
+    g, x, s, sums, gamma, z = _grad_inputs(node)
     eps, c, count = node.attr("eps"), x.shape[0], count_of(r, x)
     gb, xb, sb, tb = r.buf(g), r.buf(x), r.buf(s), r.buf(sums)
 
@@ -136,8 +147,11 @@ def input_grad_loops(r, node) -> None:
         inv = inv_of(r, s, env, f[0], eps)
         k = f"{r.buf(gamma[0]).at(env, f[:1])} * {inv}" if gamma else inv
         xhat = f"({xb.at(env, f)} - {sb.at(env, f[:1])}) * {inv}"
-        return (f"{k} * ({gb.at(env, f)} - {tb.at(env, f[:1])} / F({count}) - "
-                f"{xhat} * {tb.at(env, [f'{c} + {f[0]}'])} / F({count}))")
+        value = (f"{k} * ({gb.at(env, f)} - {tb.at(env, f[:1])} / F({count}) - "
+                 f"{xhat} * {tb.at(env, [f'{c} + {f[0]}'])} / F({count}))")
+        if z is None:
+            return value
+        return f"({value}) * (F(1.0) if {r.buf(z).at(env, f)} > F(0.0) else F(0.0))"
     r.fill_loops(node, r.out(node), expr)
 
 

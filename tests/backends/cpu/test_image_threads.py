@@ -95,6 +95,9 @@ def _norm(rng, dtype, channels) -> dict:
     imk.bn_apply(x, out["stats"], gamma, beta, True, 1e-5, out["bn"])
     imk.bn_sums(g, x, out["stats"], 1e-5, out["sums"])
     imk.bn_input_grad(g, x, out["stats"], out["sums"], gamma, True, 1e-5, out["bn dx"])
+    out["bn dx masked"] = np.zeros_like(x)
+    imk.bn_input_grad_masked(g, x, out["stats"], out["sums"], gamma, True, 1e-5, x - 3.0, out["bn dx masked"])
+    np.testing.assert_array_equal(out["bn dx masked"], out["bn dx"] * (x > 3.0))
     x64 = x.astype(np.float64)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out["mean"], x64.mean(axis=(0, 2)), rtol=tol)
@@ -247,5 +250,5 @@ def test_the_kernels_tested_here_are_the_parallel_ones():
     covered = {"conv2d_fwd", "conv2d_igrad", "conv2d_wgrad", "conv2d_fwd_regions", "conv2d_wgrad_regions",
                "maxpool", "maxpool_route", "maxpool_argmax",
                "maxpool_scatter", "avgpool", "avgpool_grad", "channel_mean", "channel_spread", "bn_stats", "bn_apply",
-               "bn_sums", "bn_input_grad"}
+               "bn_sums", "bn_input_grad", "bn_input_grad_masked"}
     assert set(imk.PARALLEL) == covered
