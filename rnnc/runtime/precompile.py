@@ -12,7 +12,7 @@ function lands in the on-disk cache (Numba's ``cache=True``; concurrent writers 
 It runs only for a module rendered in this process (one found in the cache was compiled and cached before),
 with at least :data:`MIN_JOBS` functions to compile, and never changes a result: a dry run that fails, a
 worker that fails or is killed, leaves the functions to compile on first call as before. ``RNNC_COMPILE_WORKERS``
-sets the number of processes (default: the CPUs this process may use that the load average leaves idle, at most
+sets the number of processes (default: the CPUs this process may use that other processes leave idle, at most
 :data:`MAX_WORKERS`; 0 or 1 turns it off).
 """
 from __future__ import annotations
@@ -39,9 +39,9 @@ _PLAIN = ("numpy", "math", "numba")       # modules the generated code uses for 
 
 def workers_wanted(jobs: int) -> int:
     """Processes for ``jobs`` functions: ``RNNC_COMPILE_WORKERS`` if set, else the CPUs this process may use
-    that other processes leave idle, by the load average less one for this process (at most
-    :data:`MAX_WORKERS`; other processes busy on every core, as parallel test workers are, leave one); never
-    more than one per :data:`JOBS_PER_WORKER` jobs, and 1 below :data:`MIN_JOBS`."""
+    that other processes leave idle now (:func:`_busy_elsewhere`; at most :data:`MAX_WORKERS`: other processes
+    busy on every core, as parallel test workers are, leave one); never more than one per
+    :data:`JOBS_PER_WORKER` jobs, and 1 below :data:`MIN_JOBS`."""
     env = os.environ.get("RNNC_COMPILE_WORKERS", "").strip()
     if env:
         try:
@@ -54,14 +54,34 @@ def workers_wanted(jobs: int) -> int:
             cpus = len(os.sched_getaffinity(0))
         except AttributeError:          # not on Linux
             cpus = os.cpu_count() or 1
-        try:                            # cores others keep busy: the load average, less this process's own
-            busy = max(0, round(os.getloadavg()[0]) - 1)
-        except (AttributeError, OSError):
-            busy = 0
-        most = min(MAX_WORKERS, cpus - busy)
+        busy = min(_busy_elsewhere() if k == 0 else (time.sleep(0.01), _busy_elsewhere())[1] for k in range(3))
+        most = min(MAX_WORKERS, cpus - busy)         # (the least of three looks 10 ms apart: a moment's blip)
     if jobs < MIN_JOBS:
         return 1
     return max(1, min(most, jobs // JOBS_PER_WORKER))
+
+
+def _busy_elsewhere() -> int:
+    """Cores other processes keep busy now: the threads the kernel counts as runnable (``/proc/loadavg``'s
+    fourth field) less this process's own (its BLAS threads may still be spinning after a call); without
+    ``/proc``, the one-minute load average less one."""
+    try:
+        with open("/proc/loadavg") as fh:
+            runnable = int(fh.read().split()[3].split("/")[0])
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat") as fh:
+                    own += fh.read().rpartition(")")[2].split()[0] == "R"
+            except (OSError, IndexError):
+                pass
+        return max(0, runnable - max(own, 1))
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        return max(0, round(os.getloadavg()[0]) - 1)
+    except (AttributeError, OSError):
+        return 0
 
 
 def planned(module, args: list) -> list:

@@ -384,9 +384,15 @@ def _metric_row(sums: dict, metrics: Metrics) -> dict:
 
 
 def _processes(engine) -> str:
-    """`` (N functions on W processes)`` when a compiled engine's new kernel compiled on several processes."""
-    kernel = getattr(engine, "kernel", None)
-    done = kernel().stats.get("precompile", {}) if callable(kernel) else {}
+    """`` (N functions on W processes)`` when a compiled engine's CPU kernel, built by its first step, compiled
+    on several processes (nothing is built here: a CUDA engine has no such kernel). An engine wrapped by
+    another (an AutoEngine's ``impl``, a logging wrapper's ``engine``) is looked into, a few levels deep."""
+    for _ in range(4):
+        if hasattr(engine, "_kernel"):
+            break
+        engine = getattr(engine, "impl", None) or getattr(engine, "engine", None)
+    kernel = getattr(engine, "_kernel", None)
+    done = getattr(kernel, "stats", {}).get("precompile", {})
     return f" ({done['jobs']} functions on {done['workers']} processes)" if done.get("workers", 1) > 1 else ""
 
 
