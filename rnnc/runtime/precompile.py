@@ -54,8 +54,11 @@ def workers_wanted(jobs: int) -> int:
             cpus = len(os.sched_getaffinity(0))
         except AttributeError:          # not on Linux
             cpus = os.cpu_count() or 1
-        busy = min(_busy_elsewhere() if k == 0 else (time.sleep(0.01), _busy_elsewhere())[1] for k in range(3))
-        most = min(MAX_WORKERS, cpus - busy)         # (the least of three looks 10 ms apart: a moment's blip)
+        busy = _busy_elsewhere()
+        for _ in range(2):                  # the least of three looks 10 ms apart: not a moment's blip
+            time.sleep(0.01)
+            busy = min(busy, _busy_elsewhere())
+        most = min(MAX_WORKERS, cpus - busy)
     if jobs < MIN_JOBS:
         return 1
     return max(1, min(most, jobs // JOBS_PER_WORKER))
